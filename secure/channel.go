@@ -1,0 +1,223 @@
+package secure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrDecrypt: a transport message failed authentication. It is opaque on
+// purpose; the channel is closed after it.
+var ErrDecrypt = errors.New("secure: message authentication failed")
+
+// ErrClosed is returned by Receive when the peer closed the channel; the
+// peer's reason is in the wrapping error's text.
+var ErrClosed = errors.New("secure: channel closed by peer")
+
+// Channel is an established, mutually authenticated channel over a
+// Transport. Send may be called from several goroutines; Receive from one.
+type Channel struct {
+	t       Transport
+	session *Session
+
+	sendMu  sync.Mutex
+	sendBuf []byte
+
+	reasm   reassembler
+	recvBuf []byte
+	failed  error // first receive error, returned on every later call
+}
+
+// Dial runs the initiator's handshake over t. ctx bounds the handshake: when
+// it ends first, t is closed. On error t is closed.
+func Dial(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, error) {
+	return runHandshake(ctx, t, func() (*Session, error) {
+		i, err := NewInitiator(cfg)
+		if err != nil {
+			return nil, err
+		}
+		msg1, err := i.Start()
+		if err != nil {
+			return nil, err
+		}
+		if err := t.WriteMessage(msg1); err != nil {
+			return nil, fmt.Errorf("send message 1: %w", err)
+		}
+		msg2, err := t.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("read message 2: %w", err)
+		}
+		msg3, s, err := i.Finish(msg2)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.WriteMessage(msg3); err != nil {
+			return nil, fmt.Errorf("send message 3: %w", err)
+		}
+		return s, nil
+	})
+}
+
+// Accept runs the responder's handshake over t, like Dial.
+func Accept(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, error) {
+	return runHandshake(ctx, t, func() (*Session, error) {
+		r, err := NewResponder(cfg)
+		if err != nil {
+			return nil, err
+		}
+		msg1, err := t.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("read message 1: %w", err)
+		}
+		msg2, err := r.Respond(msg1)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.WriteMessage(msg2); err != nil {
+			return nil, fmt.Errorf("send message 2: %w", err)
+		}
+		msg3, err := t.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("read message 3: %w", err)
+		}
+		return r.Finish(msg3)
+	})
+}
+
+// runHandshake runs steps with t closed if ctx ends first.
+func runHandshake(ctx context.Context, t Transport, steps func() (*Session, error)) (*Channel, error) {
+	stop := context.AfterFunc(ctx, func() { t.Close() })
+	s, err := steps()
+	if !stop() {
+		// ctx ended and closed t: whatever steps returned, it is late.
+		if err == nil {
+			err = errors.New("closed")
+		}
+		return nil, fmt.Errorf("handshake: %w (%v)", context.Cause(ctx), err)
+	}
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	return &Channel{t: t, session: s, reasm: reassembler{max: DefaultMaxMessageSize}}, nil
+}
+
+// Peer returns the verified peer of the channel.
+func (c *Channel) Peer() *Peer { return c.session.peer }
+
+// ChannelBinding returns the handshake hash, equal on both ends.
+func (c *Channel) ChannelBinding() []byte { return c.session.ChannelBinding() }
+
+// SetMaxMessageSize sets the bound on a reassembled data payload (default
+// DefaultMaxMessageSize). Call it before the first Receive.
+func (c *Channel) SetMaxMessageSize(n int) { c.reasm.max = n }
+
+// Send seals and writes m, splitting a data payload into fragments.
+func (c *Channel) Send(m Message) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if m.Type != TypeData {
+		p, err := appendControl(nil, m)
+		if err != nil {
+			return err
+		}
+		return c.writeLocked(p)
+	}
+	payload := m.Payload
+	for {
+		n := min(len(payload), maxFragment)
+		more := n < len(payload)
+		if err := c.writeLocked(appendFragment(nil, m.Batch, more, payload[:n])); err != nil {
+			return err
+		}
+		if payload = payload[n:]; !more {
+			return nil
+		}
+	}
+}
+
+// writeLocked rekeys when a soft limit passed, then seals and writes one
+// plaintext.
+func (c *Channel) writeLocked(plaintext []byte) error {
+	now := time.Now()
+	if c.session.needRekey(now) {
+		if err := c.sealAndWrite([]byte{byte(TypeRekey)}); err != nil {
+			return err
+		}
+		c.session.rekeySend(now)
+	}
+	return c.sealAndWrite(plaintext)
+}
+
+func (c *Channel) sealAndWrite(plaintext []byte) error {
+	var err error
+	c.sendBuf, err = c.session.seal(c.sendBuf[:0], plaintext)
+	if err != nil {
+		return err
+	}
+	return c.t.WriteMessage(c.sendBuf)
+}
+
+// Receive returns the next whole message. Rekey messages are handled
+// inside. A data payload is owned by the caller. After any error (a failed
+// authentication, a malformed message, the peer's close) the channel is
+// unusable and Receive keeps returning that error.
+func (c *Channel) Receive() (Message, error) {
+	if c.failed != nil {
+		return Message{}, c.failed
+	}
+	m, err := c.receive()
+	if err != nil {
+		c.failed = err
+	}
+	return m, err
+}
+
+func (c *Channel) receive() (Message, error) {
+	for {
+		ct, err := c.t.ReadMessage()
+		if err != nil {
+			return Message{}, err
+		}
+		now := time.Now()
+		c.recvBuf, err = c.session.open(c.recvBuf[:0], ct, now)
+		if err != nil {
+			return Message{}, err
+		}
+		f, err := parsePlaintext(c.recvBuf)
+		if err != nil {
+			return Message{}, err
+		}
+		if f.Type == TypeRekey {
+			c.session.rekeyRecv(now)
+			continue
+		}
+		m, ok, err := c.reasm.add(f)
+		if err != nil {
+			return Message{}, err
+		}
+		if !ok {
+			continue
+		}
+		if m.Type == TypeClose {
+			return Message{}, fmt.Errorf("%w: %q", ErrClosed, m.Reason)
+		}
+		return m, nil
+	}
+}
+
+// Close sends a close message with reason (best effort) and closes the
+// transport.
+func (c *Channel) Close(reason string) error {
+	c.sendMu.Lock()
+	if len(reason) > MaxReason {
+		reason = reason[:MaxReason]
+	}
+	if p, err := appendControl(nil, Message{Type: TypeClose, Reason: reason}); err == nil {
+		_ = c.writeLocked(p)
+	}
+	c.sendMu.Unlock()
+	return c.t.Close()
+}

@@ -1,0 +1,89 @@
+package secure
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// MaxNoiseMessage is the largest Noise message, handshake or transport, in
+// bytes. The Noise specification fixes it; flynn/noise does not enforce it
+// (a 65535-byte payload makes a 65567-byte message), so the framing does.
+const MaxNoiseMessage = 65535
+
+// Transport carries whole Noise messages, in order, between the two ends of
+// a channel: over a byte stream (NewStreamTransport) or any carrier that
+// keeps message boundaries (a relay route, an MQTT topic).
+type Transport interface {
+	// WriteMessage sends one message of 1 to MaxNoiseMessage bytes. It is
+	// not called concurrently.
+	WriteMessage(msg []byte) error
+	// ReadMessage returns the next message, valid until the next call. It
+	// is not called concurrently.
+	ReadMessage() ([]byte, error)
+	// Close closes the carrier; a blocked ReadMessage returns an error.
+	Close() error
+}
+
+// Stream framing (docs/PROTOCOL.md, "Framing"):
+//
+//	+----------------+---------------------------+
+//	| length u16 BE  | Noise message (length B)  |
+//	+----------------+---------------------------+
+//
+// length is 1..65535; a zero length is a protocol error.
+const frameHeaderSize = 2
+
+// streamTransport frames Noise messages on a byte stream.
+type streamTransport struct {
+	rwc io.ReadWriteCloser
+	r   *bufio.Reader
+
+	wmu  sync.Mutex
+	wbuf []byte
+	rbuf [MaxNoiseMessage]byte
+}
+
+// NewStreamTransport returns a Transport that frames messages on rwc with a
+// two-byte big-endian length prefix.
+func NewStreamTransport(rwc io.ReadWriteCloser) Transport {
+	return &streamTransport{rwc: rwc, r: bufio.NewReaderSize(rwc, 4096)}
+}
+
+// WriteMessage writes one frame with a single Write call.
+func (t *streamTransport) WriteMessage(msg []byte) error {
+	if len(msg) == 0 || len(msg) > MaxNoiseMessage {
+		return fmt.Errorf("secure: message of %d bytes, want 1 to %d", len(msg), MaxNoiseMessage)
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.wbuf = binary.BigEndian.AppendUint16(t.wbuf[:0], uint16(len(msg)))
+	t.wbuf = append(t.wbuf, msg...)
+	_, err := t.rwc.Write(t.wbuf)
+	return err
+}
+
+// ReadMessage reads one frame. A stream that ends between frames returns
+// io.EOF; one that ends inside a frame returns io.ErrUnexpectedEOF.
+func (t *streamTransport) ReadMessage() ([]byte, error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	if n == 0 {
+		return nil, fmt.Errorf("%w: zero-length frame", ErrMalformed)
+	}
+	if _, err := io.ReadFull(t.r, t.rbuf[:n]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return t.rbuf[:n], nil
+}
+
+// Close closes the stream.
+func (t *streamTransport) Close() error { return t.rwc.Close() }

@@ -1,0 +1,301 @@
+package secure
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/flynn/noise"
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+// The handshake (docs/PROTOCOL.md, "Handshake"):
+//
+//	Noise_XX_25519_ChaChaPoly_BLAKE2s, prologue = Prologue
+//	-> e, payload "telegraf-ockam/1"             (message 1, cleartext hello)
+//	<- e, ee, s, es, payload(responder)           (message 2)
+//	-> s, se, payload(initiator)                  (message 3)
+//
+// payload(x) = u8 version 1 | attestation (146) | u16 length | credential
+//
+// The device (initiator) verifies the listener's payload before it writes
+// message 3, so it reveals its identity and credential only to a listener
+// that proved a credential from the device's trusted authority.
+const (
+	// ProtocolName names this protocol and its version. It is the Noise
+	// prologue and the cleartext payload of message 1, so a peer of another
+	// version fails with a clear reason and cannot be downgraded silently.
+	ProtocolName = "telegraf-ockam/1"
+
+	payloadVersion = 1
+)
+
+// Prologue is the Noise prologue: both ends must agree on it.
+var Prologue = []byte(ProtocolName)
+
+// Handshake errors, besides the verification errors of Verifier.
+var (
+	// ErrHandshake: a handshake message failed to decrypt or was out of
+	// order. The cause is deliberately not told apart (a tampered,
+	// replayed or foreign message all look the same).
+	ErrHandshake = errors.New("secure: handshake failed")
+	// ErrUnsupportedVersion: the peer speaks another protocol or version.
+	ErrUnsupportedVersion = errors.New("secure: unsupported protocol version")
+	// ErrPinMismatch: the peer is valid but not the pinned identity.
+	ErrPinMismatch = errors.New("secure: peer is not the pinned identity")
+)
+
+var cipherSuite = func(static vault.DH) noise.CipherSuite {
+	return noise.NewCipherSuite(vaultDH{static}, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+}
+
+// HandshakeConfig is what one end brings to a handshake.
+type HandshakeConfig struct {
+	Identity   *LocalIdentity // our identity and purpose key
+	Credential *Credential    // our credential, sent to the peer
+	Verifier   *Verifier      // whom we trust
+	// PeerIdentifier, when not zero, pins the peer's identity.
+	PeerIdentifier Identifier
+	// Now returns the time for validity checks (nil: time.Now).
+	Now func() time.Time
+	// Random supplies the ephemeral key (nil: crypto/rand). Test vectors
+	// set it; nothing else should.
+	Random io.Reader
+}
+
+func (c *HandshakeConfig) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
+// handshake is the state shared by both roles.
+type handshake struct {
+	cfg  HandshakeConfig
+	hs   *noise.HandshakeState
+	step int // messages processed so far; any error makes it -1 (dead)
+}
+
+func newHandshake(cfg HandshakeConfig, initiator bool) (*handshake, error) {
+	if cfg.Identity == nil || cfg.Credential == nil || cfg.Verifier == nil {
+		return nil, errors.New("secure: handshake needs an identity, a credential and a verifier")
+	}
+	random := cfg.Random
+	if random == nil {
+		random = rand.Reader
+	}
+	pub := cfg.Identity.purpose.PublicKey()
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite: cipherSuite(cfg.Identity.purpose),
+		Random:      random,
+		Pattern:     noise.HandshakeXX,
+		Initiator:   initiator,
+		Prologue:    Prologue,
+		// Private stays empty: vaultDH uses the vault's key for it.
+		StaticKeypair: noise.DHKey{Public: pub[:]},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("secure: %v", err)
+	}
+	return &handshake{cfg: cfg, hs: hs}, nil
+}
+
+// expect checks the step and marks the handshake dead until the step ends
+// well; any failure leaves it dead (flynn/noise cannot roll back).
+func (h *handshake) expect(step int) error {
+	if h.step != step {
+		return fmt.Errorf("%w: message %d out of order", ErrHandshake, step+1)
+	}
+	h.step = -1
+	return nil
+}
+
+// Initiator runs the device's side of the handshake, without I/O.
+type Initiator struct{ h *handshake }
+
+// NewInitiator prepares the device's side.
+func NewInitiator(cfg HandshakeConfig) (*Initiator, error) {
+	h, err := newHandshake(cfg, true)
+	return &Initiator{h}, err
+}
+
+// Start returns message 1.
+func (i *Initiator) Start() ([]byte, error) {
+	if err := i.h.expect(0); err != nil {
+		return nil, err
+	}
+	msg, _, _, err := i.h.hs.WriteMessage(nil, []byte(ProtocolName))
+	if err != nil {
+		return nil, fmt.Errorf("secure: write message 1: %v", err)
+	}
+	i.h.step = 1
+	return msg, nil
+}
+
+// Finish reads message 2, verifies the responder, and returns message 3
+// and the established session. On any error the handshake is dead.
+func (i *Initiator) Finish(msg2 []byte) ([]byte, *Session, error) {
+	h := i.h
+	if err := h.expect(1); err != nil {
+		return nil, nil, err
+	}
+	payload, _, _, err := h.hs.ReadMessage(nil, msg2)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: message 2", ErrHandshake)
+	}
+	peer, err := h.verifyPayload(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg3, cs1, cs2, err := h.hs.WriteMessage(nil, appendPayload(nil, h.cfg.Identity, h.cfg.Credential))
+	if err != nil || cs1 == nil {
+		return nil, nil, fmt.Errorf("secure: write message 3: %v", err)
+	}
+	h.step = 2
+	return msg3, newSession(cs1, cs2, peer, h.hs.ChannelBinding()), nil
+}
+
+// Responder runs the listener's side of the handshake, without I/O.
+type Responder struct{ h *handshake }
+
+// NewResponder prepares the listener's side.
+func NewResponder(cfg HandshakeConfig) (*Responder, error) {
+	h, err := newHandshake(cfg, false)
+	return &Responder{h}, err
+}
+
+// Respond reads message 1 and returns message 2.
+func (r *Responder) Respond(msg1 []byte) ([]byte, error) {
+	h := r.h
+	if err := h.expect(0); err != nil {
+		return nil, err
+	}
+	hello, _, _, err := h.hs.ReadMessage(nil, msg1)
+	if err != nil {
+		return nil, fmt.Errorf("%w: message 1", ErrHandshake)
+	}
+	if string(hello) != ProtocolName {
+		return nil, fmt.Errorf("%w: peer speaks %q, want %q", ErrUnsupportedVersion, hello, ProtocolName)
+	}
+	msg2, _, _, err := h.hs.WriteMessage(nil, appendPayload(nil, h.cfg.Identity, h.cfg.Credential))
+	if err != nil {
+		return nil, fmt.Errorf("secure: write message 2: %v", err)
+	}
+	h.step = 1
+	return msg2, nil
+}
+
+// Finish reads message 3, verifies the initiator and returns the session.
+func (r *Responder) Finish(msg3 []byte) (*Session, error) {
+	h := r.h
+	if err := h.expect(1); err != nil {
+		return nil, err
+	}
+	payload, cs1, cs2, err := h.hs.ReadMessage(nil, msg3)
+	if err != nil || cs1 == nil {
+		return nil, fmt.Errorf("%w: message 3", ErrHandshake)
+	}
+	peer, err := h.verifyPayload(payload)
+	if err != nil {
+		return nil, err
+	}
+	h.step = 2
+	// cs1 carries initiator→responder traffic on both sides.
+	return newSession(cs2, cs1, peer, h.hs.ChannelBinding()), nil
+}
+
+// appendPayload appends our handshake payload.
+func appendPayload(b []byte, id *LocalIdentity, c *Credential) []byte {
+	b = append(b, payloadVersion)
+	b = append(b, id.public.attestation.raw[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(c.raw)))
+	return append(b, c.raw...)
+}
+
+// parsePayload decodes a handshake payload strictly.
+func parsePayload(p []byte) (*Attestation, *Credential, error) {
+	s := cryptobyte.String(p)
+	var version uint8
+	var att []byte
+	var cred cryptobyte.String
+	if !s.ReadUint8(&version) || version != payloadVersion {
+		return nil, nil, fmt.Errorf("%w: handshake payload version %d, want %d", ErrMalformed, version, payloadVersion)
+	}
+	if !s.ReadBytes(&att, AttestationSize) || !s.ReadUint16LengthPrefixed(&cred) || !s.Empty() {
+		return nil, nil, fmt.Errorf("%w: handshake payload of %d bytes", ErrMalformed, len(p))
+	}
+	a, err := ParseAttestation(att)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ParseCredential(cred)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, c, nil
+}
+
+// verifyPayload parses the peer's payload and verifies it against the
+// static key the peer proved in this handshake.
+func (h *handshake) verifyPayload(payload []byte) (*Peer, error) {
+	a, c, err := parsePayload(payload)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := h.cfg.Verifier.verifyPeer(a, c, h.hs.PeerStatic(), h.cfg.now())
+	if err != nil {
+		return nil, err
+	}
+	if !h.cfg.PeerIdentifier.IsZero() && !peer.Identifier.Equal(h.cfg.PeerIdentifier) {
+		return nil, fmt.Errorf("%w: peer is %s, pinned %s", ErrPinMismatch, peer.Identifier, h.cfg.PeerIdentifier)
+	}
+	return peer, nil
+}
+
+// vaultDH is Noise's "25519" with the static private key kept in a vault.
+// flynn/noise passes the private key bytes to DH; the static key's Private
+// is left empty, and an empty private key selects the vault's key. The
+// ephemeral key is an ordinary crypto/ecdh key.
+type vaultDH struct{ static vault.DH }
+
+func (vaultDH) GenerateKeypair(random io.Reader) (noise.DHKey, error) {
+	var seed [32]byte
+	if _, err := io.ReadFull(random, seed[:]); err != nil {
+		return noise.DHKey{}, err
+	}
+	defer clear(seed[:])
+	k, err := ecdh.X25519().NewPrivateKey(seed[:])
+	if err != nil {
+		return noise.DHKey{}, err
+	}
+	return noise.DHKey{Private: k.Bytes(), Public: k.PublicKey().Bytes()}, nil
+}
+
+func (d vaultDH) DH(private, public []byte) ([]byte, error) {
+	if len(public) != 32 {
+		return nil, fmt.Errorf("secure: X25519 public key of %d bytes", len(public))
+	}
+	if len(private) == 0 {
+		shared, err := d.static.DH([32]byte(public))
+		return shared[:], err
+	}
+	k, err := ecdh.X25519().NewPrivateKey(private)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ecdh.X25519().NewPublicKey(public)
+	if err != nil {
+		return nil, err
+	}
+	return k.ECDH(pub) // fails on a low-order point
+}
+
+func (vaultDH) DHLen() int     { return 32 }
+func (vaultDH) DHName() string { return "25519" }

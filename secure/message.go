@@ -1,0 +1,213 @@
+package secure
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unicode/utf8"
+)
+
+// MessageType is the first byte of every transport message's plaintext.
+type MessageType uint8
+
+// Message types (docs/PROTOCOL.md, "Transport messages"):
+//
+//	data   1 | batch u64 | flags u8 (bit 0: more fragments follow) | payload
+//	ack    2 | batch u64
+//	nack   3 | batch u64 | kind u8 (1 permanent, 2 transient) | reason (UTF-8)
+//	close  4 | reason (UTF-8)
+//	rekey  5                      (the sender's next message uses the next key)
+const (
+	TypeData  MessageType = 1
+	TypeAck   MessageType = 2
+	TypeNack  MessageType = 3
+	TypeClose MessageType = 4
+	TypeRekey MessageType = 5
+)
+
+// String returns the type's name.
+func (t MessageType) String() string {
+	switch t {
+	case TypeData:
+		return "data"
+	case TypeAck:
+		return "ack"
+	case TypeNack:
+		return "nack"
+	case TypeClose:
+		return "close"
+	case TypeRekey:
+		return "rekey"
+	}
+	return fmt.Sprintf("MessageType(%d)", uint8(t))
+}
+
+const (
+	// MaxPlaintext is the largest plaintext of one Noise transport message.
+	MaxPlaintext = MaxNoiseMessage - 16
+	// MaxReason bounds the reason text of nack and close messages.
+	MaxReason = 1024
+	// DefaultMaxMessageSize is the default bound on a reassembled data
+	// payload (the sum of its fragments).
+	DefaultMaxMessageSize = 4 << 20
+
+	dataHeaderSize  = 1 + 8 + 1
+	maxFragment     = MaxPlaintext - dataHeaderSize
+	flagMore        = 1
+	nackPermanent   = 1
+	nackTransient   = 2
+	ackMessageSize  = 1 + 8
+	nackHeaderSize  = 1 + 8 + 1
+	rekeyMessageLen = 1
+)
+
+// Message is one transport message after reassembly.
+type Message struct {
+	Type MessageType
+	// Batch identifies a data message and the ack or nack that answers it.
+	Batch uint64
+	// Payload is the data (line protocol for telegraf-ockam).
+	Payload []byte
+	// Permanent marks a nack that retrying cannot fix (policy, revocation);
+	// a transient nack asks the sender to retry later.
+	Permanent bool
+	// Reason explains a nack or close, in UTF-8, at most MaxReason bytes.
+	Reason string
+}
+
+// appendFragment appends the plaintext of one data fragment.
+func appendFragment(b []byte, batch uint64, more bool, payload []byte) []byte {
+	b = append(b, byte(TypeData))
+	b = binary.BigEndian.AppendUint64(b, batch)
+	flags := byte(0)
+	if more {
+		flags = flagMore
+	}
+	return append(append(b, flags), payload...)
+}
+
+// appendControl appends the plaintext of a non-data message.
+func appendControl(b []byte, m Message) ([]byte, error) {
+	if len(m.Reason) > MaxReason || !utf8.ValidString(m.Reason) {
+		return nil, fmt.Errorf("secure: reason must be UTF-8 of at most %d bytes", MaxReason)
+	}
+	b = append(b, byte(m.Type))
+	switch m.Type {
+	case TypeAck:
+		return binary.BigEndian.AppendUint64(b, m.Batch), nil
+	case TypeNack:
+		b = binary.BigEndian.AppendUint64(b, m.Batch)
+		kind := byte(nackTransient)
+		if m.Permanent {
+			kind = nackPermanent
+		}
+		return append(append(b, kind), m.Reason...), nil
+	case TypeClose:
+		return append(b, m.Reason...), nil
+	case TypeRekey:
+		return b, nil
+	}
+	return nil, fmt.Errorf("secure: cannot encode message type %v", m.Type)
+}
+
+// fragment is one decoded transport plaintext.
+type fragment struct {
+	Message
+	more bool // data only: more fragments of this batch follow
+}
+
+// parsePlaintext decodes one transport plaintext strictly. A data
+// fragment's payload aliases p.
+func parsePlaintext(p []byte) (fragment, error) {
+	if len(p) == 0 {
+		return fragment{}, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	f := fragment{Message: Message{Type: MessageType(p[0])}}
+	switch f.Type {
+	case TypeData:
+		if len(p) < dataHeaderSize {
+			return f, fmt.Errorf("%w: data message of %d bytes", ErrMalformed, len(p))
+		}
+		f.Batch = binary.BigEndian.Uint64(p[1:9])
+		switch p[9] {
+		case 0:
+		case flagMore:
+			f.more = true
+		default:
+			return f, fmt.Errorf("%w: data flags %#x", ErrMalformed, p[9])
+		}
+		f.Payload = p[dataHeaderSize:]
+	case TypeAck:
+		if len(p) != ackMessageSize {
+			return f, fmt.Errorf("%w: ack message of %d bytes", ErrMalformed, len(p))
+		}
+		f.Batch = binary.BigEndian.Uint64(p[1:9])
+	case TypeNack:
+		if len(p) < nackHeaderSize {
+			return f, fmt.Errorf("%w: nack message of %d bytes", ErrMalformed, len(p))
+		}
+		f.Batch = binary.BigEndian.Uint64(p[1:9])
+		switch p[9] {
+		case nackPermanent:
+			f.Permanent = true
+		case nackTransient:
+		default:
+			return f, fmt.Errorf("%w: nack kind %d", ErrMalformed, p[9])
+		}
+		if err := setReason(&f.Message, p[nackHeaderSize:]); err != nil {
+			return f, err
+		}
+	case TypeClose:
+		if err := setReason(&f.Message, p[1:]); err != nil {
+			return f, err
+		}
+	case TypeRekey:
+		if len(p) != rekeyMessageLen {
+			return f, fmt.Errorf("%w: rekey message of %d bytes", ErrMalformed, len(p))
+		}
+	default:
+		return f, fmt.Errorf("%w: unknown message type %d", ErrMalformed, p[0])
+	}
+	return f, nil
+}
+
+// setReason checks and copies a reason text.
+func setReason(m *Message, b []byte) error {
+	if len(b) > MaxReason || !utf8.Valid(b) {
+		return fmt.Errorf("%w: reason must be UTF-8 of at most %d bytes", ErrMalformed, MaxReason)
+	}
+	m.Reason = string(b)
+	return nil
+}
+
+// reassembler joins the fragments of data messages, up to a bound.
+type reassembler struct {
+	max     int
+	pending bool
+	batch   uint64
+	buf     []byte
+}
+
+// add takes one fragment. It returns the whole message once the last
+// fragment arrived (ok true); the payload is owned by the caller.
+func (r *reassembler) add(f fragment) (m Message, ok bool, err error) {
+	if f.Type != TypeData {
+		if r.pending {
+			return m, false, fmt.Errorf("%w: %v message inside the fragments of batch %d", ErrMalformed, f.Type, r.batch)
+		}
+		return f.Message, true, nil
+	}
+	if r.pending && f.Batch != r.batch {
+		return m, false, fmt.Errorf("%w: fragment of batch %d inside batch %d", ErrMalformed, f.Batch, r.batch)
+	}
+	if len(r.buf)+len(f.Payload) > r.max {
+		return m, false, fmt.Errorf("%w: data message larger than %d bytes", ErrMalformed, r.max)
+	}
+	r.buf = append(r.buf, f.Payload...)
+	if f.more {
+		r.pending, r.batch = true, f.Batch
+		return m, false, nil
+	}
+	m = Message{Type: TypeData, Batch: f.Batch, Payload: r.buf}
+	r.pending, r.buf = false, nil
+	return m, true, nil
+}
