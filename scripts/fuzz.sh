@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module for FUZZTIME each (default 10s).
+# Usage: scripts/fuzz.sh [FUZZTIME]
+# A crash leaves its input in <pkg>/testdata/fuzz/FuzzX/ and fails the run.
+set -euo pipefail
+fuzztime=${1:-10s}
+cd "$(dirname "$0")/.."
+status=0
+while IFS= read -r file; do
+	dir=$(dirname "$file")
+	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
+		echo "fuzz: ./$dir $target ($fuzztime)"
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "./$dir" >/tmp/fuzz-$$.log 2>&1; then
+			cat /tmp/fuzz-$$.log
+			status=1
+		fi
+	done
+done < <(grep -rlE '^func Fuzz' --include='*_test.go' . | sed 's|^\./||' | sort)
+rm -f /tmp/fuzz-$$.log
+exit $status
