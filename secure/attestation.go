@@ -63,6 +63,10 @@ func Attest(signer vault.Signer, purposeKey [32]byte, now time.Time, ttl time.Du
 		Created:     now.Truncate(time.Second),
 		Expires:     now.Add(ttl).Truncate(time.Second),
 	}
+	if !a.Expires.After(a.Created) {
+		// ParseAttestation would refuse it (expires <= created).
+		return nil, fmt.Errorf("secure: attestation TTL %v is shorter than a second", ttl)
+	}
 	b := a.raw[:0]
 	b = append(b, attestationVersion)
 	b = append(b, a.IdentityKey...)

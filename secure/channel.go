@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrDecrypt: a transport message failed authentication. It is opaque on
@@ -209,15 +210,23 @@ func (c *Channel) receive() (Message, error) {
 }
 
 // Close sends a close message with reason (best effort) and closes the
-// transport.
+// transport. It does not wait for a Send in progress: it sends no close
+// message then, and closing the transport ends that Send.
 func (c *Channel) Close(reason string) error {
-	c.sendMu.Lock()
-	if len(reason) > MaxReason {
-		reason = reason[:MaxReason]
+	// A Send blocked on a peer that stopped reading holds sendMu until the
+	// carrier is closed, so waiting for it could take forever.
+	if c.sendMu.TryLock() {
+		if len(reason) > MaxReason {
+			cut := MaxReason
+			for cut > 0 && !utf8.RuneStart(reason[cut]) {
+				cut-- // do not split a rune: the reason must stay UTF-8
+			}
+			reason = reason[:cut]
+		}
+		if p, err := appendControl(nil, Message{Type: TypeClose, Reason: reason}); err == nil {
+			_ = c.writeLocked(p)
+		}
+		c.sendMu.Unlock()
 	}
-	if p, err := appendControl(nil, Message{Type: TypeClose, Reason: reason}); err == nil {
-		_ = c.writeLocked(p)
-	}
-	c.sendMu.Unlock()
 	return c.t.Close()
 }

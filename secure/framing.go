@@ -44,6 +44,10 @@ type streamTransport struct {
 	wmu  sync.Mutex
 	wbuf []byte
 	rbuf [MaxNoiseMessage]byte
+	// rerr is a read error inside a frame: the stream is out of step, so
+	// every later ReadMessage returns it rather than read a length from the
+	// middle of a frame. An error between frames is not kept.
+	rerr error
 }
 
 // NewStreamTransport returns a Transport that frames messages on rwc with a
@@ -66,10 +70,17 @@ func (t *streamTransport) WriteMessage(msg []byte) error {
 }
 
 // ReadMessage reads one frame. A stream that ends between frames returns
-// io.EOF; one that ends inside a frame returns io.ErrUnexpectedEOF.
+// io.EOF; one that ends inside a frame returns io.ErrUnexpectedEOF. An error
+// inside a frame (a read deadline, say) is returned by every later call.
 func (t *streamTransport) ReadMessage() ([]byte, error) {
+	if t.rerr != nil {
+		return nil, t.rerr
+	}
 	var hdr [frameHeaderSize]byte
-	if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
+	if k, err := io.ReadFull(t.r, hdr[:]); err != nil {
+		if k > 0 {
+			t.rerr = err
+		}
 		return nil, err
 	}
 	n := int(binary.BigEndian.Uint16(hdr[:]))
@@ -80,6 +91,7 @@ func (t *streamTransport) ReadMessage() ([]byte, error) {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
+		t.rerr = err
 		return nil, err
 	}
 	return t.rbuf[:n], nil

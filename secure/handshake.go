@@ -186,7 +186,8 @@ func (r *Responder) Respond(msg1 []byte) ([]byte, error) {
 	}
 	msg2, _, _, err := h.hs.WriteMessage(nil, appendPayload(nil, h.cfg.Identity, h.cfg.Credential))
 	if err != nil {
-		return nil, fmt.Errorf("secure: write message 2: %v", err)
+		// ee fails here on a low-order ephemeral key in message 1.
+		return nil, fmt.Errorf("%w: message 1: %v", ErrHandshake, err)
 	}
 	h.step = 1
 	return msg2, nil

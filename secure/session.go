@@ -2,6 +2,7 @@ package secure
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/flynn/noise"
@@ -39,6 +40,15 @@ func newSession(send, recv *noise.CipherState, peer *Peer, binding []byte) *Sess
 	}
 }
 
+// Format prints the session without its keys, for every verb: through %s,
+// fmt would print the cipher states, keys included.
+func (s *Session) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "secure.Session(peer %s, keys redacted)", s.peer.Identifier.Short())
+}
+
+// LogValue makes slog print what Format prints.
+func (s *Session) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(s)) }
+
 // Peer returns the verified peer.
 func (s *Session) Peer() *Peer { return s.peer }
 
@@ -70,7 +80,7 @@ func (s *Session) rekeySend(now time.Time) {
 // flynn/noise does not advance the nonce on a failed Decrypt, and on an
 // ordered carrier nothing after a bad message can be trusted.
 func (s *Session) open(dst, ciphertext []byte, now time.Time) ([]byte, error) {
-	if s.received >= RejectAfterMessages || now.Sub(s.recvSince) >= RejectAfterTime {
+	if s.received >= RejectAfterMessages {
 		return nil, fmt.Errorf("%w: peer did not rekey in time", ErrHandshake)
 	}
 	out, err := s.recv.Decrypt(dst, nil, ciphertext)
@@ -78,7 +88,18 @@ func (s *Session) open(dst, ciphertext []byte, now time.Time) ([]byte, error) {
 		return nil, ErrDecrypt
 	}
 	s.received++
+	// The clock runs while the peer is idle too, and a sender checks its
+	// soft limit only when it sends: after a long pause its first message
+	// is a rekey, under the old key, and must get through.
+	if now.Sub(s.recvSince) >= RejectAfterTime && !isRekey(out) {
+		return nil, fmt.Errorf("%w: peer did not rekey in time", ErrHandshake)
+	}
 	return out, nil
+}
+
+// isRekey reports whether a transport plaintext is a rekey message.
+func isRekey(plaintext []byte) bool {
+	return len(plaintext) == rekeyMessageLen && plaintext[0] == byte(TypeRekey)
 }
 
 // rekeyRecv switches to the peer's next key, after its rekey message.

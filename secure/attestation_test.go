@@ -1,0 +1,216 @@
+package secure
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+// testSigner is a fixed Ed25519 identity key for attestation tests.
+func testSigner(b byte) vault.Signer {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = b
+	}
+	return vault.NewSignerFromSeed(seed)
+}
+
+func testPurposeKey(b byte) [32]byte {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = b
+	}
+	return vault.NewDHFromScalar(seed).PublicKey()
+}
+
+// attestationBody encodes the signed part of an attestation field by field,
+// so tests can build any form, valid or not.
+func attestationBody(version byte, identityKey []byte, purpose byte, purposeKey [32]byte, created, expires uint64) []byte {
+	b := append([]byte{version}, identityKey...)
+	b = append(b, purpose)
+	b = append(b, purposeKey[:]...)
+	b = binary.BigEndian.AppendUint64(b, created)
+	return binary.BigEndian.AppendUint64(b, expires)
+}
+
+// signWith appends signer's signature over context || body.
+func signWith(t testing.TB, signer vault.Signer, context string, body []byte) []byte {
+	t.Helper()
+	sig, err := signer.Sign(signedMessage(context, body))
+	require.NoError(t, err)
+	return append(body, sig...)
+}
+
+func TestAttestRoundTrip(t *testing.T) {
+	signer, pk := testSigner(1), testPurposeKey(2)
+	a, err := Attest(signer, pk, t0.Add(500*time.Millisecond), time.Hour)
+	require.NoError(t, err)
+	require.True(t, t0.Equal(a.Created))
+	require.True(t, t0.Add(time.Hour).Equal(a.Expires))
+	require.Equal(t, IdentifierOf(signer.Public()), a.Identifier())
+
+	b := a.Marshal()
+	require.Len(t, b, AttestationSize)
+	require.Equal(t, attestationBody(1, signer.Public(), 1, pk, uint64(t0.Unix()), uint64(t0.Add(time.Hour).Unix())), b[:82])
+	require.True(t, ed25519.Verify(signer.Public(), signedMessage(attestationContext, b[:82]), b[82:]))
+
+	p, err := ParseAttestation(b)
+	require.NoError(t, err)
+	require.Equal(t, signer.Public(), p.IdentityKey)
+	require.Equal(t, pk, p.PurposeKey)
+	require.Equal(t, t0, p.Created)
+	require.Equal(t, t0.Add(time.Hour), p.Expires)
+	require.Equal(t, b, p.Marshal())
+
+	// Marshal returns a copy.
+	b[0] = 0xff
+	require.Equal(t, byte(attestationVersion), a.Marshal()[0])
+}
+
+// failingSigner returns err, or a signature of sigLen bytes.
+type failingSigner struct {
+	vault.Signer
+	err    error
+	sigLen int
+}
+
+func (s failingSigner) Sign(m []byte) ([]byte, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	return make([]byte, s.sigLen), nil
+}
+
+func TestAttestErrors(t *testing.T) {
+	errSign := errors.New("token removed")
+	for _, tc := range []struct {
+		name   string
+		signer vault.Signer
+		now    time.Time
+		ttl    time.Duration
+		want   error
+	}{
+		{"zero TTL", testSigner(1), t0, 0, nil},
+		{"negative TTL", testSigner(1), t0, -time.Hour, nil},
+		// Expires would truncate to Created: an encoding ParseAttestation
+		// refuses, so RotatePurposeKey would store an unloadable record.
+		{"TTL under a second", testSigner(1), t0, 999 * time.Millisecond, nil},
+		{"signer fails", failingSigner{testSigner(1), errSign, 0}, t0, time.Hour, errSign},
+		{"short signature", failingSigner{testSigner(1), nil, 63}, t0, time.Hour, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Attest(tc.signer, testPurposeKey(2), tc.now, tc.ttl)
+			require.Error(t, err)
+			require.Nil(t, a)
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseAttestationStrict(t *testing.T) {
+	signer, pk := testSigner(1), testPurposeKey(2)
+	created, expires := uint64(t0.Unix()), uint64(t0.Add(time.Hour).Unix())
+	good := signWith(t, signer, attestationContext, attestationBody(1, signer.Public(), 1, pk, created, expires))
+	_, err := ParseAttestation(good)
+	require.NoError(t, err)
+
+	for n := range len(good) {
+		_, err := ParseAttestation(good[:n])
+		require.ErrorIs(t, err, ErrMalformed, "truncated to %d bytes", n)
+	}
+	_, err = ParseAttestation(append(good, 0))
+	require.ErrorIs(t, err, ErrMalformed, "trailing byte")
+
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"version 0", attestationBody(0, signer.Public(), 1, pk, created, expires)},
+		{"version 2", attestationBody(2, signer.Public(), 1, pk, created, expires)},
+		{"purpose 0", attestationBody(1, signer.Public(), 0, pk, created, expires)},
+		{"purpose 2", attestationBody(1, signer.Public(), 2, pk, created, expires)},
+		{"expires = created", attestationBody(1, signer.Public(), 1, pk, created, created)},
+		{"expires < created", attestationBody(1, signer.Public(), 1, pk, expires, created)},
+		{"created past year 9999", attestationBody(1, signer.Public(), 1, pk, maxUnix+1, maxUnix+2)},
+		{"expires past year 9999", attestationBody(1, signer.Public(), 1, pk, created, maxUnix+1)},
+		{"expires 2^64-1", attestationBody(1, signer.Public(), 1, pk, created, 1<<64-1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := ParseAttestation(signWith(t, signer, attestationContext, tc.body))
+			require.ErrorIs(t, err, ErrMalformed)
+			require.Nil(t, a)
+		})
+	}
+
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"signed by another key", signWith(t, testSigner(3), attestationContext, attestationBody(1, signer.Public(), 1, pk, created, expires))},
+		{"signed as a credential", signWith(t, signer, credentialContext, attestationBody(1, signer.Public(), 1, pk, created, expires))},
+		{"signed without context", signWith(t, signer, "", attestationBody(1, signer.Public(), 1, pk, created, expires))},
+		{"zero signature", append(attestationBody(1, signer.Public(), 1, pk, created, expires), make([]byte, 64)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseAttestation(tc.b)
+			require.ErrorIs(t, err, ErrBadSignature)
+		})
+	}
+}
+
+// TestAttestationTamper flips every byte of an attestation: parsing must
+// fail, with ErrMalformed for a broken form and ErrBadSignature otherwise.
+func TestAttestationTamper(t *testing.T) {
+	a, err := Attest(testSigner(1), testPurposeKey(2), t0, time.Hour)
+	require.NoError(t, err)
+	good := a.Marshal()
+	for i := range good {
+		for _, mask := range []byte{0x01, 0x80, 0xff} {
+			b := flip(good, i, mask)
+			_, err := ParseAttestation(b)
+			created, expires := binary.BigEndian.Uint64(b[66:74]), binary.BigEndian.Uint64(b[74:82])
+			switch {
+			case i == 0 || i == 33, created > maxUnix || expires > maxUnix || expires <= created:
+				require.ErrorIs(t, err, ErrMalformed, "byte %d ^ %#x", i, mask)
+			default:
+				require.ErrorIs(t, err, ErrBadSignature, "byte %d ^ %#x", i, mask)
+			}
+		}
+	}
+}
+
+func TestAttestationVerify(t *testing.T) {
+	a, err := Attest(testSigner(1), testPurposeKey(2), t0, time.Hour)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want error
+	}{
+		{"long before", t0.Add(-24 * time.Hour), ErrNotYetValid},
+		{"just beyond the skew", t0.Add(-ClockSkew - time.Nanosecond), ErrNotYetValid},
+		{"at the skew", t0.Add(-ClockSkew), nil},
+		{"within the skew", t0.Add(-time.Second), nil},
+		{"at created", t0, nil},
+		{"just before expiry", t0.Add(time.Hour - time.Nanosecond), nil},
+		{"at expiry", t0.Add(time.Hour), ErrExpired},
+		{"after expiry", t0.Add(48 * time.Hour), ErrExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := a.Verify(tc.now)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}

@@ -1,0 +1,180 @@
+package secure
+
+import (
+	"bytes"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	require.NoError(t, err)
+	return b
+}
+
+func TestMessageEncoding(t *testing.T) {
+	const batch = 0x0102030405060708
+	for _, tc := range []struct {
+		name  string
+		f     fragment
+		plain string
+	}{
+		{"data", fragment{Message: Message{Type: TypeData, Batch: batch, Payload: []byte("abc")}}, "01 0102030405060708 00 616263"},
+		{"data, more", fragment{Message: Message{Type: TypeData, Batch: batch, Payload: []byte("a")}, more: true}, "01 0102030405060708 01 61"},
+		{"data, empty", fragment{Message: Message{Type: TypeData, Batch: 0, Payload: []byte{}}}, "01 0000000000000000 00"},
+		{"ack", fragment{Message: Message{Type: TypeAck, Batch: 7}}, "02 0000000000000007"},
+		{"nack, permanent", fragment{Message: Message{Type: TypeNack, Batch: 9, Permanent: true, Reason: "policy"}}, "03 0000000000000009 01 706f6c696379"},
+		{"nack, transient", fragment{Message: Message{Type: TypeNack, Batch: 1 << 63}}, "03 8000000000000000 02"},
+		{"close", fragment{Message: Message{Type: TypeClose, Reason: "bye ✓"}}, "04 627965 20 e29c93"},
+		{"close, no reason", fragment{Message: Message{Type: TypeClose}}, "04"},
+		{"rekey", fragment{Message: Message{Type: TypeRekey}}, "05"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b []byte
+			if tc.f.Type == TypeData {
+				b = appendFragment(nil, tc.f.Batch, tc.f.more, tc.f.Payload)
+			} else {
+				var err error
+				b, err = appendControl(nil, tc.f.Message)
+				require.NoError(t, err)
+			}
+			require.Equal(t, unhex(t, tc.plain), b)
+			f, err := parsePlaintext(b)
+			require.NoError(t, err)
+			require.Equal(t, tc.f, f)
+		})
+	}
+}
+
+func TestAppendControlErrors(t *testing.T) {
+	_, err := appendControl(nil, Message{Type: TypeClose, Reason: strings.Repeat("r", MaxReason)})
+	require.NoError(t, err, "a reason of MaxReason bytes")
+	for _, m := range []Message{
+		{Type: TypeClose, Reason: strings.Repeat("r", MaxReason+1)},
+		{Type: TypeNack, Reason: "\xff"},
+		{Type: TypeData},
+		{Type: 0},
+		{Type: 6},
+	} {
+		b, err := appendControl(nil, m)
+		require.Error(t, err, "%+v", m)
+		require.Nil(t, b)
+	}
+}
+
+func TestParsePlaintextStrict(t *testing.T) {
+	for _, tc := range []struct{ name, plain string }{
+		{"empty", ""},
+		{"type 0", "00"},
+		{"type 6", "06"},
+		{"type 255", "ff 00"},
+		{"data of 9 bytes", "01 0000000000000001"},
+		{"data of 1 byte", "01"},
+		{"data flags 2", "01 0000000000000001 02 61"},
+		{"data flags 0x81", "01 0000000000000001 81"},
+		{"ack of 8 bytes", "02 00000000000001"},
+		{"ack of 10 bytes", "02 0000000000000001 00"},
+		{"ack of 1 byte", "02"},
+		{"nack of 9 bytes", "03 0000000000000001"},
+		{"nack kind 0", "03 0000000000000001 00"},
+		{"nack kind 3", "03 0000000000000001 03"},
+		{"nack reason not UTF-8", "03 0000000000000001 01 c3"},
+		{"close reason not UTF-8", "04 ff"},
+		{"close reason a lone continuation byte", "04 61 80"},
+		{"rekey with a byte", "05 00"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parsePlaintext(unhex(t, tc.plain))
+			require.ErrorIs(t, err, ErrMalformed)
+		})
+	}
+	long := append([]byte{byte(TypeClose)}, strings.Repeat("r", MaxReason+1)...)
+	_, err := parsePlaintext(long)
+	require.ErrorIs(t, err, ErrMalformed, "reason of MaxReason+1 bytes")
+	_, err = parsePlaintext(long[:len(long)-1])
+	require.NoError(t, err, "reason of MaxReason bytes")
+}
+
+func TestMessageTypeString(t *testing.T) {
+	for typ, want := range map[MessageType]string{
+		TypeData: "data", TypeAck: "ack", TypeNack: "nack", TypeClose: "close", TypeRekey: "rekey",
+		0: "MessageType(0)", 200: "MessageType(200)",
+	} {
+		require.Equal(t, want, typ.String())
+	}
+}
+
+func data(batch uint64, more bool, payload string) fragment {
+	return fragment{Message: Message{Type: TypeData, Batch: batch, Payload: []byte(payload)}, more: more}
+}
+
+func TestReassembler(t *testing.T) {
+	type step struct {
+		f    fragment
+		want *Message // nil: no message yet
+		err  bool
+	}
+	msg := func(batch uint64, payload string) *Message {
+		return &Message{Type: TypeData, Batch: batch, Payload: []byte(payload)}
+	}
+	ack := fragment{Message: Message{Type: TypeAck, Batch: 1}}
+	for _, tc := range []struct {
+		name  string
+		max   int
+		steps []step
+	}{
+		{"one fragment", 10, []step{{f: data(1, false, "abc"), want: msg(1, "abc")}}},
+		{"three fragments", 10, []step{
+			{f: data(1, true, "ab")}, {f: data(1, true, "")}, {f: data(1, false, "cd"), want: msg(1, "abcd")},
+		}},
+		{"at the bound", 4, []step{{f: data(1, true, "ab")}, {f: data(1, false, "cd"), want: msg(1, "abcd")}}},
+		{"over the bound", 4, []step{{f: data(1, true, "ab")}, {f: data(1, false, "cde"), err: true}}},
+		{"one fragment over the bound", 4, []step{{f: data(1, false, "abcde"), err: true}}},
+		{"batches back to back", 10, []step{
+			{f: data(1, true, "a")}, {f: data(1, false, "b"), want: msg(1, "ab")},
+			{f: ack, want: &ack.Message},
+			{f: data(2, false, "c"), want: msg(2, "c")},
+			{f: data(1, false, "d"), want: msg(1, "d")},
+		}},
+		{"interleaved batches", 10, []step{{f: data(1, true, "a")}, {f: data(2, false, "b"), err: true}}},
+		{"interleaved, both with more", 10, []step{{f: data(1, true, "a")}, {f: data(2, true, "b"), err: true}}},
+		{"ack between fragments", 10, []step{{f: data(1, true, "a")}, {f: ack, err: true}}},
+		{"close between fragments", 10, []step{{f: data(1, true, "a")}, {f: fragment{Message: Message{Type: TypeClose}}, err: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := reassembler{max: tc.max}
+			for i, s := range tc.steps {
+				m, ok, err := r.add(s.f)
+				if s.err {
+					require.ErrorIs(t, err, ErrMalformed, "step %d", i)
+					return
+				}
+				require.NoError(t, err, "step %d", i)
+				require.Equal(t, s.want != nil, ok, "step %d", i)
+				if s.want != nil {
+					require.Equal(t, *s.want, m, "step %d", i)
+				}
+			}
+		})
+	}
+}
+
+// TestReassemblerOwnership: a payload does not alias the fragment buffers,
+// which the channel reuses for the next message.
+func TestReassemblerOwnership(t *testing.T) {
+	r := reassembler{max: 100}
+	buf := []byte("abc")
+	m, ok, err := r.add(fragment{Message: Message{Type: TypeData, Batch: 1, Payload: buf}})
+	require.NoError(t, err)
+	require.True(t, ok)
+	copy(buf, "xyz")
+	require.Equal(t, []byte("abc"), m.Payload)
+	m2, _, err := r.add(data(2, false, "def"))
+	require.NoError(t, err)
+	require.Equal(t, []byte("abc"), m.Payload)
+	require.False(t, bytes.Equal(m.Payload, m2.Payload))
+}
