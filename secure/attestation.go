@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"filippo.io/edwards25519"
+
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -60,8 +62,8 @@ func Attest(signer vault.Signer, purposeKey [32]byte, now time.Time, ttl time.Du
 	a := &Attestation{
 		IdentityKey: signer.Public(),
 		PurposeKey:  purposeKey,
-		Created:     now.Truncate(time.Second),
-		Expires:     now.Add(ttl).Truncate(time.Second),
+		Created:     now.Truncate(time.Second).UTC(),
+		Expires:     now.Add(ttl).Truncate(time.Second).UTC(),
 	}
 	if !a.Expires.After(a.Created) {
 		// ParseAttestation would refuse it (expires <= created).
@@ -100,6 +102,9 @@ func ParseAttestation(b []byte) (*Attestation, error) {
 	a := &Attestation{}
 	copy(a.raw[:], b)
 	a.IdentityKey = ed25519.PublicKey(a.raw[1:33])
+	if err := checkIdentityKey(a.IdentityKey); err != nil {
+		return nil, err
+	}
 	copy(a.PurposeKey[:], a.raw[34:66])
 	created := binary.BigEndian.Uint64(a.raw[66:74])
 	expires := binary.BigEndian.Uint64(a.raw[74:82])
@@ -162,4 +167,18 @@ func unixSeconds(t time.Time) uint64 {
 func signedMessage(context string, body []byte) []byte {
 	m := make([]byte, 0, len(context)+len(body))
 	return append(append(m, context...), body...)
+}
+
+// checkIdentityKey refuses an Ed25519 public key that is not a canonical
+// point or is of small order: anyone can forge signatures that verify
+// under a small-order key, so such an "identity" proves nothing.
+func checkIdentityKey(key ed25519.PublicKey) error {
+	p, err := new(edwards25519.Point).SetBytes(key)
+	if err != nil {
+		return fmt.Errorf("%w: identity key is not a valid Ed25519 point", ErrMalformed)
+	}
+	if p.MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: identity key is of small order", ErrMalformed)
+	}
+	return nil
 }

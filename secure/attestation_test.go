@@ -3,6 +3,7 @@ package secure
 import (
 	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
@@ -180,6 +181,9 @@ func TestAttestationTamper(t *testing.T) {
 			switch {
 			case i == 0 || i == 33, created > maxUnix || expires > maxUnix || expires <= created:
 				require.ErrorIs(t, err, ErrMalformed, "byte %d ^ %#x", i, mask)
+			case i >= 1 && i <= 32 && errors.Is(err, ErrMalformed):
+				// The flipped identity key is no longer a valid point.
+				require.ErrorContains(t, err, "identity key", "byte %d ^ %#x", i, mask)
 			default:
 				require.ErrorIs(t, err, ErrBadSignature, "byte %d ^ %#x", i, mask)
 			}
@@ -212,5 +216,25 @@ func TestAttestationVerify(t *testing.T) {
 			}
 			require.ErrorIs(t, err, tc.want)
 		})
+	}
+}
+
+// TestAttestationSmallOrderIdentityKey: anyone can make signatures that
+// verify under a small-order Ed25519 key, so such a key is refused before
+// its signature is checked.
+func TestAttestationSmallOrderIdentityKey(t *testing.T) {
+	pk := testPurposeKey(2)
+	for _, key := range []string{
+		"0100000000000000000000000000000000000000000000000000000000000000", // identity point
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+		"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+		"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	} {
+		k, err := hex.DecodeString(key)
+		require.NoError(t, err)
+		b := append(attestationBody(1, ed25519.PublicKey(k), 1, pk, 1, 2), make([]byte, 64)...)
+		_, err = ParseAttestation(b)
+		require.ErrorIs(t, err, ErrMalformed, key)
+		require.ErrorContains(t, err, "small order", key)
 	}
 }

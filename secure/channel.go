@@ -10,7 +10,7 @@ import (
 )
 
 // ErrDecrypt: a transport message failed authentication. It is opaque on
-// purpose; the channel is closed after it.
+// purpose; the channel is unusable after it and the caller closes it.
 var ErrDecrypt = errors.New("secure: message authentication failed")
 
 // ErrClosed is returned by Receive when the peer closed the channel; the
@@ -25,14 +25,19 @@ type Channel struct {
 
 	sendMu  sync.Mutex
 	sendBuf []byte
+	sendErr error // first write error: the nonce moved on, so every later Send fails
 
 	reasm   reassembler
 	recvBuf []byte
 	failed  error // first receive error, returned on every later call
 }
 
-// Dial runs the initiator's handshake over t. ctx bounds the handshake: when
-// it ends first, t is closed. On error t is closed.
+// DefaultHandshakeTimeout bounds a handshake whose context has no deadline.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// Dial runs the initiator's handshake over t. ctx bounds the handshake (if
+// it has no deadline, DefaultHandshakeTimeout does): when it ends first, t
+// is closed. On error t is closed.
 func Dial(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, error) {
 	return runHandshake(ctx, t, func() (*Session, error) {
 		i, err := NewInitiator(cfg)
@@ -89,6 +94,11 @@ func Accept(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, er
 
 // runHandshake runs steps with t closed if ctx ends first.
 func runHandshake(ctx context.Context, t Transport, steps func() (*Session, error)) (*Channel, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultHandshakeTimeout)
+		defer cancel()
+	}
 	stop := context.AfterFunc(ctx, func() { t.Close() })
 	s, err := steps()
 	if !stop() {
@@ -152,19 +162,29 @@ func (c *Channel) writeLocked(plaintext []byte) error {
 	return c.sealAndWrite(plaintext)
 }
 
+// sealAndWrite seals and writes one plaintext. A failure is sticky: the
+// sealed message consumed a nonce the peer will never see, so nothing sent
+// after it could be opened.
 func (c *Channel) sealAndWrite(plaintext []byte) error {
+	if c.sendErr != nil {
+		return c.sendErr
+	}
 	var err error
 	c.sendBuf, err = c.session.seal(c.sendBuf[:0], plaintext)
-	if err != nil {
-		return err
+	if err == nil {
+		err = c.t.WriteMessage(c.sendBuf)
 	}
-	return c.t.WriteMessage(c.sendBuf)
+	if err != nil {
+		c.sendErr = fmt.Errorf("secure: channel unusable after a failed send: %w", err)
+	}
+	return err
 }
 
 // Receive returns the next whole message. Rekey messages are handled
 // inside. A data payload is owned by the caller. After any error (a failed
 // authentication, a malformed message, the peer's close) the channel is
-// unusable and Receive keeps returning that error.
+// unusable and Receive keeps returning that error; the caller closes it
+// (after sending whatever answers it still owes the peer).
 func (c *Channel) Receive() (Message, error) {
 	if c.failed != nil {
 		return Message{}, c.failed

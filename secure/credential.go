@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -218,7 +219,8 @@ func checkAttributes(attrs map[string]string) error {
 
 // checkAttribute checks one attribute: the key is 1..64 bytes of
 // [A-Za-z0-9_.-]; the value is 0..255 bytes of UTF-8 without control
-// characters (attributes become tags and log text).
+// characters (C0, C1) or bidirectional controls: attributes become tags
+// and log text, where such characters could disguise what is shown.
 func checkAttribute(key, value string) error {
 	if len(key) == 0 || len(key) > MaxAttributeKey {
 		return fmt.Errorf("%w: attribute key %q: want 1 to %d bytes", ErrMalformed, key, MaxAttributeKey)
@@ -232,7 +234,7 @@ func checkAttribute(key, value string) error {
 		return fmt.Errorf("%w: attribute %s: value must be UTF-8 of at most %d bytes", ErrMalformed, key, MaxAttributeValue)
 	}
 	for _, r := range value {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
 			return fmt.Errorf("%w: attribute %s: value has a control character", ErrMalformed, key)
 		}
 	}

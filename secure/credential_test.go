@@ -98,7 +98,7 @@ func TestCredentialLimits(t *testing.T) {
 		{"two attributes", sensorAttrs, 187},
 		{"every attribute at its bounds", max, MaxCredentialSize},
 		{"empty value", map[string]string{"k": ""}, 162 + 3},
-		{"UTF-8 value", map[string]string{"site": "Zürich €", "x.y_Z-9": "\u0080"}, 162 + 1 + 4 + 1 + 11 + 1 + 7 + 1 + 2},
+		{"UTF-8 value", map[string]string{"site": "Zürich €", "x.y_Z-9": "é"}, 162 + 1 + 4 + 1 + 11 + 1 + 7 + 1 + 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := IssueCredential(authority, testSubject, tc.attrs, t0, time.Hour, nil)
@@ -143,6 +143,8 @@ func TestIssueCredentialErrors(t *testing.T) {
 		{name: "value with newline", attrs: map[string]string{"k": "a\nb"}, want: ErrMalformed, ttl: time.Hour},
 		{name: "value with NUL", attrs: map[string]string{"k": "a\x00"}, want: ErrMalformed, ttl: time.Hour},
 		{name: "value with DEL", attrs: map[string]string{"k": "a\x7f"}, want: ErrMalformed, ttl: time.Hour},
+		{name: "value with C1 control", attrs: map[string]string{"k": "a\u0085"}, want: ErrMalformed, ttl: time.Hour},
+		{name: "value with bidi override", attrs: map[string]string{"site": "plant-\u202e7"}, want: ErrMalformed, ttl: time.Hour},
 		{name: "value with ESC", attrs: map[string]string{"k": "\x1b[31m"}, want: ErrMalformed, ttl: time.Hour},
 		{name: "value not UTF-8", attrs: map[string]string{"k": "\xff"}, want: ErrMalformed, ttl: time.Hour},
 		{name: "random fails", random: iotest.ErrReader(errRandom), want: errRandom, ttl: time.Hour},
@@ -205,6 +207,7 @@ func TestParseCredentialStrict(t *testing.T) {
 		{"key of 65 bytes", body(1, 1, []attr{{strings.Repeat("k", 65), "x"}})},
 		{"value with newline", body(1, 1, []attr{{"k", "a\nb"}})},
 		{"value with DEL", body(1, 1, []attr{{"k", "\x7f"}})},
+		{"value with bidi override", body(1, 1, []attr{{"k", "\u2066x"}})},
 		{"value not UTF-8", body(1, 1, []attr{{"k", "\xc3"}})},
 		{"count claims 3 of 2", body(1, 3, sensorSorted)},
 		{"count claims 255 of 2", body(1, 255, sensorSorted)},

@@ -74,9 +74,29 @@ func CreateIdentity(v vault.Vault, now time.Time) (*LocalIdentity, error) {
 	}
 	l := &LocalIdentity{signer: signer}
 	if err := l.RotatePurposeKey(v, now, DefaultAttestationTTL); err != nil {
+		// Leave no identity key without an attestation behind: it would
+		// block a second create and could not be loaded.
+		if derr := v.DeleteKey(identityKeyName); derr != nil {
+			return nil, fmt.Errorf("%w (and removing the new identity key failed: %v)", err, derr)
+		}
 		return nil, err
 	}
 	return l, nil
+}
+
+// ReadPublicIdentity returns the public identity stored in v without
+// using any private key (so an encrypted vault needs no passphrase). It
+// checks the attestation's signature, not that the vault holds its keys.
+func ReadPublicIdentity(v vault.Vault) (*Identity, error) {
+	rec, err := v.ReadRecord(attestationRecord)
+	if err != nil {
+		return nil, fmt.Errorf("read purpose-key attestation: %w", err)
+	}
+	a, err := ParseAttestation(rec)
+	if err != nil {
+		return nil, fmt.Errorf("read purpose-key attestation: %w", err)
+	}
+	return &Identity{attestation: a}, nil
 }
 
 // LoadIdentity opens the identity stored in v and checks that its keys and

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,7 @@ func NewVerifier(authorities ...*Identity) (*Verifier, error) {
 	}
 	v := &Verifier{authorities: make(map[Identifier]ed25519.PublicKey, len(authorities))}
 	for _, a := range authorities {
-		v.authorities[a.Identifier()] = a.Key()
+		v.authorities[a.Identifier()] = slices.Clone(a.Key())
 	}
 	v.revocations.Store(&revocationState{lists: map[Identifier]*RevocationList{}})
 	return v, nil
@@ -133,10 +134,11 @@ type Peer struct {
 	Attestation *Attestation
 	Credential  *Credential
 
-	// The cache of Authorize: valid while the revocation generation is
-	// unchanged and the clock is before validUntil.
-	checkedGeneration uint64
-	validUntil        time.Time
+	// The cache of Authorize: valid while the Verifier's revocation state
+	// is the one checked (a snapshot belongs to one Verifier and one
+	// generation) and the clock is before validUntil.
+	checkedState *revocationState
+	validUntil   time.Time
 }
 
 // Authorize is the per-message check: the peer's credential is still valid
@@ -146,7 +148,7 @@ type Peer struct {
 // expiry passes, so a message costs an atomic load and a time comparison.
 func (v *Verifier) Authorize(p *Peer, now time.Time) error {
 	st := v.revocations.Load()
-	if st.generation == p.checkedGeneration && now.Before(p.validUntil) {
+	if st == p.checkedState && now.Before(p.validUntil) {
 		return nil
 	}
 	if err := v.checkCurrent(st, p.Credential, now, false); err != nil {
@@ -155,7 +157,7 @@ func (v *Verifier) Authorize(p *Peer, now time.Time) error {
 	if !now.Before(p.Attestation.Expires) {
 		return fmt.Errorf("purpose-key attestation expired at %s: %w", p.Attestation.Expires.Format(time.RFC3339), ErrExpired)
 	}
-	p.checkedGeneration = st.generation
+	p.checkedState = st
 	p.validUntil = p.Credential.ExpiresAt
 	if p.Attestation.Expires.Before(p.validUntil) {
 		p.validUntil = p.Attestation.Expires

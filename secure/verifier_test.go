@@ -190,7 +190,7 @@ func TestAuthorize(t *testing.T) {
 	p := peer()
 	require.NoError(t, e.verifier.Authorize(p, t0))
 	require.Equal(t, expires, p.validUntil, "the credential expires before the attestation")
-	require.Zero(t, p.checkedGeneration)
+	require.Zero(t, p.checkedState.generation)
 
 	t.Run("cached", func(t *testing.T) {
 		allocs := testing.AllocsPerRun(100, func() {
@@ -203,7 +203,7 @@ func TestAuthorize(t *testing.T) {
 
 	revoke(1, []Identifier{e.listener.Identifier()}, []CredentialID{{1}})
 	require.NoError(t, e.verifier.Authorize(p, t0.Add(time.Minute)), "a list that revokes others")
-	require.Equal(t, uint64(1), p.checkedGeneration)
+	require.Equal(t, uint64(1), p.checkedState.generation)
 
 	require.ErrorIs(t, e.verifier.Authorize(p, expires), ErrExpired, "the cache ends at expiry")
 	require.ErrorIs(t, e.verifier.Authorize(p, expires.Add(time.Hour)), ErrExpired)
