@@ -1,0 +1,328 @@
+package ockam_listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/selfstat"
+	"github.com/influxdata/telegraf/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+// wait bounds every wait for something that should happen promptly.
+const wait = 5 * time.Second
+
+// pki is one authority and the files a listener needs, in a temporary
+// directory.
+type pki struct {
+	t             *testing.T
+	dir           string
+	now           time.Time
+	authority     *secure.LocalIdentity
+	authorityFile string
+	verifier      *secure.Verifier // trusts authority; used by devices
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	now := time.Now()
+	authority, err := secure.CreateIdentity(vault.NewMemory(), now)
+	require.NoError(t, err)
+	v, err := secure.NewVerifier(authority.Public())
+	require.NoError(t, err)
+	p := &pki{t: t, dir: t.TempDir(), now: now, authority: authority, verifier: v}
+	p.authorityFile = p.write("authority.identity", authority.Public().MarshalFile())
+	return p
+}
+
+// write writes a file into the directory, atomically (rename), and returns
+// its path.
+func (p *pki) write(name string, data []byte) string {
+	p.t.Helper()
+	path := filepath.Join(p.dir, name)
+	tmp := path + ".tmp"
+	require.NoError(p.t, os.WriteFile(tmp, data, 0o600))
+	require.NoError(p.t, os.Rename(tmp, path))
+	return path
+}
+
+// listenerFiles creates a listener vault (encrypted when passphrase is not
+// empty) and a credential issued at issued for ttl; it returns the vault
+// directory and the credential file.
+func (p *pki) listenerFiles(name, passphrase string, issued time.Time, ttl time.Duration) (vaultDir, credFile string) {
+	p.t.Helper()
+	vaultDir = filepath.Join(p.dir, name)
+	v, err := vault.OpenFile(vaultDir, []byte(passphrase))
+	require.NoError(p.t, err)
+	id, err := secure.CreateIdentity(v, p.now)
+	require.NoError(p.t, err)
+	cred, err := secure.IssueCredential(p.authority.Signer(), id.Identifier(), map[string]string{"role": "listener"}, issued, ttl, nil)
+	require.NoError(p.t, err)
+	return vaultDir, p.write(name+".cred", cred.MarshalFile())
+}
+
+var listeners atomic.Int64
+
+// listener returns a configured, not yet initialized Listener on a free
+// loopback port, with its own internal-metrics collector.
+func (p *pki) listener() *Listener {
+	p.t.Helper()
+	vaultDir, credFile := p.listenerFiles("listener", "", p.now, 24*time.Hour)
+	l := newListener()
+	l.ServiceAddress = "tcp://127.0.0.1:0"
+	l.VaultPath = vaultDir
+	l.CredentialPath = credFile
+	l.AuthorityPaths = []string{p.authorityFile}
+	l.Log = testutil.Logger{Name: "ockam_listener"}
+	// Stats live in a global registry: unique tags keep runs apart (-count).
+	l.Statistics = selfstat.NewCollector(map[string]string{"listener": fmt.Sprint(listeners.Add(1))})
+	return l
+}
+
+// revocationList writes a revocation list of the authority.
+func (p *pki) revocationList(seq uint64, revoked ...secure.Identifier) []byte {
+	p.t.Helper()
+	list, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, revoked, nil)
+	require.NoError(p.t, err)
+	return list.MarshalFile()
+}
+
+// device is a sender: an identity in memory and its credential.
+type device struct {
+	id   *secure.LocalIdentity
+	cred *secure.Credential
+	pki  *pki
+}
+
+func (p *pki) device(attrs map[string]string) *device {
+	p.t.Helper()
+	return p.deviceFrom(p.authority, attrs, p.now, time.Hour)
+}
+
+// deviceFrom makes a device whose credential is issued by issuer.
+func (p *pki) deviceFrom(issuer *secure.LocalIdentity, attrs map[string]string, issued time.Time, ttl time.Duration) *device {
+	p.t.Helper()
+	id, err := secure.CreateIdentity(vault.NewMemory(), p.now)
+	require.NoError(p.t, err)
+	cred, err := secure.IssueCredential(issuer.Signer(), id.Identifier(), attrs, issued, ttl, nil)
+	require.NoError(p.t, err)
+	return &device{id: id, cred: cred, pki: p}
+}
+
+// client is a device's open channel to the listener.
+type client struct {
+	t       *testing.T
+	ch      *secure.Channel
+	replies chan secure.Message
+	done    chan struct{}
+	err     error // why Receive stopped, once done is closed
+}
+
+// dial opens a channel to addr and starts reading replies.
+func (d *device) dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := d.tryDial(addr)
+	require.NoError(t, err)
+	c.t = t
+	t.Cleanup(func() { c.ch.Close("test done") })
+	return c
+}
+
+func (d *device) tryDial(addr string) (*client, error) {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	ch, err := secure.Dial(ctx, secure.NewStreamTransport(nc), secure.HandshakeConfig{
+		Identity: d.id, Credential: d.cred, Verifier: d.pki.verifier,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &client{ch: ch, replies: make(chan secure.Message, 100), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			m, err := ch.Receive()
+			if err != nil {
+				c.err = err
+				return
+			}
+			c.replies <- m
+		}
+	}()
+	return c, nil
+}
+
+func (c *client) send(batch uint64, payload string) {
+	c.t.Helper()
+	require.NoError(c.t, c.ch.Send(secure.Message{Type: secure.TypeData, Batch: batch, Payload: []byte(payload)}))
+}
+
+// reply returns the next ack or nack.
+func (c *client) reply() secure.Message {
+	c.t.Helper()
+	select {
+	case m := <-c.replies:
+		return m
+	case <-c.done:
+		select { // the replies that came before the close
+		case m := <-c.replies:
+			return m
+		default:
+		}
+		c.t.Fatalf("channel closed while waiting for a reply: %v", c.err)
+	case <-time.After(wait):
+		c.t.Fatal("no reply")
+	}
+	return secure.Message{}
+}
+
+// requireAck expects an ack of batch.
+func (c *client) requireAck(batch uint64) {
+	c.t.Helper()
+	require.Equal(c.t, secure.Message{Type: secure.TypeAck, Batch: batch}, c.reply())
+}
+
+// requireNack expects a nack of batch whose reason starts with reason.
+func (c *client) requireNack(batch uint64, permanent bool, reason string) secure.Message {
+	c.t.Helper()
+	m := c.reply()
+	require.Equal(c.t, secure.TypeNack, m.Type, "reply %+v", m)
+	require.Equal(c.t, batch, m.Batch)
+	require.Equal(c.t, permanent, m.Permanent, "reply %+v", m)
+	require.True(c.t, strings.HasPrefix(m.Reason, reason), "reason %q, want prefix %q", m.Reason, reason)
+	return m
+}
+
+// requireNoReply expects nothing within d.
+func (c *client) requireNoReply(d time.Duration) {
+	c.t.Helper()
+	select {
+	case m := <-c.replies:
+		c.t.Fatalf("unexpected reply %+v", m)
+	case <-time.After(d):
+	}
+}
+
+// requireClosed expects the listener to close the channel, and returns why.
+func (c *client) requireClosed() error {
+	c.t.Helper()
+	select {
+	case <-c.done:
+		return c.err
+	case m := <-c.replies:
+		c.t.Fatalf("unexpected reply %+v", m)
+	case <-time.After(wait):
+		c.t.Fatal("channel still open")
+	}
+	return nil
+}
+
+// start initializes and starts l, and stops it at the end of the test.
+func start(t *testing.T, l *Listener) (*outputs, string) {
+	t.Helper()
+	require.NoError(t, l.Init())
+	acc := &testutil.Accumulator{}
+	require.NoError(t, l.Start(acc))
+	t.Cleanup(l.Stop)
+	return &outputs{t: t, acc: acc}, l.ln.Addr().String()
+}
+
+// outputs plays Telegraf's outputs: it takes the metrics the listener
+// emitted, in order, each once.
+type outputs struct {
+	t     *testing.T
+	acc   *testutil.Accumulator
+	taken int
+}
+
+// take waits for n more metrics and returns them.
+func (o *outputs) take(n int) []telegraf.Metric {
+	o.t.Helper()
+	var ms []telegraf.Metric
+	require.Eventually(o.t, func() bool {
+		ms = o.acc.GetTelegrafMetrics()
+		return len(ms) >= o.taken+n
+	}, wait, time.Millisecond, "waiting for %d metrics after %d", n, o.taken)
+	ms = ms[o.taken : o.taken+n]
+	o.taken += n
+	return ms
+}
+
+func (o *outputs) accept(n int) []telegraf.Metric {
+	o.t.Helper()
+	ms := o.take(n)
+	for _, m := range ms {
+		m.Accept()
+	}
+	return ms
+}
+
+// requireNone checks that nothing beyond what was taken was emitted.
+func (o *outputs) requireNone() {
+	o.t.Helper()
+	require.Len(o.t, o.acc.GetTelegrafMetrics(), o.taken)
+}
+
+// rawConn connects without a handshake.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// requireClosedByPeer expects the listener to close nc within d.
+func requireClosedByPeer(t *testing.T, nc net.Conn, d time.Duration) {
+	t.Helper()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(d)))
+	buf := make([]byte, 1024)
+	for {
+		_, err := nc.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "connection still open after %v", d)
+		return
+	}
+}
+
+// clock is an adjustable time source for the listener's validity checks.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// secret wraps a passphrase as Telegraf's config would.
+func secret(s string) config.Secret { return config.NewSecret([]byte(s)) }

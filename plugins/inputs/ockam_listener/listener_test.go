@@ -1,0 +1,568 @@
+package ockam_listener
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+var ts = time.Unix(1700000000, 0)
+
+func TestAckOnlyAfterDelivery(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	d := p.device(map[string]string{"role": "sensor"})
+	c := d.dial(t, addr)
+
+	c.send(7, "cpu,host=a usage=0.5 1700000000000000000\ncpu,host=b usage=1.5 1700000000000000000\n")
+	ms := out.take(2)
+	id := d.id.Identifier().String()
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		metric.New("cpu", map[string]string{"host": "a", "ockam_identity": id}, map[string]any{"usage": 0.5}, ts),
+		metric.New("cpu", map[string]string{"host": "b", "ockam_identity": id}, map[string]any{"usage": 1.5}, ts),
+	}, ms)
+
+	// One of two metrics delivered is not the message delivered.
+	c.requireNoReply(100 * time.Millisecond)
+	ms[0].Accept()
+	c.requireNoReply(100 * time.Millisecond)
+	ms[1].Accept()
+	c.requireAck(7)
+
+	// Batch ids are the sender's: echoed as they are, even when reused.
+	c.send(7, "cpu usage=2 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(7)
+
+	require.Equal(t, int64(2), l.stats.messagesAccepted.Get())
+	require.Equal(t, int64(2), l.stats.messagesDelivered.Get())
+	require.Equal(t, int64(3), l.stats.metricsEmitted.Get())
+	require.Equal(t, int64(1), l.stats.handshakesOK.Get())
+	require.Equal(t, int64(1), l.stats.channelsOpen.Get())
+}
+
+func TestRejectedIsTransientNack(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+
+	c.send(1, "cpu usage=1 1700000000000000000\nmem used=2 1700000000000000000\n")
+	ms := out.take(2)
+	ms[0].Accept()
+	ms[1].Reject()
+	c.requireNack(1, false, reasonNotDelivered)
+
+	// The channel stays usable.
+	c.send(2, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(2)
+	require.Equal(t, int64(1), l.stats.messagesUndelivered.Get())
+}
+
+func TestEmptyMessageIsAcked(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+
+	c.send(3, "")
+	c.requireAck(3)
+	c.send(4, "\n# a comment\n")
+	c.requireAck(4)
+	out.requireNone()
+}
+
+func TestStampedTagsReplaceForgedOnes(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.AttributeTags = []string{"site", "zone"}
+	out, addr := start(t, l)
+	d := p.device(map[string]string{"role": "sensor", "site": "paris"})
+	c := d.dial(t, addr)
+
+	// zone is not in the credential: the sender's zone tag is removed.
+	c.send(1, "temp,ockam_identity=Iforged,site=forged,zone=forged,host=a value=21 1700000000000000000\n")
+	ms := out.accept(1)
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		metric.New("temp",
+			map[string]string{"ockam_identity": d.id.Identifier().String(), "site": "paris", "host": "a"},
+			map[string]any{"value": 21.0}, ts),
+	}, ms)
+	c.requireAck(1)
+}
+
+func TestPolicy(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.Allow = []AllowRule{
+		{Attributes: map[string]string{"role": "sensor"}, Measurements: []string{"cpu", "temp*"}},
+		{Attributes: map[string]string{"role": "sensor", "site": "paris"}, Measurements: []string{"mem"}},
+	}
+	out, addr := start(t, l)
+	sensor := p.device(map[string]string{"role": "sensor", "site": "lyon"}).dial(t, addr)
+	parisSensor := p.device(map[string]string{"role": "sensor", "site": "paris"}).dial(t, addr)
+	other := p.device(map[string]string{"role": "gateway"}).dial(t, addr)
+
+	sensor.send(1, "temp_c value=1 1700000000000000000\ncpu usage=2 1700000000000000000\n")
+	out.accept(2)
+	sensor.requireAck(1)
+
+	// One measurement outside the policy refuses the whole message.
+	sensor.send(2, "cpu usage=2 1700000000000000000\nmem used=3 1700000000000000000\n")
+	m := sensor.requireNack(2, true, "policy: ")
+	require.Contains(t, m.Reason, `"mem"`)
+
+	// Rules add up: the Paris sensor matches both.
+	parisSensor.send(3, "cpu usage=2 1700000000000000000\nmem used=3 1700000000000000000\n")
+	out.accept(2)
+	parisSensor.requireAck(3)
+
+	other.send(4, "cpu usage=2 1700000000000000000\n")
+	other.requireNack(4, true, `policy: measurement "cpu" is not allowed`)
+
+	out.requireNone()
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedPolicy].Get())
+}
+
+func TestBadLineProtocol(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+
+	c.send(1, "cpu usage=1 1700000000000000000\ncpu usage= 1700000000000000000\n")
+	m := c.requireNack(1, true, reasonBadLine)
+	require.Greater(t, len(m.Reason), len(reasonBadLine))
+
+	// A huge bad line still makes a valid reason.
+	c.send(2, "cpu "+strings.Repeat("é", 3000)+"\n")
+	m = c.requireNack(2, true, reasonBadLine)
+	require.LessOrEqual(t, len(m.Reason), secure.MaxReason)
+
+	out.requireNone()
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedParse].Get())
+
+	c.send(3, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(3)
+}
+
+func TestRevocationListUpdates(t *testing.T) {
+	p := newPKI(t)
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l := p.listener()
+	l.Log = log
+	l.RevocationList = p.write("revoked.list", p.revocationList(1))
+	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
+	out, addr := start(t, l)
+
+	revoked := p.device(map[string]string{"role": "sensor"})
+	a := revoked.dial(t, addr)
+	b := p.device(map[string]string{"role": "sensor"}).dial(t, addr)
+	legit := func(batch uint64) {
+		t.Helper()
+		b.send(batch, "cpu usage=1 1700000000000000000\n")
+		out.accept(1)
+		b.requireAck(batch)
+	}
+	a.send(1, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	a.requireAck(1)
+	legit(1)
+
+	// A newer list revoking a: its next message is refused for good.
+	p.write("revoked.list", p.revocationList(2, revoked.id.Identifier()))
+	require.Eventually(t, func() bool {
+		return l.verifier.RevocationSequence(p.authority.Identifier()) == 2
+	}, 50*20*time.Millisecond, 5*time.Millisecond)
+	a.send(2, "cpu usage=1 1700000000000000000\n")
+	a.requireNack(2, true, reasonRevoked)
+	legit(2)
+
+	// A damaged list, then the old list put back: logged, and ignored.
+	p.write("revoked.list", []byte("-----BEGIN OCKAM REVOCATION LIST-----\nAAAA\n-----END OCKAM REVOCATION LIST-----\n"))
+	requireLog(t, log, "revocation_list", "malformed")
+	a.send(3, "cpu usage=1 1700000000000000000\n")
+	a.requireNack(3, true, reasonRevoked)
+	legit(3)
+
+	p.write("revoked.list", p.revocationList(1))
+	requireLog(t, log, "revocation_list", "stale")
+	a.send(4, "cpu usage=1 1700000000000000000\n")
+	a.requireNack(4, true, reasonRevoked)
+	legit(4)
+
+	// A revoked device cannot open a new channel either.
+	a2, err := revoked.tryDial(addr)
+	if err == nil {
+		a2.t = t
+		require.Error(t, a2.requireClosed())
+	}
+	require.Eventually(t, func() bool { return l.stats.handshakesFailed["revoked"].Get() == 1 }, wait, time.Millisecond)
+
+	require.Equal(t, int64(3), l.stats.messagesRefused[refusedRevoked].Get())
+	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
+	out.requireNone()
+	// Each problem is logged once, though checked every 20ms.
+	time.Sleep(100 * time.Millisecond)
+	require.Len(t, logsContaining(log, "stale"), 1)
+	require.Len(t, logsContaining(log, "Refused a message"), 1)
+}
+
+// requireLog waits for a warning containing every part.
+func requireLog(t *testing.T, log *testutil.CaptureLogger, parts ...string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(logsContaining(log, parts...)) > 0 },
+		wait, time.Millisecond, "no warning with %q", parts)
+}
+
+func logsContaining(log *testutil.CaptureLogger, parts ...string) []string {
+	var found []string
+next:
+	for _, w := range log.Warnings() {
+		for _, p := range parts {
+			if !strings.Contains(w, p) {
+				continue next
+			}
+		}
+		found = append(found, w)
+	}
+	return found
+}
+
+func TestExpiredCredentialClosesChannel(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	clk := &clock{now: time.Now()}
+	l.now = clk.Now
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(1)
+
+	clk.Add(2 * time.Hour) // the device's credential is valid for 1h
+	c.send(2, "cpu usage=1 1700000000000000000\n")
+	c.requireNack(2, false, reasonExpired)
+	err := c.requireClosed()
+	require.ErrorIs(t, err, secure.ErrClosed)
+	require.ErrorContains(t, err, reasonExpired)
+	out.requireNone()
+	require.Equal(t, int64(1), l.stats.messagesRefused[refusedExpired].Get())
+	require.Eventually(t, func() bool { return l.stats.channelsOpen.Get() == 0 }, wait, time.Millisecond)
+}
+
+func TestMaxConnections(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.MaxConnections = 2
+	out, addr := start(t, l)
+	d := p.device(nil)
+	c := d.dial(t, addr)
+	silent := rawConn(t, addr) // holds the second slot, in its handshake
+
+	for range 3 {
+		requireClosedByPeer(t, rawConn(t, addr), time.Second)
+	}
+	require.Equal(t, int64(3), l.stats.connectionsRejected.Get())
+
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(1)
+
+	// A slot frees when a connection ends.
+	silent.Close()
+	var c2 *client
+	require.Eventually(t, func() bool {
+		var err error
+		c2, err = d.tryDial(addr)
+		return err == nil
+	}, wait, 10*time.Millisecond)
+	c2.t = t
+	t.Cleanup(func() { c2.ch.Close("") })
+	c2.send(2, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c2.requireAck(2)
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.HandshakeTimeout = config.Duration(200 * time.Millisecond)
+	out, addr := start(t, l)
+
+	silent := rawConn(t, addr)
+	started := time.Now()
+	requireClosedByPeer(t, silent, wait)
+	require.GreaterOrEqual(t, time.Since(started), 150*time.Millisecond)
+
+	// A valid first frame header, then silence.
+	partial := rawConn(t, addr)
+	_, err := partial.Write([]byte{0, 48, 1, 2, 3})
+	require.NoError(t, err)
+	requireClosedByPeer(t, partial, wait)
+
+	require.Eventually(t, func() bool { return l.stats.handshakesFailed["timeout"].Get() == 2 }, wait, time.Millisecond)
+	out.requireNone()
+}
+
+func TestNotAHandshake(t *testing.T) {
+	for name, data := range map[string]string{
+		"line protocol": "cpu value=1\n",
+		"http":          "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+		"zero frame":    "\x00\x00",
+		"short frame":   "\x00\x05hello",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPKI(t)
+			l := p.listener()
+			out, addr := start(t, l) // handshake_timeout 10s: rejected long before
+
+			nc := rawConn(t, addr)
+			_, err := nc.Write([]byte(data))
+			require.NoError(t, err)
+			requireClosedByPeer(t, nc, time.Second)
+
+			require.Eventually(t, func() bool { return l.stats.handshakesFailed["malformed"].Get() == 1 }, wait, time.Millisecond)
+			out.requireNone()
+			require.Zero(t, l.stats.handshakesOK.Get())
+		})
+	}
+}
+
+func TestHandshakeFailures(t *testing.T) {
+	p := newPKI(t)
+	stranger := p.device(nil)
+	other := newPKI(t).authority
+
+	tests := []struct {
+		name   string
+		device *device
+		reason string
+	}{
+		{"credential of another authority", p.deviceFrom(other, nil, p.now, time.Hour), "unknown_issuer"},
+		{"expired credential", p.deviceFrom(p.authority, nil, p.now.Add(-2*time.Hour), time.Hour), "expired"},
+		{"future credential", p.deviceFrom(p.authority, nil, p.now.Add(time.Hour), time.Hour), "not_yet_valid"},
+		{"revoked", stranger, "revoked"},
+		{"credential of someone else", &device{id: p.device(nil).id, cred: p.device(nil).cred, pki: p}, "wrong_subject"},
+	}
+	l := p.listener()
+	l.RevocationList = p.write("revoked.list", p.revocationList(1, stranger.id.Identifier()))
+	out, addr := start(t, l)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The device verifies the listener first, so its Dial succeeds;
+			// the listener then refuses it and closes the connection.
+			c, err := tt.device.tryDial(addr)
+			if err == nil {
+				c.t = t
+				c.requireClosed()
+			}
+			require.Eventually(t, func() bool { return l.stats.handshakesFailed[tt.reason].Get() == 1 },
+				wait, time.Millisecond, "reason %s", tt.reason)
+		})
+	}
+	out.requireNone()
+	require.Zero(t, l.stats.handshakesOK.Get())
+}
+
+func TestStopWithPendingMessages(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	ms := out.take(1)
+
+	started := time.Now()
+	l.Stop()
+	require.Less(t, time.Since(started), time.Second)
+
+	err := c.requireClosed()
+	require.ErrorIs(t, err, secure.ErrClosed)
+	require.ErrorContains(t, err, closeStopping)
+
+	// A late delivery is not answered, and harms nothing.
+	ms[0].Accept()
+	require.Empty(t, c.replies)
+	l.Stop()
+}
+
+func TestStopWhileBlocked(t *testing.T) {
+	p := newPKI(t)
+	goroutines := runtime.NumGoroutine()
+	l := p.listener()
+	l.MaxUndeliveredMessages = 1
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	out.take(1)
+	c.send(2, "cpu usage=2 1700000000000000000\n") // waits for a slot
+	time.Sleep(50 * time.Millisecond)
+	silent := rawConn(t, addr) // in its handshake
+
+	started := time.Now()
+	l.Stop()
+	require.Less(t, time.Since(started), time.Second)
+	c.requireClosed()
+	requireClosedByPeer(t, silent, time.Second)
+	out.requireNone()
+
+	// Nothing of the listener is left running.
+	silent.Close()
+	// (Polled here: require.Eventually runs its condition in a goroutine.)
+	deadline := time.Now().Add(wait)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
+}
+
+func TestBackpressure(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.MaxUndeliveredMessages = 2
+	out, addr := start(t, l)
+	c := p.device(nil).dial(t, addr)
+	for i := range 5 {
+		c.send(uint64(i), fmt.Sprintf("cpu usage=%d 1700000000000000000\n", i))
+	}
+	// Only two messages are emitted until one is delivered.
+	ms := out.take(2)
+	time.Sleep(50 * time.Millisecond)
+	out.requireNone()
+	for i := range 5 {
+		if i >= 2 {
+			ms = append(ms, out.take(1)...)
+		}
+		require.Equal(t, map[string]any{"usage": float64(i)}, ms[i].Fields())
+		ms[i].Accept()
+		c.requireAck(uint64(i))
+	}
+	out.requireNone()
+}
+
+func TestIdleTimeout(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.ReadTimeout = config.Duration(200 * time.Millisecond)
+	out, addr := start(t, l)
+	d := p.device(nil)
+
+	// A message awaiting delivery keeps the channel open.
+	busy := d.dial(t, addr)
+	busy.send(1, "cpu usage=1 1700000000000000000\n")
+	ms := out.take(1)
+	time.Sleep(500 * time.Millisecond)
+	ms[0].Accept()
+	busy.requireAck(1)
+
+	// Then, with nothing to do, it is closed.
+	err := busy.requireClosed()
+	require.ErrorIs(t, err, secure.ErrClosed)
+	require.ErrorContains(t, err, closeIdle)
+}
+
+func TestPeerClosesWithPendingMessages(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	out, addr := start(t, l)
+	d := p.device(nil)
+	c := d.dial(t, addr)
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	ms := out.take(1)
+	c.ch.Close("bye")
+	require.Eventually(t, func() bool { return l.stats.channelsOpen.Get() == 0 }, wait, time.Millisecond)
+	ms[0].Accept() // the result is dropped
+
+	c2 := d.dial(t, addr)
+	c2.send(1, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c2.requireAck(1)
+}
+
+func TestCredentialReload(t *testing.T) {
+	p := newPKI(t)
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l := p.listener()
+	l.Log = log
+	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
+	_, addr := start(t, l)
+	first := l.credential.Load()
+
+	// A credential for another identity is refused and the current one kept.
+	p.write("listener.cred", p.device(nil).cred.MarshalFile())
+	requireLog(t, log, "credential_path", "wrong subject")
+	require.Same(t, first, l.credential.Load())
+
+	// A new valid one replaces it, and new channels present it.
+	fresh, err := secure.IssueCredential(p.authority.Signer(), l.identity.Identifier(),
+		map[string]string{"role": "listener", "gen": "2"}, p.now, 48*time.Hour, nil)
+	require.NoError(t, err)
+	p.write("listener.cred", fresh.MarshalFile())
+	require.Eventually(t, func() bool { return l.credential.Load() != first }, wait, time.Millisecond)
+	require.Equal(t, "2", l.credential.Load().Attributes["gen"])
+	p.device(nil).dial(t, addr)
+}
+
+func TestMaxMessageSize(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	l.MaxMessageSize = 1024
+	out, addr := start(t, l)
+	d := p.device(nil)
+
+	c := d.dial(t, addr)
+	line := "cpu usage=1 1700000000000000000\n"
+	c.send(1, strings.Repeat(line, 1024/len(line)))
+	out.accept(1024 / len(line))
+	c.requireAck(1)
+
+	// One byte more is a protocol error: the channel is closed.
+	c.send(2, strings.Repeat(line, 1024/len(line))+"x")
+	require.Error(t, c.requireClosed())
+	out.requireNone()
+	require.Equal(t, int64(1), l.stats.messagesAccepted.Get())
+}
+
+// TestRevocationListAppearsLater: a revocation_list that does not exist yet
+// is not an Init error (an authority may not have revoked anyone yet); the
+// listener warns, and applies the list when it appears.
+func TestRevocationListAppearsLater(t *testing.T) {
+	p := newPKI(t)
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l := p.listener()
+	l.Log = log
+	l.RevocationList = filepath.Join(p.dir, "revoked.list")
+	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
+	out, addr := start(t, l)
+	requireLog(t, log, "revocation_list", "does not exist yet")
+
+	d := p.device(map[string]string{"role": "sensor"})
+	c := d.dial(t, addr)
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	out.accept(1)
+	c.requireAck(1)
+
+	p.write("revoked.list", p.revocationList(1, d.id.Identifier()))
+	require.Eventually(t, func() bool {
+		return l.verifier.RevocationSequence(p.authority.Identifier()) == 1
+	}, 50*20*time.Millisecond, 5*time.Millisecond)
+	c.send(2, "cpu usage=1 1700000000000000000\n")
+	c.requireNack(2, true, reasonRevoked)
+	out.requireNone()
+}

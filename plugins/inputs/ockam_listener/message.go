@@ -1,0 +1,158 @@
+package ockam_listener
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/influxdata/telegraf"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// Nack reasons: the text of each nack the listener sends. Senders act on
+// Message.Permanent; the text is for their logs.
+const (
+	reasonNotDelivered = "not delivered"      // transient: an output rejected or evicted it
+	reasonRevoked      = "revoked"            // permanent
+	reasonExpired      = "credential expired" // transient, then the channel is closed
+	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
+	reasonBadLine      = "bad line protocol: "
+	reasonPolicy       = "policy: measurement %q is not allowed"
+)
+
+// Refusal kinds: the reason tag of messages_refused.
+const (
+	refusedRevoked      = "revoked"
+	refusedExpired      = "expired"
+	refusedUnauthorized = "unauthorized"
+	refusedParse        = "parse"
+	refusedPolicy       = "policy"
+)
+
+// handle checks one data message and emits it, or refuses it with a nack.
+// It returns ok false when the channel must be closed, with the reason to
+// send.
+func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok bool) {
+	c.inflight.Add(1)
+	// 1. the sender's credential is still valid and not revoked
+	if err := l.verifier.Authorize(c.peer, l.now()); err != nil {
+		switch {
+		case errors.Is(err, secure.ErrRevoked):
+			l.refuse(c, m.Batch, refusedRevoked, true, reasonRevoked, err)
+		case errors.Is(err, secure.ErrExpired):
+			// The sender reloads its credential and opens a new channel.
+			l.refuse(c, m.Batch, refusedExpired, false, reasonExpired, err)
+			return reasonExpired, false
+		default:
+			l.refuse(c, m.Batch, refusedUnauthorized, true, reasonUnauthorized, err)
+		}
+		return "", true
+	}
+	// 2. the payload is line protocol
+	metrics, err := c.parser.Parse(m.Payload)
+	if err != nil {
+		l.refuse(c, m.Batch, refusedParse, true, reasonBadLine+err.Error(), err)
+		return "", true
+	}
+	// 3. the policy allows every measurement
+	for _, metric := range metrics {
+		if name := metric.Name(); !c.grant.allows(name) {
+			err := fmt.Errorf(reasonPolicy, name)
+			l.refuse(c, m.Batch, refusedPolicy, true, err.Error(), err)
+			return "", true
+		}
+	}
+	// 4. the verified identity and attributes replace the sender's tags
+	stamp(metrics, c.tags)
+	// 5. emit, and answer when the outputs are done with it
+	if len(metrics) == 0 {
+		l.stats.messagesAccepted.Incr(1)
+		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})
+		return "", true
+	}
+	if !l.emit(c, m.Batch, metrics) {
+		return "", false
+	}
+	return "", true
+}
+
+// emit adds the metrics of one message as a tracking group and records the
+// message as pending. It waits for a free max_undelivered_messages slot,
+// and returns false if the connection is shut down meanwhile.
+func (l *Listener) emit(c *conn, batch uint64, metrics []telegraf.Metric) bool {
+	select {
+	case l.undelivered <- struct{}{}:
+	case <-c.ctx.Done():
+		return false
+	}
+	if c.ctx.Err() != nil { // both were ready: Stop may have begun
+		<-l.undelivered
+		return false
+	}
+	n := len(metrics)
+	// An empty group (or one whose metrics are all filtered out) reports its
+	// delivery inside AddTrackingMetricGroup: the delivery loop waits on mu
+	// until the message is in pending.
+	l.mu.Lock()
+	id := l.acc.AddTrackingMetricGroup(metrics)
+	l.pending[id] = pendingMessage{conn: c, batch: batch}
+	l.mu.Unlock()
+	l.stats.messagesAccepted.Incr(1)
+	l.stats.metricsEmitted.Incr(int64(n))
+	return true
+}
+
+// refuse counts a refused message, logs the first refusal of each kind per
+// sender, and answers with a nack.
+func (l *Listener) refuse(c *conn, batch uint64, kind string, permanent bool, reason string, err error) {
+	l.stats.messagesRefused[kind].Incr(1)
+	if l.refusals.first(c.peer.Identifier.String() + " " + kind) {
+		l.Log.Warnf("Refused a message from %s (%s): %v; further %s refusals for this sender are only counted",
+			c.peer.Identifier.Short(), kind, err, kind)
+	}
+	c.reply(secure.Message{Type: secure.TypeNack, Batch: batch, Permanent: permanent, Reason: truncateReason(reason)})
+}
+
+// tagsFor returns the tags stamped on every metric of a peer. An empty
+// value means the tag is removed: the credential lacks that attribute (or
+// has it empty), and the sender must not supply it.
+func (l *Listener) tagsFor(p *secure.Peer) map[string]string {
+	tags := make(map[string]string, 1+len(l.AttributeTags))
+	for _, k := range l.AttributeTags {
+		tags[k] = p.Credential.Attributes[k]
+	}
+	if l.IdentityTag != "" {
+		tags[l.IdentityTag] = p.Identifier.String()
+	}
+	return tags
+}
+
+// stamp sets (or removes, for an empty value) tags on every metric,
+// replacing what the sender wrote.
+func stamp(metrics []telegraf.Metric, tags map[string]string) {
+	for _, m := range metrics {
+		for k, v := range tags {
+			if v == "" {
+				m.RemoveTag(k)
+			} else {
+				m.AddTag(k, v)
+			}
+		}
+	}
+}
+
+// truncateReason makes s a valid nack reason: UTF-8 of at most
+// secure.MaxReason bytes.
+func truncateReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= secure.MaxReason {
+		return s
+	}
+	s = s[:secure.MaxReason]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,342 @@
+// Package ockam_listener is the Telegraf service input inputs.ockam_listener:
+// it accepts secure channels from devices (secure.Accept), checks every data
+// message against the sender's credential, the revocation list and the
+// policy, emits its line protocol as tracking metrics, and answers each
+// message with an ack once every output delivered it, or with a nack.
+//
+// The wire protocol is docs/PROTOCOL.md; the ack and nack contract is in
+// README.md, "Acknowledgements".
+package ockam_listener
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/plugins/inputs"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+//go:embed sample.conf
+var sampleConfig string
+
+// Defaults of the optional settings.
+const (
+	defaultServiceAddress          = "tcp://:4000"
+	defaultIdentityTag             = "ockam_identity"
+	defaultMaxConnections          = 10000
+	defaultHandshakeTimeout        = 10 * time.Second
+	defaultReadTimeout             = 5 * time.Minute
+	defaultMaxMessageSize          = secure.DefaultMaxMessageSize
+	defaultMaxUndeliveredMessages  = 1000
+	defaultRevocationCheckInterval = time.Second
+
+	// maxMessageSizeLimit bounds max_message_size: every connection may hold
+	// one message of that size while it is reassembled and parsed.
+	maxMessageSizeLimit = 1 << 30
+)
+
+// Listener is the inputs.ockam_listener plugin. Its exported fields are the
+// configuration; Telegraf calls Init, Start and Stop, never concurrently.
+type Listener struct {
+	ServiceAddress          string          `toml:"service_address"`
+	VaultPath               string          `toml:"vault_path"`
+	VaultPassphrase         config.Secret   `toml:"vault_passphrase"`
+	CredentialPath          string          `toml:"credential_path"`
+	AuthorityPaths          []string        `toml:"authority_paths"`
+	RevocationList          string          `toml:"revocation_list"`
+	RevocationCheckInterval config.Duration `toml:"revocation_check_interval"`
+	IdentityTag             string          `toml:"identity_tag"`
+	AttributeTags           []string        `toml:"attribute_tags"`
+	MaxConnections          int             `toml:"max_connections"`
+	HandshakeTimeout        config.Duration `toml:"handshake_timeout"`
+	ReadTimeout             config.Duration `toml:"read_timeout"`
+	MaxMessageSize          config.Size     `toml:"max_message_size"`
+	MaxUndeliveredMessages  int             `toml:"max_undelivered_messages"`
+	Allow                   []AllowRule     `toml:"allow"`
+
+	Log        telegraf.Logger     `toml:"-"`
+	Statistics *selfstat.Collector `toml:"-"`
+
+	// Set by Init.
+	network, address string
+	identity         *secure.LocalIdentity
+	verifier         *secure.Verifier
+	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
+	policy           *policy
+	stats            *stats
+	revocationFile   *fileWatch             // nil without revocation_list
+	revocations      *secure.RevocationList // the list last applied
+	credentialFile   *fileWatch
+	credentialAlarm  string // the problem with the credential in use last logged
+	now              func() time.Time
+
+	// Set by Start.
+	server
+}
+
+// AllowRule is one [[inputs.ockam_listener.allow]] block: a sender whose
+// credential has all Attributes (equal values) may write Measurements
+// (globs of Telegraf's filter package).
+type AllowRule struct {
+	Attributes   map[string]string `toml:"attributes"`
+	Measurements []string          `toml:"measurements"`
+}
+
+func init() {
+	inputs.Add("ockam_listener", func() telegraf.Input { return newListener() })
+}
+
+// newListener returns a Listener with the defaults of the optional settings.
+func newListener() *Listener {
+	return &Listener{
+		ServiceAddress:          defaultServiceAddress,
+		IdentityTag:             defaultIdentityTag,
+		MaxConnections:          defaultMaxConnections,
+		HandshakeTimeout:        config.Duration(defaultHandshakeTimeout),
+		ReadTimeout:             config.Duration(defaultReadTimeout),
+		MaxMessageSize:          config.Size(defaultMaxMessageSize),
+		MaxUndeliveredMessages:  defaultMaxUndeliveredMessages,
+		RevocationCheckInterval: config.Duration(defaultRevocationCheckInterval),
+	}
+}
+
+// SampleConfig returns the sample configuration.
+func (*Listener) SampleConfig() string { return sampleConfig }
+
+// Gather does nothing: metrics arrive through the channels opened in Start.
+func (*Listener) Gather(telegraf.Accumulator) error { return nil }
+
+// Init checks every setting and loads the vault, the identity, the
+// credential, the authorities and the revocation list. It opens no socket.
+func (l *Listener) Init() error {
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if err := l.checkSettings(); err != nil {
+		return err
+	}
+	p, err := newPolicy(l.Allow)
+	if err != nil {
+		return err
+	}
+	l.policy = p
+	if err := l.loadTrust(); err != nil {
+		return err
+	}
+	// A parser with the settings every connection will use; each connection
+	// has its own, since influx.Parser serializes Parse.
+	if _, err := newParser(); err != nil {
+		return fmt.Errorf("line protocol parser: %w", err)
+	}
+	if l.Statistics == nil {
+		// Not run by Telegraf's models (a test, a shim): register globally.
+		l.Statistics = selfstat.NewCollector(nil)
+	}
+	l.stats = newStats(l.Statistics)
+	return nil
+}
+
+// checkSettings validates the settings that need no file.
+func (l *Listener) checkSettings() error {
+	network, address, err := parseServiceAddress(l.ServiceAddress)
+	if err != nil {
+		return err
+	}
+	l.network, l.address = network, address
+	switch {
+	case l.VaultPath == "":
+		return errors.New("vault_path is required")
+	case l.CredentialPath == "":
+		return errors.New("credential_path is required")
+	case len(l.AuthorityPaths) == 0:
+		return errors.New("authority_paths needs at least one authority identity file")
+	case l.MaxConnections <= 0:
+		return fmt.Errorf("max_connections must be positive, got %d", l.MaxConnections)
+	case l.MaxUndeliveredMessages <= 0:
+		return fmt.Errorf("max_undelivered_messages must be positive, got %d", l.MaxUndeliveredMessages)
+	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:
+		return fmt.Errorf("max_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxMessageSize))
+	case l.HandshakeTimeout <= 0:
+		return fmt.Errorf("handshake_timeout must be positive, got %v", time.Duration(l.HandshakeTimeout))
+	case l.ReadTimeout < 0:
+		return fmt.Errorf("read_timeout must not be negative (0 disables it), got %v", time.Duration(l.ReadTimeout))
+	case l.RevocationCheckInterval <= 0:
+		return fmt.Errorf("revocation_check_interval must be positive, got %v", time.Duration(l.RevocationCheckInterval))
+	}
+	seen := map[string]bool{}
+	for _, k := range l.AttributeTags {
+		switch {
+		case k == "":
+			return errors.New("attribute_tags: empty tag name")
+		case k == l.IdentityTag:
+			return fmt.Errorf("attribute_tags: %q is also the identity_tag", k)
+		case seen[k]:
+			return fmt.Errorf("attribute_tags: %q is listed twice", k)
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+// parseServiceAddress splits tcp://host:port into a network and an address
+// for net.Listen.
+func parseServiceAddress(s string) (network, address string, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "", fmt.Errorf("service_address %q: want tcp://[host]:port: %w", s, err)
+	}
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return "", "", fmt.Errorf("service_address %q: unsupported scheme %q (only tcp:// is supported)", s, u.Scheme)
+	}
+	if u.Opaque != "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", "", fmt.Errorf("service_address %q: want tcp://[host]:port and nothing else", s)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", "", fmt.Errorf("service_address %q: want tcp://[host]:port: %w", s, err)
+	}
+	return u.Scheme, u.Host, nil
+}
+
+// loadTrust loads the authorities, the revocation list, the identity and
+// the credential, and checks that the credential is currently valid.
+func (l *Listener) loadTrust() error {
+	authorities := make([]*secure.Identity, 0, len(l.AuthorityPaths))
+	for i, path := range l.AuthorityPaths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("authority_paths[%d]: %w", i, err)
+		}
+		a, err := secure.ParseIdentityFile(data)
+		if err != nil {
+			return fmt.Errorf("authority_paths[%d] %q: %w", i, path, err)
+		}
+		authorities = append(authorities, a)
+	}
+	v, err := secure.NewVerifier(authorities...)
+	if err != nil {
+		return fmt.Errorf("authority_paths: %w", err)
+	}
+	l.verifier = v
+
+	if l.RevocationList != "" {
+		l.revocationFile = newFileWatch(l.RevocationList)
+		err := l.revocationFile.check(l.now(), l.applyRevocationList)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Not issued yet: nobody is revoked until it appears, and it is
+			// applied within revocation_check_interval when it does. A
+			// missing directory, though, is a typo.
+			if _, derr := os.Stat(filepath.Dir(l.RevocationList)); derr != nil {
+				return fmt.Errorf("revocation_list %q: %w", l.RevocationList, derr)
+			}
+			l.Log.Warnf("revocation_list %q does not exist yet; no identity is revoked until it appears", l.RevocationList)
+		} else if err != nil {
+			return fmt.Errorf("revocation_list %q: %w", l.RevocationList, err)
+		}
+	}
+
+	if err := l.loadIdentity(); err != nil {
+		return err
+	}
+
+	l.credentialFile = newFileWatch(l.CredentialPath)
+	err = l.credentialFile.check(l.now(), func(data []byte) error {
+		c, err := l.checkCredential(data)
+		if err == nil {
+			l.credential.Store(c)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("credential_path %q: %w", l.CredentialPath, err)
+	}
+	return nil
+}
+
+// loadIdentity opens the vault and loads the listener's identity, whose
+// purpose-key attestation must be valid now.
+func (l *Listener) loadIdentity() error {
+	// vault.OpenFile creates a missing directory: refuse one that is missing
+	// rather than start with an empty vault.
+	fi, err := os.Stat(l.VaultPath)
+	if err != nil {
+		return fmt.Errorf("vault_path: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("vault_path %q is not a directory", l.VaultPath)
+	}
+	buf, err := l.VaultPassphrase.Get()
+	if err != nil {
+		return fmt.Errorf("vault_passphrase: %w", err)
+	}
+	defer buf.Destroy()
+	v, err := vault.OpenFile(l.VaultPath, buf.Bytes())
+	if err != nil {
+		return fmt.Errorf("vault_path %q: %w", l.VaultPath, err)
+	}
+	id, err := secure.LoadIdentity(v)
+	if err != nil {
+		return fmt.Errorf("vault_path %q: %w", l.VaultPath, err)
+	}
+	if err := id.CheckAttestation(l.now()); err != nil {
+		return fmt.Errorf("vault_path %q: own %w", l.VaultPath, err)
+	}
+	l.identity = id
+	return nil
+}
+
+// checkCredential parses a credential file and verifies that it was issued
+// to this listener by a configured authority and is valid now.
+func (l *Listener) checkCredential(data []byte) (*secure.Credential, error) {
+	c, err := secure.ParseCredentialFile(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.verifier.VerifyCredential(c, l.identity.Identifier(), l.now()); err != nil {
+		switch {
+		case errors.Is(err, secure.ErrUnknownIssuer):
+			return nil, fmt.Errorf("%w (not issued by any of authority_paths)", err)
+		case errors.Is(err, secure.ErrWrongSubject):
+			return nil, fmt.Errorf("%w (the identity in vault_path is %s)", err, l.identity.Identifier())
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// applyRevocationList parses a revocation list file and makes it current.
+func (l *Listener) applyRevocationList(data []byte) error {
+	list, err := secure.ParseRevocationListFile(data)
+	if err != nil {
+		return err
+	}
+	if err := l.verifier.UpdateRevocations(list); err != nil {
+		return err
+	}
+	l.revocations = list
+	return nil
+}
+
+// newParser returns a line protocol parser for one connection.
+func newParser() (*influx.Parser, error) {
+	p := &influx.Parser{}
+	if err := p.Init(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

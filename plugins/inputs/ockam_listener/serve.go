@@ -1,0 +1,261 @@
+package ockam_listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/influxdata/telegraf"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// server is the state of a started Listener.
+type server struct {
+	ln      net.Listener
+	stop    func()         // cancels the context of every goroutine
+	running sync.WaitGroup // every goroutine Start began
+	acc     telegraf.TrackingAccumulator
+
+	// undelivered is the semaphore of max_undelivered_messages: a slot is
+	// taken before AddTrackingMetricGroup and given back when its delivery
+	// result has been read from acc.Delivered().
+	undelivered chan struct{}
+	// connections holds one slot per open connection (max_connections).
+	connections chan struct{}
+
+	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
+	pending map[telegraf.TrackingID]pendingMessage
+
+	refusals  onceSet   // (sender, reason) pairs already logged
+	rejectLog rateLimit // connections_rejected warnings
+	acceptLog rateLimit // Accept errors
+}
+
+// pendingMessage is an emitted message awaiting its delivery result.
+type pendingMessage struct {
+	conn  *conn
+	batch uint64
+}
+
+// Start listens on service_address and serves every connection in its own
+// goroutine until Stop.
+func (l *Listener) Start(acc telegraf.Accumulator) error {
+	ln, err := net.Listen(l.network, l.address)
+	if err != nil {
+		return fmt.Errorf("service_address %q: %w", l.ServiceAddress, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.server = server{
+		ln:          ln,
+		stop:        cancel,
+		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
+		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
+		connections: make(chan struct{}, l.MaxConnections),
+		pending:     make(map[telegraf.TrackingID]pendingMessage),
+	}
+	l.running.Add(3)
+	go l.acceptLoop(ctx)
+	go l.deliveryLoop(ctx)
+	go l.watchLoop(ctx)
+	l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Identifier())
+	return nil
+}
+
+// Stop closes the listener and every connection, and returns once every
+// goroutine has ended. Messages still awaiting delivery are not answered:
+// their senders deliver them again.
+func (l *Listener) Stop() {
+	if l.stop == nil {
+		return
+	}
+	l.stop()
+	l.ln.Close()
+	l.running.Wait()
+	l.stop = nil
+	l.VaultPassphrase.Destroy()
+}
+
+// acceptLoop accepts connections until the listener is closed.
+func (l *Listener) acceptLoop(ctx context.Context) {
+	defer l.running.Done()
+	var delay time.Duration
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if l.acceptLog.allow(time.Now(), time.Minute) {
+				l.Log.Errorf("Accepting a connection failed (retrying): %v", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case l.connections <- struct{}{}:
+		default:
+			l.stats.connectionsRejected.Incr(1)
+			nc.Close()
+			if l.rejectLog.allow(time.Now(), time.Minute) {
+				l.Log.Warnf("Rejected a connection from %s: max_connections (%d) reached; "+
+					"further rejections are counted in connections_rejected and logged at most once a minute",
+					nc.RemoteAddr(), l.MaxConnections)
+			}
+			continue
+		}
+		l.running.Add(1)
+		go l.serve(ctx, nc)
+	}
+}
+
+// deliveryLoop routes each delivery result to the connection that sent the
+// message: an ack when every output accepted it, a transient nack when one
+// rejected it.
+func (l *Listener) deliveryLoop(ctx context.Context) {
+	defer l.running.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case info := <-l.acc.Delivered():
+			l.mu.Lock()
+			p, ok := l.pending[info.ID()]
+			delete(l.pending, info.ID())
+			l.mu.Unlock()
+			<-l.undelivered
+			if !ok {
+				continue // cannot happen: every added group is in pending
+			}
+			if info.Delivered() {
+				l.stats.messagesDelivered.Incr(1)
+				p.conn.reply(secure.Message{Type: secure.TypeAck, Batch: p.batch})
+			} else {
+				l.stats.messagesUndelivered.Incr(1)
+				p.conn.reply(secure.Message{Type: secure.TypeNack, Batch: p.batch, Reason: reasonNotDelivered})
+			}
+		}
+	}
+}
+
+// serve runs one connection: the handshake, then the receive loop, with a
+// writer goroutine for the replies.
+func (l *Listener) serve(ctx context.Context, nc net.Conn) {
+	defer l.running.Done()
+	defer func() { <-l.connections }()
+	defer nc.Close()
+
+	c := newConn(nc)
+	stop := context.AfterFunc(ctx, func() { c.shutdown(closeStopping) })
+	defer stop()
+	defer c.shutdown("")
+
+	ch, err := l.handshake(c)
+	if err != nil {
+		l.handshakeFailed(ctx, c, err)
+		return
+	}
+	ch.SetMaxMessageSize(int(l.MaxMessageSize))
+	parser, err := newParser()
+	if err != nil { // checked in Init
+		ch.Close("internal error")
+		l.Log.Errorf("Line protocol parser: %v", err)
+		return
+	}
+	c.ch, c.peer, c.parser = ch, ch.Peer(), parser
+	c.grant = l.policy.grant(c.peer.Credential.Attributes)
+	c.tags = l.tagsFor(c.peer)
+	l.stats.handshakesOK.Incr(1)
+	l.stats.channelsOpen.Incr(1)
+	defer l.stats.channelsOpen.Incr(-1)
+	l.Log.Debugf("Channel from %s open: %s", c.remote, c.peer.Identifier.Short())
+
+	c.touch()
+	if d := time.Duration(l.ReadTimeout); d > 0 {
+		idle := c.watchIdle(d)
+		defer idle.Stop()
+	}
+	go c.writeLoop()
+	reason := l.receiveLoop(c)
+	c.closeAfterReplies(reason)
+	<-c.writerDone
+	l.Log.Debugf("Channel from %s (%s) closed: %s", c.remote, c.peer.Identifier.Short(), c.closeReason())
+}
+
+// handshake runs the responder's side of the handshake within
+// handshake_timeout.
+func (l *Listener) handshake(c *conn) (*secure.Channel, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, time.Duration(l.HandshakeTimeout))
+	defer cancel()
+	t := secure.NewStreamTransport(&helloGuard{Conn: c.nc})
+	return secure.Accept(ctx, t, secure.HandshakeConfig{
+		Identity:   l.identity,
+		Credential: l.credential.Load(),
+		Verifier:   l.verifier,
+		Now:        l.now,
+	})
+}
+
+// handshakeFailed counts and logs a failed handshake, unless the listener
+// is stopping.
+func (l *Listener) handshakeFailed(ctx context.Context, c *conn, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	reason := handshakeReason(err)
+	l.stats.handshakesFailed[reason].Incr(1)
+	if credentialReasons[reason] {
+		// A device that needs its operator: expired, revoked, foreign.
+		l.Log.Infof("Handshake from %s failed (%s): %v", c.remote, reason, err)
+	} else {
+		// Scanners, plaintext clients, broken links: expected noise.
+		l.Log.Debugf("Handshake from %s failed (%s): %v", c.remote, reason, err)
+	}
+}
+
+// receiveLoop handles data messages until the channel fails, the peer
+// closes it, or a message requires closing it. It returns the reason to
+// send in the close message.
+func (l *Listener) receiveLoop(c *conn) string {
+	for {
+		m, err := c.ch.Receive()
+		if err != nil {
+			return l.receiveFailed(c, err)
+		}
+		c.touch()
+		if m.Type != secure.TypeData {
+			l.Log.Debugf("Ignoring a %v message from %s", m.Type, c.peer.Identifier.Short())
+			continue
+		}
+		l.stats.bytesReceived.Incr(int64(len(m.Payload)))
+		if closeReason, ok := l.handle(c, m); !ok {
+			return closeReason
+		}
+	}
+}
+
+// receiveFailed logs why a channel ended and returns the close reason.
+func (l *Listener) receiveFailed(c *conn, err error) string {
+	switch {
+	case c.ctx.Err() != nil:
+		return "" // shut down: the reason is already set
+	case errors.Is(err, secure.ErrClosed):
+		l.Log.Debugf("Channel from %s (%s): %v", c.remote, c.peer.Identifier.Short(), err)
+		return ""
+	case isEOF(err):
+		l.Log.Debugf("Channel from %s (%s) ended: %v", c.remote, c.peer.Identifier.Short(), err)
+		return ""
+	}
+	l.Log.Infof("Channel from %s (%s) failed: %v", c.remote, c.peer.Identifier.Short(), err)
+	return "protocol error"
+}

@@ -1,0 +1,138 @@
+package ockam_listener
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// statsMeasurement is the selfstat measurement; Telegraf reports it as
+// internal_ockam_listener.
+const statsMeasurement = "ockam_listener"
+
+// Reasons of handshakes_failed, in the order handshakeReason tests them.
+var handshakeReasons = []string{
+	"timeout", "unsupported_version", "malformed", "decrypt", "unknown_issuer", "bad_signature",
+	"expired", "not_yet_valid", "revoked", "wrong_subject", "eof", "other",
+}
+
+// credentialReasons are the handshake failures an operator acts on; they
+// are logged at info, the others at debug.
+var credentialReasons = map[string]bool{
+	"unknown_issuer": true, "bad_signature": true, "expired": true, "not_yet_valid": true,
+	"revoked": true, "wrong_subject": true, "unsupported_version": true,
+}
+
+// Reasons of messages_refused.
+var refusalReasons = []string{refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy}
+
+// stats are the internal metrics. Every Stat is registered in Init, since a
+// selfstat.Collector is not safe for concurrent use; a Stat is.
+type stats struct {
+	channelsOpen        selfstat.Stat
+	handshakesOK        selfstat.Stat
+	handshakesFailed    map[string]selfstat.Stat // by reason
+	messagesAccepted    selfstat.Stat
+	messagesRefused     map[string]selfstat.Stat // by reason
+	messagesDelivered   selfstat.Stat
+	messagesUndelivered selfstat.Stat
+	metricsEmitted      selfstat.Stat
+	bytesReceived       selfstat.Stat
+	connectionsRejected selfstat.Stat
+}
+
+func newStats(c *selfstat.Collector) *stats {
+	reg := func(field string) selfstat.Stat { return c.Register(statsMeasurement, field, nil) }
+	s := &stats{
+		channelsOpen:        reg("channels_open"),
+		handshakesOK:        reg("handshakes_ok"),
+		handshakesFailed:    make(map[string]selfstat.Stat, len(handshakeReasons)),
+		messagesAccepted:    reg("messages_accepted"),
+		messagesRefused:     make(map[string]selfstat.Stat, len(refusalReasons)),
+		messagesDelivered:   reg("messages_delivered"),
+		messagesUndelivered: reg("messages_undelivered"),
+		metricsEmitted:      reg("metrics_emitted"),
+		bytesReceived:       reg("bytes_received"),
+		connectionsRejected: reg("connections_rejected"),
+	}
+	for _, r := range handshakeReasons {
+		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
+	}
+	for _, r := range refusalReasons {
+		s.messagesRefused[r] = c.Register(statsMeasurement, "messages_refused", map[string]string{"reason": r})
+	}
+	return s
+}
+
+// handshakeReason classifies a failed handshake for handshakes_failed.
+func handshakeReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, secure.ErrUnsupportedVersion):
+		return "unsupported_version"
+	case errors.Is(err, secure.ErrMalformed), errors.Is(err, errNotHandshake):
+		return "malformed"
+	case errors.Is(err, secure.ErrHandshake), errors.Is(err, secure.ErrDecrypt):
+		return "decrypt"
+	case errors.Is(err, secure.ErrUnknownIssuer):
+		return "unknown_issuer"
+	case errors.Is(err, secure.ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, secure.ErrExpired):
+		return "expired"
+	case errors.Is(err, secure.ErrNotYetValid):
+		return "not_yet_valid"
+	case errors.Is(err, secure.ErrRevoked):
+		return "revoked"
+	case errors.Is(err, secure.ErrWrongSubject), errors.Is(err, secure.ErrPinMismatch):
+		return "wrong_subject"
+	case isEOF(err):
+		return "eof"
+	}
+	return "other"
+}
+
+// onceSet remembers keys, to log something once per key. It forgets
+// everything when it holds maxOnce keys, so it cannot grow without bound.
+type onceSet struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+const maxOnce = 10000
+
+// first reports whether key is new, and remembers it.
+func (o *onceSet) first(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.seen[key]; ok {
+		return false
+	}
+	if o.seen == nil || len(o.seen) >= maxOnce {
+		o.seen = make(map[string]struct{})
+	}
+	o.seen[key] = struct{}{}
+	return true
+}
+
+// rateLimit allows one event per period.
+type rateLimit struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (r *rateLimit) allow(now time.Time, period time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < period {
+		return false
+	}
+	r.last = now
+	return true
+}
