@@ -1,0 +1,194 @@
+package ockam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// Backoff between dial attempts: it doubles from minBackoff to maxBackoff,
+// with jitter so that a fleet of devices does not reconnect in step after a
+// listener restart. A Write without a channel cuts the wait short.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// runDialer keeps one channel open: it dials, waits for the channel to end,
+// and dials again, with backoff, until ctx ends.
+func (o *Ockam) runDialer(ctx context.Context) {
+	defer close(o.dialerDone)
+	backoff := minBackoff
+	connected := false
+	lastLogged := ""
+	for {
+		select {
+		case <-o.kick: // this attempt answers it
+		default:
+		}
+		o.mu.Lock()
+		o.started++
+		attempt := o.started
+		o.mu.Unlock()
+		l, err := o.dial(ctx)
+		if ctx.Err() != nil {
+			if l != nil {
+				l.shutdown("telegraf output closing", o.timeout)
+			}
+			return
+		}
+		if err != nil {
+			// Say it once; a listener that stays down is one problem.
+			if msg := err.Error(); msg != lastLogged {
+				o.Log.Warnf("Cannot open a channel: %v", err)
+				lastLogged = msg
+			} else {
+				o.Log.Debugf("Cannot open a channel: %v", err)
+			}
+		}
+		o.publish(l, err, attempt)
+		if err == nil {
+			lastLogged = ""
+			if connected {
+				o.stats.reconnects.Incr(1)
+			}
+			connected = true
+			o.Log.Infof("Channel open to listener %s at %s", l.peer.Short(), o.Address)
+			opened := time.Now()
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return // Close shuts the current link down
+			}
+			switch {
+			case l.closedLocally():
+				o.Log.Debugf("Channel to listener %s closed: %v", l.peer.Short(), l.cause())
+			case errors.Is(l.cause(), secure.ErrClosed):
+				// The listener said why (idle, shutting down, ...).
+				o.Log.Infof("Channel to listener %s ended: %v", l.peer.Short(), l.cause())
+			default:
+				o.Log.Warnf("Channel to listener %s lost: %v", l.peer.Short(), l.cause())
+			}
+			o.publish(nil, l.cause(), 0)
+			// A channel that ends right after the handshake (say, the
+			// listener refuses our credential) must not make us spin.
+			if time.Since(opened) >= maxBackoff {
+				backoff = minBackoff
+			}
+		}
+		if !o.sleep(ctx, backoff/2+rand.N(backoff/2)) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// sleep waits for d or a kick; it returns false when ctx ended.
+func (o *Ockam) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-o.kick:
+		return true
+	case <-t.C:
+		return true
+	}
+}
+
+// waitLink returns the current channel. Without one, it wakes the dialer and
+// waits for the outcome of its next attempt, at most timeout.
+func (o *Ockam) waitLink() (*link, error) {
+	if o.cancel == nil {
+		return nil, errors.New("not connected: Connect was not called")
+	}
+	timer := time.NewTimer(o.timeout)
+	defer timer.Stop()
+	o.mu.Lock()
+	// Only an attempt begun after this call says whether the listener is
+	// reachable now; one under way may have started before it came up.
+	start := o.started
+	for {
+		l, finished, lastErr, changed := o.link, o.finished, o.lastErr, o.changed
+		o.mu.Unlock()
+		if l != nil && !l.ended() {
+			return l, nil
+		}
+		if finished > start && lastErr != nil {
+			return nil, fmt.Errorf("no channel to %s: %w", o.Address, lastErr)
+		}
+		select {
+		case o.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			if lastErr == nil {
+				lastErr = errors.New("still connecting")
+			}
+			return nil, fmt.Errorf("no channel to %s within %v: %w", o.Address, o.timeout, lastErr)
+		}
+		o.mu.Lock()
+	}
+}
+
+// publish records the outcome of dial attempt number attempt, or the end of
+// a link (attempt 0), and wakes the writers waiting for it.
+func (o *Ockam) publish(l *link, err error, attempt uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.link, o.lastErr = l, err
+	if attempt > 0 {
+		o.finished = attempt
+	}
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// dial connects and runs the handshake with a freshly read credential. It
+// runs on the dialer goroutine, which owns o.identity after Connect.
+func (o *Ockam) dial(ctx context.Context) (*link, error) {
+	now := time.Now()
+	if o.identity.CheckAttestation(now) != nil {
+		// The purpose-key attestation expired since Init; the vault may hold
+		// a rotated key (ockam purpose-key rotate) by now.
+		id, err := o.loadIdentity(now)
+		if err != nil {
+			return nil, err
+		}
+		o.identity = id
+		o.Log.Infof("Loaded the rotated purpose key of %s from %s", id.Identifier().Short(), o.VaultPath)
+	}
+	cred, err := o.loadCredential(now)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", o.hostport)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := secure.Dial(ctx, secure.NewStreamTransport(conn), secure.HandshakeConfig{
+		Identity:       o.identity,
+		Credential:     cred,
+		Verifier:       o.verifier,
+		PeerIdentifier: o.pin,
+	})
+	switch {
+	case errors.Is(err, secure.ErrUnknownIssuer):
+		return nil, fmt.Errorf("%s: the listener's credential is not from the authority in authority_path: %w", o.Address, err)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", o.Address, err)
+	}
+	o.readers.Add(1)
+	return newLink(ch, conn, o.Log, &o.readers), nil
+}

@@ -1,0 +1,137 @@
+package ockam
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/influxdata/telegraf"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// link is one open channel to the listener and the goroutine that reads its
+// acks and nacks. Once it ended (done closed) it is never used again: a
+// channel whose state is half known is closed, not repaired.
+type link struct {
+	ch   *secure.Channel
+	conn net.Conn
+	peer secure.Identifier
+
+	mu      sync.Mutex
+	waiters map[uint64]chan<- secure.Message // batch → where its answer goes
+
+	once  sync.Once
+	done  chan struct{} // closed when the link ended
+	err   error         // why; set before done is closed
+	local bool          // ended by shutdown
+}
+
+// newLink starts the reader of ch; wg counts it until it returns.
+func newLink(ch *secure.Channel, conn net.Conn, log telegraf.Logger, wg *sync.WaitGroup) *link {
+	l := &link{
+		ch:      ch,
+		conn:    conn,
+		peer:    ch.Peer().Identifier,
+		waiters: make(map[uint64]chan<- secure.Message),
+		done:    make(chan struct{}),
+	}
+	go func() {
+		defer wg.Done()
+		l.read(log)
+	}()
+	return l
+}
+
+// read routes acks and nacks to their waiters until the channel fails.
+func (l *link) read(log telegraf.Logger) {
+	for {
+		m, err := l.ch.Receive()
+		if err != nil {
+			l.fail(err)
+			return
+		}
+		if m.Type != secure.TypeAck && m.Type != secure.TypeNack {
+			l.fail(fmt.Errorf("unexpected %v message from the listener", m.Type))
+			return
+		}
+		l.mu.Lock()
+		w, ok := l.waiters[m.Batch]
+		delete(l.waiters, m.Batch)
+		l.mu.Unlock()
+		if !ok {
+			log.Debugf("Listener %s answered batch %d, which is not waiting", l.peer.Short(), m.Batch)
+			continue
+		}
+		w <- m // buffered for every message of its Write
+	}
+}
+
+// expect registers where the answer to batch goes; call it before sending
+// the batch.
+func (l *link) expect(batch uint64, w chan<- secure.Message) {
+	l.mu.Lock()
+	l.waiters[batch] = w
+	l.mu.Unlock()
+}
+
+// send writes m within timeout. A failed or late write leaves the stream in
+// an unknown state, so it ends the link.
+func (l *link) send(m secure.Message, timeout time.Duration) error {
+	if l.ended() {
+		return l.cause()
+	}
+	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if err := l.ch.Send(m); err != nil {
+		l.fail(err)
+		return err
+	}
+	return nil
+}
+
+// shutdown ends the link and closes the channel, telling the listener why
+// (best effort, within timeout). Only the goroutine that sends may call it.
+func (l *link) shutdown(reason string, timeout time.Duration) {
+	l.end(errors.New(reason), true)
+	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout))
+	_ = l.ch.Close(reason)
+}
+
+// fail ends the link after an error. Closing the connection first unblocks
+// a concurrent send at once.
+func (l *link) fail(err error) {
+	_ = l.conn.Close()
+	l.end(err, false)
+}
+
+func (l *link) end(err error, local bool) {
+	l.once.Do(func() {
+		l.err, l.local = err, local
+		close(l.done)
+	})
+}
+
+// ended reports whether the link ended.
+func (l *link) ended() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// cause returns why the link ended; call it after done is closed.
+func (l *link) cause() error {
+	<-l.done
+	return l.err
+}
+
+// closedLocally reports whether we ended the link (a timeout, an expired
+// credential, Close) rather than the listener or the network.
+func (l *link) closedLocally() bool {
+	<-l.done
+	return l.local
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package ockamtest
+
+func init() { raceFlags = []string{"-race"} }
