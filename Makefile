@@ -4,6 +4,8 @@ BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 INFLUXD  := $(TOOLS)/influxd
 FUZZTIME ?= 30s
+# Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
+LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
 .PHONY: all build tools test unit fuzz fuzz-brief lint demo clean
 
@@ -11,7 +13,7 @@ all: build
 
 ## build: the ockam command (and, with the plugins, the custom Telegraf) into bin/
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo
 tools: $(INFLUXD)
