@@ -27,3 +27,8 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// CheckName returns an error if name is not a valid key or record name (see
+// Vault). Backends outside this package call it so that every vault accepts
+// the same names.
+func CheckName(name string) error { return checkName(name) }
