@@ -1,0 +1,104 @@
+package ockam_listener
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// stall opens a connection from local that holds a handshake open without
+// ever completing it, in one of three ways: silent (a half-open
+// connection), slowloris (one byte of the first frame), or stalled after
+// message 2 (a valid message 1, then nothing; the listener did its DH).
+func stall(t *testing.T, local, addr string, kind int) net.Conn {
+	t.Helper()
+	nc := dialFrom(t, local, addr)
+	switch kind % 3 {
+	case 1:
+		writeAll(nc, []byte{0})
+	case 2:
+		writeAll(nc, frame(message1(t)))
+	}
+	return nc
+}
+
+// TestAttackFlood (docs/SECURITY.md, attack 8 and "Bounds"): one host opens
+// three times max_connections connections that never complete a handshake
+// (half-open, slowloris, stalled after message 2). It holds only
+// max_handshakes_per_ip of them; the others are closed at once. A device
+// already connected keeps delivering, and a device at another address
+// connects and delivers. Then more hosts fill max_connections: a new
+// device is refused until handshake_timeout frees the slots, while the
+// established channels keep delivering; then it gets in.
+func TestAttackFlood(t *testing.T) {
+	const maxConns, perIP = 12, 4
+	a := newArena(t, func(_ *pki, l *Listener) {
+		l.MaxConnections = maxConns
+		l.MaxHandshakesPerIP = perIP
+		l.HandshakeTimeout = config.Duration(3 * time.Second)
+	})
+	a.deliver()
+
+	// One host, 36 connections: 4 held, 32 closed at once.
+	var flood []net.Conn
+	for i := range 3 * maxConns {
+		flood = append(flood, stall(t, "127.0.0.1", a.addr, i))
+	}
+	a.expect(map[string]int64{"connections_throttled": 3*maxConns - perIP})
+	a.requireLog(testutil.LevelWarn, "Rejected a connection from 127.0.0.1:", "4 handshakes from 127.0.0.1/32 already under way")
+
+	// The established device delivers; a device at another address gets in.
+	a.deliver()
+	b := a.p.fileDevice("newcomer-b", map[string]string{"role": "sensor"})
+	cb, err := b.handshakeOver(dialFrom(t, "127.0.0.2", a.addr), secure.Identifier{})
+	require.NoError(t, err)
+	cb.t = t
+	a.expect(map[string]int64{"handshakes_ok": 1})
+	sendOne(a, cb, b, 1)
+
+	// Two more hosts: 127.0.0.3 holds 4; 127.0.0.4 takes the last 2 slots
+	// of 12 (A, B and 10 handshakes) and is refused 4 times.
+	for _, host := range []string{"127.0.0.3", "127.0.0.4"} {
+		for i := range 6 {
+			flood = append(flood, stall(t, host, a.addr, i))
+		}
+	}
+	a.expect(map[string]int64{"connections_throttled": 2, "connections_rejected": 4})
+	a.requireLog(testutil.LevelWarn, "max_connections (12) reached")
+
+	// Beyond the bound: a new device is refused, the established ones are not.
+	c := a.p.fileDevice("newcomer-c", map[string]string{"role": "sensor"})
+	_, err = c.handshakeOver(dialFrom(t, "127.0.0.5", a.addr), secure.Identifier{})
+	require.Error(t, err)
+	a.expect(map[string]int64{"connections_rejected": 1})
+	a.deliver()
+	sendOne(a, cb, b, 2)
+
+	// handshake_timeout ends the 10 stalled handshakes; the device gets in.
+	a.expect(map[string]int64{"handshakes_failed/timeout": 10})
+	require.Equal(t, 10, a.log.count("failed (timeout)"))
+	cc, err := c.handshakeOver(dialFrom(t, "127.0.0.5", a.addr), secure.Identifier{})
+	require.NoError(t, err)
+	cc.t = t
+	a.expect(map[string]int64{"handshakes_ok": 1})
+	sendOne(a, cc, c, 1)
+	for _, nc := range flood {
+		nc.Close()
+	}
+	a.finish()
+}
+
+// sendOne has d send message seq over c and checks that it is delivered.
+func sendOne(a *arena, c *client, d *device, seq int) {
+	a.t.Helper()
+	c.send(uint64(seq), fmt.Sprintf("victim,seq=%d value=1 1700000000000000000\n", seq))
+	a.requireVictim(d, seq)
+	c.requireAck(uint64(seq))
+}
