@@ -1,0 +1,256 @@
+package deploy_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/require"
+)
+
+// TestComposeServices: the services of the issue, each with its image or
+// build, and nothing else.
+func TestComposeServices(t *testing.T) {
+	p := loadProject(t)
+	want := []string{"chronograf", "influxdb", "init", "intruder", "kapacitor", gatewayService}
+	for s := range deviceServices {
+		want = append(want, s)
+	}
+	slices.Sort(want)
+	require.Equal(t, want, sortedKeys(p.Services))
+
+	// The TICK stack: official images, InfluxDB the version the tests run.
+	require.Equal(t, "influxdb:1.8", service(t, p, "influxdb").Image)
+	require.True(t, strings.HasPrefix(service(t, p, "chronograf").Image, "chronograf:1."))
+	require.True(t, strings.HasPrefix(service(t, p, "kapacitor").Image, "kapacitor:1."))
+
+	// Ours: built from the Dockerfile at the root, one image.
+	for _, name := range ourServices() {
+		s := service(t, p, name)
+		require.NotNil(t, s.Build, "service %s has no build", name)
+		ctx, err := filepath.Abs(repoRoot)
+		require.NoError(t, err)
+		require.Equal(t, ctx, s.Build.Context, "service %s: build context", name)
+		dockerfile := s.Build.Dockerfile
+		if !filepath.IsAbs(dockerfile) {
+			dockerfile = filepath.Join(s.Build.Context, dockerfile)
+		}
+		require.FileExists(t, dockerfile, "service %s", name)
+		require.Equal(t, "telegraf-ockam:demo", s.Image, "service %s: image", name)
+	}
+}
+
+// ourServices are the services that run our image.
+func ourServices() []string {
+	s := []string{"init", "intruder", gatewayService}
+	for d := range deviceServices {
+		s = append(s, d)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// TestComposeWiring: who talks to whom, who waits for whom.
+func TestComposeWiring(t *testing.T) {
+	p := loadProject(t)
+	envOf := func(name string) map[string]string {
+		m := map[string]string{}
+		for k, v := range service(t, p, name).Environment {
+			if v != nil {
+				m[k] = *v
+			}
+		}
+		return m
+	}
+	require.Equal(t, "http://influxdb:8086", envOf("kapacitor")["KAPACITOR_INFLUXDB_0_URLS_0"])
+	require.Equal(t, "http://influxdb:8086", envOf("chronograf")["INFLUXDB_URL"])
+	require.Equal(t, "http://kapacitor:9092", envOf("chronograf")["KAPACITOR_URL"])
+
+	// The database InfluxDB creates is the one the gateway writes to and the
+	// Kapacitor task reads.
+	db := envOf("influxdb")["INFLUXDB_DB"]
+	require.NotEmpty(t, db)
+	gw := service(t, p, gatewayService)
+	gatewayConf := readFile(t, configFile(t, p, gw, "/etc/telegraf/telegraf.conf"))
+	require.Contains(t, gatewayConf, `bucket = "`+db+`/autogen"`)
+	require.Contains(t, gatewayConf, `urls = ["http://influxdb:8086"]`)
+	tick := readFile(t, configFile(t, p, service(t, p, "kapacitor"), "/etc/kapacitor/load/tasks/ockam_refusals.tick"))
+	require.Contains(t, tick, `dbrp "`+db+`"."autogen"`)
+
+	// The gateway listens on 4000, published; devices and the intruder dial it.
+	require.Contains(t, gatewayConf, `service_address = "tcp://:4000"`)
+	require.True(t, slices.ContainsFunc(gw.Ports, func(pc types.ServicePortConfig) bool {
+		return pc.Target == 4000 && pc.Published == "4000"
+	}), "telegraf-gateway does not publish port 4000: %+v", gw.Ports)
+	for name := range deviceServices {
+		conf := readFile(t, configFile(t, p, service(t, p, name), "/etc/telegraf/telegraf.conf"))
+		require.Contains(t, conf, `address = "tcp://`+gatewayService+`:4000"`)
+	}
+	require.Contains(t, strings.Join(service(t, p, "intruder").Command, " "), "--address "+gatewayService+":4000")
+
+	// Start order.
+	deps := map[string]map[string]string{
+		"kapacitor":  {"influxdb": types.ServiceConditionHealthy},
+		"chronograf": {"influxdb": types.ServiceConditionHealthy, "kapacitor": types.ServiceConditionStarted},
+		"init":       {},
+		gatewayService: {"init": types.ServiceConditionCompletedSuccessfully,
+			"influxdb": types.ServiceConditionHealthy},
+		"intruder": {"init": types.ServiceConditionCompletedSuccessfully, gatewayService: types.ServiceConditionStarted},
+	}
+	for name := range deviceServices {
+		deps[name] = map[string]string{"init": types.ServiceConditionCompletedSuccessfully,
+			gatewayService: types.ServiceConditionStarted}
+	}
+	for name, want := range deps {
+		got := map[string]string{}
+		for dep, d := range service(t, p, name).DependsOn {
+			got[dep] = d.Condition
+		}
+		require.Equal(t, want, got, "service %s: depends_on", name)
+	}
+	require.NotNil(t, service(t, p, "influxdb").HealthCheck, "influxdb needs a healthcheck for service_healthy")
+}
+
+// TestComposeVolumes: each member sees its own vault and the public files
+// (read-only); only init sees the authority's keys.
+func TestComposeVolumes(t *testing.T) {
+	p := loadProject(t)
+	mounts := func(name string) map[string]string { // target → "volume[:ro]"
+		m := map[string]string{}
+		for _, v := range service(t, p, name).Volumes {
+			require.Equal(t, types.VolumeTypeVolume, v.Type, "service %s: %s is not a named volume", name, v.Target)
+			src := v.Source
+			if v.ReadOnly {
+				src += ":ro"
+			}
+			m[v.Target] = src
+		}
+		return m
+	}
+	members := map[string]string{gatewayService: "gateway"}
+	for s, m := range deviceServices {
+		members[s] = m
+	}
+	initWant := map[string]string{"/ockam/authority": "ockam-authority", "/ockam/public": "ockam-public"}
+	for svc, m := range members {
+		initWant["/ockam/"+m] = "ockam-" + m
+		require.Equal(t, map[string]string{"/ockam/" + m: "ockam-" + m, "/ockam/public": "ockam-public:ro"},
+			mounts(svc), "service %s", svc)
+	}
+	require.Equal(t, initWant, mounts("init"))
+	require.Equal(t, map[string]string{"/ockam/public": "ockam-public:ro"}, mounts("intruder"))
+	require.Equal(t, map[string]string{"/var/lib/influxdb": "influxdb-data"}, mounts("influxdb"))
+
+	// Every declared volume is used; compose-go already refuses undeclared ones.
+	used := map[string]bool{}
+	for _, s := range p.Services {
+		for _, v := range s.Volumes {
+			used[v.Source] = true
+		}
+	}
+	for name := range p.Volumes {
+		require.True(t, used[name], "volume %s is declared but not used", name)
+	}
+
+	// init enrolls exactly the members that run, with the paths they use.
+	script := readFile(t, configFile(t, p, service(t, p, "init"), "/usr/local/share/telegraf-ockam/init.sh"))
+	var enrolled []string
+	for _, m := range regexp.MustCompile(`(?m)^enroll (\S+)`).FindAllStringSubmatch(script, -1) {
+		enrolled = append(enrolled, m[1])
+	}
+	want := []string{"gateway"}
+	for _, m := range deviceServices {
+		want = append(want, m)
+	}
+	slices.Sort(want)
+	slices.Sort(enrolled)
+	require.Equal(t, want, enrolled, "members enrolled by init.sh")
+}
+
+// TestComposeConfigFiles: every file the compose file names is in the
+// repository, and every /ockam path a Telegraf configuration or command
+// names lies in a volume that its service mounts.
+func TestComposeConfigFiles(t *testing.T) {
+	p := loadProject(t)
+	root, err := filepath.Abs(repoRoot)
+	require.NoError(t, err)
+	for name, c := range p.Configs {
+		require.NotEmpty(t, c.File, "config %s has no file", name)
+		require.True(t, strings.HasPrefix(c.File, root+string(filepath.Separator)), "config %s: %s is outside the repository", name, c.File)
+		require.FileExists(t, c.File, "config %s", name)
+	}
+	for _, s := range p.Services {
+		for _, c := range s.Configs {
+			_, ok := p.Configs[c.Source]
+			require.True(t, ok, "service %s: config %q is not defined", s.Name, c.Source)
+		}
+	}
+
+	path := regexp.MustCompile(`/ockam/[A-Za-z0-9_.${}/-]+`)
+	for _, name := range append(ourServices(), "kapacitor") {
+		s := service(t, p, name)
+		texts := []string{strings.Join(s.Command, " ")}
+		for _, c := range s.Configs {
+			if !strings.HasSuffix(c.Target, ".sh") { // init.sh builds its paths from OCKAM_ROOT
+				texts = append(texts, readFile(t, p.Configs[c.Source].File))
+			}
+		}
+		vars := map[string]string{}
+		for k, v := range s.Environment {
+			if v != nil {
+				vars[k] = *v
+			}
+		}
+		for _, text := range texts {
+			for _, ref := range path.FindAllString(os.Expand(text, func(k string) string { return vars[k] }), -1) {
+				require.True(t, slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+					return strings.HasPrefix(ref, v.Target+"/")
+				}), "service %s uses %s, which is in none of its volumes", name, ref)
+			}
+		}
+	}
+}
+
+// TestDockerfile: the static build of the binaries the services run.
+func TestDockerfile(t *testing.T) {
+	dockerfile := readFile(t, filepath.Join(repoRoot, "Dockerfile"))
+	stages := regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(dockerfile, -1)
+	require.Len(t, stages, 2, "a build stage and a final stage")
+	require.True(t, strings.HasPrefix(stages[1][1], "alpine:") || strings.HasPrefix(stages[1][1], "gcr.io/distroless/static"),
+		"final stage %s: want a small base", stages[1][1])
+	require.Contains(t, dockerfile, "CGO_ENABLED=0 go build")
+	require.Regexp(t, `(?m)^USER \d+:\d+$`, dockerfile, "the final image runs as a non-root user")
+
+	// The Telegraf version string is the one make build sets.
+	version := regexp.MustCompile(`internal\.Version=(\S+?)["\s]`)
+	makefile := readFile(t, filepath.Join(repoRoot, "Makefile"))
+	mv, dv := version.FindStringSubmatch(makefile), version.FindStringSubmatch(dockerfile)
+	require.NotNil(t, mv, "Makefile: no internal.Version")
+	require.NotNil(t, dv, "Dockerfile: no internal.Version")
+	require.Equal(t, mv[1], dv[1], "the Dockerfile's Telegraf version differs from the Makefile's")
+
+	var pkgs []string
+	for _, m := range regexp.MustCompile(`\./cmd/[A-Za-z0-9_-]+`).FindAllString(dockerfile, -1) {
+		pkgs = append(pkgs, m)
+		require.DirExists(t, filepath.Join(repoRoot, m))
+	}
+	for _, bin := range []string{"./cmd/telegraf", "./cmd/ockam", "./cmd/ockam-intruder"} {
+		require.Contains(t, pkgs, bin, "the image needs %s", bin)
+	}
+
+	if testing.Short() {
+		t.Skip("the static build takes a while")
+	}
+	// As the Dockerfile builds them: without cgo, so that nothing that
+	// needs it (a PKCS#11 vault, say) slips into the image's import graph.
+	cmd := exec.Command("go", append([]string{"build", "-o", t.TempDir() + string(filepath.Separator)}, pkgs...)...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "CGO_ENABLED=0 go build %s:\n%s", strings.Join(pkgs, " "), out)
+}

@@ -1,0 +1,90 @@
+package docs_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode"
+)
+
+var (
+	inlineLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	refLink    = regexp.MustCompile(`(?m)^\[[^\]]+\]:\s*(\S+)`)
+	heading    = regexp.MustCompile(`(?m)^#{1,6}\s+(.+?)\s*$`)
+	codeFence  = regexp.MustCompile("(?ms)^\\s*```.*?^\\s*```")
+)
+
+// TestDocLinks: every relative link of the documentation points to a file
+// of the repository, and every #fragment to a heading of that file.
+func TestDocLinks(t *testing.T) {
+	docs, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, _ := filepath.Glob("../*.md")
+	readmes, _ := filepath.Glob("../*/*/README.md")
+	deeper, _ := filepath.Glob("../*/*/*/README.md")
+	docs = append(append(append(docs, more...), readmes...), deeper...)
+	for _, doc := range docs {
+		text := codeFence.ReplaceAllString(readDoc(t, doc), "")
+		var links []string
+		for _, m := range inlineLink.FindAllStringSubmatch(text, -1) {
+			links = append(links, m[1])
+		}
+		for _, m := range refLink.FindAllStringSubmatch(text, -1) {
+			links = append(links, m[1])
+		}
+		for _, link := range links {
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			target, fragment, _ := strings.Cut(link, "#")
+			path := doc
+			if target != "" {
+				path = filepath.Join(filepath.Dir(doc), target)
+			}
+			info, err := os.Stat(path)
+			if err != nil {
+				t.Errorf("%s: link %q: %v", doc, link, err)
+				continue
+			}
+			if fragment == "" || info.IsDir() || !strings.HasSuffix(path, ".md") {
+				continue
+			}
+			if !anchors(readDoc(t, path))[fragment] {
+				t.Errorf("%s: link %q: %s has no heading for #%s", doc, link, path, fragment)
+			}
+		}
+	}
+}
+
+// anchors returns the fragments GitHub gives the headings of a Markdown
+// text: lower case, punctuation dropped, spaces turned into hyphens, and
+// -1, -2 … after repeats.
+func anchors(text string) map[string]bool {
+	out := map[string]bool{}
+	seen := map[string]int{}
+	for _, m := range heading.FindAllStringSubmatch(codeFence.ReplaceAllString(text, ""), -1) {
+		title := regexp.MustCompile(`<!--.*?-->`).ReplaceAllString(m[1], "")
+		var b strings.Builder
+		for _, r := range strings.ToLower(strings.TrimSpace(title)) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		slug := b.String()
+		if n := seen[slug]; n > 0 {
+			out[slug+"-"+strconv.Itoa(n)] = true
+		} else {
+			out[slug] = true
+		}
+		seen[slug]++
+	}
+	return out
+}
