@@ -3,10 +3,13 @@ package secure
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/flynn/noise"
@@ -49,10 +52,14 @@ var (
 	ErrUnsupportedVersion = errors.New("secure: unsupported protocol version")
 	// ErrPinMismatch: the peer is valid but not the pinned identity.
 	ErrPinMismatch = errors.New("secure: peer is not the pinned identity")
+	// ErrPeerAttributes: the peer is valid but its credential lacks an
+	// attribute the handshake requires (HandshakeConfig.PeerAttributes).
+	ErrPeerAttributes = errors.New("secure: peer lacks a required attribute")
 )
 
-var cipherSuite = func(static vault.DH) noise.CipherSuite {
-	return noise.NewCipherSuite(vaultDH{static}, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+// cipherSuite returns the suite of one handshake, whose DH is dh.
+func cipherSuite(dh *vaultDH) noise.CipherSuite {
+	return noise.NewCipherSuite(dh, noise.CipherChaChaPoly, noise.HashBLAKE2s)
 }
 
 // HandshakeConfig is what one end brings to a handshake.
@@ -62,6 +69,11 @@ type HandshakeConfig struct {
 	Verifier   *Verifier      // whom we trust
 	// PeerIdentifier, when not zero, pins the peer's identity.
 	PeerIdentifier Identifier
+	// PeerAttributes, when not empty, must all be present with these exact
+	// values in the peer's credential (ErrPeerAttributes otherwise). A
+	// device sets role=listener so that another device holding a credential
+	// from the same authority cannot pose as its listener.
+	PeerAttributes map[string]string
 	// Now returns the time for validity checks (nil: time.Now).
 	Now func() time.Time
 	// Random supplies the ephemeral key (nil: crypto/rand). Test vectors
@@ -80,6 +92,7 @@ func (c *HandshakeConfig) now() time.Time {
 type handshake struct {
 	cfg  HandshakeConfig
 	hs   *noise.HandshakeState
+	dh   *vaultDH
 	step int // messages processed so far; any error makes it -1 (dead)
 }
 
@@ -92,8 +105,9 @@ func newHandshake(cfg HandshakeConfig, initiator bool) (*handshake, error) {
 		random = rand.Reader
 	}
 	pub := cfg.Identity.purpose.PublicKey()
+	dh := &vaultDH{static: cfg.Identity.purpose}
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite: cipherSuite(cfg.Identity.purpose),
+		CipherSuite: cipherSuite(dh),
 		Random:      random,
 		Pattern:     noise.HandshakeXX,
 		Initiator:   initiator,
@@ -104,7 +118,7 @@ func newHandshake(cfg HandshakeConfig, initiator bool) (*handshake, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secure: %v", err)
 	}
-	return &handshake{cfg: cfg, hs: hs}, nil
+	return &handshake{cfg: cfg, hs: hs, dh: dh}, nil
 }
 
 // expect checks the step and marks the handshake dead until the step ends
@@ -143,6 +157,7 @@ func (i *Initiator) Start() ([]byte, error) {
 // and the established session. On any error the handshake is dead.
 func (i *Initiator) Finish(msg2 []byte) ([]byte, *Session, error) {
 	h := i.h
+	defer h.dh.forget()
 	if err := h.expect(1); err != nil {
 		return nil, nil, err
 	}
@@ -196,6 +211,7 @@ func (r *Responder) Respond(msg1 []byte) ([]byte, error) {
 // Finish reads message 3, verifies the initiator and returns the session.
 func (r *Responder) Finish(msg3 []byte) (*Session, error) {
 	h := r.h
+	defer h.dh.forget()
 	if err := h.expect(1); err != nil {
 		return nil, err
 	}
@@ -257,16 +273,27 @@ func (h *handshake) verifyPayload(payload []byte) (*Peer, error) {
 	if !h.cfg.PeerIdentifier.IsZero() && !peer.Identifier.Equal(h.cfg.PeerIdentifier) {
 		return nil, fmt.Errorf("%w: peer is %s, pinned %s", ErrPinMismatch, peer.Identifier, h.cfg.PeerIdentifier)
 	}
+	for _, k := range slices.Sorted(maps.Keys(h.cfg.PeerAttributes)) {
+		if got, ok := c.Attributes[k]; !ok || got != h.cfg.PeerAttributes[k] {
+			return nil, fmt.Errorf("%w: peer %s has %s=%q, want %q", ErrPeerAttributes, peer.Identifier.Short(), k, got, h.cfg.PeerAttributes[k])
+		}
+	}
 	return peer, nil
 }
 
 // vaultDH is Noise's "25519" with the static private key kept in a vault.
 // flynn/noise passes the private key bytes to DH; the static key's Private
 // is left empty, and an empty private key selects the vault's key. The
-// ephemeral key is an ordinary crypto/ecdh key.
-type vaultDH struct{ static vault.DH }
+// ephemeral key is an ordinary crypto/ecdh key, which vaultDH keeps: making
+// an ecdh.PrivateKey from bytes computes its public key, one more X25519
+// scalar multiplication, and a handshake would pay it at each of its two
+// DHs with the ephemeral key (docs/BENCHMARKS.md).
+type vaultDH struct {
+	static    vault.DH
+	ephemeral *ecdh.PrivateKey // made by GenerateKeypair; one per handshake
+}
 
-func (vaultDH) GenerateKeypair(random io.Reader) (noise.DHKey, error) {
+func (d *vaultDH) GenerateKeypair(random io.Reader) (noise.DHKey, error) {
 	var seed [32]byte
 	if _, err := io.ReadFull(random, seed[:]); err != nil {
 		return noise.DHKey{}, err
@@ -276,10 +303,15 @@ func (vaultDH) GenerateKeypair(random io.Reader) (noise.DHKey, error) {
 	if err != nil {
 		return noise.DHKey{}, err
 	}
+	d.ephemeral = k
 	return noise.DHKey{Private: k.Bytes(), Public: k.PublicKey().Bytes()}, nil
 }
 
-func (d vaultDH) DH(private, public []byte) ([]byte, error) {
+// forget drops the ephemeral key when the handshake is over: the cipher
+// states keep the suite, and so this DH, for the life of the channel.
+func (d *vaultDH) forget() { d.ephemeral = nil }
+
+func (d *vaultDH) DH(private, public []byte) ([]byte, error) {
 	if len(public) != 32 {
 		return nil, fmt.Errorf("secure: X25519 public key of %d bytes", len(public))
 	}
@@ -287,9 +319,12 @@ func (d vaultDH) DH(private, public []byte) ([]byte, error) {
 		shared, err := d.static.DH([32]byte(public))
 		return shared[:], err
 	}
-	k, err := ecdh.X25519().NewPrivateKey(private)
-	if err != nil {
-		return nil, err
+	k := d.ephemeral
+	if k == nil || subtle.ConstantTimeCompare(private, k.Bytes()) != 1 {
+		var err error
+		if k, err = ecdh.X25519().NewPrivateKey(private); err != nil {
+			return nil, err
+		}
 	}
 	pub, err := ecdh.X25519().NewPublicKey(public)
 	if err != nil {
@@ -298,5 +333,5 @@ func (d vaultDH) DH(private, public []byte) ([]byte, error) {
 	return k.ECDH(pub) // fails on a low-order point
 }
 
-func (vaultDH) DHLen() int     { return 32 }
-func (vaultDH) DHName() string { return "25519" }
+func (*vaultDH) DHLen() int     { return 32 }
+func (*vaultDH) DHName() string { return "25519" }

@@ -198,6 +198,17 @@ func TestHandshakeVerification(t *testing.T) {
 		}, func(t *testing.T, c *HandshakeConfig) {
 			c.PeerIdentifier = e.device.Identifier()
 		}, 0, nil},
+		{"device requires role=listener, and gets it", func(t *testing.T, c *HandshakeConfig) {
+			c.PeerAttributes = map[string]string{"role": "listener"}
+		}, nil, 0, nil},
+		{"device requires role=listener; a fellow device poses as the listener", func(t *testing.T, c *HandshakeConfig) {
+			c.PeerAttributes = map[string]string{"role": "listener"}
+		}, func(t *testing.T, c *HandshakeConfig) {
+			c.Identity, c.Credential = e.device, e.deviceCred
+		}, initiator, ErrPeerAttributes},
+		{"device requires an attribute the listener lacks", func(t *testing.T, c *HandshakeConfig) {
+			c.PeerAttributes = map[string]string{"role": "listener", "site": "plant-7"}
+		}, nil, initiator, ErrPeerAttributes},
 		{"listener presents the device's credential", nil, func(t *testing.T, c *HandshakeConfig) {
 			c.Credential = e.deviceCred
 		}, initiator, ErrWrongSubject},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -152,19 +153,13 @@ func (o *Ockam) publish(l *link, err error, attempt uint64) {
 	o.changed = make(chan struct{})
 }
 
-// dial connects and runs the handshake with a freshly read credential. It
-// runs on the dialer goroutine, which owns o.identity after Connect.
+// dial connects and runs the handshake with the purpose key and the
+// credential as they are now in the vault and the credential file. It runs
+// on the dialer goroutine, which owns o.identity after Connect.
 func (o *Ockam) dial(ctx context.Context) (*link, error) {
 	now := time.Now()
-	if o.identity.CheckAttestation(now) != nil {
-		// The purpose-key attestation expired since Init; the vault may hold
-		// a rotated key (ockam purpose-key rotate) by now.
-		id, err := o.loadIdentity(now)
-		if err != nil {
-			return nil, err
-		}
-		o.identity = id
-		o.Log.Infof("Loaded the rotated purpose key of %s from %s", id.Identifier().Short(), o.VaultPath)
+	if err := o.reloadIdentity(now); err != nil {
+		return nil, err
 	}
 	cred, err := o.loadCredential(now)
 	if err != nil {
@@ -182,13 +177,55 @@ func (o *Ockam) dial(ctx context.Context) (*link, error) {
 		Credential:     cred,
 		Verifier:       o.verifier,
 		PeerIdentifier: o.pin,
+		PeerAttributes: o.ListenerAttributes,
 	})
 	switch {
+	case errors.Is(err, secure.ErrPeerAttributes):
+		return nil, fmt.Errorf("%s: the listener's credential lacks listener_attributes: %w", o.Address, err)
 	case errors.Is(err, secure.ErrUnknownIssuer):
-		return nil, fmt.Errorf("%s: the listener's credential is not from the authority in authority_path: %w", o.Address, err)
+		return nil, fmt.Errorf("%s: the listener's credential is not from the authority in authority_path %s: %w",
+			o.Address, o.trusted, err)
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", o.Address, err)
 	}
 	o.readers.Add(1)
 	return newLink(ch, conn, o.Log, &o.readers), nil
+}
+
+// reloadIdentity picks up a purpose key rotated in the vault since the
+// identity was loaded (ockam purpose-key rotate on a running device), so
+// that every new channel uses the vault's current key; a channel already
+// open keeps its session keys. Unless the vault changed, it costs one read
+// of the attestation record. If the vault cannot be read, the key in use
+// serves as long as its attestation is valid.
+func (o *Ockam) reloadIdentity(now time.Time) error {
+	id, err := o.identity.Reload(o.vault)
+	if err != nil {
+		if o.identity.CheckAttestation(now) == nil {
+			o.Log.Warnf("vault_path %s: %v; keeping the purpose key in use", o.VaultPath, err)
+			return nil
+		}
+		return fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
+	}
+	if err := id.CheckAttestation(now); err != nil {
+		return fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
+	}
+	if id != o.identity {
+		o.identity = id
+		a := id.Public().Attestation()
+		o.Log.Infof("Loaded the rotated purpose key %x… of %s from vault_path, valid until %s",
+			a.PurposeKey[:4], id.Identifier().Short(), a.Expires.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// closeVault releases the vault (a PKCS#11 token session; a directory needs
+// nothing).
+func (o *Ockam) closeVault() {
+	if c, ok := o.vault.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			o.Log.Warnf("vault_path: %v", err)
+		}
+	}
+	o.vault = nil
 }

@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
+	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
 )
 
 //go:embed sample.conf
@@ -43,14 +46,17 @@ const (
 // Close from one goroutine at a time; the plugin runs a dialer goroutine and
 // one reader goroutine per channel of its own.
 type Ockam struct {
-	Address          string          `toml:"address"`
-	VaultPath        string          `toml:"vault_path"`
-	VaultPassphrase  config.Secret   `toml:"vault_passphrase"`
-	CredentialPath   string          `toml:"credential_path"`
-	AuthorityPath    string          `toml:"authority_path"`
-	ListenerIdentity string          `toml:"listener_identity"`
-	Timeout          config.Duration `toml:"timeout"`
-	MaxMessageSize   config.Size     `toml:"max_message_size"`
+	Address          string        `toml:"address"`
+	VaultPath        string        `toml:"vault_path"`
+	VaultPassphrase  config.Secret `toml:"vault_passphrase"`
+	CredentialPath   string        `toml:"credential_path"`
+	AuthorityPath    string        `toml:"authority_path"`
+	AuthorityPaths   []string      `toml:"authority_paths"`
+	ListenerIdentity string        `toml:"listener_identity"`
+	// ListenerAttributes must all be in the listener's credential.
+	ListenerAttributes map[string]string `toml:"listener_attributes"`
+	Timeout            config.Duration   `toml:"timeout"`
+	MaxMessageSize     config.Size       `toml:"max_message_size"`
 
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
@@ -58,13 +64,14 @@ type Ockam struct {
 	// Set by Init.
 	hostport   string
 	timeout    time.Duration
-	identity   *secure.LocalIdentity
-	authority  *secure.Identity
+	vault      vault.Vault           // kept open: the identity is reloaded before every dial
+	identity   *secure.LocalIdentity // owned by the dialer goroutine after Connect
+	trusted    string                // the authorities, for messages
 	verifier   *secure.Verifier
 	pin        secure.Identifier
 	serializer *influx.Serializer
 	stats      stats
-	lastBatch  uint64 // the last batch id used; Write only
+	lastBatch  atomic.Uint64 // the last batch id used
 
 	// Set by Connect, ended by Close.
 	cancel     context.CancelFunc
@@ -83,21 +90,21 @@ type Ockam struct {
 // SampleConfig returns the sample configuration.
 func (*Ockam) SampleConfig() string { return sampleConfig }
 
-// Init checks the settings and loads the identity, the authority and the
+// Init checks the settings and loads the identity, the authorities and the
 // credential. It connects to nothing.
-func (o *Ockam) Init() error {
+func (o *Ockam) Init() (err error) {
 	if err := o.checkSettings(); err != nil {
 		return err
 	}
 	now := time.Now()
-	authority, err := loadAuthority(o.AuthorityPath)
-	if err != nil {
+	if err := o.loadAuthorities(); err != nil {
 		return err
 	}
-	o.authority = authority
-	if o.verifier, err = secure.NewVerifier(authority); err != nil {
-		return fmt.Errorf("authority_path %s: %w", o.AuthorityPath, err)
-	}
+	defer func() {
+		if err != nil {
+			o.closeVault()
+		}
+	}()
 	if o.identity, err = o.loadIdentity(now); err != nil {
 		return err
 	}
@@ -123,11 +130,13 @@ func (o *Ockam) checkSettings() error {
 		{"address", o.Address},
 		{"vault_path", o.VaultPath},
 		{"credential_path", o.CredentialPath},
-		{"authority_path", o.AuthorityPath},
 	} {
 		if opt.value == "" {
 			return fmt.Errorf("option %q is required", opt.name)
 		}
+	}
+	if o.AuthorityPath == "" && len(o.AuthorityPaths) == 0 {
+		return errors.New(`option "authority_path" is required (or "authority_paths", to trust several authorities)`)
 	}
 	var err error
 	if o.hostport, err = parseAddress(o.Address); err != nil {
@@ -174,24 +183,22 @@ func parseAddress(address string) (string, error) {
 	return u.Host, nil
 }
 
-// loadIdentity opens the vault and loads this device's identity.
+// loadIdentity opens the vault (a directory or a pkcs11: spec) and loads
+// this device's identity. The vault stays open for reloadIdentity.
 func (o *Ockam) loadIdentity(now time.Time) (*secure.LocalIdentity, error) {
-	fi, err := os.Stat(o.VaultPath)
-	if err != nil {
-		return nil, fmt.Errorf("vault_path: %w (create the identity with: ockam identity create --vault %s)", err, o.VaultPath)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("vault_path %s: not a directory", o.VaultPath)
-	}
 	passphrase, err := o.VaultPassphrase.Get()
 	if err != nil {
 		return nil, fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer passphrase.Destroy()
-	v, err := vault.OpenFile(o.VaultPath, passphrase.Bytes())
+	v, err := vaults.OpenExisting(o.VaultPath, passphrase.Bytes())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("vault_path: %w (create the identity with: ockam identity create --vault %s)", err, o.VaultPath)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("vault_path: %w", err)
 	}
+	o.vault = v
 	id, err := secure.LoadIdentity(v)
 	if err != nil {
 		return nil, fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
@@ -202,17 +209,34 @@ func (o *Ockam) loadIdentity(now time.Time) (*secure.LocalIdentity, error) {
 	return id, nil
 }
 
-// loadAuthority reads the authority's identity file.
-func loadAuthority(path string) (*secure.Identity, error) {
-	data, err := readFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("authority_path: %w", err)
+// loadAuthorities reads the identity files of authority_path and
+// authority_paths: the device trusts credentials from any of them (two
+// while the authority's key is rotated, see docs/OPERATIONS.md).
+func (o *Ockam) loadAuthorities() error {
+	paths := o.AuthorityPaths
+	if o.AuthorityPath != "" {
+		paths = append([]string{o.AuthorityPath}, paths...)
 	}
-	a, err := secure.ParseIdentityFile(data)
-	if err != nil {
-		return nil, fmt.Errorf("authority_path %s: %w", path, err)
+	authorities := make([]*secure.Identity, 0, len(paths))
+	names := make([]string, 0, len(paths))
+	for _, path := range paths {
+		data, err := readFile(path)
+		if err != nil {
+			return fmt.Errorf("authority_path: %w", err)
+		}
+		a, err := secure.ParseIdentityFile(data)
+		if err != nil {
+			return fmt.Errorf("authority_path %s: %w", path, err)
+		}
+		authorities = append(authorities, a)
+		names = append(names, fmt.Sprintf("%s (%s)", path, a.Identifier().Short()))
 	}
-	return a, nil
+	v, err := secure.NewVerifier(authorities...)
+	if err != nil {
+		return fmt.Errorf("authority_path: %w", err)
+	}
+	o.verifier, o.trusted = v, strings.Join(names, ", ")
+	return nil
 }
 
 // loadCredential reads the credential file and checks that it is this
@@ -233,8 +257,8 @@ func (o *Ockam) loadCredential(now time.Time) (*secure.Credential, error) {
 	case err == nil:
 		return c, nil
 	case errors.Is(err, secure.ErrUnknownIssuer), errors.Is(err, secure.ErrBadSignature):
-		return nil, fmt.Errorf("credential_path %s was not issued by the authority in authority_path %s (%s): %w",
-			path, o.AuthorityPath, o.authority.Identifier().Short(), err)
+		return nil, fmt.Errorf("credential_path %s was not issued by the authority in authority_path %s: %w",
+			path, o.trusted, err)
 	case errors.Is(err, secure.ErrWrongSubject):
 		return nil, fmt.Errorf("credential_path %s was issued to another identity than this device's (%s in vault_path %s): %w",
 			path, o.identity.Identifier().Short(), o.VaultPath, err)
@@ -278,6 +302,7 @@ func (o *Ockam) Connect() error {
 // Close closes the channel and stops the background goroutines. It waits for
 // them to end.
 func (o *Ockam) Close() error {
+	defer o.closeVault()
 	if o.cancel == nil {
 		return nil
 	}

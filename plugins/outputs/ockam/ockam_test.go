@@ -103,7 +103,7 @@ func TestConfigKeys(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"address", "vault_path", "vault_passphrase", "credential_path", "authority_path",
-		"listener_identity", "timeout", "max_message_size"}, keys)
+		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size"}, keys)
 	for _, k := range keys {
 		require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
 	}
@@ -376,6 +376,28 @@ func TestPinnedListener(t *testing.T) {
 	require.NoError(t, o.Write(testMetrics(1)))
 }
 
+// TestListenerAttributes: without a pin, a holder of any credential from
+// the authority could pose as the listener; listener_attributes refuses a
+// listener whose credential lacks them, before message 3.
+func TestListenerAttributes(t *testing.T) {
+	f := newFixture(t) // the fixture's listener holds role=sensor
+	l := f.startListener(t, "127.0.0.1:0")
+
+	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerAttributes = map[string]string{"role": "listener"} })
+	require.NoError(t, o.Connect())
+	err := o.Write(testMetrics(2))
+	require.ErrorIs(t, err, secure.ErrPeerAttributes)
+	require.ErrorContains(t, err, "listener_attributes")
+	require.Empty(t, l.messages())
+	for _, h := range l.waitHandshakes(t, 1) {
+		require.Error(t, h.err, "the device never sent message 3")
+	}
+
+	ok, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerAttributes = map[string]string{"role": "sensor"} })
+	require.NoError(t, ok.Connect())
+	require.NoError(t, ok.Write(testMetrics(1)))
+}
+
 func TestPinMismatch(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
@@ -569,13 +591,14 @@ func TestExpiredAttestationReloadsIdentity(t *testing.T) {
 	require.NoError(t, err)
 	dev, err := secure.LoadIdentity(v)
 	require.NoError(t, err)
-	// The purpose key in use expires within a second of Init...
-	require.NoError(t, dev.RotatePurposeKey(v, now, time.Second))
+	// The purpose key in use expires two to three seconds from now (expiry
+	// is rounded down to a second), after Init even on a busy machine...
+	require.NoError(t, dev.RotatePurposeKey(v, now, 3*time.Second))
 	l := f.startListener(t, "127.0.0.1:0")
 	o, _ := f.newOutput(t, l.addr())
 	old := o.identity.Public().Attestation().PurposeKey
 	require.Eventually(t, func() bool { return o.identity.CheckAttestation(time.Now()) != nil },
-		3*time.Second, 20*time.Millisecond)
+		5*time.Second, 20*time.Millisecond)
 	// ...and the operator rotated it meanwhile.
 	require.NoError(t, dev.RotatePurposeKey(v, time.Now(), time.Hour))
 
@@ -593,7 +616,7 @@ func TestReadmeHasSampleConfig(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block, "README.md's configuration block is sample.conf")
 	for _, opt := range []string{"address", "vault_path", "vault_passphrase", "credential_path", "authority_path",
-		"listener_identity", "timeout", "max_message_size"} {
+		"listener_identity", "listener_attributes", "timeout", "max_message_size"} {
 		require.Contains(t, string(readme), "- `"+opt+"`", "README.md documents %s", opt)
 	}
 }

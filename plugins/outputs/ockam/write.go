@@ -1,11 +1,13 @@
 package ockam
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/plugins/serializers/influx"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -16,41 +18,22 @@ import (
 // keeps the batch and retries it, in every other case: no channel, a
 // transient refusal, no answer within timeout, or a lost connection.
 func (o *Ockam) Write(metrics []telegraf.Metric) error {
-	msgs := o.split(metrics)
-	if len(msgs) == 0 {
-		return nil
-	}
-	l, err := o.waitLink()
-	if err != nil {
-		return err
-	}
-	replies := make(chan secure.Message, len(msgs)) // never blocks the reader
-	pending := make(map[uint64]*message, len(msgs))
-	for i := range msgs {
-		o.lastBatch++
-		batch := o.lastBatch
-		pending[batch] = &msgs[i]
-		l.expect(batch, replies)
-		if err := l.send(secure.Message{Type: secure.TypeData, Batch: batch, Payload: msgs[i].payload}, o.timeout); err != nil {
-			return fmt.Errorf("send to %s: %w", o.Address, err)
-		}
-		o.stats.messagesSent.Incr(1)
-		o.stats.bytesSent.Incr(int64(len(msgs[i].payload)))
-	}
-	return o.awaitReplies(l, pending, replies)
+	_, err := o.Send(context.Background(), metrics)
+	return err
 }
 
-// awaitReplies collects the answers to the messages in pending. The timeout
-// starts again with every answer: a slow listener that makes progress is not
-// cut off in the middle of a large batch.
-func (o *Ockam) awaitReplies(l *link, pending map[uint64]*message, replies <-chan secure.Message) error {
+// awaitReplies collects the answers to the messages in pending into res. The
+// timeout starts again with every answer: a slow listener that makes
+// progress is not cut off in the middle of a large batch.
+func (o *Ockam) awaitReplies(ctx context.Context, l *link, pending map[uint64]*message,
+	replies <-chan secure.Message, res *Result) error {
 	timer := time.NewTimer(o.timeout)
 	defer timer.Stop()
 	var retry error
 	for len(pending) > 0 {
 		select {
 		case m := <-replies:
-			if err := o.handleReply(l, pending, m); err != nil && retry == nil {
+			if err := o.handleReply(l, pending, m, res); err != nil && retry == nil {
 				retry = err
 			}
 			timer.Reset(o.timeout)
@@ -59,7 +42,7 @@ func (o *Ockam) awaitReplies(l *link, pending map[uint64]*message, replies <-cha
 			for drained := false; !drained; {
 				select {
 				case m := <-replies:
-					if err := o.handleReply(l, pending, m); err != nil && retry == nil {
+					if err := o.handleReply(l, pending, m, res); err != nil && retry == nil {
 						retry = err
 					}
 				default:
@@ -70,6 +53,8 @@ func (o *Ockam) awaitReplies(l *link, pending map[uint64]*message, replies <-cha
 				return retry
 			}
 			return fmt.Errorf("channel to %s lost with %d messages unanswered: %w", o.Address, len(pending), l.cause())
+		case <-ctx.Done():
+			return fmt.Errorf("stopped waiting for %d answers from %s: %w", len(pending), o.Address, ctx.Err())
 		case <-timer.C:
 			l.shutdown("no acknowledgement within timeout", o.timeout)
 			return fmt.Errorf("no answer from %s within %v to %d of the messages sent; channel closed",
@@ -79,9 +64,9 @@ func (o *Ockam) awaitReplies(l *link, pending map[uint64]*message, replies <-cha
 	return retry
 }
 
-// handleReply accounts for one ack or nack. It returns an error for a
+// handleReply accounts for one ack or nack in res. It returns an error for a
 // transient nack.
-func (o *Ockam) handleReply(l *link, pending map[uint64]*message, m secure.Message) error {
+func (o *Ockam) handleReply(l *link, pending map[uint64]*message, m secure.Message, res *Result) error {
 	msg, ok := pending[m.Batch]
 	if !ok {
 		return nil // the reader only routes batches we registered
@@ -90,9 +75,11 @@ func (o *Ockam) handleReply(l *link, pending map[uint64]*message, m secure.Messa
 	switch {
 	case m.Type == secure.TypeAck:
 		o.stats.acks.Incr(1)
+		res.Acked += msg.metrics
 		return nil
 	case m.Permanent:
 		o.stats.nacksPermanent.Incr(1)
+		res.Refused = append(res.Refused, Refusal{Metrics: msg.metrics, Reason: m.Reason, Listener: true})
 		o.Log.Errorf("Listener %s refused %d metrics permanently, they will be dropped: %q",
 			l.peer.Short(), msg.metrics, m.Reason)
 		return nil
@@ -115,26 +102,37 @@ type message struct {
 
 // split serializes metrics and packs whole lines into messages of at most
 // MaxMessageSize bytes; a longer line travels alone. A metric that cannot be
-// serialized, or whose line no listener would accept, is logged and dropped:
-// no retry can deliver it.
-func (o *Ockam) split(metrics []telegraf.Metric) []message {
+// serialized, or whose line no listener would accept, is logged, dropped and
+// returned as refused: no retry can deliver it.
+func (o *Ockam) split(metrics []telegraf.Metric) ([]message, []Refusal) {
 	limit := int(o.MaxMessageSize)
 	var msgs []message
+	var refused []Refusal
 	var cur message
-	for _, m := range metrics {
-		line, err := o.serializer.Serialize(m)
+	serializer := serializers.Get().(*influx.Serializer)
+	defer serializers.Put(serializer)
+	for i, m := range metrics {
+		line, err := serializer.Serialize(m)
 		if err != nil {
 			o.Log.Debugf("Could not serialize metric: %v", err)
+			refused = append(refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %v", m.Name(), err)})
 			continue
 		}
 		if len(line) > secure.DefaultMaxMessageSize {
-			o.Log.Errorf("Dropping a metric of %q: its line of %d bytes is larger than %d, the most a listener accepts",
-				m.Name(), len(line), secure.DefaultMaxMessageSize)
+			reason := fmt.Sprintf("its line of %d bytes is larger than %d, the most a listener accepts",
+				len(line), secure.DefaultMaxMessageSize)
+			o.Log.Errorf("Dropping a metric of %q: %s", m.Name(), reason)
+			refused = append(refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %s", m.Name(), reason)})
 			continue
 		}
 		if cur.metrics > 0 && len(cur.payload)+len(line) > limit {
 			msgs = append(msgs, cur)
 			cur = message{}
+		}
+		if cur.payload == nil {
+			// Room for the rest of the batch at this line's length, up to a
+			// message: growing the payload line by line copied it twice over.
+			cur.payload = make([]byte, 0, max(len(line), min(limit, len(line)*(len(metrics)-i))))
 		}
 		cur.payload = append(cur.payload, line...)
 		cur.metrics++
@@ -142,5 +140,5 @@ func (o *Ockam) split(metrics []telegraf.Metric) []message {
 	if cur.metrics > 0 {
 		msgs = append(msgs, cur)
 	}
-	return msgs
+	return msgs, refused
 }
