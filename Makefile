@@ -3,11 +3,13 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.tools/bin
 INFLUXD  := $(TOOLS)/influxd
+# SoftHSM2's PKCS#11 module on Debian (package libsofthsm2), for the pkcs11 vault tests.
+PKCS11_MODULE := /usr/lib/softhsm/libsofthsm2.so
 FUZZTIME ?= 30s
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
 LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
-.PHONY: all build tools test unit fuzz fuzz-brief lint demo clean
+.PHONY: all build tools softhsm test unit fuzz fuzz-brief lint demo bench clean
 
 all: build
 
@@ -15,8 +17,14 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo
-tools: $(INFLUXD)
+## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2
+tools: $(INFLUXD) softhsm
+
+## softhsm: SoftHSM2 and OpenSC (pkcs11-tool) from Debian, unless softhsm2-util is there (needs root)
+softhsm:
+	@command -v softhsm2-util >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc)
+	@test -f $(PKCS11_MODULE) || (echo "$(PKCS11_MODULE) is missing: install libsofthsm2"; exit 1)
 
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
@@ -24,7 +32,8 @@ $(INFLUXD):
 ## test: every test of the project with -race (e2e included), then each fuzz target briefly
 test: build tools
 	$(GO) vet ./...
-	OCKAM_E2E=1 INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
+		$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-brief
 
 ## unit: only the Go tests
@@ -38,11 +47,25 @@ fuzz:
 fuzz-brief:
 	scripts/fuzz.sh 3s
 
+## bench-inlet: metrics/s through `ockam inlet influxdb` (gzip and plain) against outputs.ockam direct, in one run
+.PHONY: bench-inlet
+bench-inlet:
+	$(GO) test -run '^$$' -bench '^BenchmarkInlet$$' -benchtime 3s -count 1 ./inlet/
+
+## bench-enroll: 50,000 devices enrolled against a running `ockam authority serve` (BENCH_DEVICES, BENCH_CLIENTS)
+.PHONY: bench-enroll
+bench-enroll: build
+	OCKAM_BIN=$(BIN) $(GO) test -run '^$$' -bench '^BenchmarkEnrollFleet$$' -benchtime 1x -count 1 -timeout 30m ./cmd/ockam/
+
 ## lint: gofmt, vet, staticcheck
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+## bench: every benchmark side by side, one table of medians (docs/BENCHMARKS.md)
+bench: build tools
+	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) scripts/bench.sh
 
 ## demo: an authority, a listener, two devices and an impostor on loopback (DEMO_SECONDS=20)
 demo: build tools

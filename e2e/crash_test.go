@@ -7,10 +7,12 @@ import (
 	"time"
 )
 
-// TestCrashesLoseNothing kills the listener's Telegraf with SIGKILL in the
-// middle of a finite stream and starts it again, stops InfluxDB and starts
-// it again, then stops the listener with SIGTERM and starts it again: every
-// metric the device gathered must be in InfluxDB, each once.
+// TestCrashesLoseNothing kills the listener's Telegraf with SIGKILL three
+// times in the middle of a finite stream, starting it again each time;
+// stops InfluxDB for longer than the listener's flush interval (1 s) and
+// starts it again; then stops the listener with SIGTERM and starts it
+// again. Every metric the device gathered must be in InfluxDB, each once
+// with its own values, and the device's buffer must be empty at the end.
 func TestCrashesLoseNothing(t *testing.T) {
 	bin := requireBinaries(t)
 	db := startInfluxDB(t, bin.influxd)
@@ -21,9 +23,12 @@ func TestCrashesLoseNothing(t *testing.T) {
 	sensor := cli.identity("device", "")
 	cli.issue(authority, sensor, "720h", "role=sensor", "site=plant-7")
 
-	const n, perRun = 800, 20 // 40 a second: 20 s of traffic
+	// 20 a second for 60 s: the stream outlasts the faults, so the device
+	// always has metrics in flight when one begins.
+	const n, perRun = 1200, 10
 	pts := sequence("e2e_seq", n)
 	l := startListener(t, bin.telegraf, gateway, authority, db, `["e2e_*"]`, "")
+	procs := []*process{l.proc}
 	start := time.Now()
 	dev := startDevice(t, bin.telegraf, sensor, authority, l, "500ms", execInputs(t, pts, perRun))
 
@@ -31,37 +36,51 @@ func TestCrashesLoseNothing(t *testing.T) {
 	atLeast := func(k int) func() (bool, string) {
 		return func() (bool, string) { return stored() >= k, "" }
 	}
-	writeErrors := regexp.MustCompile(`Error writing to outputs\.ockam`)
 	influxErrors := regexp.MustCompile(`Error writing to outputs\.influxdb_v2`)
+	// restartAfter waits for the device to notice that the listener is
+	// gone, starts the listener again and returns how long InfluxDB took to
+	// get new rows.
+	restartAfter := func(what string) time.Duration {
+		before := dev.count(deviceWriteErrors)
+		eventually(t, 30*time.Second, "the device to notice "+what, func() (bool, string) {
+			return dev.count(deviceWriteErrors) > before, ""
+		})
+		l.restart()
+		procs = append(procs, l.proc)
+		return recovery(t, "the listener restarted after "+what, stored)
+	}
 
-	eventually(t, 60*time.Second, "a quarter of the stream", atLeast(n/4))
-	killedAt := stored()
-	l.proc.kill()
-	before := dev.count(writeErrors)
-	eventually(t, 30*time.Second, "the device to notice the listener is gone", func() (bool, string) {
-		return dev.count(writeErrors) > before, ""
-	})
-	l.restart()
+	var at []int // stored when each fault began
+	var recovered []time.Duration
+	for k := 1; k <= 3; k++ {
+		eventually(t, 60*time.Second, "the stream to go on", atLeast(k*n/15))
+		at = append(at, stored())
+		l.proc.kill()
+		recovered = append(recovered, restartAfter("SIGKILL"))
+	}
 
-	eventually(t, 60*time.Second, "half of the stream", atLeast(n/2))
-	stoppedAt := stored()
+	eventually(t, 60*time.Second, "the stream to go on", atLeast(4*n/15))
+	at = append(at, stored())
 	db.stop()
+	downAt := time.Now()
 	eventually(t, 30*time.Second, "the listener to fail two writes to InfluxDB", func() (bool, string) {
 		return l.proc.count(influxErrors) >= 2, ""
 	})
+	if d := time.Since(downAt); d < 3*time.Second { // longer than a flush interval, by far
+		time.Sleep(3*time.Second - d)
+	}
+	down := time.Since(downAt)
 	db.restart()
+	recovered = append(recovered, recovery(t, "InfluxDB restarted", stored))
 
-	eventually(t, 60*time.Second, "three quarters of the stream", atLeast(3*n/4))
-	termAt := stored()
+	eventually(t, 60*time.Second, "the stream to go on", atLeast(5*n/15))
+	at = append(at, stored())
 	l.proc.stop() // SIGTERM: what the listener had not delivered is not acked
-	before = dev.count(writeErrors)
-	eventually(t, 30*time.Second, "the device to notice the listener stopped", func() (bool, string) {
-		return dev.count(writeErrors) > before, ""
-	})
-	l.restart()
+	recovered = append(recovered, restartAfter("SIGTERM"))
 
 	eventually(t, 120*time.Second, "the whole stream", atLeast(n))
 	elapsed := time.Since(start)
+	requireDrained(t, dev)
 	if got := db.seqs("e2e_seq"); len(got) != 1 || len(got[sensor.id]) != n {
 		t.Fatalf("InfluxDB holds seqs of %d identities, %d of the device; want %d of it alone",
 			len(got), len(got[sensor.id]), n)
@@ -70,7 +89,10 @@ func TestCrashesLoseNothing(t *testing.T) {
 	if want := storedAll(pts, sensor.id, "plant-7"); !slices.Equal(rows, want) {
 		t.Fatalf("InfluxDB holds %d rows, want exactly the %d sent", len(rows), len(want))
 	}
-	t.Logf("figures: %d metrics sent, %d distinct stored in %.1fs; listener killed at %d stored, "+
-		"InfluxDB stopped at %d, listener stopped at %d; the device logged %d failed writes",
-		n, len(rows), elapsed.Seconds(), killedAt, stoppedAt, termAt, dev.count(writeErrors))
+	w := written(procs...)
+	t.Logf("figures: %d metrics sent, %d stored (each once, values as sent), %d points written to InfluxDB "+
+		"(%d re-deliveries of the same values) in %.1fs; faults at %v stored: SIGKILL ×3, InfluxDB down %.1fs, "+
+		"SIGTERM; the device retried %d failed writes; new rows %s after each fault ended; "+
+		"the device's buffer drained",
+		n, len(rows), w, w-n, elapsed.Seconds(), at, down.Seconds(), dev.count(deviceWriteErrors), seconds(recovered))
 }

@@ -14,6 +14,16 @@ import (
 // second device, whose credential has no site attribute, forges a site tag
 // on every metric: the listener must remove it.
 func TestDeliveryStampsVerifiedIdentity(t *testing.T) {
+	testStamping(t, "the gateway Telegraf", func(bin binaries, gateway, authority *member, db *influxDB) *listener {
+		return startListener(t, bin.telegraf, gateway, authority, db, `["cpu", "temp*"]`, "")
+	})
+}
+
+// testStamping is TestDeliveryStampsVerifiedIdentity with the receiver that
+// start starts (its vault is encrypted; the policy lets role=sensor write
+// cpu and temp*, into the database db).
+func testStamping(t *testing.T, receiver string, start func(bin binaries, gateway, authority *member, db *influxDB) *listener) {
+	t.Helper()
 	bin := requireBinaries(t)
 	db := startInfluxDB(t, bin.influxd)
 	cli := newOckamCLI(t, bin.ockam)
@@ -42,8 +52,8 @@ func TestDeliveryStampsVerifiedIdentity(t *testing.T) {
 	want := storedAll(pts, sensor.id, "plant-7")
 	wantSiteless := storedAll(forged, siteless.id, "")
 
-	l := startListener(t, bin.telegraf, gateway, authority, db, `["cpu", "temp*"]`, "")
-	start := time.Now()
+	l := start(bin, gateway, authority, db)
+	begin := time.Now()
 	startDevice(t, bin.telegraf, sensor, authority, l, "500ms", execInputs(t, pts, perRun))
 	startDevice(t, bin.telegraf, siteless, authority, l, "500ms", execInputs(t, forged, 10))
 
@@ -53,12 +63,12 @@ func TestDeliveryStampsVerifiedIdentity(t *testing.T) {
 		gotSiteless = db.rows("temp_siteless")
 		return len(got) >= len(want) && len(gotSiteless) >= len(wantSiteless), ""
 	})
-	elapsed := time.Since(start)
+	elapsed := time.Since(begin)
 	require.Equal(t, want, got, "rows of the device in InfluxDB")
 	require.Equal(t, wantSiteless, gotSiteless, "rows of the device without a site attribute")
-	t.Logf("figures: %d metrics sent, %d stored, all delivered %.1fs after the device started "+
+	t.Logf("figures (%s): %d metrics sent, %d stored, all delivered %.1fs after the device started "+
 		"(it gathers %d every 500ms, so the last was gathered after ≈%.1fs); the forged metric was sent as\n  %s\n"+
 		"and is stored as\n  %s",
-		n+len(forged), len(got)+len(gotSiteless), elapsed.Seconds(), perRun, float64(n/perRun-1)*0.5,
+		receiver, n+len(forged), len(got)+len(gotSiteless), elapsed.Seconds(), perRun, float64(n/perRun-1)*0.5,
 		pts[7].sent(), pts[7].stored(sensor.id, "plant-7"))
 }

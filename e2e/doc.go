@@ -5,7 +5,9 @@
 // The tests run only with OCKAM_E2E=1, which `make test` sets together with
 // OCKAM_BIN (the directory holding the ockam and telegraf binaries) and
 // INFLUXD (the influxd 1.8 binary). Without OCKAM_E2E a plain `go test ./...`
-// skips them; with it, a missing binary fails the test. A failed test prints
+// skips them; with it, a missing binary fails the test. TestPKCS11Device also
+// needs OCKAM_PKCS11_MODULE, SoftHSM2's library, which make test sets after
+// installing softhsm2 (it fails without it when OCKAM_E2E=1). A failed test prints
 // the end of every process log; E2E_LOGS=1 prints them always.
 //
 // The Telegraf and InfluxDB configurations are rendered from the templates in

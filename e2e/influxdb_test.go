@@ -92,7 +92,10 @@ func (db *influxDB) restart() { db.start(db.addr) }
 // line-protocol order (tags sorted, fields sorted, then the time in ns),
 // sorted. Tags are the string columns, fields the numeric ones (integers get
 // an "i").
-func (db *influxDB) rows(measurements ...string) []string {
+func (db *influxDB) rows(measurements ...string) []string { return db.rowsIn(bucket, measurements...) }
+
+// rowsIn is rows in another bucket ("db/rp").
+func (db *influxDB) rowsIn(bucket string, measurements ...string) []string {
 	match := make([]string, len(measurements))
 	for i, m := range measurements {
 		match[i] = fmt.Sprintf("r._measurement == %q", m)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole picture on loopback, in a temporary directory: an authority, a
 # listener (gateway Telegraf → InfluxDB 1.8), two devices sending cpu and mem
-# through outputs.ockam, and an impostor whose credential comes from another
-# authority. After DEMO_SECONDS (default 20) it prints what InfluxDB holds,
+# through outputs.ockam, an impostor whose credential comes from another
+# authority, and an intruder (bin/ockam-intruder: plaintext and forged
+# handshakes). After DEMO_SECONDS (default 20) it prints what InfluxDB holds,
 # per verified device identity and site, and stops everything it started.
 #
 # Usage: scripts/demo.sh   (make demo builds what it needs first)
@@ -15,7 +16,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${OCKAM_BIN:-$root/bin}
 influxd=${INFLUXD:-$root/.tools/bin/influxd}
 seconds=${DEMO_SECONDS:-20}
-for b in "$bin/ockam" "$bin/telegraf" "$influxd"; do
+for b in "$bin/ockam" "$bin/telegraf" "$bin/ockam-intruder" "$influxd"; do
 	[[ -x $b ]] || { echo "demo: $b is missing; run make build tools (or make demo)" >&2; exit 1; }
 done
 
@@ -183,6 +184,10 @@ refused() { grep -q 'Handshake from .* failed (unknown_issuer)' listener.log; }
 wait_for 10 "the listener to refuse the impostor" refused
 echo "listener.log:"
 grep 'Handshake from .* failed (unknown_issuer)' listener.log | sed 's/^/  /'
+
+step "an intruder: plaintext and forged handshakes (bin/ockam-intruder)"
+"$bin/ockam-intruder" --address "$listen" --authority "$work/authority.identity" | sed 's/^/  /' ||
+	die "the listener did not refuse every attempt of the intruder"
 
 left=$((seconds - (SECONDS - started)))
 if ((left > 0)); then

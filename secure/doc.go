@@ -1,7 +1,9 @@
 // Package secure holds the trust and channel core of telegraf-ockam:
 // identities and their purpose-key attestations, credentials issued by an
 // authority, signed revocation lists, the per-message authorization check,
-// and the Noise_XX channel with its framing and message types.
+// the Noise_XX channel with its framing and message types, and enrollment:
+// tokens, bundles, the X3DH-style request and its answer, and the frames of
+// the authority service.
 //
 // Every encoding here is specified byte for byte in docs/PROTOCOL.md; the
 // section names are given in each file. The package does no file or network

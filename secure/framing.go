@@ -37,23 +37,38 @@ type Transport interface {
 const frameHeaderSize = 2
 
 // streamTransport frames Noise messages on a byte stream.
+//
+// A listener holds one per channel, most of them idle, so a transport that
+// waits for its next frame holds as little as it can: a small read buffer,
+// and a frame larger than that in a pooled buffer, which goes back to the
+// pool at the next ReadMessage (docs/BENCHMARKS.md, memory per idle
+// channel).
 type streamTransport struct {
 	rwc io.ReadWriteCloser
 	r   *bufio.Reader
 
-	wmu  sync.Mutex
-	wbuf []byte
-	rbuf [MaxNoiseMessage]byte
+	wmu   sync.Mutex
+	wbuf  []byte
+	large *[MaxNoiseMessage]byte // the frame last returned, if it did not fit in r
 	// rerr is a read error inside a frame: the stream is out of step, so
 	// every later ReadMessage returns it rather than read a length from the
 	// middle of a frame. An error between frames is not kept.
 	rerr error
 }
 
+// readBufferSize is the read buffer of a stream transport. A frame up to
+// its size is returned from it without a copy: every message but data
+// fragments (handshake messages are under 512 bytes with small credentials).
+// Larger frames are read into a pooled buffer.
+const readBufferSize = 512
+
+// largeFrames holds the buffers of frames larger than readBufferSize.
+var largeFrames = sync.Pool{New: func() any { return new([MaxNoiseMessage]byte) }}
+
 // NewStreamTransport returns a Transport that frames messages on rwc with a
 // two-byte big-endian length prefix.
 func NewStreamTransport(rwc io.ReadWriteCloser) Transport {
-	return &streamTransport{rwc: rwc, r: bufio.NewReaderSize(rwc, 4096)}
+	return &streamTransport{rwc: rwc, r: bufio.NewReaderSize(rwc, readBufferSize)}
 }
 
 // WriteMessage writes one frame with a single Write call.
@@ -73,6 +88,10 @@ func (t *streamTransport) WriteMessage(msg []byte) error {
 // io.EOF; one that ends inside a frame returns io.ErrUnexpectedEOF. An error
 // inside a frame (a read deadline, say) is returned by every later call.
 func (t *streamTransport) ReadMessage() ([]byte, error) {
+	if t.large != nil { // the caller is done with the previous frame
+		largeFrames.Put(t.large)
+		t.large = nil
+	}
 	if t.rerr != nil {
 		return nil, t.rerr
 	}
@@ -87,14 +106,26 @@ func (t *streamTransport) ReadMessage() ([]byte, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("%w: zero-length frame", ErrMalformed)
 	}
-	if _, err := io.ReadFull(t.r, t.rbuf[:n]); err != nil {
+	var msg []byte
+	var err error
+	if n <= readBufferSize {
+		// valid until the next read from t.r, that is the next call
+		if msg, err = t.r.Peek(n); err == nil {
+			_, err = t.r.Discard(n)
+		}
+	} else {
+		t.large = largeFrames.Get().(*[MaxNoiseMessage]byte)
+		msg = t.large[:n]
+		_, err = io.ReadFull(t.r, msg)
+	}
+	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		t.rerr = err
 		return nil, err
 	}
-	return t.rbuf[:n], nil
+	return msg, nil
 }
 
 // Close closes the stream.

@@ -33,7 +33,8 @@ that IDENTITY has the given attributes until now + DURATION. Writes it to
 FILE (PEM, mode 0644) and prints its id on stdout.
 
 Flags:
-  --vault DIR              the authority's vault directory (required)
+  --vault DIR              the authority's vault directory, or a pkcs11: spec
+                           (required)
   --subject IDENTITY       an identity file, or an identifier (I and 64 hex
                            digits) (required)
   --attr KEY=VALUE         an attribute; repeat for more (keys of letters,

@@ -12,6 +12,8 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
+	"github.com/ockam-addons/telegraf-ockam/vault/pkcs11"
+	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
 )
 
 // passphraseEnv names the environment variable that holds the vault
@@ -40,7 +42,7 @@ type vaultFlags struct {
 
 // register defines --vault and --passphrase-file on fs.
 func (vf *vaultFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&vf.dir, "vault", "", "vault directory")
+	fs.StringVar(&vf.dir, "vault", "", "vault directory or pkcs11: spec")
 	fs.StringVar(&vf.passphraseFile, "passphrase-file", "", "file holding the vault passphrase")
 }
 
@@ -70,30 +72,38 @@ func (vf *vaultFlags) passphrase(e *env) ([]byte, error) {
 	return b, nil
 }
 
-// open opens the vault and reports whether its new keys are encrypted.
-// Unless create, the directory must already exist, since vault.OpenFile
-// would create it.
-func (vf *vaultFlags) open(e *env, create bool) (v *vault.File, encrypted bool, err error) {
-	if !create {
-		if _, err := os.Stat(vf.dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, false, withHint(fmt.Errorf("no vault at %s", vf.dir),
-				fmt.Sprintf("run 'ockam identity create --vault %s' to create one", vf.dir))
-		}
-	}
+// open opens the vault (a directory or a pkcs11: spec, see package
+// vaults) and reports whether the keys it writes to its directory are
+// encrypted. Unless create, the directory must already exist, since
+// vaults.Open would create it.
+func (vf *vaultFlags) open(e *env, create bool) (v vault.Vault, encrypted bool, err error) {
 	pass, err := vf.passphrase(e)
 	if err != nil {
 		return nil, false, err
 	}
-	defer clear(pass) // OpenFile keeps its own copy
-	v, err = vault.OpenFile(vf.dir, pass)
-	if err != nil {
+	defer clear(pass) // the vault keeps its own copy
+	if create {
+		v, err = vaults.Open(vf.dir, pass)
+	} else {
+		v, err = vaults.OpenExisting(vf.dir, pass)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, false, withHint(fmt.Errorf("no vault at %s", vf.dir),
+			fmt.Sprintf("run 'ockam identity create --vault %s' to create one", vf.dir))
+	case errors.Is(err, pkcs11.ErrPIN):
+		return nil, false, withHint(err, "check the PIN that pin-source names in --vault")
+	case errors.Is(err, pkcs11.ErrTokenNotFound):
+		return nil, false, withHint(err, "list the tokens with 'pkcs11-tool --module MODULE --list-token-slots' "+
+			"(or 'softhsm2-util --show-slots'), and fix token= in --vault")
+	case err != nil:
 		return nil, false, err
 	}
 	return v, len(pass) > 0, nil
 }
 
 // load opens the vault and the identity in it.
-func (vf *vaultFlags) load(e *env) (*vault.File, *secure.LocalIdentity, error) {
+func (vf *vaultFlags) load(e *env) (vault.Vault, *secure.LocalIdentity, error) {
 	v, _, err := vf.open(e, false)
 	if err != nil {
 		return nil, nil, err

@@ -27,7 +27,7 @@ key and a first purpose key in it, and prints the new identifier on stdout.
 It refuses a vault that already holds an identity.
 
 Flags:
-  --vault DIR              the vault directory (required)
+  --vault DIR              the vault directory, or a pkcs11: spec (required)
   --passphrase-file FILE   encrypt the keys with the passphrase in FILE
                            (mode 0600; one trailing newline is ignored)
 
@@ -72,7 +72,7 @@ purpose key (hex), and the validity of the purpose-key attestation (RFC 3339).
 It warns on stderr if the attestation is not valid now.
 
 Flags:
-  --vault DIR              the vault directory (required)
+  --vault DIR              the vault directory, or a pkcs11: spec (required)
   --identifier             print only the identifier
   --passphrase-file FILE   the file holding the vault passphrase
 `
@@ -117,7 +117,7 @@ peers that must recognize this identity; for an authority it is the file
 listeners trust with --authority.
 
 Flags:
-  --vault DIR              the vault directory (required)
+  --vault DIR              the vault directory, or a pkcs11: spec (required)
   --out FILE               where to write it, "-" for stdout (required)
   --force                  replace FILE if it exists
   --passphrase-file FILE   the file holding the vault passphrase

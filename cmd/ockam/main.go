@@ -159,6 +159,9 @@ func root() *command {
 		credentialCommand(),
 		revocationCommand(),
 		purposeKeyCommand(),
+		enrollCommand(),
+		authorityCommand(),
+		inletCommand(),
 		{name: "version", summary: "print the version of ockam", usage: versionUsage, flags: versionFlags},
 	}}
 }
@@ -167,7 +170,9 @@ func root() *command {
 // the path of the command it reached, for the usage hint.
 func dispatch(e *env, c *command, args []string) ([]string, error) {
 	path := []string{c.name}
-	for c.flags == nil {
+	// A leaf may have subcommands too ("ockam enroll"): a name of one of
+	// them selects it, anything else is the leaf's flags.
+	for c.flags == nil || len(args) > 0 && c.sub(args[0]) != nil {
 		if len(args) == 0 {
 			printGroupUsage(e.stderr, c, path)
 			return path, usagef("missing command")
@@ -270,7 +275,6 @@ func printGroupUsage(w io.Writer, c *command, path []string) {
 	walk = func(c *command, name string) {
 		if c.flags != nil {
 			fmt.Fprintf(w, "  %-20s %s\n", name, c.summary)
-			return
 		}
 		for _, s := range c.subs {
 			walk(s, strings.TrimSpace(name+" "+s.name))
@@ -287,6 +291,12 @@ func printGroupUsage(w io.Writer, c *command, path []string) {
 const passphraseHelp = `Vault keys are encrypted with the passphrase in OCKAM_VAULT_PASSPHRASE, or in
 the file named by --passphrase-file, when one is set; otherwise they are
 stored unencrypted.
+
+A --vault of the form
+  pkcs11:module=LIBRARY;token=LABEL;pin-source=file:PATH;dir=DIR
+keeps the identity key in a PKCS#11 token (an HSM), where it is generated
+and never leaves, and the purpose keys in DIR. pin-source may also be
+env:NAME. See docs/CONCEPTS.md, "Vault backends".
 `
 
 // versionUsage is the --help text of "ockam version".

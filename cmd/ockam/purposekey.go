@@ -27,7 +27,7 @@ open keep their session keys. Re-run 'ockam identity export' if the identity
 file is distributed.
 
 Flags:
-  --vault DIR              the vault directory (required)
+  --vault DIR              the vault directory, or a pkcs11: spec (required)
   --ttl DURATION           how long the attestation is valid: 2160h, 90d
                            (default 90d)
   --passphrase-file FILE   the file holding the vault passphrase

@@ -18,7 +18,7 @@ func revocationCommand() *command {
 }
 
 // revocationAddUsage is the --help text of "ockam revocation add".
-const revocationAddUsage = `Usage: ockam revocation add --vault AUTHORITY_DIR --list FILE
+const revocationAddUsage = `Usage: ockam revocation add --vault AUTHORITY_DIR (--list FILE | --db FILE)
                            [--subject IDENTITY] [--credential ID]
 
 Adds entries to the revocation list FILE, signed by the identity in the
@@ -29,8 +29,14 @@ and entry count. Listeners accept only a list with a higher sequence number
 than the one they have.
 
 Flags:
-  --vault DIR              the authority's vault directory (required)
-  --list FILE              the revocation list to create or update (required)
+  --vault DIR              the authority's vault directory, or a pkcs11: spec
+                           (required)
+  --list FILE              the revocation list to create or update (this
+                           or --db is required)
+  --db FILE                instead of a list file, the store of the
+                           authority's service ('ockam authority serve'),
+                           which then serves the new list; through the
+                           running service, if there is one
   --subject IDENTITY       revoke every credential of this identity: an
                            identity file or an identifier
   --credential ID          revoke one credential: its id (32 hex digits, as
@@ -49,10 +55,14 @@ func revocationAdd(fs *flag.FlagSet) action {
 	list := fs.String("list", "", "revocation list file")
 	subject := fs.String("subject", "", "identity to revoke")
 	credential := fs.String("credential", "", "credential id to revoke")
+	db := fs.String("db", "", "authority store")
 	return func(e *env, args []string) error {
-		now, err := begin(e, fs, args, "vault", "list")
+		now, err := begin(e, fs, args, "vault")
 		if err != nil {
 			return err
+		}
+		if (*list == "") == (*db == "") {
+			return usagef("want one of --list FILE and --db FILE")
 		}
 		if *subject == "" && *credential == "" {
 			return usagef("missing --subject or --credential: nothing to revoke")
@@ -75,6 +85,9 @@ func revocationAdd(fs *flag.FlagSet) action {
 				return err
 			}
 			credentials = append(credentials, id)
+		}
+		if *db != "" {
+			return revokeInStore(e, &vf, *db, subjects, credentials)
 		}
 		_, authority, err := vf.load(e)
 		if err != nil {

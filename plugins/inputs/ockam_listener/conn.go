@@ -36,7 +36,10 @@ var errClosing = errors.New("channel closing")
 // Three goroutines use it: the reader (serve), the writer (writeLoop, the
 // only caller of Channel.Send and Channel.Close after the handshake), and
 // the delivery loop, which queues replies. shutdown may come from any of
-// them, from the idle timer or from Stop.
+// them, from the idle timer or from Stop. The writer runs only while there
+// is something to send or the channel is to be closed: an idle channel
+// costs one goroutine, not two (docs/BENCHMARKS.md, memory per idle
+// channel).
 type conn struct {
 	nc     net.Conn
 	remote string
@@ -58,9 +61,10 @@ type conn struct {
 	closing bool
 	reason  string // close reason, set by the first shutdown
 	queue   []outgoing
-	wake    chan struct{} // capacity 1: the queue is not empty
+	opened  bool // the channel is set up: the writer may run
+	writing bool // the writer runs
 
-	writerDone chan struct{}
+	writerDone chan struct{} // closed once the writer closed the channel
 }
 
 // outgoing is a queued reply, or the order to close the channel after the
@@ -78,7 +82,6 @@ func newConn(nc net.Conn) *conn {
 		remote:     nc.RemoteAddr().String(),
 		ctx:        ctx,
 		cancel:     cancel,
-		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 	}
 }
@@ -97,6 +100,23 @@ func (c *conn) shutdown(reason string) {
 	c.closing, c.reason, c.queue = true, reason, nil
 	c.cancel()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+	c.startWriterLocked()
+}
+
+// open lets the writer run, once the channel is set up.
+func (c *conn) open() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opened = true
+	c.startWriterLocked()
+}
+
+// startWriterLocked starts the writer if it has work and is not running.
+func (c *conn) startWriterLocked() {
+	if c.opened && !c.writing && (c.closing || len(c.queue) > 0) {
+		c.writing = true
+		go c.writeLoop()
+	}
 }
 
 // closeReason returns the reason given to the first shutdown.
@@ -126,50 +146,47 @@ func (c *conn) enqueue(o outgoing) {
 		return
 	}
 	c.queue = append(c.queue, o)
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.startWriterLocked()
 }
 
-// next pops the next queued item.
-func (c *conn) next() (outgoing, bool) {
+// next pops the next queued item. It returns closing once the channel is to
+// be closed, and ok false when the queue is empty: the writer then ends.
+func (c *conn) next() (o outgoing, closing, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing || len(c.queue) == 0 {
-		return outgoing{}, false
+	switch {
+	case c.closing:
+		return o, true, true
+	case len(c.queue) == 0:
+		c.writing = false
+		return o, false, false
 	}
-	o := c.queue[0]
+	o = c.queue[0]
 	c.queue[0] = outgoing{}
 	c.queue = c.queue[1:]
-	return o, true
+	return o, false, true
 }
 
-// writeLoop sends the queued replies in order, then closes the channel.
+// writeLoop sends the queued replies in order and ends when the queue is
+// empty; once the connection is shut down, it closes the channel instead,
+// and stays the writer for good.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
 	for {
-		o, ok := c.next()
-		if !ok {
-			select {
-			case <-c.wake:
-				continue
-			case <-c.ctx.Done():
-				c.ch.Close(c.closeReason())
-				return
-			}
-		}
-		if o.close {
+		o, closing, ok := c.next()
+		switch {
+		case closing:
+			c.ch.Close(c.closeReason())
+			close(c.writerDone)
+			return
+		case !ok:
+			return
+		case o.close:
 			c.shutdown(o.closeReason)
-			c.ch.Close(c.closeReason())
-			return
-		}
-		if err := c.send(o.msg); err != nil {
+		case c.send(o.msg) != nil:
 			c.shutdown("")
-			c.ch.Close(c.closeReason())
-			return
+		default:
+			c.touch()
 		}
-		c.touch()
 	}
 }
 

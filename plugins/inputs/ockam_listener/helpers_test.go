@@ -29,7 +29,7 @@ const wait = 5 * time.Second
 // pki is one authority and the files a listener needs, in a temporary
 // directory.
 type pki struct {
-	t             *testing.T
+	t             testing.TB
 	dir           string
 	now           time.Time
 	authority     *secure.LocalIdentity
@@ -37,7 +37,7 @@ type pki struct {
 	verifier      *secure.Verifier // trusts authority; used by devices
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	now := time.Now()
 	authority, err := secure.CreateIdentity(vault.NewMemory(), now)

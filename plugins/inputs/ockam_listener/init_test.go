@@ -182,6 +182,8 @@ func TestSampleConfig(t *testing.T) {
 	want.CredentialPath = "/etc/telegraf/ockam/listener.cred"
 	want.AuthorityPaths = []string{"/etc/telegraf/ockam/authority.identity"}
 	want.RevocationList = "/etc/telegraf/ockam/revoked.list"
+	want.RevocationSource = "tcp://authority.example.com:4100"
+	want.RevocationPollInterval = config.Duration(defaultRevocationPollInterval)
 	want.AttributeTags = []string{}
 	want.Allow = []AllowRule{{Attributes: map[string]string{"role": "sensor"}, Measurements: []string{"cpu", "temp*"}}}
 	require.True(t, l.VaultPassphrase.Empty())

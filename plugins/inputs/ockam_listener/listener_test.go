@@ -510,7 +510,7 @@ func TestCredentialReload(t *testing.T) {
 	require.Same(t, first, l.credential.Load())
 
 	// A new valid one replaces it, and new channels present it.
-	fresh, err := secure.IssueCredential(p.authority.Signer(), l.identity.Identifier(),
+	fresh, err := secure.IssueCredential(p.authority.Signer(), l.identity.Load().Identifier(),
 		map[string]string{"role": "listener", "gen": "2"}, p.now, 48*time.Hour, nil)
 	require.NoError(t, err)
 	p.write("listener.cred", fresh.MarshalFile())

@@ -52,6 +52,11 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	}
 	// 2. the payload is line protocol
 	metrics, err := c.parser.Parse(m.Payload)
+	// A parser keeps its last input and metric: the next message gets a new
+	// one, so that an idle channel holds neither (docs/BENCHMARKS.md).
+	if p, perr := newParser(); perr == nil { // checked in Init
+		c.parser = p
+	}
 	if err != nil {
 		l.refuse(c, m.Batch, refusedParse, true, reasonBadLine+err.Error(), err)
 		return "", true
@@ -65,7 +70,13 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		}
 	}
 	// 4. the verified identity and attributes replace the sender's tags
-	stamp(metrics, c.tags)
+	if forged, tag := stamp(metrics, c.tags); forged > 0 {
+		l.stats.forgedTags.Incr(int64(forged))
+		if l.refusals.first(c.peer.Identifier.String() + " forged") {
+			l.Log.Warnf("Replaced the %q tag that %s wrote with its verified value (%d metrics of the message); "+
+				"further forged tags from this sender are only counted in forged_tags", tag, c.peer.Identifier.Short(), forged)
+		}
+	}
 	// 5. emit, and answer when the outputs are done with it
 	if len(metrics) == 0 {
 		l.stats.messagesAccepted.Incr(1)
@@ -130,17 +141,27 @@ func (l *Listener) tagsFor(p *secure.Peer) map[string]string {
 }
 
 // stamp sets (or removes, for an empty value) tags on every metric,
-// replacing what the sender wrote.
-func stamp(metrics []telegraf.Metric, tags map[string]string) {
+// replacing what the sender wrote. It returns how many metrics carried one
+// of those tags with another value (a forged identity or attribute), and
+// the name of such a tag.
+func stamp(metrics []telegraf.Metric, tags map[string]string) (forged int, tag string) {
 	for _, m := range metrics {
+		wrong := ""
 		for k, v := range tags {
+			if sent, ok := m.GetTag(k); ok && sent != v && (wrong == "" || k < wrong) {
+				wrong = k // the first in name order, for a stable log line
+			}
 			if v == "" {
 				m.RemoveTag(k)
 			} else {
 				m.AddTag(k, v)
 			}
 		}
+		if wrong != "" {
+			forged, tag = forged+1, wrong
+		}
 	}
+	return forged, tag
 }
 
 // truncateReason makes s a valid nack reason: UTF-8 of at most

@@ -28,6 +28,7 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
+	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
 )
 
 //go:embed sample.conf
@@ -38,6 +39,7 @@ const (
 	defaultServiceAddress          = "tcp://:4000"
 	defaultIdentityTag             = "ockam_identity"
 	defaultMaxConnections          = 10000
+	defaultMaxHandshakesPerIP      = 32
 	defaultHandshakeTimeout        = 10 * time.Second
 	defaultReadTimeout             = 5 * time.Minute
 	defaultMaxMessageSize          = secure.DefaultMaxMessageSize
@@ -59,9 +61,12 @@ type Listener struct {
 	AuthorityPaths          []string        `toml:"authority_paths"`
 	RevocationList          string          `toml:"revocation_list"`
 	RevocationCheckInterval config.Duration `toml:"revocation_check_interval"`
+	RevocationSource        string          `toml:"revocation_source"`
+	RevocationPollInterval  config.Duration `toml:"revocation_poll_interval"`
 	IdentityTag             string          `toml:"identity_tag"`
 	AttributeTags           []string        `toml:"attribute_tags"`
 	MaxConnections          int             `toml:"max_connections"`
+	MaxHandshakesPerIP      int             `toml:"max_handshakes_per_ip"`
 	HandshakeTimeout        config.Duration `toml:"handshake_timeout"`
 	ReadTimeout             config.Duration `toml:"read_timeout"`
 	MaxMessageSize          config.Size     `toml:"max_message_size"`
@@ -73,7 +78,9 @@ type Listener struct {
 
 	// Set by Init.
 	network, address string
-	identity         *secure.LocalIdentity
+	vault            vault.Vault                          // kept open: see reloadIdentity
+	identity         atomic.Pointer[secure.LocalIdentity] // replaced when the purpose key is rotated
+	identityProblem  string                               // the problem with the vault last logged
 	verifier         *secure.Verifier
 	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
 	policy           *policy
@@ -106,6 +113,7 @@ func newListener() *Listener {
 		ServiceAddress:          defaultServiceAddress,
 		IdentityTag:             defaultIdentityTag,
 		MaxConnections:          defaultMaxConnections,
+		MaxHandshakesPerIP:      defaultMaxHandshakesPerIP,
 		HandshakeTimeout:        config.Duration(defaultHandshakeTimeout),
 		ReadTimeout:             config.Duration(defaultReadTimeout),
 		MaxMessageSize:          config.Size(defaultMaxMessageSize),
@@ -129,12 +137,16 @@ func (l *Listener) Init() error {
 	if err := l.checkSettings(); err != nil {
 		return err
 	}
+	if err := l.checkRevocationSource(); err != nil {
+		return err
+	}
 	p, err := newPolicy(l.Allow)
 	if err != nil {
 		return err
 	}
 	l.policy = p
 	if err := l.loadTrust(); err != nil {
+		l.closeVault()
 		return err
 	}
 	// A parser with the settings every connection will use; each connection
@@ -166,6 +178,8 @@ func (l *Listener) checkSettings() error {
 		return errors.New("authority_paths needs at least one authority identity file")
 	case l.MaxConnections <= 0:
 		return fmt.Errorf("max_connections must be positive, got %d", l.MaxConnections)
+	case l.MaxHandshakesPerIP <= 0:
+		return fmt.Errorf("max_handshakes_per_ip must be positive, got %d", l.MaxHandshakesPerIP)
 	case l.MaxUndeliveredMessages <= 0:
 		return fmt.Errorf("max_undelivered_messages must be positive, got %d", l.MaxUndeliveredMessages)
 	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:
@@ -268,27 +282,23 @@ func (l *Listener) loadTrust() error {
 	return nil
 }
 
-// loadIdentity opens the vault and loads the listener's identity, whose
-// purpose-key attestation must be valid now.
+// loadIdentity opens the vault (a directory or a pkcs11: spec) and loads
+// the listener's identity, whose purpose-key attestation must be valid now.
+// The vault stays open for reloadIdentity.
 func (l *Listener) loadIdentity() error {
-	// vault.OpenFile creates a missing directory: refuse one that is missing
-	// rather than start with an empty vault.
-	fi, err := os.Stat(l.VaultPath)
-	if err != nil {
-		return fmt.Errorf("vault_path: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("vault_path %q is not a directory", l.VaultPath)
-	}
 	buf, err := l.VaultPassphrase.Get()
 	if err != nil {
 		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer buf.Destroy()
-	v, err := vault.OpenFile(l.VaultPath, buf.Bytes())
+	// A missing directory is refused rather than created empty.
+	v, err := vaults.OpenExisting(l.VaultPath, buf.Bytes())
 	if err != nil {
-		return fmt.Errorf("vault_path %q: %w", l.VaultPath, err)
+		// Not the value: a spec that failed to parse may hold a PIN written
+		// in by mistake, and the error names what is wrong with it.
+		return fmt.Errorf("vault_path: %w", err)
 	}
+	l.vault = v
 	id, err := secure.LoadIdentity(v)
 	if err != nil {
 		return fmt.Errorf("vault_path %q: %w", l.VaultPath, err)
@@ -296,7 +306,7 @@ func (l *Listener) loadIdentity() error {
 	if err := id.CheckAttestation(l.now()); err != nil {
 		return fmt.Errorf("vault_path %q: own %w", l.VaultPath, err)
 	}
-	l.identity = id
+	l.identity.Store(id)
 	return nil
 }
 
@@ -307,12 +317,12 @@ func (l *Listener) checkCredential(data []byte) (*secure.Credential, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.verifier.VerifyCredential(c, l.identity.Identifier(), l.now()); err != nil {
+	if err := l.verifier.VerifyCredential(c, l.identity.Load().Identifier(), l.now()); err != nil {
 		switch {
 		case errors.Is(err, secure.ErrUnknownIssuer):
 			return nil, fmt.Errorf("%w (not issued by any of authority_paths)", err)
 		case errors.Is(err, secure.ErrWrongSubject):
-			return nil, fmt.Errorf("%w (the identity in vault_path is %s)", err, l.identity.Identifier())
+			return nil, fmt.Errorf("%w (the identity in vault_path is %s)", err, l.identity.Load().Identifier())
 		}
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -26,13 +27,17 @@ type server struct {
 	undelivered chan struct{}
 	// connections holds one slot per open connection (max_connections).
 	connections chan struct{}
+	// handshaking counts the connections in their handshake per source
+	// address (max_handshakes_per_ip).
+	handshaking *handshakeLimit
 
 	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
 	pending map[telegraf.TrackingID]pendingMessage
 
-	refusals  onceSet   // (sender, reason) pairs already logged
-	rejectLog rateLimit // connections_rejected warnings
-	acceptLog rateLimit // Accept errors
+	refusals    onceSet   // (sender, reason) pairs already logged
+	rejectLog   rateLimit // connections_rejected warnings
+	throttleLog rateLimit // connections_throttled warnings
+	acceptLog   rateLimit // Accept errors
 }
 
 // pendingMessage is an emitted message awaiting its delivery result.
@@ -55,13 +60,15 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
 		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
 		connections: make(chan struct{}, l.MaxConnections),
+		handshaking: newHandshakeLimit(l.MaxHandshakesPerIP),
 		pending:     make(map[telegraf.TrackingID]pendingMessage),
 	}
 	l.running.Add(3)
 	go l.acceptLoop(ctx)
 	go l.deliveryLoop(ctx)
 	go l.watchLoop(ctx)
-	l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Identifier())
+	l.startRevocationSource(ctx)
+	l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Load().Identifier())
 	return nil
 }
 
@@ -76,6 +83,7 @@ func (l *Listener) Stop() {
 	l.ln.Close()
 	l.running.Wait()
 	l.stop = nil
+	l.closeVault()
 	l.VaultPassphrase.Destroy()
 }
 
@@ -102,9 +110,21 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 			continue
 		}
 		delay = 0
+		source := sourceOf(nc.RemoteAddr())
+		if !l.handshaking.acquire(source) {
+			l.stats.connectionsThrottled.Incr(1)
+			nc.Close()
+			if l.throttleLog.allow(time.Now(), time.Minute) {
+				l.Log.Warnf("Rejected a connection from %s: %d handshakes from %s already under way "+
+					"(max_handshakes_per_ip); further rejections are counted in connections_throttled "+
+					"and logged at most once a minute", nc.RemoteAddr(), l.MaxHandshakesPerIP, source)
+			}
+			continue
+		}
 		select {
 		case l.connections <- struct{}{}:
 		default:
+			l.handshaking.release(source)
 			l.stats.connectionsRejected.Incr(1)
 			nc.Close()
 			if l.rejectLog.allow(time.Now(), time.Minute) {
@@ -115,13 +135,13 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 			continue
 		}
 		l.running.Add(1)
-		go l.serve(ctx, nc)
+		go l.serve(ctx, nc, func() { l.handshaking.release(source) })
 	}
 }
 
 // deliveryLoop routes each delivery result to the connection that sent the
 // message: an ack when every output accepted it, a transient nack when one
-// rejected it.
+// rejected it (or the nack a DeliveryOutcome asks for).
 func (l *Listener) deliveryLoop(ctx context.Context) {
 	defer l.running.Done()
 	for {
@@ -142,15 +162,16 @@ func (l *Listener) deliveryLoop(ctx context.Context) {
 				p.conn.reply(secure.Message{Type: secure.TypeAck, Batch: p.batch})
 			} else {
 				l.stats.messagesUndelivered.Incr(1)
-				p.conn.reply(secure.Message{Type: secure.TypeNack, Batch: p.batch, Reason: reasonNotDelivered})
+				p.conn.reply(nackFor(info, p.batch)) // outcome.go
 			}
 		}
 	}
 }
 
 // serve runs one connection: the handshake, then the receive loop, with a
-// writer goroutine for the replies.
-func (l *Listener) serve(ctx context.Context, nc net.Conn) {
+// writer goroutine for the replies while there are any. handshakeDone gives back the handshake
+// slot of the connection's source address.
+func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func()) {
 	defer l.running.Done()
 	defer func() { <-l.connections }()
 	defer nc.Close()
@@ -161,6 +182,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn) {
 	defer c.shutdown("")
 
 	ch, err := l.handshake(c)
+	handshakeDone()
 	if err != nil {
 		l.handshakeFailed(ctx, c, err)
 		return
@@ -185,7 +207,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn) {
 		idle := c.watchIdle(d)
 		defer idle.Stop()
 	}
-	go c.writeLoop()
+	c.open()
 	reason := l.receiveLoop(c)
 	c.closeAfterReplies(reason)
 	<-c.writerDone
@@ -199,7 +221,7 @@ func (l *Listener) handshake(c *conn) (*secure.Channel, error) {
 	defer cancel()
 	t := secure.NewStreamTransport(&helloGuard{Conn: c.nc})
 	return secure.Accept(ctx, t, secure.HandshakeConfig{
-		Identity:   l.identity,
+		Identity:   l.identity.Load(), // the purpose key current when the connection came
 		Credential: l.credential.Load(),
 		Verifier:   l.verifier,
 		Now:        l.now,
@@ -252,10 +274,14 @@ func (l *Listener) receiveFailed(c *conn, err error) string {
 	case errors.Is(err, secure.ErrClosed):
 		l.Log.Debugf("Channel from %s (%s): %v", c.remote, c.peer.Identifier.Short(), err)
 		return ""
-	case isEOF(err):
+	case isEOF(err) && !errors.Is(err, io.ErrUnexpectedEOF):
+		// Between frames: the peer or the network ended it.
 		l.Log.Debugf("Channel from %s (%s) ended: %v", c.remote, c.peer.Identifier.Short(), err)
 		return ""
 	}
-	l.Log.Infof("Channel from %s (%s) failed: %v", c.remote, c.peer.Identifier.Short(), err)
+	// A tampered, replayed, injected, cut or malformed message.
+	reason := channelFailureReason(err)
+	l.stats.channelsFailed[reason].Incr(1)
+	l.Log.Infof("Channel from %s (%s) failed (%s): %v", c.remote, c.peer.Identifier.Short(), reason, err)
 	return "protocol error"
 }

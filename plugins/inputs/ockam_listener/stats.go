@@ -3,6 +3,7 @@ package ockam_listener
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -31,6 +32,10 @@ var credentialReasons = map[string]bool{
 // Reasons of messages_refused.
 var refusalReasons = []string{refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy}
 
+// Reasons of channels_failed: why an established channel was closed for a
+// protocol error (a tampered, replayed, injected or malformed message).
+var channelFailureReasons = []string{"decrypt", "malformed", "truncated", "other"}
+
 // stats are the internal metrics. Every Stat is registered in Init, since a
 // selfstat.Collector is not safe for concurrent use; a Stat is.
 type stats struct {
@@ -44,6 +49,10 @@ type stats struct {
 	metricsEmitted      selfstat.Stat
 	bytesReceived       selfstat.Stat
 	connectionsRejected selfstat.Stat
+	// Added for the attack suite (docs/SECURITY.md).
+	channelsFailed       map[string]selfstat.Stat // by reason
+	forgedTags           selfstat.Stat
+	connectionsThrottled selfstat.Stat
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -59,12 +68,19 @@ func newStats(c *selfstat.Collector) *stats {
 		metricsEmitted:      reg("metrics_emitted"),
 		bytesReceived:       reg("bytes_received"),
 		connectionsRejected: reg("connections_rejected"),
+
+		channelsFailed:       make(map[string]selfstat.Stat, len(channelFailureReasons)),
+		forgedTags:           reg("forged_tags"),
+		connectionsThrottled: reg("connections_throttled"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
 	}
 	for _, r := range refusalReasons {
 		s.messagesRefused[r] = c.Register(statsMeasurement, "messages_refused", map[string]string{"reason": r})
+	}
+	for _, r := range channelFailureReasons {
+		s.channelsFailed[r] = c.Register(statsMeasurement, "channels_failed", map[string]string{"reason": r})
 	}
 	return s
 }
@@ -94,6 +110,20 @@ func handshakeReason(err error) string {
 		return "wrong_subject"
 	case isEOF(err):
 		return "eof"
+	}
+	return "other"
+}
+
+// channelFailureReason classifies the error that ended an established
+// channel for channels_failed.
+func channelFailureReason(err error) string {
+	switch {
+	case errors.Is(err, secure.ErrDecrypt):
+		return "decrypt"
+	case errors.Is(err, secure.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated"
 	}
 	return "other"
 }

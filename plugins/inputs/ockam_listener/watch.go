@@ -40,6 +40,7 @@ func (l *Listener) watchLoop(ctx context.Context) {
 // kept: the listener never falls back to "no list".
 func (l *Listener) checkFiles() {
 	now := l.now()
+	l.reloadIdentity(now)
 	if w := l.revocationFile; w != nil {
 		err := w.check(now, func(data []byte) error {
 			if err := l.applyRevocationList(data); err != nil {
@@ -71,7 +72,7 @@ func (l *Listener) checkFiles() {
 
 	// The credential in use may have expired or been revoked since.
 	alarm := ""
-	if err := l.verifier.VerifyCredential(l.credential.Load(), l.identity.Identifier(), now); err != nil {
+	if err := l.verifier.VerifyCredential(l.credential.Load(), l.identity.Load().Identifier(), now); err != nil {
 		alarm = err.Error()
 	}
 	if alarm != l.credentialAlarm {

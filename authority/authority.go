@@ -1,0 +1,289 @@
+// Package authority is the enrollment authority of telegraf-ockam: it mints
+// enrollment tokens, answers enrollment requests with credentials, and
+// keeps and serves the signed revocation list (docs/PROTOCOL.md,
+// "Enrollment" and "Authority service"). The protocol itself is in
+// package secure; this package adds the state (a bbolt store), the signed
+// prekeys in the vault, the TCP service and the local control socket.
+// It imports nothing of Telegraf.
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+// Defaults of Config.
+const (
+	// DefaultOneTimePrekeyTTL is how long a one-time prekey handed out with
+	// an online bundle stays usable: a device enrolls right after fetching.
+	DefaultOneTimePrekeyTTL = time.Hour
+	// DefaultMaxOneTimePrekeys bounds the unused one-time prekeys the
+	// service hands out online (in memory, ~100 bytes each); past it,
+	// bundles carry none (enrollment still works, without DH3), so that
+	// fetching bundles cannot exhaust the service.
+	DefaultMaxOneTimePrekeys = 100_000
+)
+
+// Config is what an Authority is made of.
+type Config struct {
+	Vault    vault.Vault           // holds the signed prekeys
+	Identity *secure.LocalIdentity // the authority's identity, in Vault
+	Store    *Store                // of this identity; the Authority closes it
+	Now      func() time.Time      // nil: time.Now
+	Logger   *slog.Logger          // nil: discard
+
+	OneTimePrekeyTTL  time.Duration // 0: DefaultOneTimePrekeyTTL
+	MaxOneTimePrekeys int           // 0: DefaultMaxOneTimePrekeys
+}
+
+// Authority issues credentials to enrolling devices. It is safe for
+// concurrent use.
+type Authority struct {
+	cfg     Config
+	id      secure.Identifier
+	prekeys *signedPrekeys
+	log     *slog.Logger
+
+	online onlinePrekeys // the one-time prekeys of online bundles
+	full   atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
+
+	revMu   sync.Mutex // serializes Revoke with the cache update
+	revoked atomic.Pointer[secure.RevocationList]
+}
+
+// New returns an Authority. It creates the first signed prekey if the
+// vault has none, and loads the current revocation list.
+func New(cfg Config) (*Authority, error) {
+	if cfg.Vault == nil || cfg.Identity == nil || cfg.Store == nil {
+		return nil, errors.New("authority: a vault, an identity and a store are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OneTimePrekeyTTL <= 0 {
+		cfg.OneTimePrekeyTTL = DefaultOneTimePrekeyTTL
+	}
+	if cfg.MaxOneTimePrekeys <= 0 {
+		cfg.MaxOneTimePrekeys = DefaultMaxOneTimePrekeys
+	}
+	a := &Authority{cfg: cfg, id: cfg.Identity.Identifier(), log: cfg.Logger}
+	if a.id != cfg.Store.Authority() {
+		return nil, fmt.Errorf("authority: the store belongs to %s, the vault holds %s", cfg.Store.Authority(), a.id)
+	}
+	var err error
+	if a.prekeys, err = loadSignedPrekeys(cfg.Vault, cfg.Identity.Public()); err != nil {
+		return nil, err
+	}
+	if err := a.maintainPrekeys(); err != nil {
+		return nil, err
+	}
+	l, err := cfg.Store.revocationList()
+	if err != nil {
+		return nil, err
+	}
+	a.revoked.Store(l)
+	if err := a.purge(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Close closes the store.
+func (a *Authority) Close() error { return a.cfg.Store.Close() }
+
+// Identifier returns the authority's identifier.
+func (a *Authority) Identifier() secure.Identifier { return a.id }
+
+// maintainPrekeys reloads the signed prekeys from the vault (an operator
+// may have rotated them) and rotates them itself when the current one has
+// less than a third of its lifetime left, or there is none.
+func (a *Authority) maintainPrekeys() error {
+	if _, err := a.prekeys.reload(); err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	cur, err := a.prekeys.current(now)
+	if err == nil {
+		lifetime := cur.bundle.Expires.Sub(cur.bundle.Created)
+		if cur.bundle.Expires.Sub(now) > lifetime/3 {
+			return nil
+		}
+	}
+	b, err := RotateSignedPrekey(a.cfg.Vault, a.cfg.Identity, now, DefaultSignedPrekeyTTL)
+	if err != nil {
+		return err
+	}
+	a.log.Info("new signed prekey", "prekey", fmt.Sprintf("%x", b.SignedPrekey[:4]), "expires", b.Expires)
+	_, err = a.prekeys.reload()
+	return err
+}
+
+// Bundle returns a bundle of the current signed prekey with oneTime new
+// one-time prekeys (at most secure.MaxOneTimePrekeys), stored until the
+// bundle expires: the signed prekey's expiry, or now + ttl if ttl is
+// positive and sooner. Online bundles use one one-time prekey and
+// OneTimePrekeyTTL; while MaxOneTimePrekeys are outstanding they get none.
+func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, error) {
+	if oneTime < 0 || oneTime > secure.MaxOneTimePrekeys {
+		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, secure.MaxOneTimePrekeys)
+	}
+	now := a.cfg.Now()
+	cur, err := a.prekeys.current(now)
+	if err != nil {
+		return nil, err
+	}
+	if oneTime == 0 {
+		return cur.bundle, nil
+	}
+	expires := cur.bundle.Expires
+	if ttl > 0 && now.Add(ttl).Before(expires) {
+		expires = now.Add(ttl)
+	}
+	pubs, err := a.cfg.Store.newOneTimePrekeys(oneTime, expires)
+	if err != nil {
+		return nil, err
+	}
+	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, pubs, now, expires)
+}
+
+// onlineBundle is the bundle a device fetches from the service: the
+// current signed prekey and a new one-time prekey, kept in memory for
+// OneTimePrekeyTTL.
+func (a *Authority) onlineBundle() (*secure.Bundle, error) {
+	now := a.cfg.Now()
+	cur, err := a.prekeys.current(now)
+	if err != nil {
+		return nil, err
+	}
+	expires := cur.bundle.Expires
+	if e := now.Add(a.cfg.OneTimePrekeyTTL); e.Before(expires) {
+		expires = e
+	}
+	pub, ok := a.online.add(expires, a.cfg.MaxOneTimePrekeys)
+	if !ok {
+		if !a.full.Swap(true) {
+			a.log.Warn("too many one-time prekeys outstanding; bundles go out without one until some are used or expire",
+				"max", a.cfg.MaxOneTimePrekeys)
+		}
+		return cur.bundle, nil
+	}
+	a.full.Store(false)
+	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
+}
+
+// Enroll answers an enrollment request: it opens and checks the request
+// (secure.OpenEnrollmentRequest), checks the token against the store,
+// signs the credential the token grants, records it and marks the token
+// (and the one-time prekey) used in one transaction, and only then
+// encrypts the answer. A refusal wraps the sentinel of its reason:
+// secure.ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority,
+// ErrUnknownPrekey, ErrPrekeyUsed, ErrRevoked, ErrDecrypt, ErrMalformed,
+// or another of package secure.
+func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
+	now := a.cfg.Now()
+	k := &requestKeys{a: a}
+	r, err := secure.OpenEnrollmentRequest(request, a.id, k, now)
+	if err != nil {
+		return nil, err
+	}
+	if k.online {
+		// It decrypted: the one-time prekey is this request's, once.
+		if err := a.online.take(r.OneTimePrekey); err != nil {
+			return nil, fmt.Errorf("enrollment request: one-time prekey: %w", err)
+		}
+	}
+	subject := r.Subject()
+	h := r.Token.Hash()
+	tok, err := a.cfg.Store.token(h)
+	if err != nil {
+		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	}
+	if err := checkToken(tok, now); err != nil {
+		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	}
+	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, tok.spec.Attributes, now, tok.spec.CredentialTTL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("authority: issue credential: %w", err)
+	}
+	// A revoked device does not come back with a new token.
+	if l := a.revoked.Load(); l != nil && l.Revokes(c) {
+		return nil, fmt.Errorf("%s is on the revocation list: %w", subject.Short(), secure.ErrRevoked)
+	}
+	var oneTime *[32]byte // a one-time prekey of the store, used with the token
+	if r.HasOneTimePrekey && !k.online {
+		oneTime = &r.OneTimePrekey
+	}
+	if err := a.cfg.Store.consume(h, oneTime, c, now); err != nil {
+		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	}
+	a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
+	return r.SealAnswer(c)
+}
+
+// requestKeys gives OpenEnrollmentRequest the authority's prekeys, for one
+// request, and notes where its one-time prekey came from.
+type requestKeys struct {
+	a      *Authority
+	online bool // the one-time prekey is an online one, to take once the request decrypts
+}
+
+func (k *requestKeys) SignedPrekey(pub [32]byte, now time.Time) (vault.DH, error) {
+	return k.a.prekeys.SignedPrekey(pub, now)
+}
+
+func (k *requestKeys) OneTimePrekey(pub [32]byte, now time.Time) (vault.DH, error) {
+	if dh, found, err := k.a.online.peek(pub, now); found {
+		k.online = true
+		return dh, err
+	}
+	return k.a.cfg.Store.oneTimePrekey(pub, now)
+}
+
+// AddTokens stores the hashes of new tokens (see Store.AddTokens).
+func (a *Authority) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
+	return a.cfg.Store.AddTokens(hashes, spec)
+}
+
+// RevocationList returns the current revocation list, or nil if the
+// authority has not revoked anything yet.
+func (a *Authority) RevocationList() *secure.RevocationList { return a.revoked.Load() }
+
+// Revoke adds subjects and credential ids to the revocation list, signs
+// the next list, stores it and returns it.
+func (a *Authority) Revoke(subjects []secure.Identifier, credentials []secure.CredentialID) (*secure.RevocationList, error) {
+	a.revMu.Lock()
+	defer a.revMu.Unlock()
+	l, err := a.cfg.Store.revoke(a.cfg.Identity.Signer(), subjects, credentials, a.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	a.revoked.Store(l)
+	return l, nil
+}
+
+// Stats checks the store and returns its counts (see Store.Check).
+func (a *Authority) Stats() (Stats, error) { return a.cfg.Store.Check() }
+
+// purge forgets expired one-time prekeys.
+func (a *Authority) purge() error {
+	now := a.cfg.Now()
+	a.online.purge(now)
+	deleted, err := a.cfg.Store.purgePrekeys(now)
+	if err != nil {
+		return err
+	}
+	if deleted > 0 {
+		a.log.Debug("purged expired one-time prekeys", "count", deleted)
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package authority
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+func TestEnrollOnline(t *testing.T) {
+	f := newFixture(t)
+	addr := f.serve()
+	tok := f.tokens(1, map[string]string{"role": "sensor", "site": "plant-7"}, time.Hour)[0]
+	d := newDevice(t)
+
+	c, err := d.enroll(addr, f.identity.Public(), tok)
+	require.NoError(t, err)
+	require.Equal(t, d.id.Identifier(), c.Subject)
+	require.Equal(t, f.a.Identifier(), c.Issuer)
+	require.Equal(t, map[string]string{"role": "sensor", "site": "plant-7"}, c.Attributes)
+	require.Equal(t, t0.Add(24*time.Hour), c.ExpiresAt)
+	require.NoError(t, f.verifier.VerifyCredential(c, d.id.Identifier(), t0))
+
+	st := f.requireConsistent()
+	// The bundle's one-time prekey was in memory: nothing of it is stored.
+	require.Equal(t, Stats{Tokens: 1, TokensUsed: 1, Credentials: 1}, st)
+}
+
+// TestSameTokenConcurrently has many devices race with one token: exactly
+// one gets a credential, every other is told the token was used.
+func TestSameTokenConcurrently(t *testing.T) {
+	f := newFixture(t)
+	addr := f.serve()
+	tok := f.tokens(1, map[string]string{"role": "sensor"}, time.Hour)[0]
+	const racers = 16
+	var wg sync.WaitGroup
+	errs := make([]error, racers)
+	creds := make([]*secure.Credential, racers)
+	start := make(chan struct{})
+	for i := range racers {
+		d := newDevice(t)
+		wg.Go(func() {
+			<-start
+			creds[i], errs[i] = d.enroll(addr, f.identity.Public(), tok)
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i := range racers {
+		if errs[i] == nil {
+			won++
+			require.NotNil(t, creds[i])
+			continue
+		}
+		require.ErrorIs(t, errs[i], secure.ErrTokenUsed)
+	}
+	require.Equal(t, 1, won)
+	st := f.requireConsistent()
+	require.Equal(t, 1, st.Credentials)
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFixture(t)
+	addr := f.serve()
+	other := newFixture(t) // another authority
+	otherAddr := other.serve()
+
+	t.Run("expired token", func(t *testing.T) {
+		tok := f.tokens(1, nil, time.Minute)[0]
+		f.clock.Add(time.Minute)
+		defer f.clock.Add(-time.Minute)
+		_, err := newDevice(t).enroll(addr, f.identity.Public(), tok)
+		require.ErrorIs(t, err, secure.ErrExpired)
+	})
+	t.Run("unknown token", func(t *testing.T) {
+		tok, err := secure.GenerateToken(f.a.Identifier(), nil)
+		require.NoError(t, err)
+		_, err = newDevice(t).enroll(addr, f.identity.Public(), tok)
+		require.ErrorIs(t, err, secure.ErrUnknownToken)
+	})
+	t.Run("token of another authority, caught by the device", func(t *testing.T) {
+		tok := other.tokens(1, nil, time.Hour)[0]
+		_, err := newDevice(t).enroll(addr, f.identity.Public(), tok)
+		require.ErrorIs(t, err, secure.ErrWrongAuthority)
+	})
+	t.Run("request for another authority, caught by the authority", func(t *testing.T) {
+		tok := other.tokens(1, nil, time.Hour)[0]
+		b, err := other.a.Bundle(1, time.Hour)
+		require.NoError(t, err)
+		e := newDevice(t).request(b, tok)
+		_, err = f.a.Enroll(e.Request())
+		require.ErrorIs(t, err, secure.ErrWrongAuthority)
+		_ = otherAddr
+	})
+	t.Run("replayed request, with an online one-time prekey", func(t *testing.T) {
+		tok := f.tokens(1, nil, time.Hour)[0]
+		nc, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer nc.Close()
+		b, err := secure.FetchBundle(nc)
+		require.NoError(t, err)
+		require.Len(t, b.OneTimePrekeys, 1)
+		e := newDevice(t).request(b, tok)
+		_, err = secure.SubmitEnrollment(nc, e.Request())
+		require.NoError(t, err)
+		_, err = secure.SubmitEnrollment(nc, e.Request())
+		require.ErrorIs(t, err, secure.ErrPrekeyUsed)
+	})
+	t.Run("replayed request, with a one-time prekey of the store", func(t *testing.T) {
+		tok := f.tokens(1, nil, time.Hour)[0]
+		b, err := f.a.Bundle(1, time.Hour)
+		require.NoError(t, err)
+		e := newDevice(t).request(b, tok)
+		answer, err := submit(addr, e.Request())
+		require.NoError(t, err)
+		_, err = submit(addr, e.Request())
+		require.ErrorIs(t, err, secure.ErrPrekeyUsed)
+		_, err = e.OpenAnswer(answer, f.verifier, t0)
+		require.NoError(t, err)
+	})
+	t.Run("replayed request, without a one-time prekey", func(t *testing.T) {
+		tok := f.tokens(1, nil, time.Hour)[0]
+		b, err := f.a.Bundle(0, 0)
+		require.NoError(t, err)
+		e := newDevice(t).request(b, tok)
+		_, err = submit(addr, e.Request())
+		require.NoError(t, err)
+		_, err = submit(addr, e.Request())
+		require.ErrorIs(t, err, secure.ErrTokenUsed)
+	})
+	t.Run("forged bundle signature", func(t *testing.T) {
+		proxy := flippingProxy(t, addr)
+		_, err := newDevice(t).enroll(proxy, f.identity.Public(), f.tokens(1, nil, time.Hour)[0])
+		require.ErrorIs(t, err, secure.ErrBadSignature)
+	})
+	t.Run("bundle of another authority", func(t *testing.T) {
+		_, err := newDevice(t).enroll(otherAddr, f.identity.Public(), f.tokens(1, nil, time.Hour)[0])
+		require.ErrorIs(t, err, secure.ErrUnknownIssuer)
+	})
+	t.Run("revoked device", func(t *testing.T) {
+		d := newDevice(t)
+		_, err := f.a.Revoke([]secure.Identifier{d.id.Identifier()}, nil)
+		require.NoError(t, err)
+		_, err = d.enroll(addr, f.identity.Public(), f.tokens(1, nil, time.Hour)[0])
+		require.ErrorIs(t, err, secure.ErrRevoked)
+	})
+	f.requireConsistent()
+}
+
+// submit sends one request on a new connection.
+func submit(addr string, request []byte) ([]byte, error) {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	return secure.SubmitEnrollment(nc, request)
+}
+
+// flippingProxy forwards one connection at a time to addr, flipping the
+// last bit of every reply frame: a man in the middle forging bundles.
+func flippingProxy(t *testing.T, addr string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				for {
+					typ, body, err := secure.ReadServiceFrame(c, secure.ServiceBodyLimit)
+					if err != nil || secure.WriteServiceFrame(up, typ, body) != nil {
+						return
+					}
+					rtyp, rbody, err := secure.ReadServiceFrame(up, secure.ServiceBodyLimit)
+					if err != nil {
+						return
+					}
+					if len(rbody) > 0 && rtyp != secure.ServiceRefusal {
+						rbody[len(rbody)-1] ^= 1
+					}
+					if secure.WriteServiceFrame(c, rtyp, rbody) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestOnlinePrekeyNotBurned: a request that does not decrypt cannot use up
+// the one-time prekey of someone else's bundle (the prekey is public); the
+// genuine request still enrolls.
+func TestOnlinePrekeyNotBurned(t *testing.T) {
+	f := newFixture(t)
+	addr := f.serve()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	b, err := secure.FetchBundle(nc)
+	require.NoError(t, err)
+	e := newDevice(t).request(b, f.tokens(1, nil, time.Hour)[0])
+	forged := e.Request()
+	forged[len(forged)-1] ^= 1
+	_, err = secure.SubmitEnrollment(nc, forged)
+	require.ErrorIs(t, err, secure.ErrDecrypt)
+	answer, err := secure.SubmitEnrollment(nc, e.Request())
+	require.NoError(t, err)
+	_, err = e.OpenAnswer(answer, f.verifier, t0)
+	require.NoError(t, err)
+}

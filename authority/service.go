@@ -1,0 +1,244 @@
+package authority
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// Defaults of Service.
+const (
+	DefaultMaxConnections = 4096
+	DefaultIdleTimeout    = 30 * time.Second
+
+	writeTimeout        = 10 * time.Second
+	maintenanceInterval = 10 * time.Second // signed prekeys: reload, rotate
+	purgeInterval       = time.Minute      // expired one-time prekeys
+)
+
+// Service serves an Authority to devices and listeners over TCP with the
+// service protocol of package secure: bundles, enrollments and the
+// revocation list. Set the fields before Serve.
+type Service struct {
+	Authority      *Authority
+	Logger         *slog.Logger  // nil: discard
+	MaxConnections int           // 0: DefaultMaxConnections; more are closed at once
+	IdleTimeout    time.Duration // 0: DefaultIdleTimeout; a client silent this long is closed
+}
+
+// Serve accepts connections on ln until ctx ends, then closes ln and every
+// connection and returns once each has finished the request it was
+// handling (an enrollment in its store transaction finishes; its answer is
+// sent if the client is still there). It also keeps the signed prekeys
+// fresh and purges expired one-time prekeys.
+func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxConns := s.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.maintain(ctx, log) })
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	conns := &connSet{m: map[net.Conn]struct{}{}}
+	slots := make(chan struct{}, maxConns)
+	var err error
+	for {
+		var nc net.Conn
+		if nc, err = ln.Accept(); err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				err = nil
+				break
+			}
+			log.Warn("accept failed", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			log.Warn("too many connections; closing one", "remote", nc.RemoteAddr().String(), "max", maxConns)
+			nc.Close()
+			continue
+		}
+		conns.add(nc)
+		wg.Go(func() {
+			defer func() { <-slots }()
+			defer conns.remove(nc)
+			serveConn(ctx, nc, s.idle(), secure.ServiceBodyLimit, s.handle(log, nc.RemoteAddr().String()))
+		})
+	}
+	cancel()
+	conns.closeAll()
+	wg.Wait()
+	return err
+}
+
+func (s *Service) idle() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+// handle returns the request handler of one connection.
+func (s *Service) handle(log *slog.Logger, remote string) handler {
+	a := s.Authority
+	return func(typ byte, body []byte) (byte, []byte, error) {
+		switch typ {
+		case secure.ServiceBundle:
+			b, err := a.onlineBundle()
+			if err != nil {
+				log.Error("bundle", "remote", remote, "err", err)
+				return 0, nil, err
+			}
+			return typ | secure.ServiceReply, b.Marshal(), nil
+		case secure.ServiceEnroll:
+			answer, err := a.Enroll(body)
+			if err != nil {
+				log.Info("enrollment refused", "remote", remote, "err", err)
+				return 0, nil, err
+			}
+			return typ | secure.ServiceReply, answer, nil
+		case secure.ServiceRevocationList:
+			var b []byte
+			if l := a.RevocationList(); l != nil {
+				b = l.Marshal()
+			}
+			return typ | secure.ServiceReply, b, nil
+		}
+		return 0, nil, secure.ErrMalformed
+	}
+}
+
+// maintain runs the periodic work of the service until ctx ends.
+func (s *Service) maintain(ctx context.Context, log *slog.Logger) {
+	prekeys := time.NewTicker(maintenanceInterval)
+	defer prekeys.Stop()
+	purge := time.NewTicker(purgeInterval)
+	defer purge.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-prekeys.C:
+			if err := s.Authority.maintainPrekeys(); err != nil {
+				log.Error("signed prekeys", "err", err)
+			}
+		case <-purge.C:
+			if err := s.Authority.purge(); err != nil {
+				log.Error("purge one-time prekeys", "err", err)
+			}
+		}
+	}
+}
+
+// handler answers one request: the reply's type and body, or an error to
+// send as a refusal.
+type handler func(typ byte, body []byte) (byte, []byte, error)
+
+// serveConn reads requests whose bodies limit accepts and answers each,
+// until the client closes, is idle for idle, sends something malformed, or
+// ctx ends. Only errors that wrap a sentinel of package secure are told to
+// the client; any other is an internal error, told as
+// ErrAuthorityUnavailable.
+func serveConn(ctx context.Context, nc net.Conn, idle time.Duration, limit func(byte) int, h handler) {
+	defer nc.Close()
+	// Buffered: a frame's header and body in one read. The client waits for
+	// each reply, so nothing of a later request is read ahead.
+	r := bufio.NewReaderSize(nc, 1024)
+	requestsOnly := func(typ byte) int {
+		if typ&secure.ServiceReply != 0 {
+			return -1
+		}
+		return limit(typ)
+	}
+	for ctx.Err() == nil {
+		nc.SetReadDeadline(time.Now().Add(idle))
+		typ, body, err := secure.ReadServiceFrame(r, requestsOnly)
+		if err != nil {
+			if errors.Is(err, secure.ErrMalformed) {
+				reply(nc, secure.ServiceRefusal, secure.AppendRefusal(nil, err, err.Error()))
+			}
+			return
+		}
+		rtyp, rbody, err := h(typ, body)
+		if err != nil {
+			rtyp, rbody = secure.ServiceRefusal, refusal(err)
+		}
+		if reply(nc, rtyp, rbody) != nil {
+			return
+		}
+	}
+}
+
+// reply writes one frame within writeTimeout.
+func reply(nc net.Conn, typ byte, body []byte) error {
+	nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return secure.WriteServiceFrame(nc, typ, body)
+}
+
+// refusal is the refusal body for err.
+func refusal(err error) []byte {
+	for _, known := range []error{
+		secure.ErrTokenUsed, secure.ErrUnknownToken, secure.ErrExpired, secure.ErrWrongAuthority,
+		secure.ErrUnknownPrekey, secure.ErrPrekeyUsed, secure.ErrMalformed, secure.ErrDecrypt,
+		secure.ErrRevoked, secure.ErrNotYetValid, secure.ErrBadSignature, secure.ErrWrongSubject,
+		secure.ErrAuthorityUnavailable, ErrNoSignedPrekey,
+	} {
+		if errors.Is(err, known) {
+			return secure.AppendRefusal(nil, err, err.Error())
+		}
+	}
+	return secure.AppendRefusal(nil, secure.ErrAuthorityUnavailable, "internal error")
+}
+
+// connSet tracks open connections, to close them on shutdown.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[net.Conn]struct{}
+	closed bool
+}
+
+func (c *connSet) add(nc net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.Close()
+		return
+	}
+	c.m[nc] = struct{}{}
+}
+
+func (c *connSet) remove(nc net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, nc)
+}
+
+// closeAll closes the reading side of every connection: a request being
+// handled finishes and its reply may still be written.
+func (c *connSet) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for nc := range c.m {
+		if cr, ok := nc.(interface{ CloseRead() error }); ok {
+			cr.CloseRead()
+		} else {
+			nc.SetReadDeadline(time.Now())
+		}
+	}
+}

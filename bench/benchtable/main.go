@@ -1,0 +1,276 @@
+// Command benchtable prints the table of docs/BENCHMARKS.md from the CSV
+// that benchstat makes of a `make bench` run: the medians of every
+// measurement side by side, the ratios between the pipelines, and each
+// figure against its target (issue 8). scripts/bench.sh runs it.
+//
+// Usage:
+//
+//	benchstat -format csv raw.txt > stats.csv
+//	go run ./bench/benchtable stats.csv
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: benchtable stats.csv")
+		os.Exit(2)
+	}
+	f, err := os.Open(os.Args[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: %v\n", err)
+		os.Exit(1)
+	}
+	defer f.Close()
+	s, err := parse(f)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchtable: %v\n", err)
+		os.Exit(1)
+	}
+	printTable(os.Stdout, s)
+}
+
+// stats maps a benchmark (without its -GOMAXPROCS suffix) and a unit to the
+// median benchstat computed.
+type stats map[string]map[string]float64
+
+// get returns the median of name in unit, or NaN if it was not measured.
+func (s stats) get(name, unit string) float64 {
+	if v, ok := s[name][unit]; ok {
+		return v
+	}
+	return math.NaN()
+}
+
+var procs = regexp.MustCompile(`-\d+$`)
+
+// parse reads benchstat's CSV: sections that start with ",unit,CI" and
+// hold "name,median,CI" rows.
+func parse(r io.Reader) (stats, error) {
+	s := stats{}
+	unit := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ",")
+		switch {
+		case len(fields) == 3 && fields[0] == "" && fields[2] == "CI":
+			unit = fields[1]
+		case len(fields) >= 2 && fields[0] != "" && fields[0] != "geomean" && unit != "":
+			v, err := strconv.ParseFloat(fields[1], 64)
+			if err != nil {
+				continue // a header such as ",file,"
+			}
+			name := procs.ReplaceAllString(fields[0], "")
+			if s[name] == nil {
+				s[name] = map[string]float64{}
+			}
+			s[name][unit] = v
+		}
+	}
+	return s, sc.Err()
+}
+
+// row is one line of the table.
+type row struct {
+	what, unit    string
+	a, b, c       float64 // ockam; influxdb_v2; influxdb_v2 with mTLS (or NaN)
+	ratio, target string
+	met           string // "yes", "no" or ""
+}
+
+// The primitives of the listener's side of a handshake: X25519 for its
+// ephemeral key, ee, es and se; Ed25519 for the device's attestation and
+// credential.
+const (
+	handshakeX25519  = 4
+	handshakeEd25519 = 2
+)
+
+func rows(s stats) []row {
+	var out []row
+	const (
+		a, b, c           = "ockam", "influxdb_v2", "influxdb_v2-mtls"
+		bIdentity, cIdent = "influxdb_v2-identity", "influxdb_v2-mtls-identity"
+	)
+	for _, batch := range []string{"1000", "5000"} {
+		get := func(p, unit string) float64 { return s.get("Pipeline/batch="+batch, p+"-"+unit) }
+		ra, rb, rc := get(a, "metrics/s"), get(b, "metrics/s"), get(c, "metrics/s")
+		out = append(out, row{
+			what: "Pipeline throughput, batch " + batch, unit: "metrics/s", a: ra, b: rb, c: rc,
+			ratio:  fmt.Sprintf("a/b %s, a/c %s", times(ra/rb), times(ra/rc)),
+			target: "a/b ≥ 1.0×, a/c ≥ 1.3×", met: verdict(ra/rb >= 1.0 && ra/rc >= 1.3, ra/rb, ra/rc),
+		})
+		ca, cb, cc := get(a, "cpu-s/Mmetrics"), get(b, "cpu-s/Mmetrics"), get(c, "cpu-s/Mmetrics")
+		out = append(out, row{
+			what: "CPU per million metrics, batch " + batch, unit: "CPU s", a: ca, b: cb, c: cc,
+			ratio:  fmt.Sprintf("a/b %s, a/c %s", times(ca/cb), times(ca/cc)),
+			target: "a/b ≤ 1.1×", met: verdict(ca/cb <= 1.1, ca/cb),
+		})
+		ib, ic := get(bIdentity, "metrics/s"), get(cIdent, "metrics/s")
+		out = append(out, row{
+			what: "  same, b and c without gzip, batch " + batch, unit: "metrics/s", a: ra, b: ib, c: ic,
+			ratio: fmt.Sprintf("a/b %s, a/c %s", times(ra/ib), times(ra/ic)),
+		})
+		ib, ic = get(bIdentity, "cpu-s/Mmetrics"), get(cIdent, "cpu-s/Mmetrics")
+		out = append(out, row{
+			what: "  CPU, b and c without gzip, batch " + batch, unit: "CPU s", a: ca, b: ib, c: ic,
+			ratio: fmt.Sprintf("a/b %s, a/c %s", times(ca/ib), times(ca/ic)),
+		})
+	}
+	ra, rb := s.get("RealBinaries/ockam", "metrics/s"), s.get("RealBinaries/influxdb_v2", "metrics/s")
+	direct := s.get("RealBinaries/influxd-direct", "metrics/s")
+	out = append(out,
+		row{
+			what: "Real binaries into influxd 1.8, batch 5000", unit: "metrics/s", a: ra, b: rb, c: math.NaN(),
+			ratio: fmt.Sprintf("a/b %s; a = %s of influxd alone", times(ra/rb), percent(ra/direct)),
+		},
+		row{what: "  influxd alone, one writer, batch 5000", unit: "metrics/s", a: direct, b: math.NaN(), c: math.NaN()},
+	)
+	for _, q := range []string{"p50", "p99"} {
+		get := func(p string) float64 { return s.get("AckLatency/"+p, q+"-ms") }
+		la, lb, lc := get(a), get(b), get(c)
+		out = append(out, row{
+			what: "Ack latency " + q + ", batch 1000 at 40,000 metrics/s", unit: "ms", a: la, b: lb, c: lc,
+			ratio: fmt.Sprintf("a/b %s, a/c %s", times(la/lb), times(la/lc)),
+		})
+	}
+	// CPU time, not wall-clock time: see reportCPU in bench/harness_test.go.
+	cpu := func(name string) float64 { return s.get(name, "cpu-sec/op") } // benchstat made cpu-ns/op seconds
+	x, v := cpu("Crypto/x25519-ecdh"), cpu("Crypto/ed25519-verify")
+	sum := handshakeX25519*x + handshakeEd25519*v
+	hs := cpu("Handshake/listener")
+	out = append(out,
+		row{
+			what: "Listener handshake, one core (CPU time)", unit: "µs", a: hs * 1e6, b: math.NaN(), c: math.NaN(),
+			ratio:  times(hs/sum) + " the primitives",
+			target: "≤ 1.15× the primitives", met: verdict(hs/sum <= 1.15, hs/sum),
+		},
+		row{
+			what: "  handshakes per second, one core", unit: "1/s", a: 1 / hs, b: math.NaN(), c: math.NaN(),
+			target: "≥ 3,000", met: verdict(1/hs >= 3000, 1/hs),
+		},
+		row{
+			what: fmt.Sprintf("  its primitives: %d X25519 + %d Ed25519 verify", handshakeX25519, handshakeEd25519),
+			unit: "µs", a: sum * 1e6, b: math.NaN(), c: math.NaN(),
+		},
+		row{
+			what: "Handshake latency, loopback, device and listener", unit: "ms",
+			a: s.get("HandshakeLatency", "sec/op") * 1e3, b: math.NaN(), c: math.NaN(),
+		},
+	)
+	rss := s.get("IdleChannels", "rss-B/channel")
+	out = append(out,
+		row{
+			what: fmt.Sprintf("Memory per idle channel, %s channels (RSS)", num(s.get("IdleChannels", "channels"))),
+			unit: "bytes", a: rss, b: math.NaN(), c: math.NaN(),
+			ratio: fmt.Sprintf("heap %s, stacks %s", num(s.get("IdleChannels", "heap-B/channel")),
+				num(s.get("IdleChannels", "stack-B/channel"))),
+			target: "≤ 16,384", met: verdict(rss <= 16384, rss),
+		},
+	)
+	cached, uncached := s.get("Authorize/cached", "sec/op"), s.get("Authorize/uncached", "sec/op")
+	out = append(out,
+		row{
+			what: "Per-message Authorize, 100,000 revoked", unit: "ns", a: cached * 1e9, b: math.NaN(), c: math.NaN(),
+			ratio:  "first message after a new list: " + num(uncached*1e9) + " ns",
+			target: "< 1,000", met: verdict(cached < 1e-6 && uncached < 1e-6, cached, uncached),
+		},
+		row{
+			what: "Revocation lookup, 100,000 revoked", unit: "ns",
+			a: s.get("RevocationLookup", "sec/op") * 1e9, b: math.NaN(), c: math.NaN(),
+		},
+	)
+	for _, size := range []int{1, 16} {
+		out = append(out, row{
+			what: fmt.Sprintf("ChaCha20-Poly1305 seal, %d KiB (CPU time)", size), unit: "MB/s",
+			a: float64(size<<10) / cpu(fmt.Sprintf("Crypto/chacha20poly1305-seal-%dKiB", size)) / 1e6, b: math.NaN(), c: math.NaN(),
+		})
+	}
+	out = append(out,
+		row{what: "X25519, crypto/ecdh (CPU time)", unit: "µs", a: x * 1e6, b: math.NaN(), c: math.NaN()},
+		row{
+			what: "X25519, x/crypto curve25519.X25519 (CPU time)", unit: "µs",
+			a: cpu("Crypto/x25519-xcrypto") * 1e6, b: math.NaN(), c: math.NaN(),
+		},
+		row{what: "Ed25519 verify (CPU time)", unit: "µs", a: v * 1e6, b: math.NaN(), c: math.NaN()},
+	)
+	return out
+}
+
+func printTable(w io.Writer, s stats) {
+	fmt.Fprintln(w, "| measurement | unit | ockam (a) | influxdb_v2 (b) | b + mTLS (c) | ratio | target | met |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|---|---|---|")
+	for _, r := range rows(s) {
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.what, r.unit, num(r.a), num(r.b), num(r.c), r.ratio, r.target, r.met)
+	}
+}
+
+// verdict is "yes" or "no", or "" when a figure is missing.
+func verdict(ok bool, figures ...float64) string {
+	for _, f := range figures {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return ""
+		}
+	}
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// num formats a figure: thousands separators from 1,000, three significant
+// digits below, "—" when it is missing.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return "—"
+	case math.Abs(v) >= 999.5:
+		return thousands(int64(math.Round(v)))
+	case math.Abs(v) >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case math.Abs(v) >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func times(r float64) string {
+	if math.IsNaN(r) || math.IsInf(r, 0) {
+		return "—"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + "×"
+}
+
+func percent(r float64) string {
+	if math.IsNaN(r) || math.IsInf(r, 0) {
+		return "—"
+	}
+	return strconv.FormatFloat(100*r, 'f', 0, 64) + " %"
+}

@@ -1,0 +1,415 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/influxdata/telegraf/plugins/serializers/influx"
+
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+)
+
+// realMetrics is how many metrics BenchmarkRealBinaries sends through each
+// pipeline: 40 batches of realBatch.
+const (
+	realMetrics = 200_000
+	realBatch   = 5000
+)
+
+// BenchmarkRealBinaries runs each pipeline once through real processes: a
+// device Telegraf (bin/telegraf --once, reading the workload with
+// inputs.file) sends to a gateway Telegraf, which writes to influxd 1.8.
+// "influxd-direct" posts the same batches to influxd from this process,
+// one at a time: the ceiling of a single writer. The figure is the rate at
+// which points are written into influxd (its httpd pointsWrittenOK
+// counter, polled), from the first point to the last.
+//
+// outputs.ockam waits for each batch's ack, which the listener sends after
+// the gateway wrote the batch to influxd; inputs.influxdb_v2_listener
+// answers as soon as it parsed a batch, so the device's next batch overlaps
+// the gateway's write. It needs OCKAM_BIN (the directory of the custom
+// telegraf) and INFLUXD; make bench sets both.
+func BenchmarkRealBinaries(b *testing.B) {
+	binDir, influxd := os.Getenv("OCKAM_BIN"), os.Getenv("INFLUXD")
+	if binDir == "" || influxd == "" {
+		b.Skip("set OCKAM_BIN and INFLUXD (make bench does)")
+	}
+	telegraf, err := filepath.Abs(filepath.Join(binDir, "telegraf"))
+	must(b, err)
+	db := startInfluxd(b, influxd)
+	input := filepath.Join(b.TempDir(), "workload.lp")
+	writeLineProtocol(b, input, realMetrics)
+
+	for _, name := range []string{pipeOckam, pipeV2, "influxd-direct"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				database := fmt.Sprintf("bench_%d", collectors.Add(1))
+				db.query(b, "CREATE DATABASE "+database)
+				base, err := db.pointsWritten()
+				must(b, err)
+				watch := db.watch(base, realMetrics)
+				switch name {
+				case "influxd-direct":
+					db.postFile(b, database, input)
+				default:
+					runPipeline(b, name, telegraf, input, db, database)
+				}
+				elapsed, err := (<-watch)()
+				must(b, err)
+				if got := db.count(b, database); got != realMetrics {
+					b.Fatalf("influxd holds %d points, want %d", got, realMetrics)
+				}
+				b.ReportMetric(0, "ns/op") // the setup, mostly
+				b.ReportMetric(float64(realMetrics)/elapsed.Seconds(), "metrics/s")
+			}
+		})
+	}
+}
+
+// runPipeline runs the gateway and then the device, and waits until the
+// device has written everything.
+func runPipeline(b *testing.B, name, telegraf, input string, db *influxdb, database string) {
+	addr := ockamtest.FreeAddr(b)
+	conf := map[string]string{
+		"Addr": addr, "Input": input, "Influx": db.url, "Database": database,
+		"Batch": fmt.Sprint(realBatch), "Buffer": fmt.Sprint(2 * realMetrics),
+	}
+	gatewayTmpl, deviceTmpl := v2Gateway, v2Device
+	if name == pipeOckam {
+		fleet := ockamtest.NewFleet(b)
+		gateway := fleet.Enroll(b, "gateway", map[string]string{"role": "listener"})
+		device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
+		conf["Authority"] = fleet.AuthorityFile
+		conf["GatewayVault"], conf["GatewayCred"] = gateway.VaultPath, gateway.CredentialPath
+		conf["DeviceVault"], conf["DeviceCred"] = device.VaultPath, device.CredentialPath
+		gatewayTmpl, deviceTmpl = ockamGateway, ockamDevice
+	}
+	gw := startProcess(b, "gateway", telegraf, "--config", render(b, gatewayTmpl, conf))
+	waitListening(b, gw, addr)
+	dev := startProcess(b, "device", telegraf, "--once", "--config", render(b, deviceTmpl, conf))
+	if err := dev.wait(3 * time.Minute); err != nil {
+		b.Fatalf("device: %v\n%s", err, dev.tail())
+	}
+	gw.stop(b)
+}
+
+// The Telegraf configurations. Both gateways write to influxd with
+// outputs.influxdb_v2's defaults (gzip); the batch size is the device's.
+const agentConf = `[agent]
+  interval = "1h"
+  flush_interval = "1s"
+  flush_jitter = "0s"
+  metric_batch_size = {{.Batch}}
+  metric_buffer_limit = {{.Buffer}}
+  omit_hostname = true
+`
+
+const toInfluxd = `
+[[outputs.influxdb_v2]]
+  urls = ["{{.Influx}}"]
+  token = ""
+  organization = ""
+  bucket = "{{.Database}}/autogen"
+  timeout = "30s"
+`
+
+const fileInput = `
+[[inputs.file]]
+  files = ["{{.Input}}"]
+  data_format = "influx"
+`
+
+var (
+	ockamGateway = agentConf + `
+[[inputs.ockam_listener]]
+  service_address = "tcp://{{.Addr}}"
+  vault_path = "{{.GatewayVault}}"
+  credential_path = "{{.GatewayCred}}"
+  authority_paths = ["{{.Authority}}"]
+` + toInfluxd
+	ockamDevice = agentConf + fileInput + `
+[[outputs.ockam]]
+  address = "tcp://{{.Addr}}"
+  vault_path = "{{.DeviceVault}}"
+  credential_path = "{{.DeviceCred}}"
+  authority_path = "{{.Authority}}"
+  timeout = "30s"
+`
+	v2Gateway = agentConf + `
+[[inputs.influxdb_v2_listener]]
+  service_address = "{{.Addr}}"
+` + toInfluxd
+	v2Device = agentConf + fileInput + `
+[[outputs.influxdb_v2]]
+  urls = ["http://{{.Addr}}"]
+  token = ""
+  organization = ""
+  bucket = "device"
+  timeout = "30s"
+`
+)
+
+// render writes a configuration and returns its path.
+func render(b *testing.B, text string, data map[string]string) string {
+	var out bytes.Buffer
+	must(b, template.Must(template.New("conf").Option("missingkey=error").Parse(text)).Execute(&out, data))
+	path := filepath.Join(b.TempDir(), "telegraf.conf")
+	ockamtest.WriteFile(b, path, out.Bytes())
+	return path
+}
+
+// writeLineProtocol writes n metrics of the workload to path.
+func writeLineProtocol(b *testing.B, path string, n int) {
+	s := &influx.Serializer{}
+	must(b, s.Init())
+	out, err := s.SerializeBatch(workload(n))
+	must(b, err)
+	ockamtest.WriteFile(b, path, out)
+}
+
+// waitListening waits until addr accepts connections.
+func waitListening(b *testing.B, p *process, addr string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		if p.exited() || time.Now().After(deadline) {
+			b.Fatalf("%s does not listen on %s:\n%s", p.name, addr, p.tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// process is a child process with its output in a file.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when it exited
+	err  error         // its exit, once done is closed
+}
+
+func startProcess(b *testing.B, name, bin string, args ...string) *process {
+	p := &process{name: name, log: filepath.Join(b.TempDir(), name+".log"), done: make(chan struct{})}
+	f, err := os.Create(p.log)
+	must(b, err)
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	must(b, p.cmd.Start())
+	go func() {
+		p.err = p.cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	b.Cleanup(func() {
+		if !p.exited() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the process to exit.
+func (p *process) wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running after %v", p.name, timeout)
+	}
+}
+
+// stop sends SIGTERM and waits.
+func (p *process) stop(b *testing.B) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(30 * time.Second); err != nil {
+		b.Errorf("%s: %v\n%s", p.name, err, p.tail())
+	}
+}
+
+// tail returns the end of the process's log.
+func (p *process) tail() string {
+	data, _ := os.ReadFile(p.log)
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
+}
+
+// influxdb is an influxd 1.8 on loopback, with its data in a temporary
+// directory.
+type influxdb struct {
+	url string
+}
+
+var listeningHTTP = regexp.MustCompile(`msg="Listening on HTTP".* addr=(\S+)`)
+
+// startInfluxd starts influxd with deploy/influxdb.conf.tmpl.
+func startInfluxd(b *testing.B, bin string) *influxdb {
+	dir := b.TempDir()
+	tmpl, err := os.ReadFile("../deploy/influxdb.conf.tmpl")
+	must(b, err)
+	conf := filepath.Join(dir, "influxdb.conf")
+	ockamtest.WriteFile(b, conf, []byte(strings.NewReplacer("{{.Dir}}", dir, "{{.HTTPBind}}", "127.0.0.1:0").Replace(string(tmpl))))
+	p := startProcess(b, "influxd", bin, "-config", conf)
+	deadline := time.Now().Add(60 * time.Second) // Flux takes seconds to start
+	for {
+		data, _ := os.ReadFile(p.log)
+		if m := listeningHTTP.FindSubmatch(data); m != nil {
+			db := &influxdb{url: "http://" + string(m[1])}
+			for time.Now().Before(deadline) {
+				if resp, err := http.Get(db.url + "/ping"); err == nil {
+					resp.Body.Close()
+					return db
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			b.Fatalf("influxd did not start:\n%s", p.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// queryResult is the part of an InfluxQL response read here.
+type queryResult struct {
+	Results []struct {
+		Error  string
+		Series []struct {
+			Columns []string
+			Values  [][]any
+		}
+	}
+}
+
+// query runs an InfluxQL statement; params are more form fields, in pairs.
+func (db *influxdb) query(b *testing.B, q string, params ...string) queryResult {
+	r, err := db.tryQuery(q, params...)
+	must(b, err)
+	return r
+}
+
+func (db *influxdb) tryQuery(q string, params ...string) (queryResult, error) {
+	form := url.Values{"q": {q}}
+	for i := 0; i+1 < len(params); i += 2 {
+		form.Set(params[i], params[i+1])
+	}
+	var r queryResult
+	resp, err := http.PostForm(db.url+"/query", form)
+	if err != nil {
+		return r, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return r, fmt.Errorf("%s: %w", q, err)
+	}
+	for _, res := range r.Results {
+		if res.Error != "" {
+			return r, fmt.Errorf("%s: %s", q, res.Error)
+		}
+	}
+	return r, nil
+}
+
+// pointsWritten returns influxd's count of points written over HTTP.
+func (db *influxdb) pointsWritten() (int64, error) {
+	r, err := db.tryQuery("SHOW STATS FOR 'httpd'")
+	if err != nil {
+		return 0, err
+	}
+	for _, res := range r.Results {
+		for _, s := range res.Series {
+			for i, c := range s.Columns {
+				if n, ok := s.Values[0][i].(float64); c == "pointsWrittenOK" && ok {
+					return int64(n), nil
+				}
+			}
+		}
+	}
+	return 0, errors.New("influxd reports no pointsWrittenOK")
+}
+
+// watch polls pointsWritten and sends the time from the first point above
+// base to base+n, or an error.
+func (db *influxdb) watch(base, n int64) <-chan func() (time.Duration, error) {
+	out := make(chan func() (time.Duration, error), 1)
+	go func() {
+		var first time.Time
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+			now := time.Now()
+			got, err := db.pointsWritten()
+			if err != nil {
+				out <- func() (time.Duration, error) { return 0, err }
+				return
+			}
+			if got -= base; got > 0 && first.IsZero() {
+				first = now
+			}
+			if got >= n {
+				out <- func() (time.Duration, error) { return now.Sub(first), nil }
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		out <- func() (time.Duration, error) { return 0, fmt.Errorf("fewer than %d points written in 5 minutes", n) }
+	}()
+	return out
+}
+
+// count returns the number of points in database.
+func (db *influxdb) count(b *testing.B, database string) int64 {
+	r := db.query(b, `SELECT count("uptime") FROM /.*/`, "db", database)
+	var n int64
+	for _, res := range r.Results {
+		for _, s := range res.Series {
+			for _, v := range s.Values {
+				n += int64(v[1].(float64))
+			}
+		}
+	}
+	return n
+}
+
+// postFile posts the line protocol in path to database in batches of
+// realBatch lines, one at a time.
+func (db *influxdb) postFile(b *testing.B, database, path string) {
+	data, err := os.ReadFile(path)
+	must(b, err)
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	for i := 0; i < len(lines); i += realBatch {
+		body := bytes.Join(lines[i:min(i+realBatch, len(lines))], nil)
+		resp, err := http.Post(db.url+"/write?db="+database, "text/plain", bytes.NewReader(body))
+		must(b, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			b.Fatalf("influxd write: %s", resp.Status)
+		}
+	}
+}

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// authorityCommand returns "ockam authority".
+func authorityCommand() *command {
+	return &command{name: "authority", subs: []*command{
+		{name: "serve", summary: "run the enrollment service (authority)", usage: authorityServeUsage, flags: authorityServe},
+		{name: "process", summary: "answer a file of enrollment requests (authority)", usage: authorityProcessUsage, flags: authorityProcess},
+		{name: "bundle", summary: "write the enrollment bundle for offline devices (authority)", usage: authorityBundleUsage, flags: authorityBundle},
+		{name: "rotate", summary: "make a new signed prekey for bundles (authority)", usage: authorityRotateUsage, flags: authorityRotate},
+		{name: "status", summary: "check the store and print its counts (authority)", usage: authorityStatusUsage, flags: authorityStatus},
+	}}
+}
+
+// authorityServeUsage is the --help text of "ockam authority serve".
+const authorityServeUsage = `Usage: ockam authority serve --vault AUTHORITY_DIR --db FILE
+                             [--listen tcp://HOST:PORT] [--debug]
+
+Runs the enrollment service of the authority in the vault AUTHORITY_DIR:
+it hands out enrollment bundles, answers enrollment requests with
+credentials, and serves the current signed revocation list, on --listen.
+Its state (token hashes, one-time prekeys, issued credentials, the
+revocation list) is in the store FILE, created if missing (mode 0600).
+
+While it runs it holds FILE, and the commands that use FILE
+('ockam enroll token create', 'ockam revocation add --db', 'ockam authority
+process', 'bundle' and 'status') reach it through the socket FILE.sock.
+
+Prints "listening on tcp://ADDRESS as IDENTIFIER" on stdout once ready,
+logs on stderr, and stops on SIGINT or SIGTERM.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --listen tcp://HOST:PORT where to listen (default tcp://127.0.0.1:4100;
+                           port 0 picks a free one)
+  --debug                  also log every credential issued
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// authorityServe defines "ockam authority serve".
+func authorityServe(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	listen := fs.String("listen", "tcp://127.0.0.1:4100", "listen address")
+	debug := fs.Bool("debug", false, "log every credential issued")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "vault", "db"); err != nil {
+			return err
+		}
+		addr, err := parseTCPAddress("listen", *listen)
+		if err != nil {
+			return err
+		}
+		v, id, err := vf.load(e)
+		if err != nil {
+			return err
+		}
+		store, err := authority.OpenStore(*db, id.Identifier())
+		if errors.Is(err, authority.ErrLocked) {
+			return withHint(err, "is another 'ockam authority serve' running with this store?")
+		}
+		if err != nil {
+			return err
+		}
+		level := slog.LevelInfo
+		if *debug {
+			level = slog.LevelDebug
+		}
+		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+		a, err := authority.New(authority.Config{Vault: v, Identity: id, Store: store, Now: e.clock(), Logger: log})
+		if err != nil {
+			store.Close()
+			return err
+		}
+		defer a.Close()
+		return serveAuthority(e, a, addr, *db, log)
+	}
+}
+
+// serveAuthority listens on addr and the control socket of db, and serves
+// until SIGINT or SIGTERM.
+func serveAuthority(e *env, a *authority.Authority, addr, db string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	ctl, err := authority.ListenControl(db)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer os.Remove(authority.ControlPath(db))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- authority.ServeControl(ctx, ctl, a, log) }()
+	fmt.Fprintf(e.stdout, "listening on tcp://%s as %s\n", ln.Addr(), a.Identifier())
+	log.Info("serving", "address", ln.Addr().String(), "authority", a.Identifier().String(), "control", authority.ControlPath(db))
+	err = (&authority.Service{Authority: a, Logger: log}).Serve(ctx, ln)
+	stop()
+	if cerr := <-ctlDone; err == nil {
+		err = cerr
+	}
+	log.Info("stopped")
+	return err
+}
+
+// authorityProcessUsage is the --help text of "ockam authority process".
+const authorityProcessUsage = `Usage: ockam authority process --vault AUTHORITY_DIR --db FILE --in REQUESTS
+                               --out ANSWERS [--force]
+
+Answers the enrollment requests in REQUESTS (made by 'ockam enroll request';
+files of many devices may be concatenated) as the running service would,
+and writes the answers to ANSWERS, one per request answered. Reports
+progress on stderr, and each refused request with its reason. Exits 1 if
+any request was refused (the answers of the others are written).
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --in FILE                the requests (required)
+  --out FILE               where to write the answers, "-" for stdout
+                           (required)
+  --force                  replace ANSWERS if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// authorityProcess defines "ockam authority process".
+func authorityProcess(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	in := fs.String("in", "", "request file")
+	out := fs.String("out", "", "answer file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "vault", "db", "in", "out"); err != nil {
+			return err
+		}
+		data, err := readBounded(*in, maxBatchFile, false)
+		if err != nil {
+			return err
+		}
+		requests, err := secure.ParseRequestFile(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *in, err)
+		}
+		if err := checkOutput(*out, *force); err != nil {
+			return err
+		}
+		a, err := openAdmin(e, &vf, *db)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		p := &progress{e: e, what: "processed", total: len(requests)}
+		results := authority.ProcessRequests(a, requests, processWorkers, p.report)
+		var answers bytes.Buffer
+		refused := 0
+		for i, r := range results {
+			if r.Err != nil {
+				refused++
+				h := sha256Prefix(requests[i])
+				e.warnf("request %d (%s…) refused: %v", i+1, h, r.Err)
+				continue
+			}
+			answers.Write(secure.MarshalAnswerFile(r.Answer))
+		}
+		if answers.Len() > 0 {
+			if err := writeOutput(e, *out, answers.Bytes(), *force); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(e.stderr, "ockam: answered %d, refused %d\n", len(requests)-refused, refused)
+		if refused > 0 {
+			return fmt.Errorf("%d of %d requests refused", refused, len(requests))
+		}
+		return nil
+	}
+}
+
+// sha256Prefix names a request in messages by the hash its answer carries.
+func sha256Prefix(request []byte) string {
+	h := secure.RequestHash(request)
+	return fmt.Sprintf("%x", h[:4])
+}
+
+// authorityBundleUsage is the --help text of "ockam authority bundle".
+const authorityBundleUsage = `Usage: ockam authority bundle --vault AUTHORITY_DIR --db FILE --out FILE
+                              [--one-time N] [--ttl DURATION] [--force]
+
+Writes the enrollment bundle of the authority (its signed prekey, signed by
+its identity key) to FILE, for devices that enroll offline with 'ockam
+enroll request'. With --one-time N, the bundle also carries N new one-time
+prekeys (at most 1024), stored until the bundle expires; each enrolls one
+device, which picks one at random.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --out FILE               where to write the bundle, "-" for stdout
+                           (required)
+  --one-time N             one-time prekeys to include (default 0)
+  --ttl DURATION           how long the one-time prekeys stay usable
+                           (default: as long as the signed prekey)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// authorityBundle defines "ockam authority bundle".
+func authorityBundle(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	out := fs.String("out", "", "bundle file")
+	oneTime := fs.Int("one-time", 0, "one-time prekeys")
+	var ttl ttlFlag
+	fs.Var(&ttl, "ttl", "lifetime of the one-time prekeys")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "vault", "db", "out"); err != nil {
+			return err
+		}
+		if *oneTime < 0 || *oneTime > secure.MaxOneTimePrekeys {
+			return usagef("--one-time %d: want 0 to %d", *oneTime, secure.MaxOneTimePrekeys)
+		}
+		if err := checkOutput(*out, *force); err != nil {
+			return err
+		}
+		a, err := openAdmin(e, &vf, *db)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		b, err := a.Bundle(*oneTime, time.Duration(ttl))
+		if err != nil {
+			return err
+		}
+		if err := writeOutput(e, *out, b.MarshalFile(), *force); err != nil {
+			return err
+		}
+		if *out != "-" {
+			fmt.Fprintf(e.stdout, "expires: %s\none-time prekeys: %d\n", formatTime(b.Expires), len(b.OneTimePrekeys))
+		}
+		return nil
+	}
+}
+
+// authorityRotateUsage is the --help text of "ockam authority rotate".
+const authorityRotateUsage = `Usage: ockam authority rotate --vault AUTHORITY_DIR [--ttl DURATION]
+
+Makes a new signed prekey for enrollment bundles, valid for DURATION, and
+prints its expiry. The previous one stays valid until it expires, so
+devices holding an older bundle can still enroll; the one before it is
+deleted. A running service picks the new one up within 10 seconds. The
+service also rotates by itself when a third of the lifetime is left.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --ttl DURATION           how long it is valid (default 90d)
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// authorityRotate defines "ockam authority rotate".
+func authorityRotate(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	ttl := ttlFlag(authority.DefaultSignedPrekeyTTL)
+	fs.Var(&ttl, "ttl", "validity period")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault")
+		if err != nil {
+			return err
+		}
+		v, id, err := vf.load(e)
+		if err != nil {
+			return err
+		}
+		b, err := authority.RotateSignedPrekey(v, id, now, time.Duration(ttl))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "signed prekey: %x\nexpires: %s\n", b.SignedPrekey, formatTime(b.Expires))
+		return nil
+	}
+}
+
+// authorityStatusUsage is the --help text of "ockam authority status".
+const authorityStatusUsage = `Usage: ockam authority status --vault AUTHORITY_DIR --db FILE
+
+Checks that the store FILE is consistent (every used token names the
+credential it was used for, and back; so tokens used = credentials
+issued) and prints its counts. Exits 1 if it is not consistent.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// authorityStatus defines "ockam authority status".
+func authorityStatus(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "vault", "db"); err != nil {
+			return err
+		}
+		a, err := openAdmin(e, &vf, *db)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		st, err := a.Stats()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "authority:           %s\n", a.Identifier())
+		fmt.Fprintf(e.stdout, "tokens:              %d\n", st.Tokens)
+		fmt.Fprintf(e.stdout, "tokens used:         %d\n", st.TokensUsed)
+		fmt.Fprintf(e.stdout, "credentials issued:  %d\n", st.Credentials)
+		fmt.Fprintf(e.stdout, "one-time prekeys:    %d (%d used)\n", st.OneTimePrekeys, st.OneTimePrekeysUsed)
+		fmt.Fprintf(e.stdout, "revocation sequence: %d (%d entries)\n", st.RevocationSequence, st.RevokedEntries)
+		fmt.Fprintln(e.stdout, "consistent:          yes")
+		return nil
+	}
+}

@@ -1,0 +1,581 @@
+package main
+
+import (
+	"bufio"
+	crand "crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/vault"
+)
+
+// Vault names of a device's pending offline enrollment: the ephemeral key
+// of its request and the request.
+const (
+	pendingEphemeralKey = "enroll-ephemeral"
+	pendingRequest      = "enroll.request"
+)
+
+// enrollTimeout bounds an online enrollment.
+const enrollTimeout = 30 * time.Second
+
+// enrollCommand returns "ockam enroll": itself the online enrollment, with
+// the offline pair and token minting below it.
+func enrollCommand() *command {
+	return &command{name: "enroll", summary: "enroll this device with an authority's service", usage: enrollUsage, flags: enrollOnline,
+		subs: []*command{
+			{name: "token", subs: []*command{
+				{name: "create", summary: "mint enrollment tokens (authority)", usage: tokenCreateUsage, flags: tokenCreate},
+			}},
+			{name: "request", summary: "write an enrollment request, to enroll offline", usage: enrollRequestUsage, flags: enrollRequest},
+			{name: "accept", summary: "read the answer to an offline request", usage: enrollAcceptUsage, flags: enrollAccept},
+		}}
+}
+
+// tokenFlags are --token and --token-file.
+type tokenFlags struct{ token, file string }
+
+func (tf *tokenFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&tf.token, "token", "", "enrollment token")
+	fs.StringVar(&tf.file, "token-file", "", "file holding the enrollment token")
+}
+
+// read returns the token of --token or --token-file.
+func (tf *tokenFlags) read() (secure.Token, error) {
+	s := tf.token
+	switch {
+	case tf.token != "" && tf.file != "":
+		return secure.Token{}, usagef("--token and --token-file exclude each other")
+	case tf.file != "":
+		b, err := readBounded(tf.file, maxEnrollTokenFile, true)
+		if err != nil {
+			return secure.Token{}, err
+		}
+		s = string(b)
+	case tf.token == "":
+		return secure.Token{}, usagef("missing --token or --token-file")
+	}
+	t, err := secure.ParseToken(s)
+	if err != nil {
+		return secure.Token{}, fmt.Errorf("enrollment token: %w", err)
+	}
+	return t, nil
+}
+
+// enrollingIdentity loads the identity of the vault, or creates one if the
+// vault has none yet.
+func enrollingIdentity(e *env, vf *vaultFlags, now time.Time) (vault.Vault, *secure.LocalIdentity, error) {
+	v, encrypted, err := vf.open(e, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := secure.ReadPublicIdentity(v); errors.Is(err, vault.ErrNotFound) {
+		id, err := secure.CreateIdentity(v, now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("create identity in %s: %w", vf.dir, err)
+		}
+		e.notef("created identity %s in %s", id.Identifier(), vf.dir)
+		if !encrypted {
+			e.warnf("vault keys are stored unencrypted; set %s to encrypt them", passphraseEnv)
+		}
+		return v, id, nil
+	}
+	lv, id, err := vf.load(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := id.CheckAttestation(now); err != nil {
+		return nil, nil, err
+	}
+	return lv, id, nil
+}
+
+// readAuthority reads --authority and checks that the token is its own.
+func readAuthority(path string, tok secure.Token) (*secure.Identity, error) {
+	auth, err := readIdentityFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--authority: %w", err)
+	}
+	if !tok.IsZero() && !tok.MintedBy(auth.Identifier()) {
+		return nil, enrollFailure(fmt.Errorf("token not minted by %s: %w", auth.Identifier().Short(), secure.ErrWrongAuthority))
+	}
+	return auth, nil
+}
+
+// enrollUsage is the --help text of "ockam enroll".
+const enrollUsage = `Usage: ockam enroll --vault DIR --authority FILE --address tcp://HOST:PORT
+                    (--token TOKEN | --token-file FILE) --out CRED_FILE [--force]
+       ockam enroll token create ...   (mint tokens; authority)
+       ockam enroll request ...        (offline: write a request)
+       ockam enroll accept ...         (offline: read the answer)
+
+Enrolls the identity of the vault DIR (created if the vault has none) with
+the authority's service at --address: fetches its enrollment bundle, checks
+that the authority in FILE signed it, sends a request that only the
+authority can read, carrying this identity and the single-use token, and
+writes the credential of the answer to CRED_FILE (mode 0644), after
+checking it. Prints the credential's id, subject and expiry.
+
+Flags:
+  --vault DIR              the device's vault directory (required)
+  --authority FILE         the authority's identity file (required)
+  --address tcp://HOST:PORT
+                           the authority's service (required)
+  --token TOKEN            the enrollment token (or --token-file)
+  --token-file FILE        a file holding the token (mode 0600)
+  --out FILE               where to write the credential (required)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// enrollOnline defines "ockam enroll".
+func enrollOnline(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	var tf tokenFlags
+	tf.register(fs)
+	authorityFile := fs.String("authority", "", "authority identity file")
+	address := fs.String("address", "", "authority service address")
+	out := fs.String("out", "", "credential file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault", "authority", "address", "out")
+		if err != nil {
+			return err
+		}
+		addr, err := parseTCPAddress("address", *address)
+		if err != nil {
+			return err
+		}
+		tok, err := tf.read()
+		if err != nil {
+			return err
+		}
+		auth, err := readAuthority(*authorityFile, tok)
+		if err != nil {
+			return err
+		}
+		if err := checkOutput(*out, *force); err != nil {
+			return err
+		}
+		_, id, err := enrollingIdentity(e, &vf, now)
+		if err != nil {
+			return err
+		}
+		c, err := enrollAt(addr, id, auth, tok, now)
+		if err != nil {
+			return enrollFailure(err)
+		}
+		if err := writeOutput(e, *out, c.MarshalFile(), *force); err != nil {
+			return err
+		}
+		printEnrolled(e, c)
+		return nil
+	}
+}
+
+// enrollAt runs the online enrollment against the service at addr.
+func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok secure.Token, now time.Time) (*secure.Credential, error) {
+	nc, err := net.DialTimeout("tcp", addr, enrollTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(enrollTimeout))
+	// Buffered reads: a reply's header and body in one read.
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{bufio.NewReader(nc), nc}
+	b, err := secure.FetchBundle(rw)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Verify(auth, now); err != nil {
+		return nil, err
+	}
+	var k [32]byte
+	crand.Read(k[:]) // never fails (Go 1.24+)
+	oneTime := -1
+	if len(b.OneTimePrekeys) > 0 {
+		oneTime = rand.IntN(len(b.OneTimePrekeys))
+	}
+	enr, err := secure.NewEnrollment(id, b, tok, oneTime, vault.NewDHFromScalar(k))
+	if err != nil {
+		return nil, err
+	}
+	answer, err := secure.SubmitEnrollment(rw, enr.Request())
+	if err != nil {
+		return nil, err
+	}
+	v, err := secure.NewVerifier(auth)
+	if err != nil {
+		return nil, err
+	}
+	return enr.OpenAnswer(answer, v, now)
+}
+
+// printEnrolled prints what enrollment got.
+func printEnrolled(e *env, c *secure.Credential) {
+	fmt.Fprintf(e.stdout, "credential: %s\n", c.ID)
+	fmt.Fprintf(e.stdout, "subject:    %s\n", c.Subject)
+	fmt.Fprintf(e.stdout, "expires:    %s\n", formatTime(c.ExpiresAt))
+}
+
+// enrollRequestUsage is the --help text of "ockam enroll request".
+const enrollRequestUsage = `Usage: ockam enroll request --vault DIR --authority FILE --bundle FILE
+                            (--token TOKEN | --token-file FILE) --out REQUEST [--force]
+
+The offline half of 'ockam enroll': writes the enrollment request of the
+identity of the vault DIR (created if the vault has none) to REQUEST, for
+the authority to answer with 'ockam authority process'. The bundle (from
+'ockam authority bundle') must be signed by the authority in FILE. The vault
+keeps the request's ephemeral key until 'ockam enroll accept' reads the
+answer; a new request replaces a pending one.
+
+Flags:
+  --vault DIR              the device's vault directory (required)
+  --authority FILE         the authority's identity file (required)
+  --bundle FILE            the authority's enrollment bundle (required)
+  --token TOKEN            the enrollment token (or --token-file)
+  --token-file FILE        a file holding the token (mode 0600)
+  --out FILE               where to write the request, "-" for stdout
+                           (required)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// enrollRequest defines "ockam enroll request".
+func enrollRequest(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	var tf tokenFlags
+	tf.register(fs)
+	authorityFile := fs.String("authority", "", "authority identity file")
+	bundleFile := fs.String("bundle", "", "enrollment bundle file")
+	out := fs.String("out", "", "request file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault", "authority", "bundle", "out")
+		if err != nil {
+			return err
+		}
+		tok, err := tf.read()
+		if err != nil {
+			return err
+		}
+		auth, err := readAuthority(*authorityFile, tok)
+		if err != nil {
+			return err
+		}
+		b, err := readParsed(*bundleFile, maxBundleFile, secure.ParseBundleFile)
+		if err != nil {
+			return err
+		}
+		if err := b.Verify(auth, now); err != nil {
+			return enrollFailure(fmt.Errorf("%s: %w", *bundleFile, err))
+		}
+		if err := checkOutput(*out, *force); err != nil {
+			return err
+		}
+		v, id, err := enrollingIdentity(e, &vf, now)
+		if err != nil {
+			return err
+		}
+		if err := v.DeleteKey(pendingEphemeralKey); err != nil && !errors.Is(err, vault.ErrNotFound) {
+			return err
+		}
+		eph, err := v.GenerateDH(pendingEphemeralKey)
+		if err != nil {
+			return err
+		}
+		oneTime := -1
+		if len(b.OneTimePrekeys) > 0 {
+			oneTime = rand.IntN(len(b.OneTimePrekeys))
+		}
+		enr, err := secure.NewEnrollment(id, b, tok, oneTime, eph)
+		if err != nil {
+			return enrollFailure(err)
+		}
+		if err := v.WriteRecord(pendingRequest, enr.Request()); err != nil {
+			return err
+		}
+		if err := writeOutput(e, *out, secure.MarshalRequestFile(enr.Request()), *force); err != nil {
+			return err
+		}
+		if *out != "-" {
+			h := enr.RequestHash()
+			fmt.Fprintf(e.stdout, "request: %x\n", h[:4])
+		}
+		return nil
+	}
+}
+
+// enrollAcceptUsage is the --help text of "ockam enroll accept".
+const enrollAcceptUsage = `Usage: ockam enroll accept --vault DIR --authority FILE --in ANSWERS --out CRED_FILE [--force]
+
+Finds, in ANSWERS (from 'ockam authority process'; it may hold the answers
+of many devices), the answer to the request 'ockam enroll request' made for
+the vault DIR, decrypts it, checks the credential, and writes it to
+CRED_FILE (mode 0644). Then forgets the pending request.
+
+Flags:
+  --vault DIR              the device's vault directory (required)
+  --authority FILE         the authority's identity file (required)
+  --in FILE                the answers (required)
+  --out FILE               where to write the credential (required)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// enrollAccept defines "ockam enroll accept".
+func enrollAccept(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	authorityFile := fs.String("authority", "", "authority identity file")
+	in := fs.String("in", "", "answer file")
+	out := fs.String("out", "", "credential file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault", "authority", "in", "out")
+		if err != nil {
+			return err
+		}
+		auth, err := readAuthority(*authorityFile, secure.Token{})
+		if err != nil {
+			return err
+		}
+		data, err := readBounded(*in, maxBatchFile, false)
+		if err != nil {
+			return err
+		}
+		answers, err := secure.ParseAnswerFile(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *in, err)
+		}
+		if err := checkOutput(*out, *force); err != nil {
+			return err
+		}
+		v, id, err := vf.load(e)
+		if err != nil {
+			return err
+		}
+		enr, err := pendingEnrollment(v, id, vf.dir)
+		if err != nil {
+			return err
+		}
+		answer, err := findAnswer(answers, enr.RequestHash())
+		if err != nil {
+			return fmt.Errorf("%s: %w", *in, err)
+		}
+		verifier, err := secure.NewVerifier(auth)
+		if err != nil {
+			return err
+		}
+		c, err := enr.OpenAnswer(answer, verifier, now)
+		if err != nil {
+			return enrollFailure(err)
+		}
+		if err := writeOutput(e, *out, c.MarshalFile(), *force); err != nil {
+			return err
+		}
+		if err := v.DeleteKey(pendingEphemeralKey); err != nil {
+			e.warnf("forget the pending request: %v", err)
+		}
+		printEnrolled(e, c)
+		return nil
+	}
+}
+
+// pendingEnrollment rebuilds the device's pending offline request.
+func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*secure.Enrollment, error) {
+	eph, err := v.DH(pendingEphemeralKey)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, withHint(fmt.Errorf("vault %s has no pending enrollment request", dir),
+			"run 'ockam enroll request' first (a request is answered once)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	req, err := v.ReadRecord(pendingRequest)
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: pending request: %w", dir, err)
+	}
+	return secure.ResumeEnrollment(id, req, eph)
+}
+
+// findAnswer returns the answer to the request with hash h.
+func findAnswer(answers [][]byte, h [32]byte) ([]byte, error) {
+	for _, a := range answers {
+		if ah, err := secure.AnswerRequestHash(a); err == nil && ah == h {
+			return a, nil
+		}
+	}
+	return nil, withHint(fmt.Errorf("no answer to this device's request %x (of %d answers)", h[:4], len(answers)),
+		"the authority may have refused it: see the output of 'ockam authority process'")
+}
+
+// tokenCreateUsage is the --help text of "ockam enroll token create".
+const tokenCreateUsage = `Usage: ockam enroll token create --vault AUTHORITY_DIR --db FILE --count N
+                                 [--attr KEY=VALUE ...] [--ttl DURATION]
+                                 [--credential-ttl DURATION] --out FILE [--force]
+
+Mints N single-use enrollment tokens of the authority in the vault
+AUTHORITY_DIR, each granting a credential with the given attributes, valid
+for --credential-ttl from enrollment. The tokens are written to FILE, one a
+line (mode 0600: they are secrets); the store FILE keeps only their hashes
+(through the running service, if there is one). Reports progress on stderr.
+A token not used within --ttl expires.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --count N                how many tokens (required)
+  --attr KEY=VALUE         an attribute of the credentials; repeat for more
+  --ttl DURATION           how long the tokens can be used (default 7d)
+  --credential-ttl DURATION
+                           how long the credentials are valid (default 30d)
+  --out FILE               where to write the tokens, "-" for stdout
+                           (required)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// defaultTokenTTL is how long a token can be used unless --ttl says otherwise.
+const defaultTokenTTL = 7 * day
+
+// tokenChunk is how many tokens are stored per transaction.
+const tokenChunk = 10_000
+
+// tokenCreate defines "ockam enroll token create".
+func tokenCreate(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	count := fs.Int("count", 0, "number of tokens")
+	attrs := attrFlags{}
+	fs.Var(attrs, "attr", "KEY=VALUE attribute (repeatable)")
+	ttl := ttlFlag(defaultTokenTTL)
+	fs.Var(&ttl, "ttl", "token lifetime")
+	credTTL := ttlFlag(defaultCredentialTTL)
+	fs.Var(&credTTL, "credential-ttl", "credential lifetime")
+	out := fs.String("out", "", "token file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault", "db", "out")
+		if err != nil {
+			return err
+		}
+		if *count <= 0 {
+			return usagef("--count must be positive")
+		}
+		if err := secure.CheckAttributes(attrs); err != nil {
+			return fmt.Errorf("--attr: %w", err)
+		}
+		spec := authority.TokenSpec{Attributes: attrs, Expires: now.Add(time.Duration(ttl)), CredentialTTL: time.Duration(credTTL)}
+		w, err := createSecretOutput(e, *out, *force)
+		if err != nil {
+			return err
+		}
+		a, err := openAdmin(e, &vf, *db)
+		if err != nil {
+			w.abort()
+			return err
+		}
+		defer a.Close()
+		p := &progress{e: e, what: "minted", total: *count}
+		for done := 0; done < *count; {
+			n := min(tokenChunk, *count-done)
+			hashes := make([]secure.TokenHash, n)
+			for i := range n {
+				t, err := secure.GenerateToken(a.Identifier(), nil)
+				if err != nil {
+					return err
+				}
+				hashes[i] = t.Hash()
+				w.WriteString(t.Reveal() + "\n")
+			}
+			// The tokens are on disk before their hashes are stored: every
+			// stored hash has its token in FILE.
+			if err := w.sync(); err != nil {
+				return err
+			}
+			if err := a.AddTokens(hashes, spec); err != nil {
+				return fmt.Errorf("store tokens %d to %d: %w (the first %d tokens of %s are valid)", done+1, done+n, err, done, *out)
+			}
+			done += n
+			p.report(done)
+		}
+		if err := w.close(); err != nil {
+			return err
+		}
+		if *out != "-" {
+			fmt.Fprintf(e.stdout, "tokens:  %d\nexpires: %s\n", *count, formatTime(spec.Expires))
+		}
+		return nil
+	}
+}
+
+// secretOutput is the token file: created 0600, written as tokens are
+// minted, synced before their hashes are stored.
+type secretOutput struct {
+	*bufio.Writer
+	f    *os.File // nil for stdout
+	path string
+}
+
+// createSecretOutput creates path (0600; O_EXCL unless force), or uses
+// stdout for "-".
+func createSecretOutput(e *env, path string, force bool) (*secretOutput, error) {
+	if path == "-" {
+		return &secretOutput{Writer: bufio.NewWriter(e.stdout)}, nil
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil, withHint(fmt.Errorf("%s already exists", path), "pass --force to replace it")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &secretOutput{Writer: bufio.NewWriter(f), f: f, path: path}, nil
+}
+
+func (o *secretOutput) sync() error {
+	if err := o.Flush(); err != nil {
+		return err
+	}
+	if o.f != nil {
+		return o.f.Sync()
+	}
+	return nil
+}
+
+func (o *secretOutput) close() error {
+	if err := o.sync(); err != nil {
+		return err
+	}
+	if o.f != nil {
+		return o.f.Close()
+	}
+	return nil
+}
+
+// abort removes a token file to which nothing was written.
+func (o *secretOutput) abort() {
+	if o.f != nil {
+		o.f.Close()
+		os.Remove(o.path)
+	}
+}

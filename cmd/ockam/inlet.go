@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/inlet"
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+)
+
+// inletCommand returns "ockam inlet".
+func inletCommand() *command {
+	return &command{name: "inlet", subs: []*command{
+		{name: "influxdb", summary: "serve the InfluxDB write API locally; send each write through the channel",
+			usage: inletInfluxDBUsage, flags: inletInfluxDB},
+	}}
+}
+
+// inletInfluxDBUsage is the --help text of "ockam inlet influxdb".
+const inletInfluxDBUsage = `Usage: ockam inlet influxdb --vault DIR --credential FILE --authority FILE
+                           --address tcp://LISTENER:PORT [--listen ADDR]
+                           [--listener-identity ID] [--token-file FILE]
+                           [--timeout D] [--max-body-size SIZE]
+
+Serves the write endpoints of the InfluxDB HTTP API on a local address, so
+that stock Telegraf (outputs.influxdb_v2; or outputs.influxdb, with
+skip_database_creation = true) or any InfluxDB client can send metrics
+through the secure channel of the device in --vault, to the listener at
+--address, as outputs.ockam does. Each write is answered only once the
+listener answered:
+
+  204  the listener acknowledged every point (it delivered them)
+  400  the listener refused points for good (policy, revoked credential,
+       bad points): the client drops them; the reason is in the body
+  503  no channel, no answer within --timeout, or the listener asked to
+       retry: the client keeps the points and retries (Retry-After: 1)
+  413  the body is over --max-body-size: Telegraf splits the batch
+  401  --token-file is set and the request does not carry the token
+
+Endpoints: POST /api/v2/write?bucket=B&precision=ns|us|ms|s (org is
+ignored), POST /write?db=D&rp=R&precision=n|ns|u|us|ms|s|m|h (1.x),
+GET /ping, GET /health (200 while a channel is open, else 503; with
+counters). Bodies may be gzip. Every point carries its bucket ("db/rp" for
+1.x) in the tag _ockam_bucket, which the gateway can route by and remove
+(outputs.influxdb_v2: bucket_tag = "_ockam_bucket", exclude_bucket_tag =
+true). Runs until SIGINT or SIGTERM, then finishes the writes in flight.
+
+Flags:
+  --vault DIR              the device's vault directory, or a pkcs11: spec
+                           (required)
+  --credential FILE        the device's credential (required; read again
+                           before every connection)
+  --authority FILE         the identity file of the authority (required)
+  --address ADDR           the listener, as tcp://host:port (required)
+  --listen ADDR            where to serve HTTP (default 127.0.0.1:8086);
+                           a loopback address unless --allow-remote
+  --allow-remote           allow a --listen address that is not loopback
+  --listener-identity ID   pin the listener's identifier (I and 64 hex
+                           digits)
+  --token-file FILE        require the token in this file (mode 0600) as
+                           "Authorization: Token …" (1.x: also the password
+                           of basic authentication, or p=)
+  --timeout D              how long to wait for a channel, and for each
+                           answer of the listener (default 10s); clients
+                           should wait longer (Telegraf: timeout = "15s")
+  --max-body-size SIZE     the largest body, compressed or not (default
+                           25MiB; 26214400, 512KiB, 1MB …)
+  --passphrase-file FILE   the file holding the vault passphrase
+  --debug                  log every write
+
+Anyone who can reach the inlet writes as this device: keep it on loopback,
+and set --token-file when other local users must not write as the device.
+`
+
+// maxInletTokenFile bounds the token file.
+const maxInletTokenFile = 4 << 10
+
+// Shutdown: SIGTERM stops accepting writes and waits for those in flight,
+// each of which may wait up to --timeout for a channel and then --timeout
+// for each answer.
+const shutdownMargin = 5 * time.Second
+
+// inletInfluxDB defines "ockam inlet influxdb".
+func inletInfluxDB(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	credential := fs.String("credential", "", "the device's credential")
+	authority := fs.String("authority", "", "the authority's identity file")
+	address := fs.String("address", "", "the listener, tcp://host:port")
+	listen := fs.String("listen", "127.0.0.1:8086", "where to serve HTTP")
+	allowRemote := fs.Bool("allow-remote", false, "allow a listen address that is not loopback")
+	listenerID := fs.String("listener-identity", "", "the listener's identifier to pin")
+	tokenFile := fs.String("token-file", "", "file holding the token clients must send")
+	timeout := fs.Duration("timeout", 10*time.Second, "wait for a channel and for each answer")
+	maxBody := sizeFlag(inlet.DefaultMaxBodySize)
+	fs.Var(&maxBody, "max-body-size", "the largest request body")
+	debug := fs.Bool("debug", false, "log every write")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "vault", "credential", "authority", "address"); err != nil {
+			return err
+		}
+		if *timeout <= 0 {
+			return usagef("--timeout %v: must be positive", *timeout)
+		}
+		if maxBody <= 0 {
+			return usagef("--max-body-size %d: must be positive", int64(maxBody))
+		}
+		level := telegraf.Info
+		if *debug {
+			level = telegraf.Debug
+		}
+		log := newLineLogger(e.stderr, "inlet", level)
+		token, err := readToken(*tokenFile)
+		if err != nil {
+			return err
+		}
+		defer clear(token)
+		pass, err := vf.passphrase(e)
+		if err != nil {
+			return err
+		}
+		stats := selfstat.NewCollector(nil)
+		out := &ockam.Ockam{
+			Address:          *address,
+			VaultPath:        vf.dir,
+			VaultPassphrase:  config.NewSecret(pass), // takes pass and wipes it
+			CredentialPath:   *credential,
+			AuthorityPath:    *authority,
+			ListenerIdentity: *listenerID,
+			Timeout:          config.Duration(*timeout),
+			Log:              log.named("outputs.ockam"),
+			Statistics:       stats,
+		}
+		if err := out.Init(); err != nil {
+			return withHint(err, "--vault, --credential, --authority, --address and --listener-identity are "+
+				"outputs.ockam's vault_path, credential_path, authority_path, address and listener_identity")
+		}
+		defer out.Close() // releases the vault on every path; serveInlet closes it first
+		ln, err := listenLocal(*listen, *allowRemote)
+		if err != nil {
+			return err
+		}
+		h, err := inlet.New(inlet.Config{
+			Sender: out, Token: token, MaxBodySize: int64(maxBody), Version: "ockam-inlet/" + version(),
+			Log: log, Statistics: stats,
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		if len(token) == 0 && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+			log.Warnf("Listening on %s without --token-file: anyone who can reach it writes as this device", ln.Addr())
+		}
+		_ = out.Connect() // dials in the background; never fails
+		return serveInlet(ln, h, out, *address, *timeout, log)
+	}
+}
+
+// serveInlet serves h on ln until a signal, then shuts down: the writes in
+// flight are answered before the channel is closed.
+func serveInlet(ln net.Listener, h *inlet.Handler, out *ockam.Ockam, address string,
+	timeout time.Duration, log lineLogger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // the body, too: a write holds one of a few slots while it is read
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Infof("Listening on http://%s (InfluxDB write API: /api/v2/write, /write), sending to %s", ln.Addr(), address)
+
+	var err error
+	select {
+	case <-ctx.Done():
+		log.Infof("Stopping: no new writes; waiting for those in flight")
+	case err = <-served:
+		err = fmt.Errorf("serve HTTP: %w", err)
+	}
+	stop() // a second signal kills the process
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*timeout+shutdownMargin)
+	defer cancel()
+	if serr := srv.Shutdown(shutdown); serr != nil {
+		log.Warnf("Writes still in flight after %v were cut off (their clients retry): %v", 2*timeout+shutdownMargin, serr)
+		_ = srv.Close()
+	}
+	_ = out.Close()
+	if counters := h.Counters(); counters != nil {
+		log.Infof("Stopped: %d writes acknowledged, %d refused, %d unavailable; %d points acknowledged",
+			counters["ockam_inlet.writes_acked"], counters["ockam_inlet.writes_refused"],
+			counters["ockam_inlet.writes_unavailable"], counters["ockam_inlet.metrics_acked"])
+	}
+	return err
+}
+
+// listenLocal listens on addr (host:port), refusing an address that is not
+// loopback unless allowRemote: the inlet writes as this device for whoever
+// reaches it, over plain HTTP.
+func listenLocal(addr string, allowRemote bool) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && !allowRemote {
+		ln.Close()
+		bound := ip.String()
+		if ip.IsUnspecified() {
+			bound = "every interface"
+		}
+		return nil, withHint(fmt.Errorf("--listen %s is not a loopback address (it binds %s): whoever reaches the inlet "+
+			"writes as this device, over plain HTTP", addr, bound),
+			"listen on 127.0.0.1 or [::1], or pass --allow-remote (with --token-file) if the network in front of it is yours")
+	}
+	return ln, nil
+}
+
+// readToken reads the token file, without one trailing newline. The file
+// must be readable by its owner only.
+func readToken(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := readBounded(path, maxInletTokenFile, true) // its errors name path (and give a hint)
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("--token-file %s is empty", path)
+	}
+	return b, nil
+}
+
+// sizeFlag is a byte size flag: a number of bytes, or a number with a unit
+// (KiB, MiB, KB, MB …), as in Telegraf's configuration.
+type sizeFlag int64
+
+// String prints the size in bytes.
+func (s *sizeFlag) String() string { return fmt.Sprint(int64(*s)) }
+
+// Set parses a size.
+func (s *sizeFlag) Set(v string) error {
+	var c config.Size
+	if err := c.UnmarshalText([]byte(v)); err != nil || v == "" {
+		return errors.New("want a size such as 26214400, 512KiB or 25MiB")
+	}
+	*s = sizeFlag(c)
+	return nil
+}

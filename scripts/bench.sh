@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every benchmark of docs/BENCHMARKS.md in one go and prints one table:
+# the median of each figure over several rounds, ratios, and targets.
+#
+# Usage: scripts/bench.sh (make bench builds bin/ and influxd first and sets
+# OCKAM_BIN and INFLUXD; without them the real-binary run is skipped).
+#   BENCH_ROUNDS       rounds of the quick benchmarks (default 6). A round
+#                      runs each of them once, so the pipelines compared are
+#                      measured close together in time on a noisy machine.
+#   BENCH_IDLE_ROUNDS  runs of the 10,000-idle-channel measurement (default 3)
+#   BENCH_OUT          where the raw results, benchstat's summary (with
+#                      confidence intervals) and the table go (default: a
+#                      new temporary directory)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${BENCH_ROUNDS:-6}
+idle_rounds=${BENCH_IDLE_ROUNDS:-3}
+out=${BENCH_OUT:-$(mktemp -d -t ockam-bench.XXXXXX)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+benchstat=(go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da)
+raw="$out/raw.txt"
+: >"$raw"
+log() { echo "bench: $*" >&2; }
+
+# run DIR ARGS...: runs a test binary in DIR (a package directory), adding
+# its results to raw.txt; on failure, shows its output and stops.
+run() {
+	local dir=$1
+	shift
+	local part="$out/part.txt"
+	if ! (cd "$dir" && "$@" -test.run='^$') >"$part" 2>&1; then
+		cat "$part" >&2
+		exit 1
+	fi
+	cat "$part" >>"$raw"
+}
+
+start=$(date +%s)
+log "building the benchmarks and benchstat"
+go test -c -o "$out/bench.test" ./bench
+go test -c -o "$out/secure.test" ./secure
+"${benchstat[@]}" -h >/dev/null 2>&1 || true # download and build it now
+
+for i in $(seq "$rounds"); do
+	log "round $i of $rounds: authorization, crypto and handshakes, pipelines, ack latency"
+	run secure "$out/secure.test" -test.bench='^Benchmark(Authorize|RevocationLookup)$' -test.benchtime=300ms
+	run bench "$out/bench.test" -test.bench='^Benchmark(Crypto|Handshake)$' -test.cpu=1 -test.benchtime=500ms
+	run bench "$out/bench.test" -test.bench='^BenchmarkHandshakeLatency$' -test.benchtime=500ms
+	run bench "$out/bench.test" -test.bench='^BenchmarkPipeline$' -test.benchtime=2s
+	run bench "$out/bench.test" -test.bench='^BenchmarkAckLatency$' -test.benchtime=200x
+done
+log "memory per idle channel, $idle_rounds runs"
+run bench "$out/bench.test" -test.bench='^BenchmarkIdleChannels$' -test.benchtime=1x -test.count="$idle_rounds"
+log "real binaries into influxd"
+run bench "$out/bench.test" -test.bench='^BenchmarkRealBinaries$' -test.benchtime=1x
+
+"${benchstat[@]}" "$raw" >"$out/benchstat.txt" 2>&1
+"${benchstat[@]}" -format csv "$raw" >"$out/stats.csv" 2>/dev/null
+{
+	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
+		"$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(go version | cut -d' ' -f3-)."
+	echo "Medians of $rounds rounds ($idle_rounds for idle channels, 1 for the real binaries); $(date -u +%Y-%m-%d)."
+	echo
+	go run ./bench/benchtable "$out/stats.csv"
+} | tee "$out/table.md"
+log "done in $(($(date +%s) - start)) s; raw results, benchstat.txt and table.md are in $out"
