@@ -8,6 +8,7 @@
 #                      runs each of them once, so the pipelines compared are
 #                      measured close together in time on a noisy machine.
 #   BENCH_IDLE_ROUNDS  runs of the 10,000-idle-channel measurement (default 3)
+#   BENCH_REAL_ROUNDS  runs through the real binaries into influxd (default 3)
 #   BENCH_OUT          where the raw results, benchstat's summary (with
 #                      confidence intervals) and the table go (default: a
 #                      new temporary directory)
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${BENCH_ROUNDS:-6}
 idle_rounds=${BENCH_IDLE_ROUNDS:-3}
+real_rounds=${BENCH_REAL_ROUNDS:-3}
 out=${BENCH_OUT:-$(mktemp -d -t ockam-bench.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -37,6 +39,7 @@ run() {
 }
 
 start=$(date +%s)
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 log "building the benchmarks and benchstat"
 go test -c -o "$out/bench.test" ./bench
 go test -c -o "$out/secure.test" ./secure
@@ -52,15 +55,16 @@ for i in $(seq "$rounds"); do
 done
 log "memory per idle channel, $idle_rounds runs"
 run bench "$out/bench.test" -test.bench='^BenchmarkIdleChannels$' -test.benchtime=1x -test.count="$idle_rounds"
-log "real binaries into influxd"
-run bench "$out/bench.test" -test.bench='^BenchmarkRealBinaries$' -test.benchtime=1x
+log "real binaries into influxd, $real_rounds runs"
+run bench "$out/bench.test" -test.bench='^BenchmarkRealBinaries$' -test.benchtime="${real_rounds}x"
 
 "${benchstat[@]}" "$raw" >"$out/benchstat.txt" 2>&1
 "${benchstat[@]}" -format csv "$raw" >"$out/stats.csv" 2>/dev/null
 {
 	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
 		"$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(go version | cut -d' ' -f3-)."
-	echo "Medians of $rounds rounds ($idle_rounds for idle channels, 1 for the real binaries); $(date -u +%Y-%m-%d)."
+	echo "Medians of $rounds rounds ($idle_rounds for idle channels, $real_rounds for the real binaries), $(date -u +%Y-%m-%d);" \
+		"load average $load_start at the start, $(cut -d' ' -f1 /proc/loadavg) at the end."
 	echo
 	go run ./bench/benchtable "$out/stats.csv"
 } | tee "$out/table.md"
