@@ -5,11 +5,13 @@ TOOLS    := $(CURDIR)/.tools/bin
 INFLUXD  := $(TOOLS)/influxd
 # SoftHSM2's PKCS#11 module on Debian (package libsofthsm2), for the pkcs11 vault tests.
 PKCS11_MODULE := /usr/lib/softhsm/libsofthsm2.so
+# mosquitto, the MQTT broker of the transport/mqtt tests: from PATH, else where Debian puts it.
+MOSQUITTO := $(or $(shell command -v mosquitto 2>/dev/null),/usr/sbin/mosquitto)
 FUZZTIME ?= 30s
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
 LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
-.PHONY: all build tools softhsm test unit fuzz fuzz-brief lint demo bench clean
+.PHONY: all build tools softhsm mosquitto test unit fuzz fuzz-brief lint demo bench clean
 
 all: build
 
@@ -17,8 +19,8 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2
-tools: $(INFLUXD) softhsm
+## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2; mosquitto
+tools: $(INFLUXD) softhsm mosquitto
 
 ## softhsm: SoftHSM2 and OpenSC (pkcs11-tool) from Debian, unless softhsm2-util is there (needs root)
 softhsm:
@@ -26,13 +28,18 @@ softhsm:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc)
 	@test -f $(PKCS11_MODULE) || (echo "$(PKCS11_MODULE) is missing: install libsofthsm2"; exit 1)
 
+## mosquitto: the MQTT broker from Debian, unless it is in PATH or /usr/sbin (needs root)
+mosquitto:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto)
+
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
 ## test: every test of the project with -race (e2e included), then each fuzz target briefly
 test: build tools
 	$(GO) vet ./...
-	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
+	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) OCKAM_MOSQUITTO=$(MOSQUITTO) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
 		$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-brief
 

@@ -29,6 +29,8 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/relay"
 )
 
 // The workload: series measurements × hosts, each metric with 3 tags and 5
@@ -133,6 +135,7 @@ type pipeline struct {
 // encoding; "identity" turns it off.
 const (
 	pipeOckam       = "ockam"
+	pipeOckamRelay  = "ockam-relay" // the same through one relay (ockam relay serve), in this process
 	pipeV2          = "influxdb_v2"
 	pipeV2Identity  = "influxdb_v2-identity"
 	pipeV2MTLS      = "influxdb_v2-mtls"
@@ -145,6 +148,8 @@ func startPipeline(b testing.TB, name string) *pipeline {
 	switch name {
 	case pipeOckam:
 		return startOckam(b)
+	case pipeOckamRelay:
+		return startOckamRelay(b)
 	case pipeV2:
 		return startV2(b, false, "gzip")
 	case pipeV2Identity:
@@ -184,6 +189,55 @@ func startOckam(b testing.TB) *pipeline {
 	must(b, o.Connect())
 	b.Cleanup(func() { o.Close() })
 	p := &pipeline{out: o, acc: acc}
+	p.warmUp(b)
+	return p
+}
+
+// startOckamRelay is startOckam through a relay on loopback: the listener
+// opens no port and registers a name at the relay, the output's route is
+// the relay and that name. The relay's CPU counts with the rest.
+func startOckamRelay(b testing.TB) *pipeline {
+	b.Helper()
+	fleet := ockamtest.NewFleet(b)
+	device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
+	srv, err := relay.NewServer(relay.ServerConfig{
+		Authorities: []*secure.Identity{fleet.Authority.Public()},
+		Logger:      testutil.Logger{Name: "relay", Quiet: true},
+	})
+	must(b, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(b, err)
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	relayURL := "tcp://" + ln.Addr().String()
+
+	gateway := fleet.Enroll(b, "listener", map[string]string{"role": "listener", "relay": "bench-gateway"})
+	l := inputs.Inputs["ockam_listener"]().(*ockam_listener.Listener)
+	l.ServiceAddress = ""
+	l.RelayAddress, l.RelayName = relayURL, "bench-gateway"
+	l.VaultPath = gateway.VaultPath
+	l.CredentialPath = gateway.CredentialPath
+	l.AuthorityPaths = []string{fleet.AuthorityFile}
+	l.Log = testutil.Logger{Name: "inputs.ockam_listener", Quiet: true}
+	l.Statistics = statistics()
+	acc := &countingAcc{}
+	must(b, l.Init())
+	must(b, l.Start(acc))
+	b.Cleanup(l.Stop)
+
+	o := outputs.Outputs["ockam"]().(*ockam.Ockam)
+	o.Route = []string{relayURL, "bench-gateway"}
+	o.VaultPath = device.VaultPath
+	o.CredentialPath = device.CredentialPath
+	o.AuthorityPath = fleet.AuthorityFile
+	o.Log = testutil.Logger{Name: "outputs.ockam", Quiet: true}
+	o.Statistics = statistics()
+	must(b, o.Init())
+	must(b, o.Connect())
+	b.Cleanup(func() { o.Close() })
+	p := &pipeline{out: o, acc: acc}
+	// The registration runs in the background: warmUp retries until the
+	// first batch went through.
 	p.warmUp(b)
 	return p
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // pipelines are the pipelines BenchmarkPipeline compares, in table order.
-var pipelines = []string{pipeOckam, pipeV2, pipeV2Identity, pipeV2MTLS, pipeV2MTLSIdent}
+var pipelines = []string{pipeOckam, pipeOckamRelay, pipeV2, pipeV2Identity, pipeV2MTLS, pipeV2MTLSIdent}
 
 // BenchmarkPipeline writes pre-built batches through each pipeline's output
 // to its listener in this process, as Telegraf's flush would: one Write at

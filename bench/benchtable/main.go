@@ -108,6 +108,17 @@ func rows(s stats) []row {
 			ratio:  fmt.Sprintf("a/b %s, a/c %s", times(ca/cb), times(ca/cc)),
 			target: "a/b ≤ 1.1×", met: verdict(ca/cb <= 1.1, ca/cb),
 		})
+		rr, cr := get(a+"-relay", "metrics/s"), get(a+"-relay", "cpu-s/Mmetrics")
+		out = append(out,
+			row{
+				what: "  a through one relay, batch " + batch, unit: "metrics/s", a: rr, b: math.NaN(), c: math.NaN(),
+				ratio: fmt.Sprintf("relay/direct %s", times(rr/ra)),
+			},
+			row{
+				what: "  CPU, a through one relay, batch " + batch, unit: "CPU s", a: cr, b: math.NaN(), c: math.NaN(),
+				ratio: fmt.Sprintf("relay/direct %s (relay included)", times(cr/ca)),
+			},
+		)
 		ib, ic := get(bIdentity, "metrics/s"), get(cIdent, "metrics/s")
 		out = append(out, row{
 			what: "  same, b and c without gzip, batch " + batch, unit: "metrics/s", a: ra, b: ib, c: ic,

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"strings"
 	"net/http"
 	"os"
 	"os/signal"
@@ -31,7 +32,7 @@ func inletCommand() *command {
 
 // inletInfluxDBUsage is the --help text of "ockam inlet influxdb".
 const inletInfluxDBUsage = `Usage: ockam inlet influxdb --vault DIR --credential FILE --authority FILE
-                           --address tcp://LISTENER:PORT [--listen ADDR]
+                           (--address ADDR | --route HOP...) [--listen ADDR]
                            [--listener-identity ID] [--token-file FILE]
                            [--timeout D] [--max-body-size SIZE]
 
@@ -64,7 +65,12 @@ Flags:
   --credential FILE        the device's credential (required; read again
                            before every connection)
   --authority FILE         the identity file of the authority (required)
-  --address ADDR           the listener, as tcp://host:port (required)
+  --address ADDR           the listener, as tcp://host:port, or an MQTT
+                           broker and topic, mqtt://host:port/topic
+  --route HOP              instead of --address, a route through relays,
+                           one hop per flag: the first relay's
+                           tcp://host:port, further relays, then the name
+                           the listener registered (outputs.ockam's route)
   --listen ADDR            where to serve HTTP (default 127.0.0.1:8086);
                            a loopback address unless --allow-remote
   --allow-remote           allow a --listen address that is not loopback
@@ -99,7 +105,9 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 	vf.register(fs)
 	credential := fs.String("credential", "", "the device's credential")
 	authority := fs.String("authority", "", "the authority's identity file")
-	address := fs.String("address", "", "the listener, tcp://host:port")
+	address := fs.String("address", "", "the listener, tcp://host:port or mqtt://host:port/topic")
+	var route stringList
+	fs.Var(&route, "route", "a hop of the route through relays (repeat it)")
 	listen := fs.String("listen", "127.0.0.1:8086", "where to serve HTTP")
 	allowRemote := fs.Bool("allow-remote", false, "allow a listen address that is not loopback")
 	listenerID := fs.String("listener-identity", "", "the listener's identifier to pin")
@@ -109,8 +117,11 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 	fs.Var(&maxBody, "max-body-size", "the largest request body")
 	debug := fs.Bool("debug", false, "log every write")
 	return func(e *env, args []string) error {
-		if _, err := begin(e, fs, args, "vault", "credential", "authority", "address"); err != nil {
+		if _, err := begin(e, fs, args, "vault", "credential", "authority"); err != nil {
 			return err
+		}
+		if (*address == "") == (len(route) == 0) {
+			return usagef("set either --address or --route (one --route per hop)")
 		}
 		if *timeout <= 0 {
 			return usagef("--timeout %v: must be positive", *timeout)
@@ -135,6 +146,7 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 		stats := selfstat.NewCollector(nil)
 		out := &ockam.Ockam{
 			Address:          *address,
+			Route:            route,
 			VaultPath:        vf.dir,
 			VaultPassphrase:  config.NewSecret(pass), // takes pass and wipes it
 			CredentialPath:   *credential,
@@ -145,8 +157,8 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 			Statistics:       stats,
 		}
 		if err := out.Init(); err != nil {
-			return withHint(err, "--vault, --credential, --authority, --address and --listener-identity are "+
-				"outputs.ockam's vault_path, credential_path, authority_path, address and listener_identity")
+			return withHint(err, "--vault, --credential, --authority, --address, --route and --listener-identity are "+
+				"outputs.ockam's vault_path, credential_path, authority_path, address, route and listener_identity")
 		}
 		defer out.Close() // releases the vault on every path; serveInlet closes it first
 		ln, err := listenLocal(*listen, *allowRemote)
@@ -165,7 +177,11 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 			log.Warnf("Listening on %s without --token-file: anyone who can reach it writes as this device", ln.Addr())
 		}
 		_ = out.Connect() // dials in the background; never fails
-		return serveInlet(ln, h, out, *address, *timeout, log)
+		destination := *address
+		if destination == "" {
+			destination = "route " + strings.Join(route, " → ")
+		}
+		return serveInlet(ln, h, out, destination, *timeout, log)
 	}
 }
 

@@ -4,7 +4,8 @@
 // big-endian length, then that many bytes), so that a test can flip a byte
 // of frame K, drop, duplicate or inject frames, record what went by, and
 // cut every connection or refuse new ones for a while. Both sides are real
-// TCP connections.
+// TCP connections. StartRaw forwards any other protocol (relay frames, MQTT)
+// in the chunks it reads, for tests that only record or cut.
 package testproxy
 
 import (
@@ -62,6 +63,7 @@ func Flip(dir Direction, index, pos int) Tamper {
 type Proxy struct {
 	target string
 	ln     net.Listener
+	raw    bool // forward chunks as read, not u16 frames
 
 	mu     sync.Mutex
 	tamper Tamper
@@ -82,6 +84,18 @@ func Start(t testing.TB, target string) *Proxy {
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
+	return p
+}
+
+// StartRaw is Start for a protocol other than the stream framing: each
+// "frame" is a chunk as one read returned it, so Frames records the bytes
+// in order (Bytes joins them) and a Tamper sees arbitrary chunks.
+func StartRaw(t testing.TB, target string) *Proxy {
+	t.Helper()
+	p := Start(t, target)
+	p.mu.Lock()
+	p.raw = true
+	p.mu.Unlock()
 	return p
 }
 
@@ -143,7 +157,7 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.mu.Lock()
-		down, tamper := p.down, p.tamper
+		down, tamper, raw := p.down, p.tamper, p.raw
 		p.mu.Unlock()
 		if down {
 			client.Close()
@@ -154,7 +168,7 @@ func (p *Proxy) accept() {
 			client.Close()
 			continue
 		}
-		c := &Conn{client: client, target: target, done: make(chan struct{})}
+		c := &Conn{client: client, target: target, done: make(chan struct{}), raw: raw}
 		p.mu.Lock()
 		p.conns = append(p.conns, c)
 		p.mu.Unlock()
@@ -170,6 +184,7 @@ func (p *Proxy) accept() {
 type Conn struct {
 	client, target net.Conn
 	done           chan struct{} // closed when both directions ended
+	raw            bool
 
 	mu     sync.Mutex
 	frames [2][][]byte // the frames read, by direction, before tampering
@@ -186,6 +201,17 @@ func (c *Conn) Frames(dir Direction) [][]byte {
 		out[i] = slices.Clone(f)
 	}
 	return out
+}
+
+// Bytes returns everything read from the given direction so far, joined.
+func (c *Conn) Bytes(dir Direction) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b []byte
+	for _, f := range c.frames[dir] {
+		b = append(b, f...)
+	}
+	return b
 }
 
 // Done is closed once both directions of the connection ended.
@@ -223,8 +249,12 @@ func (c *Conn) run(tamper Tamper) {
 // is closed, so a half-close reaches the other end; any other error closes
 // both sides.
 func (c *Conn) forward(dir Direction, src, dst net.Conn, tamper Tamper) {
+	read := readFrame
+	if c.raw {
+		read = readChunk
+	}
 	for index := 0; ; index++ {
-		frame, err := readFrame(src)
+		frame, err := read(src)
 		if len(frame) > 0 && (err == nil) {
 			c.mu.Lock()
 			c.frames[dir] = append(c.frames[dir], slices.Clone(frame))
@@ -253,6 +283,19 @@ func (c *Conn) forward(dir Direction, src, dst net.Conn, tamper Tamper) {
 		c.close()
 		return
 	}
+}
+
+// readChunk reads what one Read returns, up to 32 KiB.
+func readChunk(r io.Reader) ([]byte, error) {
+	buf := make([]byte, 32<<10)
+	n, err := r.Read(buf)
+	if n > 0 {
+		return buf[:n], nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return nil, err
 }
 
 // readFrame reads one frame, length prefix included. At the end of the

@@ -25,6 +25,13 @@ func TestInitErrors(t *testing.T) {
 		errorIs error
 	}{
 		{"udp address", func(_ *pki, l *Listener) { l.ServiceAddress = "udp://:4000" }, "unsupported scheme", nil},
+		{"no address and no relay", func(_ *pki, l *Listener) { l.ServiceAddress = "" }, "channels could not arrive from anywhere", nil},
+		{"relay without name", func(_ *pki, l *Listener) { l.RelayAddress = "tcp://relay:4000" }, "relay_address and relay_name go together", nil},
+		{"relay name without relay", func(_ *pki, l *Listener) { l.RelayName = "gw" }, "relay_address and relay_name go together", nil},
+		{"bad relay name", func(_ *pki, l *Listener) { l.RelayAddress, l.RelayName = "tcp://relay:4000", "no spaces" }, "relay_name", nil},
+		{"relay without port", func(_ *pki, l *Listener) { l.RelayAddress, l.RelayName = "relay", "gw" }, "relay_address", nil},
+		{"bad mqtt topic", func(_ *pki, l *Listener) { l.ServiceAddress = "mqtt://127.0.0.1:1883/a/+" }, "service_address", nil},
+		{"mqtt login on tcp", func(_ *pki, l *Listener) { l.MQTTUsername = "gw" }, "apply to an mqtt:// service_address only", nil},
 		{"unix address", func(_ *pki, l *Listener) { l.ServiceAddress = "unix:///run/ockam.sock" }, "unsupported scheme", nil},
 		{"address without scheme", func(_ *pki, l *Listener) { l.ServiceAddress = ":4000" }, "service_address", nil},
 		{"address without port", func(_ *pki, l *Listener) { l.ServiceAddress = "tcp://localhost" }, "service_address", nil},
@@ -185,9 +192,12 @@ func TestSampleConfig(t *testing.T) {
 	want.RevocationSource = "tcp://authority.example.com:4100"
 	want.RevocationPollInterval = config.Duration(defaultRevocationPollInterval)
 	want.AttributeTags = []string{}
+	want.RelayAddress, want.RelayName = "tcp://relay:4000", "plant-7-gateway"
 	want.Allow = []AllowRule{{Attributes: map[string]string{"role": "sensor"}, Measurements: []string{"cpu", "temp*"}}}
 	require.True(t, l.VaultPassphrase.Empty())
+	require.True(t, l.MQTTPassword.Empty())
 	l.VaultPassphrase, want.VaultPassphrase = config.Secret{}, config.Secret{}
+	l.MQTTPassword, want.MQTTPassword = config.Secret{}, config.Secret{}
 	l.Log, l.Statistics = nil, nil
 	require.Equal(t, want, l)
 }

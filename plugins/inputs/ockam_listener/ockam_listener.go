@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,8 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/mqtt"
+	"github.com/ockam-addons/telegraf-ockam/transport/relay"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
 )
@@ -55,6 +58,10 @@ const (
 // configuration; Telegraf calls Init, Start and Stop, never concurrently.
 type Listener struct {
 	ServiceAddress          string          `toml:"service_address"`
+	RelayAddress            string          `toml:"relay_address"`
+	RelayName               string          `toml:"relay_name"`
+	MQTTUsername            string          `toml:"mqtt_username"`
+	MQTTPassword            config.Secret   `toml:"mqtt_password"`
 	VaultPath               string          `toml:"vault_path"`
 	VaultPassphrase         config.Secret   `toml:"vault_passphrase"`
 	CredentialPath          string          `toml:"credential_path"`
@@ -77,7 +84,7 @@ type Listener struct {
 	Statistics *selfstat.Collector `toml:"-"`
 
 	// Set by Init.
-	network, address string
+	network, address string // of service_address; network "mqtt" for a broker, "" for none
 	vault            vault.Vault                          // kept open: see reloadIdentity
 	identity         atomic.Pointer[secure.LocalIdentity] // replaced when the purpose key is rotated
 	identityProblem  string                               // the problem with the vault last logged
@@ -164,11 +171,9 @@ func (l *Listener) Init() error {
 
 // checkSettings validates the settings that need no file.
 func (l *Listener) checkSettings() error {
-	network, address, err := parseServiceAddress(l.ServiceAddress)
-	if err != nil {
+	if err := l.checkCarriers(); err != nil {
 		return err
 	}
-	l.network, l.address = network, address
 	switch {
 	case l.VaultPath == "":
 		return errors.New("vault_path is required")
@@ -206,6 +211,40 @@ func (l *Listener) checkSettings() error {
 	return nil
 }
 
+// checkCarriers checks where channels come from: service_address (TCP or
+// an MQTT topic), a relay registration (relay_address and relay_name), or
+// both.
+func (l *Listener) checkCarriers() error {
+	if l.ServiceAddress != "" {
+		if strings.HasPrefix(l.ServiceAddress, "mqtt://") {
+			if _, err := mqtt.ParseURL(l.ServiceAddress); err != nil {
+				return fmt.Errorf("service_address %q: %w", l.ServiceAddress, err)
+			}
+			l.network, l.address = "mqtt", l.ServiceAddress
+		} else {
+			network, address, err := parseServiceAddress(l.ServiceAddress)
+			if err != nil {
+				return err
+			}
+			l.network, l.address = network, address
+		}
+	}
+	switch {
+	case (l.RelayAddress == "") != (l.RelayName == ""):
+		return errors.New("relay_address and relay_name go together: the relay to register at and the name devices put last in their route")
+	case l.RelayAddress != "":
+		if err := relay.ParseRoute([]string{l.RelayAddress, l.RelayName}); err != nil {
+			return fmt.Errorf("relay_address %q, relay_name %q: %w", l.RelayAddress, l.RelayName, err)
+		}
+	case l.ServiceAddress == "":
+		return errors.New(`service_address is empty and no relay_address is set: channels could not arrive from anywhere`)
+	}
+	if l.network != "mqtt" && (l.MQTTUsername != "" || !l.MQTTPassword.Empty()) {
+		return errors.New("mqtt_username and mqtt_password apply to an mqtt:// service_address only")
+	}
+	return nil
+}
+
 // parseServiceAddress splits tcp://host:port into a network and an address
 // for net.Listen.
 func parseServiceAddress(s string) (network, address string, err error) {
@@ -216,7 +255,7 @@ func parseServiceAddress(s string) (network, address string, err error) {
 	switch u.Scheme {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return "", "", fmt.Errorf("service_address %q: unsupported scheme %q (only tcp:// is supported)", s, u.Scheme)
+		return "", "", fmt.Errorf("service_address %q: unsupported scheme %q (only tcp:// and mqtt:// are supported)", s, u.Scheme)
 	}
 	if u.Opaque != "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return "", "", fmt.Errorf("service_address %q: want tcp://[host]:port and nothing else", s)

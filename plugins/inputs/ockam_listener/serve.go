@@ -12,11 +12,14 @@ import (
 	"github.com/influxdata/telegraf"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/mqtt"
+	"github.com/ockam-addons/telegraf-ockam/transport/relay"
 )
 
 // server is the state of a started Listener.
 type server struct {
-	ln      net.Listener
+	ln      net.Listener // service_address (TCP or MQTT), nil without one
+	relay   net.Listener // the relay registration, nil without relay_address
 	stop    func()         // cancels the context of every goroutine
 	running sync.WaitGroup // every goroutine Start began
 	acc     telegraf.TrackingAccumulator
@@ -46,16 +49,34 @@ type pendingMessage struct {
 	batch uint64
 }
 
-// Start listens on service_address and serves every connection in its own
-// goroutine until Stop.
+// Start listens on service_address and registers at the relay, and serves
+// every connection in its own goroutine until Stop.
 func (l *Listener) Start(acc telegraf.Accumulator) error {
-	ln, err := net.Listen(l.network, l.address)
+	ln, err := l.listenService()
 	if err != nil {
-		return fmt.Errorf("service_address %q: %w", l.ServiceAddress, err)
+		return err
+	}
+	var rl net.Listener
+	if l.RelayAddress != "" {
+		rl, err = relay.Listen(relay.ListenConfig{
+			Relay: l.RelayAddress,
+			Name:  l.RelayName,
+			Credentials: func() (*secure.LocalIdentity, *secure.Credential, error) {
+				return l.identity.Load(), l.credential.Load(), nil
+			},
+			Logger: l.Log,
+		})
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return fmt.Errorf("relay_address %q: %w", l.RelayAddress, err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.server = server{
 		ln:          ln,
+		relay:       rl,
 		stop:        cancel,
 		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
 		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
@@ -63,13 +84,50 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		handshaking: newHandshakeLimit(l.MaxHandshakesPerIP),
 		pending:     make(map[telegraf.TrackingID]pendingMessage),
 	}
-	l.running.Add(3)
-	go l.acceptLoop(ctx)
+	l.running.Add(2)
 	go l.deliveryLoop(ctx)
 	go l.watchLoop(ctx)
 	l.startRevocationSource(ctx)
-	l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Load().Identifier())
+	if ln != nil {
+		l.running.Add(1)
+		go l.acceptLoop(ctx, ln)
+		l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Load().Identifier())
+	}
+	if rl != nil {
+		l.running.Add(1)
+		go l.acceptLoop(ctx, rl)
+		l.Log.Infof("Registering as %q at relay %s as %s", l.RelayName, l.RelayAddress, l.identity.Load().Identifier())
+	}
 	return nil
+}
+
+// listenService listens on service_address: a TCP port, or an MQTT
+// broker's topic. It returns nil without a service_address.
+func (l *Listener) listenService() (net.Listener, error) {
+	switch l.network {
+	case "":
+		return nil, nil
+	case "mqtt":
+		opts := mqtt.Options{Username: l.MQTTUsername, MaxSessions: l.MaxConnections, Logger: l.Log}
+		if !l.MQTTPassword.Empty() {
+			password, err := l.MQTTPassword.Get()
+			if err != nil {
+				return nil, fmt.Errorf("mqtt_password: %w", err)
+			}
+			opts.Password = password.String()
+			password.Destroy()
+		}
+		ln, err := mqtt.Listen(l.address, opts)
+		if err != nil {
+			return nil, fmt.Errorf("service_address %q: %w", l.ServiceAddress, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen(l.network, l.address)
+	if err != nil {
+		return nil, fmt.Errorf("service_address %q: %w", l.ServiceAddress, err)
+	}
+	return ln, nil
 }
 
 // Stop closes the listener and every connection, and returns once every
@@ -80,19 +138,24 @@ func (l *Listener) Stop() {
 		return
 	}
 	l.stop()
-	l.ln.Close()
+	for _, ln := range []net.Listener{l.ln, l.relay} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 	l.running.Wait()
 	l.stop = nil
 	l.closeVault()
 	l.VaultPassphrase.Destroy()
+	l.MQTTPassword.Destroy()
 }
 
-// acceptLoop accepts connections until the listener is closed.
-func (l *Listener) acceptLoop(ctx context.Context) {
+// acceptLoop accepts the connections of ln until it is closed.
+func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener) {
 	defer l.running.Done()
 	var delay time.Duration
 	for {
-		nc, err := l.ln.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -59,7 +58,7 @@ func (o *Ockam) runDialer(ctx context.Context) {
 				o.stats.reconnects.Incr(1)
 			}
 			connected = true
-			o.Log.Infof("Channel open to listener %s at %s", l.peer.Short(), o.Address)
+			o.Log.Infof("Channel open to listener %s at %s", l.peer.Short(), o.target)
 			opened := time.Now()
 			select {
 			case <-l.done:
@@ -122,7 +121,7 @@ func (o *Ockam) waitLink() (*link, error) {
 			return l, nil
 		}
 		if finished > start && lastErr != nil {
-			return nil, fmt.Errorf("no channel to %s: %w", o.Address, lastErr)
+			return nil, fmt.Errorf("no channel to %s: %w", o.target, lastErr)
 		}
 		select {
 		case o.kick <- struct{}{}:
@@ -134,7 +133,7 @@ func (o *Ockam) waitLink() (*link, error) {
 			if lastErr == nil {
 				lastErr = errors.New("still connecting")
 			}
-			return nil, fmt.Errorf("no channel to %s within %v: %w", o.Address, o.timeout, lastErr)
+			return nil, fmt.Errorf("no channel to %s within %v: %w", o.target, o.timeout, lastErr)
 		}
 		o.mu.Lock()
 	}
@@ -167,8 +166,7 @@ func (o *Ockam) dial(ctx context.Context) (*link, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", o.hostport)
+	conn, err := o.dialTarget(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -181,12 +179,12 @@ func (o *Ockam) dial(ctx context.Context) (*link, error) {
 	})
 	switch {
 	case errors.Is(err, secure.ErrPeerAttributes):
-		return nil, fmt.Errorf("%s: the listener's credential lacks listener_attributes: %w", o.Address, err)
+		return nil, fmt.Errorf("%s: the listener's credential lacks listener_attributes: %w", o.target, err)
 	case errors.Is(err, secure.ErrUnknownIssuer):
 		return nil, fmt.Errorf("%s: the listener's credential is not from the authority in authority_path %s: %w",
-			o.Address, o.trusted, err)
+			o.target, o.trusted, err)
 	case err != nil:
-		return nil, fmt.Errorf("%s: %w", o.Address, err)
+		return nil, fmt.Errorf("%s: %w", o.target, err)
 	}
 	o.readers.Add(1)
 	return newLink(ch, conn, o.Log, &o.readers), nil

@@ -47,6 +47,9 @@ const (
 // one reader goroutine per channel of its own.
 type Ockam struct {
 	Address          string        `toml:"address"`
+	Route            []string      `toml:"route"`
+	MQTTUsername     string        `toml:"mqtt_username"`
+	MQTTPassword     config.Secret `toml:"mqtt_password"`
 	VaultPath        string        `toml:"vault_path"`
 	VaultPassphrase  config.Secret `toml:"vault_passphrase"`
 	CredentialPath   string        `toml:"credential_path"`
@@ -62,7 +65,7 @@ type Ockam struct {
 	Statistics *selfstat.Collector `toml:"-"`
 
 	// Set by Init.
-	hostport   string
+	target     target
 	timeout    time.Duration
 	vault      vault.Vault           // kept open: the identity is reloaded before every dial
 	identity   *secure.LocalIdentity // owned by the dialer goroutine after Connect
@@ -127,7 +130,6 @@ func (o *Ockam) Init() (err error) {
 // checkSettings validates the options and applies defaults.
 func (o *Ockam) checkSettings() error {
 	for _, opt := range []struct{ name, value string }{
-		{"address", o.Address},
 		{"vault_path", o.VaultPath},
 		{"credential_path", o.CredentialPath},
 	} {
@@ -139,8 +141,11 @@ func (o *Ockam) checkSettings() error {
 		return errors.New(`option "authority_path" is required (or "authority_paths", to trust several authorities)`)
 	}
 	var err error
-	if o.hostport, err = parseAddress(o.Address); err != nil {
+	if o.target, err = parseTarget(o.Address, o.Route); err != nil {
 		return err
+	}
+	if o.target.kind != targetMQTT && (o.MQTTUsername != "" || !o.MQTTPassword.Empty()) {
+		return errors.New(`mqtt_username and mqtt_password apply to an mqtt:// address only`)
 	}
 	if o.ListenerIdentity != "" {
 		if o.pin, err = secure.ParseIdentifier(o.ListenerIdentity); err != nil {
@@ -164,14 +169,16 @@ func (o *Ockam) checkSettings() error {
 	return nil
 }
 
-// parseAddress returns host:port of a tcp:// address.
+// parseAddress returns host:port of a tcp:// address (mqtt:// addresses are
+// parsed by parseTarget).
 func parseAddress(address string) (string, error) {
 	scheme, _, ok := strings.Cut(address, "://")
 	if !ok {
 		return "", fmt.Errorf("address %q: want tcp://host:port", address)
 	}
 	if scheme != "tcp" {
-		return "", fmt.Errorf("address %q: scheme %q is not supported, only tcp:// addresses are supported", address, scheme)
+		return "", fmt.Errorf("address %q: scheme %q is not supported, only tcp:// and mqtt:// addresses are supported "+
+			"(or a route through relays in \"route\")", address, scheme)
 	}
 	u, err := url.Parse(address)
 	if err != nil || u.User != nil || strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {

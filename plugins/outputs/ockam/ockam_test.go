@@ -102,10 +102,11 @@ func TestConfigKeys(t *testing.T) {
 			keys = append(keys, tag)
 		}
 	}
-	require.Equal(t, []string{"address", "vault_path", "vault_passphrase", "credential_path", "authority_path",
+	require.Equal(t, []string{"address", "route", "mqtt_username", "mqtt_password", "vault_path", "vault_passphrase", "credential_path", "authority_path",
 		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size"}, keys)
 	for _, k := range keys {
 		require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
+		require.Contains(t, readmeText(t), "- `"+k+"`", "README.md documents %s", k)
 	}
 	o := outputs.Outputs["ockam"]().(*Ockam)
 	require.Equal(t, config.Duration(10*time.Second), o.Timeout)
@@ -137,7 +138,37 @@ func TestParseAddress(t *testing.T) {
 		require.Equal(t, want, got, addr)
 	}
 	_, err := parseAddress("udp://127.0.0.1:4000")
-	require.ErrorContains(t, err, "only tcp:// addresses are supported")
+	require.ErrorContains(t, err, "only tcp:// and mqtt:// addresses are supported")
+}
+
+func TestParseTarget(t *testing.T) {
+	for _, tc := range []struct {
+		address string
+		route   []string
+		kind    targetKind
+		text    string // the target's text, or a part of the error
+		fails   bool
+	}{
+		{address: "tcp://127.0.0.1:4000", kind: targetTCP, text: "tcp://127.0.0.1:4000"},
+		{address: "mqtt://broker:1883/ockam/plant-7", kind: targetMQTT, text: "mqtt://broker:1883/ockam/plant-7"},
+		{route: []string{"tcp://relay-a:4000", "tcp://relay-b:4000", "plant-7-gateway"}, kind: targetRoute,
+			text: "route tcp://relay-a:4000 → tcp://relay-b:4000 → plant-7-gateway"},
+		{address: "tcp://127.0.0.1:4000", route: []string{"tcp://relay:4000", "gw"}, fails: true, text: "not both"},
+		{fails: true, text: `"address" is required (or "route"`},
+		{address: "mqtt://broker:1883", fails: true, text: `address "mqtt://broker:1883"`},
+		{address: "mqtt://broker:1883/ockam/#", fails: true, text: "mqtt://broker:1883/ockam/#"},
+		{route: []string{"plant-7-gateway"}, fails: true, text: "route:"},
+		{route: []string{"tcp://relay:4000", "bad name!"}, fails: true, text: "route:"},
+	} {
+		got, err := parseTarget(tc.address, tc.route)
+		if tc.fails {
+			require.ErrorContains(t, err, tc.text, "%q %q", tc.address, tc.route)
+			continue
+		}
+		require.NoError(t, err, "%q %q", tc.address, tc.route)
+		require.Equal(t, tc.kind, got.kind)
+		require.Equal(t, tc.text, got.String())
+	}
 }
 
 func TestInitErrors(t *testing.T) {
@@ -153,11 +184,12 @@ func TestInitErrors(t *testing.T) {
 		is      error  // errors.Is target, if any
 		text    string // a part of the message
 	}{
-		{name: "no address", modify: func(o *Ockam) { o.Address = "" }, text: `option "address" is required`},
+		{name: "no address", modify: func(o *Ockam) { o.Address = "" }, text: `option "address" is required (or "route"`},
 		{name: "no vault", modify: func(o *Ockam) { o.VaultPath = "" }, text: `option "vault_path" is required`},
 		{name: "no credential", modify: func(o *Ockam) { o.CredentialPath = "" }, text: `option "credential_path" is required`},
 		{name: "no authority", modify: func(o *Ockam) { o.AuthorityPath = "" }, text: `option "authority_path" is required`},
-		{name: "udp", modify: func(o *Ockam) { o.Address = "udp://127.0.0.1:4000" }, text: "only tcp:// addresses are supported"},
+		{name: "udp", modify: func(o *Ockam) { o.Address = "udp://127.0.0.1:4000" }, text: "only tcp:// and mqtt:// addresses are supported"},
+		{name: "mqtt login on tcp", modify: func(o *Ockam) { o.MQTTUsername = "device" }, text: "apply to an mqtt:// address only"},
 		{name: "bad pin", modify: func(o *Ockam) { o.ListenerIdentity = "I1234" }, is: secure.ErrMalformed, text: "listener_identity"},
 		{name: "negative timeout", modify: func(o *Ockam) { o.Timeout = -1 }, text: "timeout"},
 		{name: "huge messages", modify: func(o *Ockam) { o.MaxMessageSize = secure.DefaultMaxMessageSize + 1 }, text: "max_message_size"},
@@ -605,6 +637,12 @@ func TestExpiredAttestationReloadsIdentity(t *testing.T) {
 	require.NoError(t, o.Connect())
 	require.NoError(t, o.Write(testMetrics(1)))
 	require.NotEqual(t, old, o.identity.Public().Attestation().PurposeKey)
+}
+
+func readmeText(t *testing.T) string {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	return string(readme)
 }
 
 func TestReadmeHasSampleConfig(t *testing.T) {

@@ -88,7 +88,7 @@ func (o *Ockam) Send(ctx context.Context, metrics []telegraf.Metric) (Result, er
 		pending[batch] = &msgs[i]
 		l.expect(batch, replies)
 		if err := l.send(secure.Message{Type: secure.TypeData, Batch: batch, Payload: msgs[i].payload}, o.timeout); err != nil {
-			return res, fmt.Errorf("send to %s: %w", o.Address, err)
+			return res, fmt.Errorf("send to %s: %w", o.target, err)
 		}
 		o.stats.messagesSent.Incr(1)
 		o.stats.bytesSent.Incr(int64(len(msgs[i].payload)))

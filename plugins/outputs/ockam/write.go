@@ -52,13 +52,13 @@ func (o *Ockam) awaitReplies(ctx context.Context, l *link, pending map[uint64]*m
 			if len(pending) == 0 || retry != nil {
 				return retry
 			}
-			return fmt.Errorf("channel to %s lost with %d messages unanswered: %w", o.Address, len(pending), l.cause())
+			return fmt.Errorf("channel to %s lost with %d messages unanswered: %w", o.target, len(pending), l.cause())
 		case <-ctx.Done():
-			return fmt.Errorf("stopped waiting for %d answers from %s: %w", len(pending), o.Address, ctx.Err())
+			return fmt.Errorf("stopped waiting for %d answers from %s: %w", len(pending), o.target, ctx.Err())
 		case <-timer.C:
 			l.shutdown("no acknowledgement within timeout", o.timeout)
 			return fmt.Errorf("no answer from %s within %v to %d of the messages sent; channel closed",
-				o.Address, o.timeout, len(pending))
+				o.target, o.timeout, len(pending))
 		}
 	}
 	return retry

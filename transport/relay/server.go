@@ -1,0 +1,411 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// Timeouts of a relay.
+const (
+	// idleTimeout closes a registered connection that sent nothing (its
+	// listener pings every 10 s), and a new one that sends no first frame.
+	idleTimeout = 60 * time.Second
+	// dialTimeout bounds the dial of a next hop.
+	dialTimeout = 10 * time.Second
+	// DefaultMaxConnections is ServerConfig.MaxConnections when zero.
+	DefaultMaxConnections = 10000
+)
+
+// Logger is where the relay code logs; telegraf.Logger satisfies it. Peer
+// addresses and reasons are logged, never a secret.
+type Logger interface {
+	Debugf(format string, args ...any)
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Debugf(string, ...any) {}
+func (nopLogger) Infof(string, ...any)  {}
+func (nopLogger) Warnf(string, ...any)  {}
+
+// ServerConfig configures a relay.
+type ServerConfig struct {
+	// Authorities are trusted to issue the credentials listeners register
+	// with (the attribute relay must equal the name). At least one.
+	Authorities []*secure.Identity
+	// Revocations, optional, is applied to registrations.
+	Revocations *secure.RevocationList
+	// NextHops are the relays ("tcp://host:port", compared byte for byte)
+	// this relay forwards to; any other tcp:// hop is refused, or the relay
+	// would be an open proxy into its network.
+	NextHops []string
+	// MaxConnections bounds the connections, incoming and outgoing
+	// (default DefaultMaxConnections).
+	MaxConnections int
+	// Logger receives the log (nil: none).
+	Logger Logger
+	// Now returns the time for credential checks (nil: time.Now).
+	Now func() time.Time
+}
+
+// Server is a relay: it forwards ROUTE and ERROR frames between its
+// connections by their onward routes and registers forwarding names. It is
+// safe for concurrent use.
+type Server struct {
+	verifier *secure.Verifier
+	nextHops map[string]bool
+	maxConns int
+	log      Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	addr      string // of the first listener, for the reasons of ERROR frames
+	conns     map[connID]*relayConn
+	names     map[string]*relayConn
+	outgoing  map[string]*relayConn // by next hop
+	listeners map[net.Listener]bool
+	closed    bool
+	wg        sync.WaitGroup // connection goroutines
+}
+
+// relayConn is one connection of a relay, incoming or outgoing.
+type relayConn struct {
+	id       connID
+	link     *link
+	remote   string // the peer's address, or the next hop of an outgoing connection
+	outgoing bool
+
+	challenge []byte // the last CHALLENGE sent; reader goroutine only
+
+	// Guarded by Server.mu.
+	name   string            // registered forwarding name, if any
+	holder secure.Identifier // whose registration it is
+	expiry *time.Timer       // drops the registration when the credential expires
+}
+
+// NewServer checks cfg and returns a relay that serves nothing yet.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	v, err := secure.NewVerifier(cfg.Authorities...)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if cfg.Revocations != nil {
+		if err := v.UpdateRevocations(cfg.Revocations); err != nil {
+			return nil, fmt.Errorf("relay: revocation list: %w", err)
+		}
+	}
+	s := &Server{verifier: v, nextHops: map[string]bool{}, maxConns: cfg.MaxConnections, log: cfg.Logger, now: cfg.Now,
+		conns: map[connID]*relayConn{}, names: map[string]*relayConn{}, outgoing: map[string]*relayConn{},
+		listeners: map[net.Listener]bool{}}
+	for _, h := range cfg.NextHops {
+		if k, err := parseHop(h); err != nil || k != hopRelay {
+			return nil, fmt.Errorf("relay: next hop %q: want tcp://HOST:PORT", h)
+		}
+		s.nextHops[h] = true
+	}
+	if s.maxConns < 0 {
+		return nil, fmt.Errorf("relay: MaxConnections %d is negative", s.maxConns)
+	}
+	if s.maxConns == 0 {
+		s.maxConns = DefaultMaxConnections
+	}
+	if s.log == nil {
+		s.log = nopLogger{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close, which closes ln; it then
+// returns nil. Any other error of Accept ends it and is returned.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	s.listeners[ln] = true
+	if s.addr == "" {
+		s.addr = ln.Addr().String()
+	}
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			delete(s.listeners, ln)
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		c := &relayConn{id: newConnID(), remote: nc.RemoteAddr().String(), link: newLink(nc)}
+		if !s.add(c) {
+			s.log.Warnf("Refusing connection from %s: %d connections open (--max-connections)", c.remote, s.maxConns)
+			c.link.close(nil)
+			continue
+		}
+		s.log.Debugf("Connection %s from %s", c.id.hop(), c.remote)
+		go s.readLoop(c)
+	}
+}
+
+// add records c, unless the relay is closed or full; on success the
+// caller must run readLoop (or drop) for it.
+func (s *Server) add(c *relayConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.conns) >= s.maxConns {
+		return false
+	}
+	for s.conns[c.id] != nil { // 2^-64, but an id must name one connection
+		c.id = newConnID()
+	}
+	s.conns[c.id] = c
+	s.wg.Add(1)
+	return true
+}
+
+// Close stops the relay: its listeners and every connection close, and it
+// waits for their goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	var links []*link
+	for _, c := range s.conns {
+		links = append(links, c.link)
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range links {
+		l.close(nil)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// readLoop reads the frames of c until it closes, then forgets c.
+func (s *Server) readLoop(c *relayConn) {
+	defer s.wg.Done()
+	defer s.drop(c)
+	r := bufio.NewReaderSize(c.link.nc, 64<<10)
+	first := true
+	for {
+		deadline := time.Time{}
+		if !c.outgoing && (first || s.isRegistered(c)) {
+			deadline = time.Now().Add(idleTimeout)
+		}
+		_ = c.link.nc.SetReadDeadline(deadline)
+		f, err := readFrame(r)
+		if err == nil {
+			err = s.handle(c, f)
+		}
+		if err != nil {
+			if cerr := c.link.closeErr(); cerr != nil {
+				err = cerr // closed here; the read error only follows from it
+			}
+			s.log.Debugf("Connection %s from %s closed: %v", c.id.hop(), c.remote, err)
+			c.link.close(err)
+			return
+		}
+		first = false
+	}
+}
+
+// drop forgets a closed connection and its registration.
+func (s *Server) drop(c *relayConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c.id)
+	if c.outgoing && s.outgoing[c.remote] == c {
+		delete(s.outgoing, c.remote)
+	}
+	s.unregister(c)
+}
+
+// unregister drops the registration of c. s.mu is held.
+func (s *Server) unregister(c *relayConn) {
+	if c.name != "" && s.names[c.name] == c {
+		delete(s.names, c.name)
+		s.log.Infof("Unregistered %q (%s, from %s)", c.name, c.holder.Short(), c.remote)
+	}
+	c.name = ""
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+}
+
+func (s *Server) isRegistered(c *relayConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c.name != ""
+}
+
+// handle acts on one frame of c. An error is a protocol error: c closes.
+func (s *Server) handle(c *relayConn, f *frame) error {
+	switch f.Type {
+	case typeRoute, typeError:
+		s.forward(c, f)
+	case typeRegisterBegin:
+		c.challenge = make([]byte, challengeSize)
+		randRead(c.challenge)
+		s.reply(c, &frame{Type: typeChallenge, Payload: c.challenge})
+	case typeRegister:
+		s.register(c, f)
+	case typePing:
+		s.reply(c, &frame{Type: typePong})
+	case typePong:
+	default:
+		return protoErrorf("unexpected %v from a client", f.Type)
+	}
+	return nil
+}
+
+// reply queues a frame for c; a full queue closes c.
+func (s *Server) reply(c *relayConn, f *frame) {
+	_ = c.link.send(appendFrame(nil, f), nil)
+}
+
+// forward applies the forwarding rule to a ROUTE or ERROR that arrived on
+// c (docs/PROTOCOL.md, section 15.3).
+func (s *Server) forward(c *relayConn, f *frame) {
+	// relays are not endpoints
+	if len(f.Onward) == 0 {
+		s.log.Debugf("Dropped a %v with an empty onward route from %s", f.Type, c.remote)
+		return
+	}
+	// pop the first hop, push c on the return route
+	next := f.Onward[0]
+	ret := append(make([]string, 0, len(f.Return)+1), c.id.hop())
+	ret = append(ret, f.Return...)
+	if len(ret) > MaxHops {
+		s.log.Debugf("Dropped a %v from %s: its return route would exceed %d hops", f.Type, c.remote, MaxHops)
+		return
+	}
+	dest, why := s.resolve(next)
+	if dest != nil {
+		out := appendFrame(nil, &frame{Type: f.Type, Onward: f.Onward[1:], Return: ret, Payload: f.Payload})
+		err := dest.link.send(out, nil)
+		if err == nil {
+			return
+		}
+		why = fmt.Sprintf("next hop %q: %v", next, err)
+	}
+	s.log.Debugf("Cannot forward a %v from %s: %s", f.Type, c.remote, why)
+	if f.Type == typeRoute { // never an ERROR about an ERROR
+		s.sendError(ret, why)
+	}
+}
+
+// resolve finds the connection a hop names, or says why there is none.
+func (s *Server) resolve(hop string) (*relayConn, string) {
+	kind, _ := parseHop(hop) // checked by parseFrame
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch kind {
+	case hopConn:
+		if c := s.conns[parseConnID(hop)]; c != nil {
+			return c, ""
+		}
+		return nil, fmt.Sprintf("no connection %s (closed)", hop)
+	case hopName:
+		if c := s.names[hop]; c != nil {
+			return c, ""
+		}
+		return nil, fmt.Sprintf("no listener registered as %q", hop)
+	default:
+		if !s.nextHops[hop] {
+			return nil, fmt.Sprintf("next hop %q is not allowed here (it is not one of the relay's --next-hop)", hop)
+		}
+		if c := s.outgoing[hop]; c != nil {
+			return c, ""
+		}
+		return s.dialLocked(hop)
+	}
+}
+
+// dialLocked starts an outgoing connection to a next hop; frames queue
+// while it dials. s.mu is held.
+func (s *Server) dialLocked(hop string) (*relayConn, string) {
+	if s.closed || len(s.conns) >= s.maxConns {
+		return nil, fmt.Sprintf("next hop %q: too many connections", hop)
+	}
+	c := &relayConn{id: newConnID(), remote: hop, outgoing: true}
+	for s.conns[c.id] != nil {
+		c.id = newConnID()
+	}
+	s.conns[c.id] = c
+	s.outgoing[hop] = c
+	s.wg.Add(1)
+	dial := func(done <-chan struct{}) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		defer cancel()
+		go func() { // the link closed: stop dialing
+			select {
+			case <-done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", strings.TrimPrefix(hop, "tcp://"))
+	}
+	c.link = dialLink(dial, func() {
+		s.log.Debugf("Connection %s to next hop %s", c.id.hop(), hop)
+		go s.readLoop(c)
+	}, func(queued [][]byte, err error) {
+		defer s.wg.Done()
+		s.drop(c)
+		s.log.Infof("Cannot reach next hop %s: %v", hop, err)
+		for _, b := range queued {
+			if f, perr := parseFrame(b[4:]); perr == nil && f.Type == typeRoute {
+				s.sendError(f.Return, fmt.Sprintf("cannot reach next hop %q: %v", hop, err))
+			}
+		}
+	})
+	return c, ""
+}
+
+// sendError sends an ERROR along ret, a return route whose first hop is a
+// connection of this relay: the payload is "relay ADDR: why".
+func (s *Server) sendError(ret []string, why string) {
+	s.mu.Lock()
+	c := s.conns[parseConnID(ret[0])]
+	addr := s.addr
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	f := &frame{Type: typeError, Onward: ret[1:], Payload: reason("relay " + addr + ": " + why)}
+	_ = c.link.send(appendFrame(nil, f), nil)
+}
