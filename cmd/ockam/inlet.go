@@ -7,10 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"strings"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 

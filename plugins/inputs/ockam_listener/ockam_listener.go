@@ -84,7 +84,7 @@ type Listener struct {
 	Statistics *selfstat.Collector `toml:"-"`
 
 	// Set by Init.
-	network, address string // of service_address; network "mqtt" for a broker, "" for none
+	network, address string                               // of service_address; network "mqtt" for a broker, "" for none
 	vault            vault.Vault                          // kept open: see reloadIdentity
 	identity         atomic.Pointer[secure.LocalIdentity] // replaced when the purpose key is rotated
 	identityProblem  string                               // the problem with the vault last logged

@@ -18,8 +18,8 @@ import (
 
 // server is the state of a started Listener.
 type server struct {
-	ln      net.Listener // service_address (TCP or MQTT), nil without one
-	relay   net.Listener // the relay registration, nil without relay_address
+	ln      net.Listener   // service_address (TCP or MQTT), nil without one
+	relay   net.Listener   // the relay registration, nil without relay_address
 	stop    func()         // cancels the context of every goroutine
 	running sync.WaitGroup // every goroutine Start began
 	acc     telegraf.TrackingAccumulator
