@@ -21,7 +21,7 @@ var (
 	relayListening = regexp.MustCompile(`relay listening on (\S+)`)
 	// registeredAtRelay is the line inputs.ockam_listener logs once a relay
 	// accepted its name.
-	registeredAtRelay = regexp.MustCompile(`\[inputs\.ockam_listener\] Registered as "([^"]+)" at relay (\S+)`)
+	registeredAtRelay = regexp.MustCompile(`\[inputs\.ockam_listener\] Registered "([^"]+)" at relay (\S+)`)
 )
 
 // relayNode is an `ockam relay serve` process.
@@ -276,11 +276,13 @@ func TestRelayRestartLosesNothing(t *testing.T) {
 		n, n, at, seconds(recovered), dev.count(deviceWriteErrors), written(l.proc), written(l.proc)-n)
 }
 
-// TestRelayNameTakeoverRefused: with the gateway registered, a second
-// listener tries the same name, first with a credential that lacks
-// relay=plant-7-gateway, then with one from another authority. The relay
-// refuses both with its reason, and the device's points keep reaching the
-// real gateway.
+// TestRelayNameTakeoverRefused: with the gateway registered, other
+// listeners try the same name: with a credential that lacks
+// relay=plant-7-gateway, with one from another authority, and with a valid
+// one for that name but another identity while the gateway holds it. The
+// relay refuses each with its reason (a listener without any credential is
+// refused in transport/relay's TestRegistrationRefused), and the device's
+// points keep reaching the real gateway.
 func TestRelayNameTakeoverRefused(t *testing.T) {
 	bin := requireBinaries(t)
 	db := startInfluxDB(t, bin.influxd)
@@ -295,10 +297,16 @@ func TestRelayNameTakeoverRefused(t *testing.T) {
 	foreign := cli.identity("foreign", "")
 	cli.issue(other, foreign, "720h", "role=listener", "relay="+gatewayName)
 
+	rival := cli.identity("rival", "")
+	cli.issue(f.authority, rival, "720h", "role=listener", "relay="+gatewayName) // valid, but another identity
+
 	imp := startTakeover(t, bin.telegraf, impostor, f.authority, db, r.url())
-	imp.waitLog(regexp.MustCompile(`relay refused.*relay`), 30*time.Second)
+	imp.waitLog(regexp.MustCompile(`refused to register.*lacks the attribute relay`), 30*time.Second)
 	frn := startTakeover(t, bin.telegraf, foreign, other, db, r.url())
-	frn.waitLog(regexp.MustCompile(`relay refused.*(issuer|authority)`), 30*time.Second)
+	frn.waitLog(regexp.MustCompile(`refused to register.*unknown issuer`), 30*time.Second)
+
+	riv := startTakeover(t, bin.telegraf, rival, f.authority, db, r.url())
+	riv.waitLog(regexp.MustCompile(`refused to register.*name "`+gatewayName+`" held by I`), 30*time.Second)
 
 	pts := sequence("e2e_relay", 40)
 	dev := startRoutedDevice(t, bin.telegraf, f.sensor1, f.authority, f.gateway, []string{r.url(), gatewayName},
@@ -309,10 +317,11 @@ func TestRelayNameTakeoverRefused(t *testing.T) {
 		return slices.Equal(rows, want), fmt.Sprintf("%d of %d rows", len(rows), len(want))
 	})
 	requireDrained(t, dev)
-	if imp.count(registeredAtRelay) != 0 || frn.count(registeredAtRelay) != 0 {
+	if imp.count(registeredAtRelay)+frn.count(registeredAtRelay)+riv.count(registeredAtRelay) != 0 {
 		t.Fatal("an impostor registered the gateway's name")
 	}
-	t.Logf("figures: 2 takeovers refused (no relay attribute; foreign authority), %d points reached the real gateway",
+	t.Logf("figures: 3 takeovers refused (no relay attribute; foreign authority; a valid credential for the name "+
+		"held by another identity), %d points reached the real gateway",
 		len(want))
 }
 

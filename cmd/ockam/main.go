@@ -162,6 +162,7 @@ func root() *command {
 		enrollCommand(),
 		authorityCommand(),
 		inletCommand(),
+		relayCommand(),
 		{name: "version", summary: "print the version of ockam", usage: versionUsage, flags: versionFlags},
 	}}
 }

@@ -36,7 +36,7 @@ func Dial(ctx context.Context, route []string) (net.Conn, error) {
 	}
 	local := msgconn.Addr{Net: "relay", Text: nc.LocalAddr().String()}
 	remote := msgconn.Addr{Net: "relay", Text: strings.Join(route, " ")}
-	c := msgconn.New(local, remote, send, msgconn.Options{MaxPayload: MaxPayload, OnClose: func() { l.close(nil) }})
+	c := msgconn.New(local, remote, send, msgconn.Options{MaxPayload: MaxPayload, OnClose: l.closeAfterFlush})
 	go readSession(l, c, route[0])
 	return c, nil
 }

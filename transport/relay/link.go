@@ -25,15 +25,15 @@ var errQueueFull = errors.New("relay: outbound queue full: the connection is too
 type link struct {
 	nc net.Conn // nil until a lazy dial succeeds
 
-
-	mu     sync.Mutex
-	queue  [][]byte
-	bytes  int
-	room   chan struct{} // closed and replaced when the writer takes the queue
-	wake   chan struct{} // capacity 1: the queue is not empty
-	err    error         // why the link closed
-	done   chan struct{} // closed at close
-	closed bool
+	mu       sync.Mutex
+	queue    [][]byte
+	bytes    int
+	room     chan struct{} // closed and replaced when the writer takes the queue
+	wake     chan struct{} // capacity 1: the queue is not empty
+	err      error         // why the link closed
+	done     chan struct{} // closed at close
+	closed   bool
+	draining bool // closeAfterFlush: no more frames; close once written
 }
 
 // newLink starts the writer of nc.
@@ -43,12 +43,16 @@ func newLink(nc net.Conn) *link {
 	return l
 }
 
-// dialLink returns a link that dials in its writer, so that frames can be
-// queued at once; connected runs (in the writer) once dial succeeded, and
-// dialFailed gets the frames queued if it failed.
-func dialLink(dial func(done <-chan struct{}) (net.Conn, error), connected func(),
-	dialFailed func(queued [][]byte, err error)) *link {
-	l := &link{room: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
+// newPendingLink returns a link without a connection yet: frames queue
+// until start dials one.
+func newPendingLink() *link {
+	return &link{room: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// start dials in the writer's goroutine: connected runs there once dial
+// succeeded, and dialFailed gets the frames queued if it failed.
+func (l *link) start(dial func(done <-chan struct{}) (net.Conn, error), connected func(),
+	dialFailed func(queued [][]byte, err error)) {
 	go func() {
 		nc, err := dial(l.done)
 		l.mu.Lock()
@@ -68,7 +72,6 @@ func dialLink(dial func(done <-chan struct{}) (net.Conn, error), connected func(
 		connected()
 		l.writer()
 	}()
-	return l
 }
 
 // send queues an encoded frame. With wait nil it never blocks: a full
@@ -78,8 +81,11 @@ func dialLink(dial func(done <-chan struct{}) (net.Conn, error), connected func(
 func (l *link) send(b []byte, wait <-chan struct{}) error {
 	for {
 		l.mu.Lock()
-		if l.closed {
+		if l.closed || l.draining {
 			err := l.err
+			if err == nil {
+				err = net.ErrClosed
+			}
 			l.mu.Unlock()
 			return err
 		}
@@ -121,15 +127,41 @@ func (l *link) writer() {
 		l.queue, l.bytes = nil, 0
 		close(l.room)
 		l.room = make(chan struct{})
+		draining := l.draining
 		l.mu.Unlock()
-		if len(bufs) == 0 {
-			continue
+		if len(bufs) > 0 {
+			_ = l.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := bufs.WriteTo(l.nc); err != nil {
+				l.close(err)
+				return
+			}
 		}
-		_ = l.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := bufs.WriteTo(l.nc); err != nil {
-			l.close(err)
+		if draining { // the last frames are written (no more are queued since)
+			l.close(nil)
 			return
 		}
+	}
+}
+
+// closeAfterFlush closes the link once the frames queued are written (each
+// write bounded by writeTimeout): an endpoint's last frames, such as the
+// channel's close message, still leave.
+func (l *link) closeAfterFlush() {
+	l.mu.Lock()
+	if l.closed || l.draining {
+		l.mu.Unlock()
+		return
+	}
+	l.draining = true
+	dialing := l.nc == nil
+	l.mu.Unlock()
+	if dialing {
+		l.close(nil)
+		return
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -379,6 +379,8 @@ func TestRegistrationRefused(t *testing.T) {
 	require.Equal(t, typeRefused, ans.Type)
 	require.Contains(t, string(ans.Payload), "no challenge")
 	// Secrets are never logged: no line holds a credential or a signature.
+	log.mu.Lock()
+	defer log.mu.Unlock()
 	for _, line := range log.lines {
 		require.NotContains(t, line, fmt.Sprintf("%x", e.listenerCred.Marshal()[:16]))
 	}

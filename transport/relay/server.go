@@ -323,7 +323,7 @@ func (s *Server) forward(c *relayConn, f *frame) {
 	}
 	s.log.Debugf("Cannot forward a %v from %s: %s", f.Type, c.remote, why)
 	if f.Type == typeRoute { // never an ERROR about an ERROR
-		s.sendError(ret, why)
+		s.sendError(ret, f.Onward, why)
 	}
 }
 
@@ -360,7 +360,7 @@ func (s *Server) dialLocked(hop string) (*relayConn, string) {
 	if s.closed || len(s.conns) >= s.maxConns {
 		return nil, fmt.Sprintf("next hop %q: too many connections", hop)
 	}
-	c := &relayConn{id: newConnID(), remote: hop, outgoing: true}
+	c := &relayConn{id: newConnID(), remote: hop, outgoing: true, link: newPendingLink()}
 	for s.conns[c.id] != nil {
 		c.id = newConnID()
 	}
@@ -380,7 +380,7 @@ func (s *Server) dialLocked(hop string) (*relayConn, string) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", strings.TrimPrefix(hop, "tcp://"))
 	}
-	c.link = dialLink(dial, func() {
+	c.link.start(dial, func() {
 		s.log.Debugf("Connection %s to next hop %s", c.id.hop(), hop)
 		go s.readLoop(c)
 	}, func(queued [][]byte, err error) {
@@ -389,7 +389,7 @@ func (s *Server) dialLocked(hop string) (*relayConn, string) {
 		s.log.Infof("Cannot reach next hop %s: %v", hop, err)
 		for _, b := range queued {
 			if f, perr := parseFrame(b[4:]); perr == nil && f.Type == typeRoute {
-				s.sendError(f.Return, fmt.Sprintf("cannot reach next hop %q: %v", hop, err))
+				s.sendError(f.Return, append([]string{hop}, f.Onward...), fmt.Sprintf("cannot reach next hop %q: %v", hop, err))
 			}
 		}
 	})
@@ -397,8 +397,11 @@ func (s *Server) dialLocked(hop string) (*relayConn, string) {
 }
 
 // sendError sends an ERROR along ret, a return route whose first hop is a
-// connection of this relay: the payload is "relay ADDR: why".
-func (s *Server) sendError(ret []string, why string) {
+// connection of this relay: the payload is "relay ADDR: why", the return
+// route is onward, the route of the frame that could not go on (its first
+// hop the one that failed), which the endpoint that sent the frame knows
+// as the return route of its session.
+func (s *Server) sendError(ret, onward []string, why string) {
 	s.mu.Lock()
 	c := s.conns[parseConnID(ret[0])]
 	addr := s.addr
@@ -406,6 +409,6 @@ func (s *Server) sendError(ret []string, why string) {
 	if c == nil {
 		return
 	}
-	f := &frame{Type: typeError, Onward: ret[1:], Payload: reason("relay " + addr + ": " + why)}
+	f := &frame{Type: typeError, Onward: ret[1:], Return: onward, Payload: reason("relay " + addr + ": " + why)}
 	_ = c.link.send(appendFrame(nil, f), nil)
 }

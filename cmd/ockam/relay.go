@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/influxdata/telegraf"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/relay"
+)
+
+// relayCommand returns "ockam relay".
+func relayCommand() *command {
+	return &command{name: "relay", subs: []*command{
+		{name: "serve", summary: "run a relay that forwards channels to listeners behind NAT",
+			usage: relayServeUsage, flags: relayServe},
+	}}
+}
+
+// relayServeUsage is the --help text of "ockam relay serve".
+const relayServeUsage = `Usage: ockam relay serve --listen tcp://HOST:PORT --authority FILE [--authority FILE ...]
+                         [--revocation-list FILE] [--next-hop tcp://HOST:PORT ...]
+                         [--max-connections N] [--log-level info|debug]
+
+Runs a relay (docs/PROTOCOL.md, section 15): listeners that no device can
+reach (behind NAT, no inbound port) connect out to it and register a
+forwarding name; devices reach them through a route such as
+  tcp://relay-a:4000 tcp://relay-b:4000 plant-7-gateway
+The relay reads only routing headers: the channel is end to end, and the
+relay cannot read or change what it forwards.
+
+A listener registers a name with a credential from an --authority that
+carries the attribute relay=NAME, issued with
+  ockam credential issue ... --attr relay=plant-7-gateway
+Another identity cannot take a name while its holder is connected.
+
+Prints "relay listening on tcp://HOST:PORT" on stdout once listening, logs on stderr,
+and stops on SIGINT or SIGTERM.
+
+Flags:
+  --listen ADDR            where to listen, tcp://HOST:PORT (required; port 0
+                           picks a free one)
+  --authority FILE         the identity file of an authority whose
+                           credentials register names (required; repeatable)
+  --revocation-list FILE   a revocation list of an authority: its revoked
+                           credentials register nothing
+  --next-hop ADDR          a relay, tcp://HOST:PORT, that routes may continue
+                           to from here (repeatable); any other is refused, so
+                           that the relay is no open proxy into its network
+  --max-connections N      the most connections, incoming and outgoing
+                           (default 10000)
+  --log-level LEVEL        info (default) or debug (also every connection and
+                           every frame that could not be forwarded)
+`
+
+// relayServe defines "ockam relay serve".
+func relayServe(fs *flag.FlagSet) action {
+	listen := fs.String("listen", "", "where to listen, tcp://HOST:PORT")
+	var authorities, nextHops stringList
+	fs.Var(&authorities, "authority", "an authority's identity file (repeatable)")
+	revocations := fs.String("revocation-list", "", "a revocation list file")
+	fs.Var(&nextHops, "next-hop", "a relay routes may continue to (repeatable)")
+	maxConns := fs.Int("max-connections", relay.DefaultMaxConnections, "the most connections")
+	logLevel := fs.String("log-level", "info", "info or debug")
+	return func(e *env, args []string) error {
+		if _, err := begin(e, fs, args, "listen", "authority"); err != nil {
+			return err
+		}
+		addr, err := parseTCPAddress("listen", *listen)
+		if err != nil {
+			return err
+		}
+		level, ok := map[string]telegraf.LogLevel{"info": telegraf.Info, "debug": telegraf.Debug}[*logLevel]
+		if !ok {
+			return usagef("--log-level %q: want info or debug", *logLevel)
+		}
+		if *maxConns <= 0 {
+			return usagef("--max-connections %d: must be positive", *maxConns)
+		}
+		for _, h := range nextHops {
+			if _, err := parseTCPAddress("next-hop", h); err != nil {
+				return err
+			}
+		}
+		cfg := relay.ServerConfig{NextHops: nextHops, MaxConnections: *maxConns, Now: e.clock(),
+			Logger: newLineLogger(e.stderr, "relay", level)}
+		for _, path := range authorities {
+			id, err := readIdentityFile(path)
+			if err != nil {
+				return err
+			}
+			cfg.Authorities = append(cfg.Authorities, id)
+		}
+		if *revocations != "" {
+			if cfg.Revocations, err = readRevocationFile(*revocations); err != nil {
+				return err
+			}
+		}
+		s, err := relay.NewServer(cfg)
+		if errors.Is(err, secure.ErrUnknownIssuer) {
+			return withHint(err, "the revocation list must be signed by one of the --authority")
+		}
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		return serveRelay(e, s, ln, cfg.Logger)
+	}
+}
+
+// serveRelay serves s on ln until SIGINT or SIGTERM.
+func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	fmt.Fprintf(e.stdout, "relay listening on tcp://%s\n", ln.Addr())
+	log.Infof("Listening on tcp://%s", ln.Addr())
+	var err error
+	select {
+	case <-ctx.Done():
+		log.Infof("Stopping")
+	case err = <-served:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	stop()
+	_ = s.Close()
+	log.Infof("Stopped")
+	return err
+}
