@@ -44,8 +44,17 @@ type realListener struct {
 // test ends, if not before.
 func startRealListener(t *testing.T, addr, vaultPath, credPath string, idle time.Duration, authorities ...string) *realListener {
 	t.Helper()
+	return startListenerAt(t, func(l *ockam_listener.Listener) { l.ServiceAddress = "tcp://" + addr },
+		vaultPath, credPath, idle, authorities...)
+}
+
+// startListenerAt is startRealListener where where sets what the listener
+// listens on (service_address, relay_address and relay_name).
+func startListenerAt(t *testing.T, where func(*ockam_listener.Listener), vaultPath, credPath string, idle time.Duration,
+	authorities ...string) *realListener {
+	t.Helper()
 	l := inputs.Inputs["ockam_listener"]().(*ockam_listener.Listener)
-	l.ServiceAddress = "tcp://" + addr
+	where(l)
 	l.VaultPath, l.CredentialPath, l.AuthorityPaths = vaultPath, credPath, authorities
 	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
 	l.ReadTimeout = config.Duration(idle)

@@ -1,0 +1,113 @@
+package ockam
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/plugins/outputs"
+	"github.com/influxdata/telegraf/selfstat"
+	"github.com/influxdata/telegraf/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/mqtt/mqtttest"
+	"github.com/ockam-addons/telegraf-ockam/transport/relay"
+)
+
+// startRelay runs a relay on loopback that trusts fleet's authority, until
+// the test ends (or stop). It returns its tcp:// address.
+func startRelay(t *testing.T, fleet *ockamtest.Fleet, addr string) (string, func()) {
+	t.Helper()
+	srv, err := relay.NewServer(relay.ServerConfig{
+		Authorities: []*secure.Identity{fleet.Authority.Public()},
+		Logger:      &testutil.CaptureLogger{Name: "relay"},
+	})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	go srv.Serve(ln)
+	stop := func() { srv.Close() }
+	t.Cleanup(stop)
+	return "tcp://" + ln.Addr().String(), stop
+}
+
+// newRoutedOutput is newPipelineOutput with a route instead of an address.
+func newRoutedOutput(t *testing.T, route []string, vaultPath, credPath string, authorities ...string) *Ockam {
+	t.Helper()
+	o := outputs.Outputs["ockam"]().(*Ockam)
+	o.Route = route
+	o.VaultPath, o.CredentialPath = vaultPath, credPath
+	o.AuthorityPath, o.AuthorityPaths = authorities[0], authorities[1:]
+	o.Timeout = config.Duration(3 * time.Second)
+	o.Log = &testutil.CaptureLogger{Name: "outputs.ockam"}
+	o.Statistics = selfstat.NewCollector(map[string]string{"pipeline": "routed-" + route[len(route)-1]})
+	require.NoError(t, o.Init())
+	require.NoError(t, o.Connect())
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
+// TestWriteThroughRelay: the listener opens no port and registers at a
+// relay; the output's route names the relay and the listener. Batches are
+// acknowledged end to end, every metric arrives once with the verified
+// identity, and after the relay dies and comes back on the same port both
+// ends find it again by themselves and the retried batch is delivered.
+func TestWriteThroughRelay(t *testing.T) {
+	fleet := ockamtest.NewFleet(t)
+	dev := fleet.Enroll(t, "device", map[string]string{"role": "sensor"})
+	gw := fleet.Enroll(t, "listener", map[string]string{"role": "listener", "relay": "gw"})
+	relayURL, stopRelay := startRelay(t, fleet, "127.0.0.1:0")
+	l := startListenerAt(t, func(l *ockam_listener.Listener) {
+		l.ServiceAddress, l.RelayAddress, l.RelayName = "", relayURL, "gw"
+	}, gw.VaultPath, gw.CredentialPath, time.Minute, fleet.AuthorityFile)
+	o := newRoutedOutput(t, []string{relayURL, "gw"}, dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile)
+
+	writeAll(t, o, sequence(0, 100))
+	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 100), l.seqs("ockam_identity"))
+
+	stopRelay()
+	require.Error(t, o.Write(sequence(100, 100)), "a write while the relay is down fails: Telegraf keeps the batch")
+	startRelay(t, fleet, relayURL[len("tcp://"):])
+	failed := writeAll(t, o, sequence(100, 100)) // Telegraf's retry of the same batch
+	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 200), l.seqs("ockam_identity"),
+		"every metric once, none lost")
+	t.Logf("after the relay came back: %d failed attempts before the batch went through", failed)
+}
+
+// TestRouteToUnknownNameSaysWhy: a route whose name no listener registered
+// fails the write with the relay's reason, which the output logs.
+func TestRouteToUnknownNameSaysWhy(t *testing.T) {
+	fleet := ockamtest.NewFleet(t)
+	dev := fleet.Enroll(t, "device", map[string]string{"role": "sensor"})
+	relayURL, _ := startRelay(t, fleet, "127.0.0.1:0")
+	o := newRoutedOutput(t, []string{relayURL, "nobody"}, dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile)
+	err := o.Write(sequence(0, 1))
+	require.ErrorContains(t, err, `no listener registered as "nobody"`)
+	require.NotEmpty(t, logged(o.Log, `no listener registered as "nobody"`))
+}
+
+// TestWriteOverMQTT: device and listener meet on a real Mosquitto's topic.
+func TestWriteOverMQTT(t *testing.T) {
+	broker := mqtttest.Broker(t)
+	fleet := ockamtest.NewFleet(t)
+	dev := fleet.Enroll(t, "device", map[string]string{"role": "sensor"})
+	gw := fleet.Enroll(t, "listener", map[string]string{"role": "listener"})
+	topic := broker.URL() + "/ockam/test"
+	l := startListenerAt(t, func(l *ockam_listener.Listener) { l.ServiceAddress = topic },
+		gw.VaultPath, gw.CredentialPath, time.Minute, fleet.AuthorityFile)
+	o := outputs.Outputs["ockam"]().(*Ockam)
+	o.Address = topic
+	o.VaultPath, o.CredentialPath, o.AuthorityPath = dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile
+	o.Log = &testutil.CaptureLogger{Name: "outputs.ockam"}
+	o.Statistics = selfstat.NewCollector(map[string]string{"pipeline": "mqtt"})
+	require.NoError(t, o.Init())
+	require.NoError(t, o.Connect())
+	t.Cleanup(func() { o.Close() })
+
+	writeAll(t, o, sequence(0, 300))
+	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 300), l.seqs("ockam_identity"))
+}
