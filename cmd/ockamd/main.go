@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -152,8 +153,13 @@ func checkOnly(cfg *daemonConfig, stdout io.Writer) error {
 		return err
 	}
 	w.Close()
+	where := cfg.listener.ServiceAddress
+	if cfg.listener.RelayAddress != "" {
+		where = strings.TrimPrefix(fmt.Sprintf("%s and relay %s as %q", where, cfg.listener.RelayAddress,
+			cfg.listener.RelayName), " and ")
+	}
 	fmt.Fprintf(stdout, "ockamd: configuration OK: listener %s (vault %s); InfluxDB %s, bucket %q%s\n",
-		cfg.listener.ServiceAddress, cfg.listener.VaultPath, cfg.writer.URL, cfg.writer.Bucket, routing(cfg))
+		where, cfg.listener.VaultPath, cfg.writer.URL, cfg.writer.Bucket, routing(cfg))
 	return nil
 }
 
