@@ -408,3 +408,28 @@ func diffRows(got, want []string) string {
 	}
 	return b.String()
 }
+
+// TestRelayRevokedGatewayLosesItsName: the relay runs with the authority's
+// revocation list. Revoking the gateway's identity (ockam revocation add,
+// as an operator would) ends its registration within seconds, its
+// re-registrations are refused as revoked, and the name is free.
+func TestRelayRevokedGatewayLosesItsName(t *testing.T) {
+	bin := requireBinaries(t)
+	db := startInfluxDB(t, bin.influxd)
+	cli := newOckamCLI(t, bin.ockam)
+	f := newRelayFleet(t, cli)
+	list := filepath.Join(t.TempDir(), "revoked.list")
+	cli.revoke(f.authority, list, f.sensor2) // a list exists from the start
+	r := startRelay(t, bin.ockam, "relay", f.authority, "--revocation-list", list)
+	l := startRelayedListener(t, bin.telegraf, f.gateway, f.authority, db, `["e2e_*"]`, r.url(), gatewayName)
+
+	start := time.Now()
+	cli.revoke(f.authority, list, f.gateway)
+	r.proc.waitLog(regexp.MustCompile(`Credential of "`+gatewayName+`" \(\S+ from \S+\) revoked: closing its connection`), 15*time.Second)
+	l.proc.waitLog(regexp.MustCompile(`refused to register "`+gatewayName+`": credential revoked`), 15*time.Second)
+	took := time.Since(start)
+	if n := r.proc.count(regexp.MustCompile(`Applied revocation list 2 `)); n != 1 {
+		t.Fatalf("the relay applied the new list %d times, want 1", n)
+	}
+	t.Logf("figures: the revoked gateway lost its name and was refused again %.1fs after ockam revocation add", took.Seconds())
+}

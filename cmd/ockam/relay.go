@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/influxdata/telegraf"
 
@@ -50,7 +51,9 @@ Flags:
   --authority FILE         the identity file of an authority whose
                            credentials register names (required; repeatable)
   --revocation-list FILE   a revocation list of an authority: its revoked
-                           credentials register nothing
+                           credentials register nothing. Read again every
+                           second when it changes: a registration it revokes
+                           ends at once
   --next-hop ADDR          a relay, tcp://HOST:PORT, that routes may continue
                            to from here (repeatable); any other is refused, so
                            that the relay is no open proxy into its network
@@ -114,14 +117,18 @@ func relayServe(fs *flag.FlagSet) action {
 		if err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
-		return serveRelay(e, s, ln, cfg.Logger)
+		return serveRelay(e, s, ln, cfg.Logger, *revocations)
 	}
 }
 
-// serveRelay serves s on ln until SIGINT or SIGTERM.
-func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger) error {
+// serveRelay serves s on ln until SIGINT or SIGTERM, applying the
+// revocation list at revocations (if any) whenever the file changes.
+func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger, revocations string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if revocations != "" {
+		go watchRevocations(ctx, s, revocations, log)
+	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	fmt.Fprintf(e.stdout, "relay listening on tcp://%s\n", ln.Addr())
@@ -137,4 +144,45 @@ func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger) erro
 	_ = s.Close()
 	log.Infof("Stopped")
 	return err
+}
+
+// revocationPoll is how often the relay looks at its --revocation-list.
+const revocationPoll = time.Second
+
+// watchRevocations applies the list at path to s whenever the file's size or
+// modification time changes, until ctx ends. A file that cannot be read or
+// applied (being written, stale, foreign) is reported once and the list in
+// force stays.
+func watchRevocations(ctx context.Context, s *relay.Server, path string, log relay.Logger) {
+	last, _ := os.Stat(path) // the list read at start
+	problem := ""
+	t := time.NewTicker(revocationPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(path)
+		if err == nil && last != nil && fi.Size() == last.Size() && fi.ModTime().Equal(last.ModTime()) {
+			continue
+		}
+		var list *secure.RevocationList
+		if err == nil {
+			list, err = readRevocationFile(path)
+		}
+		if err == nil {
+			err = s.UpdateRevocations(list)
+		}
+		if err != nil {
+			if msg := err.Error(); msg != problem {
+				log.Warnf("--revocation-list %s: %v; the list in force stays", path, err)
+				problem = msg
+			}
+			continue
+		}
+		last, problem = fi, ""
+		log.Infof("Applied revocation list %d of %s from %s", list.Sequence, list.Issuer.Short(), path)
+	}
 }

@@ -32,9 +32,9 @@ func registerMessage(challenge []byte, name string) []byte {
 func (s *Server) register(c *relayConn, f *frame) {
 	challenge := c.challenge
 	c.challenge = nil // one REGISTER per CHALLENGE
-	id, expires, err := s.checkRegistration(challenge, f)
+	id, cred, err := s.checkRegistration(challenge, f)
 	if err == nil {
-		err = s.claim(c, f.Name, id, expires)
+		err = s.claim(c, f.Name, id, cred)
 	}
 	if err != nil {
 		s.log.Infof("Refused registration of %q from %s: %v", f.Name, c.remote, err)
@@ -42,41 +42,41 @@ func (s *Server) register(c *relayConn, f *frame) {
 		return
 	}
 	s.log.Infof("Registered %q for %s from %s (connection %s), until %s", f.Name, id.Short(), c.remote, c.id.hop(),
-		expires.UTC().Format(time.RFC3339))
+		cred.ExpiresAt.UTC().Format(time.RFC3339))
 	s.reply(c, &frame{Type: typeRegistered, Name: f.Name})
 }
 
 // checkRegistration checks a REGISTER: the challenge signed by the identity
 // key, then the credential (trusted issuer, this subject, current, not
-// revoked), then its relay attribute. It returns the registrant and when
-// its credential expires. Each refusal has its own message.
-func (s *Server) checkRegistration(challenge []byte, f *frame) (secure.Identifier, time.Time, error) {
+// revoked), then its relay attribute. It returns the registrant and its
+// credential. Each refusal has its own message.
+func (s *Server) checkRegistration(challenge []byte, f *frame) (secure.Identifier, *secure.Credential, error) {
 	var none secure.Identifier
 	if challenge == nil {
-		return none, time.Time{}, errors.New("no challenge: send REGISTER_BEGIN first, then REGISTER")
+		return none, nil, errors.New("no challenge: send REGISTER_BEGIN first, then REGISTER")
 	}
 	if !ed25519.Verify(f.Key, registerMessage(challenge, f.Name), f.Signature) {
-		return none, time.Time{}, errors.New("bad signature: the registration is not signed by its identity key over this challenge")
+		return none, nil, errors.New("bad signature: the registration is not signed by its identity key over this challenge")
 	}
 	if len(f.Credential) == 0 {
-		return none, time.Time{}, errors.New("no credential")
+		return none, nil, errors.New("no credential")
 	}
 	cred, err := secure.ParseCredential(f.Credential)
 	if err != nil {
-		return none, time.Time{}, fmt.Errorf("credential does not parse: %v", err)
+		return none, nil, fmt.Errorf("credential does not parse: %v", err)
 	}
 	id := secure.IdentifierOf(f.Key)
 	if err := s.verifier.VerifyCredential(cred, id, s.now()); err != nil {
-		return none, time.Time{}, credentialRefusal(err)
+		return none, nil, credentialRefusal(err)
 	}
 	got, ok := cred.Attributes[attributeRelay]
 	switch {
 	case !ok:
-		return none, time.Time{}, fmt.Errorf("credential lacks the attribute relay (issue it with --attr relay=%s)", f.Name)
+		return none, nil, fmt.Errorf("credential lacks the attribute relay (issue it with --attr relay=%s)", f.Name)
 	case got != f.Name:
-		return none, time.Time{}, fmt.Errorf("credential allows relay=%q, not %q", got, f.Name)
+		return none, nil, fmt.Errorf("credential allows relay=%q, not %q", got, f.Name)
 	}
-	return id, cred.ExpiresAt, nil
+	return id, cred, nil
 }
 
 // credentialRefusal says why VerifyCredential refused, plainly.
@@ -102,7 +102,8 @@ func credentialRefusal(err error) error {
 // claim gives name to c for id, unless another identity holds it on a live
 // connection. A connection of the same identity is replaced (closed): it
 // is the half-open one a reconnecting listener left behind.
-func (s *Server) claim(c *relayConn, name string, id secure.Identifier, expires time.Time) error {
+func (s *Server) claim(c *relayConn, name string, id secure.Identifier, cred *secure.Credential) error {
+	expires := cred.ExpiresAt
 	s.mu.Lock()
 	old := s.names[name]
 	if old != nil && old != c && !old.holder.Equal(id) {
@@ -115,12 +116,49 @@ func (s *Server) claim(c *relayConn, name string, id secure.Identifier, expires 
 		s.log.Infof("Registration of %q from %s replaces the one from %s", name, c.remote, old.remote)
 	}
 	s.unregister(c) // a connection holds one name
-	c.name, c.holder = name, id
+	c.name, c.holder, c.credential = name, id, cred
 	s.names[name] = c
 	c.expiry = time.AfterFunc(expires.Sub(s.now()), func() {
 		s.log.Infof("Credential of %q (%s, from %s) expired: closing its connection", name, id.Short(), c.remote)
 		c.link.close(errExpired)
 	})
 	s.mu.Unlock()
+	return nil
+}
+
+// errRevoked closes a registered connection whose credential a new
+// revocation list revoked.
+var errRevoked = errors.New("relay: the credential of the registration was revoked")
+
+// UpdateRevocations applies a newer revocation list of a trusted authority
+// (an older or foreign one is refused, as by secure.Verifier) and closes the
+// connection of every registration whose credential it revokes: the name is
+// free at once, and the listener's next registration is refused.
+func (s *Server) UpdateRevocations(list *secure.RevocationList) error {
+	if err := s.verifier.UpdateRevocations(list); err != nil {
+		return fmt.Errorf("relay: revocation list: %w", err)
+	}
+	s.mu.Lock()
+	registered := make([]*relayConn, 0, len(s.names))
+	for _, c := range s.names {
+		registered = append(registered, c)
+	}
+	s.mu.Unlock()
+	now := s.now()
+	for _, c := range registered {
+		s.mu.Lock()
+		name, holder, cred := c.name, c.holder, c.credential
+		s.mu.Unlock()
+		if name == "" {
+			continue
+		}
+		if err := s.verifier.VerifyCredential(cred, holder, now); errors.Is(err, secure.ErrRevoked) {
+			s.log.Infof("Credential of %q (%s, from %s) revoked: closing its connection", name, holder.Short(), c.remote)
+			s.mu.Lock()
+			s.unregister(c)
+			s.mu.Unlock()
+			c.link.close(errRevoked)
+		}
+	}
 	return nil
 }

@@ -530,3 +530,34 @@ func TestConfigErrors(t *testing.T) {
 	_, err = Dial(context.Background(), []string{"tcp://127.0.0.1:1"})
 	require.ErrorContains(t, err, "ends at a relay")
 }
+
+// TestRevocationEndsRegistration: a revocation list that revokes the
+// registered listener's identity closes its registration at once; its next
+// registrations are refused as revoked, and a device gets "no listener
+// registered". A stale or foreign list is refused and changes nothing.
+func TestRevocationEndsRegistration(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	s, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	l := e.listen(t, relay)
+	e.connect(t, l, relay, gateway).exchange(t, 10)
+
+	rogue := newIdentity(t)
+	foreign, err := secure.NewRevocationList(rogue.Signer(), 1, time.Now(), []secure.Identifier{e.listener.Identifier()}, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, s.UpdateRevocations(foreign), secure.ErrUnknownIssuer)
+	require.True(t, l.Registered(), "a foreign list changes nothing")
+
+	list, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), []secure.Identifier{e.listener.Identifier()}, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.UpdateRevocations(list))
+	require.Eventually(t, func() bool { return !l.Registered() }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return log.contains(`Refused registration of "` + gateway + `" .*credential revoked`) },
+		5*time.Second, 10*time.Millisecond, "the revoked listener's next registration is refused")
+	require.ErrorContains(t, dialFails(t, relay, gateway), `no listener registered as "`+gateway+`"`)
+	require.False(t, l.Registered())
+
+	putBack, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), nil, nil)
+	require.NoError(t, err)
+	require.Error(t, s.UpdateRevocations(putBack), "another list with the same sequence (the revocation undone) is refused")
+}

@@ -88,9 +88,10 @@ type relayConn struct {
 	challenge []byte // the last CHALLENGE sent; reader goroutine only
 
 	// Guarded by Server.mu.
-	name   string            // registered forwarding name, if any
-	holder secure.Identifier // whose registration it is
-	expiry *time.Timer       // drops the registration when the credential expires
+	name       string             // registered forwarding name, if any
+	holder     secure.Identifier  // whose registration it is
+	credential *secure.Credential // the credential it registered with
+	expiry     *time.Timer        // drops the registration when the credential expires
 }
 
 // NewServer checks cfg and returns a relay that serves nothing yet.
