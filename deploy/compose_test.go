@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 // build, and nothing else.
 func TestComposeServices(t *testing.T) {
 	p := loadProject(t)
-	want := []string{"chronograf", "influxdb", "init", "intruder", "kapacitor", gatewayService}
+	want := []string{"chronograf", "influxdb", "init", "intruder", "kapacitor", gatewayService, relayService}
 	for s := range deviceServices {
 		want = append(want, s)
 	}
@@ -47,7 +48,7 @@ func TestComposeServices(t *testing.T) {
 
 // ourServices are the services that run our image.
 func ourServices() []string {
-	s := []string{"init", "intruder", gatewayService}
+	s := []string{"init", "intruder", gatewayService, relayService}
 	for d := range deviceServices {
 		s = append(s, d)
 	}
@@ -82,14 +83,31 @@ func TestComposeWiring(t *testing.T) {
 	tick := readFile(t, configFile(t, p, service(t, p, "kapacitor"), "/etc/kapacitor/load/tasks/ockam_refusals.tick"))
 	require.Contains(t, tick, `dbrp "`+db+`"."autogen"`)
 
-	// The gateway listens on 4000, published; devices and the intruder dial it.
+	// The gateway listens on 4000, published; device-1 and the intruder dial
+	// it. It also registers its name at the relay, which listens on the port
+	// the gateway and device-2 dial and trusts the authority everyone trusts.
 	require.Contains(t, gatewayConf, `service_address = "tcp://:4000"`)
 	require.True(t, slices.ContainsFunc(gw.Ports, func(pc types.ServicePortConfig) bool {
 		return pc.Target == 4000 && pc.Published == "4000"
 	}), "telegraf-gateway does not publish port 4000: %+v", gw.Ports)
-	for name := range deviceServices {
+	require.Contains(t, gatewayConf, `relay_address = "`+relayAddress+`"`)
+	require.Contains(t, gatewayConf, `relay_name = "`+relayName+`"`)
+	require.Contains(t, gatewayConf, `authority_paths = ["/ockam/public/authority.identity"]`)
+	relayURL, err := url.Parse(relayAddress)
+	require.NoError(t, err)
+	require.Equal(t, relayService, relayURL.Hostname(), "relay_address names the relay service")
+	relayCmd := strings.Join(service(t, p, relayService).Command, " ")
+	require.True(t, strings.HasPrefix(relayCmd, "ockam relay serve "), "relay command: %s", relayCmd)
+	require.Contains(t, relayCmd, "--listen tcp://0.0.0.0:"+relayURL.Port())
+	require.Contains(t, relayCmd, "--authority /ockam/public/authority.identity")
+	for name, d := range deviceServices {
 		conf := readFile(t, configFile(t, p, service(t, p, name), "/etc/telegraf/telegraf.conf"))
-		require.Contains(t, conf, `address = "tcp://`+gatewayService+`:4000"`)
+		if d.relayed {
+			require.Contains(t, conf, `route = ["`+relayAddress+`", "`+relayName+`"]`, "service %s", name)
+			require.NotRegexp(t, `(?m)^\s*address =`, conf, "service %s", name)
+		} else {
+			require.Contains(t, conf, `address = "tcp://`+gatewayService+`:4000"`, "service %s", name)
+		}
 	}
 	require.Contains(t, strings.Join(service(t, p, "intruder").Command, " "), "--address "+gatewayService+":4000")
 
@@ -98,13 +116,17 @@ func TestComposeWiring(t *testing.T) {
 		"kapacitor":  {"influxdb": types.ServiceConditionHealthy},
 		"chronograf": {"influxdb": types.ServiceConditionHealthy, "kapacitor": types.ServiceConditionStarted},
 		"init":       {},
+		relayService: {"init": types.ServiceConditionCompletedSuccessfully},
 		gatewayService: {"init": types.ServiceConditionCompletedSuccessfully,
-			"influxdb": types.ServiceConditionHealthy},
+			"influxdb": types.ServiceConditionHealthy, relayService: types.ServiceConditionStarted},
 		"intruder": {"init": types.ServiceConditionCompletedSuccessfully, gatewayService: types.ServiceConditionStarted},
 	}
-	for name := range deviceServices {
+	for name, d := range deviceServices {
 		deps[name] = map[string]string{"init": types.ServiceConditionCompletedSuccessfully,
 			gatewayService: types.ServiceConditionStarted}
+		if d.relayed {
+			deps[name][relayService] = types.ServiceConditionStarted
+		}
 	}
 	for name, want := range deps {
 		got := map[string]string{}
@@ -133,8 +155,8 @@ func TestComposeVolumes(t *testing.T) {
 		return m
 	}
 	members := map[string]string{gatewayService: "gateway"}
-	for s, m := range deviceServices {
-		members[s] = m
+	for s, d := range deviceServices {
+		members[s] = d.member
 	}
 	initWant := map[string]string{"/ockam/authority": "ockam-authority", "/ockam/public": "ockam-public"}
 	for svc, m := range members {
@@ -144,6 +166,7 @@ func TestComposeVolumes(t *testing.T) {
 	}
 	require.Equal(t, initWant, mounts("init"))
 	require.Equal(t, map[string]string{"/ockam/public": "ockam-public:ro"}, mounts("intruder"))
+	require.Equal(t, map[string]string{"/ockam/public": "ockam-public:ro"}, mounts(relayService))
 	require.Equal(t, map[string]string{"/var/lib/influxdb": "influxdb-data"}, mounts("influxdb"))
 
 	// Every declared volume is used; compose-go already refuses undeclared ones.
@@ -164,12 +187,55 @@ func TestComposeVolumes(t *testing.T) {
 		enrolled = append(enrolled, m[1])
 	}
 	want := []string{"gateway"}
-	for _, m := range deviceServices {
-		want = append(want, m)
+	for _, d := range deviceServices {
+		want = append(want, d.member)
 	}
 	slices.Sort(want)
 	slices.Sort(enrolled)
 	require.Equal(t, want, enrolled, "members enrolled by init.sh")
+	// The gateway's credential lets it register its relay_name, and each
+	// device's carries the site the tests expect.
+	require.Regexp(t, `(?m)^enroll gateway .*\brelay=`+regexp.QuoteMeta(relayName)+`(\s|$)`, script)
+	for _, d := range deviceServices {
+		require.Regexp(t, `(?m)^enroll `+d.member+` .*\bsite=`+d.site+`(\s|$)`, script)
+	}
+}
+
+// TestComposeDeviceConfigs: a relayed device's configuration is a direct
+// device's with the route through the relay for the gateway's address, and
+// nothing else changed but the comments, so that the demo shows the two
+// paths side by side.
+func TestComposeDeviceConfigs(t *testing.T) {
+	p := loadProject(t)
+	const (
+		address = `  address = "tcp://` + gatewayService + `:4000"`
+		route   = `  route = ["` + relayAddress + `", "` + relayName + `"]`
+	)
+	settings := func(file string) []string { // the lines that are not comments
+		var lines []string
+		for _, l := range strings.Split(readFile(t, file), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	var direct, relayed []string
+	for name, d := range deviceServices {
+		lines := settings(configFile(t, p, service(t, p, name), "/etc/telegraf/telegraf.conf"))
+		if d.relayed {
+			require.Contains(t, lines, route, "service %s", name)
+			relayed = lines
+		} else {
+			require.Contains(t, lines, address, "service %s", name)
+			direct = lines
+		}
+	}
+	require.NotNil(t, direct, "no device dials the gateway directly")
+	require.NotNil(t, relayed, "no device goes through the relay")
+	want := slices.Clone(direct)
+	want[slices.Index(want, address)] = route
+	require.Equal(t, want, relayed)
 }
 
 // TestComposeConfigFiles: every file the compose file names is in the

@@ -13,19 +13,19 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/stretchr/testify/require"
 
+	ockamlistener "github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
+	ockamout "github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 
-	// The plugins the demo's configurations use, as cmd/telegraf compiles
-	// them in.
+	// The other plugins the demo's configurations use, as cmd/telegraf
+	// compiles them in.
 	_ "github.com/influxdata/telegraf/plugins/inputs/cpu"
 	_ "github.com/influxdata/telegraf/plugins/inputs/mem"
 	_ "github.com/influxdata/telegraf/plugins/inputs/system"
 	_ "github.com/influxdata/telegraf/plugins/outputs/influxdb_v2"
 	_ "github.com/influxdata/telegraf/plugins/serializers/influx"
-	_ "github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
-	_ "github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 )
 
 // internalStandIn takes the place of inputs.internal, which lives in
@@ -67,17 +67,32 @@ func TestComposeTelegrafConfigs(t *testing.T) {
 	// A device waits for its ack for outputs.ockam's timeout (10 s): the
 	// gateway must flush well within it.
 	require.LessOrEqual(t, time.Duration(c.Agent.FlushInterval), 2*time.Second, "gateway flush_interval")
+	// Both paths in: its port and its name at the relay.
+	for _, in := range c.Inputs {
+		if l, ok := in.Input.(*ockamlistener.Listener); ok {
+			require.Equal(t, "tcp://:4000", l.ServiceAddress)
+			require.Equal(t, []string{relayAddress, relayName}, []string{l.RelayAddress, l.RelayName})
+		}
+	}
 
-	for name, member := range deviceServices {
+	for name, d := range deviceServices {
 		s := service(t, p, name)
 		envs := map[string]string{"GATEWAY_IDENTITY": gatewayID.String()}
 		for k, v := range s.Environment {
 			envs[k] = *v
 		}
-		require.Equal(t, member, envs["DEVICE"], "service %s: DEVICE", name)
+		require.Equal(t, d.member, envs["DEVICE"], "service %s: DEVICE", name)
 		c := loadTelegraf(t, r, configFile(t, p, s, "/etc/telegraf/telegraf.conf"), envs)
 		require.Equal(t, []string{"cpu", "mem", "system"}, sorted(c.InputNames()), "service %s", name)
 		require.Equal(t, []string{"ockam"}, c.OutputNames(), "service %s", name)
+		out := c.Outputs[0].Output.(*ockamout.Ockam)
+		if d.relayed {
+			require.Equal(t, []string{relayAddress, relayName}, out.Route, "service %s: route", name)
+			require.Empty(t, out.Address, "service %s: address", name)
+		} else {
+			require.Equal(t, "tcp://"+gatewayService+":4000", out.Address, "service %s: address", name)
+			require.Empty(t, out.Route, "service %s: route", name)
+		}
 	}
 }
 
@@ -110,9 +125,9 @@ func makeFleet(t *testing.T, root string) secure.Identifier {
 	public := filepath.Join(root, "public")
 	require.NoError(t, os.MkdirAll(public, 0o700))
 	ockamtest.WriteFile(t, filepath.Join(public, "authority.identity"), f.Authority.Public().MarshalFile())
-	members := map[string]map[string]string{"gateway": {"role": "listener"}}
-	for _, m := range deviceServices {
-		members[m] = map[string]string{"role": "sensor", "site": "test"}
+	members := map[string]map[string]string{"gateway": {"role": "listener", "relay": relayName}}
+	for _, d := range deviceServices {
+		members[d.member] = map[string]string{"role": "sensor", "site": d.site}
 	}
 	var gateway secure.Identifier
 	for name, attrs := range members {

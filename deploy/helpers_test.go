@@ -21,11 +21,28 @@ import (
 // repoRoot is the repository, seen from this package's directory.
 const repoRoot = ".."
 
-// The demo's members: the gateway's service, and each device's service
-// with the member name init.sh enrolls it as.
+// The demo's members: the gateway's service, and each device's service.
 const gatewayService = "telegraf-gateway"
 
-var deviceServices = map[string]string{"telegraf-device-1": "device-1", "telegraf-device-2": "device-2"}
+// The relay's service, the address the gateway registers at and devices
+// route through, and the name the gateway registers there.
+const (
+	relayService = "relay"
+	relayAddress = "tcp://relay:4000"
+	relayName    = "plant-7-gateway"
+)
+
+// device is a device of the demo.
+type device struct {
+	member  string // the member name init.sh enrolls it as
+	site    string // its credential's site attribute
+	relayed bool   // it reaches the gateway through the relay, not its port
+}
+
+var deviceServices = map[string]device{
+	"telegraf-device-1": {member: "device-1", site: "plant-7"},
+	"telegraf-device-2": {member: "device-2", site: "plant-9", relayed: true},
+}
 
 // loadProject loads docker-compose.yml as `docker compose config` would,
 // with an empty environment (nothing of the caller's leaks in).

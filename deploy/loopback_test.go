@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,72 +24,90 @@ import (
 )
 
 // TestComposeOnLoopback runs the demo of docker-compose.yml without Docker:
-// the commands of the init, telegraf-gateway, telegraf-device-* and intruder
-// services, with their configuration files, as compose would run them, on
-// loopback and in a temporary directory, against influxd 1.8 (as
+// the commands of the init, relay, telegraf-gateway, telegraf-device-* and
+// intruder services, with their configuration files, as compose would run
+// them, on loopback and in a temporary directory, against influxd 1.8 (as
 // InfluxDB). Only the container paths (/ockam, the config mount points), the
-// host names and the gateway's gather interval are rewritten. It checks
-// that init is idempotent, that both devices' metrics reach InfluxDB tagged
-// with their verified identity and site, and that the intruder's four
-// attempts are refused and counted in the gateway's internal metrics there.
+// host names and ports, and the gateway's gather interval are rewritten. It
+// checks that init is idempotent, that the gateway registers its name at the
+// relay, that device-1 opens its channel to the gateway's port and device-2
+// through the relay, that both devices' metrics reach InfluxDB tagged with
+// their verified identity and site, and that the intruder's four attempts
+// are refused and counted in the gateway's internal metrics there.
 //
 // Like e2e/, it runs only with OCKAM_E2E=1 (make test sets it, with
 // OCKAM_BIN and INFLUXD).
 func TestComposeOnLoopback(t *testing.T) {
 	bin, influxd := requireBinaries(t)
-	p := loadProject(t)
-	root := t.TempDir()
-	r := &replacer{t: t, pairs: []string{"/ockam", root}}
-	// As in the image: the binaries on PATH, for the services and for us.
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	path := "PATH=" + os.Getenv("PATH")
+	p, root, r, path := onLoopback(t, bin)
 
 	// init, twice: the second run changes nothing.
-	initSvc := service(t, p, "init")
-	initArgs := commandOf(t, p, initSvc, r, nil)
-	runToEnd(t, initArgs, append(envOf(initSvc, r), path))
+	runInit(t, p, r, path)
 	first := snapshot(t, root)
-	runToEnd(t, initArgs, append(envOf(initSvc, r), path))
+	runInit(t, p, r, path)
 	require.Equal(t, first, snapshot(t, root), "init changed the fleet when run again")
 
 	db := startInfluxDB(t, influxd, envValue(service(t, p, "influxdb"), "INFLUXDB_DB"))
 
+	// The relay, on a free port instead of 4000.
+	rs := service(t, p, relayService)
+	relay := startProcess(t, relayService, replaceInArgs(t, commandOf(t, p, rs, r, nil),
+		"tcp://0.0.0.0:4000", "tcp://127.0.0.1:0"), append(envOf(rs, r), path))
+	relayAddr := relay.waitLog(regexp.MustCompile(`relay listening on (tcp://\S+)`), 30*time.Second)[1]
+
 	gw := service(t, p, gatewayService)
 	gwConf := r.apply(readFile(t, configFile(t, p, gw, "/etc/telegraf/telegraf.conf")),
-		"/ockam", "tcp://:4000", "http://influxdb:8086", `interval = "10s"`)
-	gwConf = strings.NewReplacer("tcp://:4000", "tcp://127.0.0.1:0", "http://influxdb:8086", db.url,
-		`interval = "10s"`, `interval = "1s"`).Replace(gwConf)
+		"/ockam", "tcp://:4000", relayAddress, "http://influxdb:8086", `interval = "10s"`)
+	gwConf = strings.NewReplacer("tcp://:4000", "tcp://127.0.0.1:0", relayAddress, relayAddr,
+		"http://influxdb:8086", db.url, `interval = "10s"`, `interval = "1s"`).Replace(gwConf)
 	gateway := startProcess(t, "telegraf-gateway", commandOf(t, p, gw, r, map[string]string{
 		"/etc/telegraf/telegraf.conf": writeTemp(t, "gateway.conf", gwConf),
 	}), append(envOf(gw, r), path))
 	listening := gateway.waitLog(regexp.MustCompile(`\[inputs\.ockam_listener\] Listening on (\S+) as (I[0-9a-f]+)`), 30*time.Second)
 	addr := listening[1]
-	require.Equal(t, strings.TrimSpace(readFile(t, filepath.Join(root, "public", "gateway.id"))), listening[2])
+	gatewayID := strings.TrimSpace(readFile(t, filepath.Join(root, "public", "gateway.id")))
+	require.Equal(t, gatewayID, listening[2])
+	// Registered at the relay, with the credential init.sh issued: both
+	// sides say so.
+	gateway.waitLog(regexp.MustCompile(`\[inputs\.ockam_listener\] Registered "`+relayName+`" at relay `+
+		regexp.QuoteMeta(relayAddr)), 30*time.Second)
+	relay.waitLog(regexp.MustCompile(`Registered "`+relayName+`" for `+regexp.QuoteMeta(gatewayID[:9])), 10*time.Second)
 
 	devices := map[string]string{} // identifier → site
-	for name, member := range deviceServices {
+	channels := map[*process]*regexp.Regexp{}
+	for name, d := range deviceServices {
 		s := service(t, p, name)
-		conf := r.apply(readFile(t, configFile(t, p, s, "/etc/telegraf/telegraf.conf")), "/ockam", gatewayService+":4000")
-		conf = strings.ReplaceAll(conf, gatewayService+":4000", addr)
-		startProcess(t, name, commandOf(t, p, s, r, map[string]string{
-			"/etc/telegraf/telegraf.conf": writeTemp(t, member+".conf", conf),
+		conf := readFile(t, configFile(t, p, s, "/etc/telegraf/telegraf.conf"))
+		// Where its channel opens: the relay's route or the gateway's port.
+		var via string
+		if d.relayed {
+			conf = strings.ReplaceAll(r.apply(conf, "/ockam", relayAddress), relayAddress, relayAddr)
+			via = "route " + relayAddr + " → " + relayName
+		} else {
+			conf = strings.ReplaceAll(r.apply(conf, "/ockam", gatewayService+":4000"), gatewayService+":4000", addr)
+			via = "tcp://" + addr
+		}
+		proc := startProcess(t, name, commandOf(t, p, s, r, map[string]string{
+			"/etc/telegraf/telegraf.conf": writeTemp(t, d.member+".conf", conf),
 		}), append(envOf(s, r), path))
-		devices[identifierOf(t, filepath.Join(root, "public", member+".identity")).String()] =
-			map[string]string{"device-1": "plant-7", "device-2": "plant-9"}[member]
+		channels[proc] = regexp.MustCompile(`\[outputs\.ockam\] Channel open to listener ` +
+			regexp.QuoteMeta(gatewayID[:9]) + `… at ` + regexp.QuoteMeta(via) + `\n`)
+		devices[identifierOf(t, filepath.Join(root, "public", d.member+".identity")).String()] = d.site
+	}
+	for proc, re := range channels {
+		proc.waitLog(re, 30*time.Second)
 	}
 
 	intruderSvc := service(t, p, "intruder")
-	intruderArgs := commandOf(t, p, intruderSvc, r, nil)
-	for i, a := range intruderArgs {
-		intruderArgs[i] = strings.ReplaceAll(a, gatewayService+":4000", addr)
-	}
-	intruder := startProcess(t, "intruder", intruderArgs, append(envOf(intruderSvc, r), path))
+	intruder := startProcess(t, "intruder", replaceInArgs(t, commandOf(t, p, intruderSvc, r, nil),
+		gatewayService+":4000", addr), append(envOf(intruderSvc, r), path))
 	for _, attempt := range []string{"plaintext", "forged-hello", "rogue-authority", "forged-signature"} {
 		intruder.waitLog(regexp.MustCompile(`ockam-intruder: `+attempt+` +refused: `), 30*time.Second)
 	}
 	require.NotContains(t, intruder.log(), "NOT REFUSED")
 
-	// Both devices, with their verified identity and site; nothing else.
+	// Both devices, device-2 through the relay, with their verified identity
+	// and site; nothing else.
 	eventually(t, 60*time.Second, "both devices' cpu metrics in InfluxDB", func() (bool, string) {
 		got := map[string]string{}
 		for _, s := range db.query(t, "SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site") {
@@ -161,6 +180,27 @@ func requireBinaries(t *testing.T) (bin, influxd string) {
 	return bin, influxd
 }
 
+// onLoopback loads docker-compose.yml and prepares a run of its services
+// on loopback: it returns the project, the temporary directory that stands
+// for /ockam, the replacer of /ockam by it, and the PATH=... entry of the
+// services' environment, which puts the binaries in bin first, as in the
+// image (for the test too).
+func onLoopback(t *testing.T, bin string) (p *types.Project, root string, r *replacer, path string) {
+	t.Helper()
+	p = loadProject(t)
+	root = t.TempDir()
+	r = &replacer{t: t, pairs: []string{"/ockam", root}}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return p, root, r, "PATH=" + os.Getenv("PATH")
+}
+
+// runInit runs the init service's command to its end.
+func runInit(t *testing.T, p *types.Project, r *replacer, path string) {
+	t.Helper()
+	s := service(t, p, "init")
+	runToEnd(t, commandOf(t, p, s, r, nil), append(envOf(s, r), path))
+}
+
 // commandOf returns the service's command, with r applied and every config
 // mount point replaced by the repository file it mounts, or by the file
 // given in files for it.
@@ -181,6 +221,19 @@ func commandOf(t *testing.T, p *types.Project, s types.ServiceConfig, r *replace
 		args[i] = r.apply(mounts.Replace(a))
 	}
 	return args
+}
+
+// replaceInArgs replaces old with new in args, failing t unless old occurs
+// in one of them.
+func replaceInArgs(t *testing.T, args []string, old, new string) []string {
+	t.Helper()
+	require.True(t, slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, old) }),
+		"%q does not occur in %q", old, args)
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strings.ReplaceAll(a, old, new)
+	}
+	return out
 }
 
 // envOf returns the service's environment with r applied.

@@ -3,7 +3,9 @@
 # credentials of the demo fleet with the ockam command, once. Run again (every
 # `docker compose up` does), it keeps every identity and re-issues only the
 # credentials that no longer verify (expired, or not for the identity in the
-# vault). deploy/compose_test.go runs it twice on loopback.
+# vault) or whose attributes are not the ones below (a demo from before the
+# relay has a gateway credential without relay=...). deploy/compose_test.go
+# runs it twice on loopback.
 #
 # Layout under $OCKAM_ROOT (default /ockam; one compose volume per directory,
 # so that each service sees only its own private keys):
@@ -33,11 +35,18 @@ identity() {
 	fi
 }
 
+# attributes FILE: the attributes of the credential FILE, KEY=VALUE sorted.
+attributes() {
+	ockam credential show "$1" | sed -n 's/^  \([^ ]*\) = "\(.*\)"$/\1=\2/p' | LC_ALL=C sort
+}
+
 # enroll NAME KEY=VALUE...: the identity of member NAME and a credential with
-# these attributes, issued unless the current one still verifies.
+# these attributes, issued unless the current one still verifies and has
+# exactly these attributes.
 enroll() {
 	name=$1
 	shift
+	want=$(printf '%s\n' "$@" | LC_ALL=C sort)
 	for attr; do
 		set -- "$@" --attr "$attr"
 		shift
@@ -47,7 +56,7 @@ enroll() {
 	ockam identity export --vault "$root/$name/vault" --out "$public/$name.identity" --force
 	cred=$root/$name/$name.cred
 	if ockam credential verify --authority "$public/authority.identity" --subject "$public/$name.identity" \
-		"$cred" >/dev/null 2>&1; then
+		"$cred" >/dev/null 2>&1 && [ "$(attributes "$cred")" = "$want" ]; then
 		echo "init: $name: credential still valid"
 	else
 		ockam credential issue --vault "$authority" --subject "$public/$name.identity" "$@" --ttl "$ttl" \
@@ -58,7 +67,8 @@ enroll() {
 
 identity "$authority"
 ockam identity export --vault "$authority" --out "$public/authority.identity" --force
-enroll gateway role=listener
+# relay=NAME lets the gateway register NAME at the relay (its relay_name).
+enroll gateway role=listener relay=plant-7-gateway
 enroll device-1 role=sensor site=plant-7
 enroll device-2 role=sensor site=plant-9
 ockam identity show --vault "$root/gateway/vault" --identifier >"$public/gateway.id"
