@@ -17,16 +17,20 @@ import (
 type handshakeLimit struct {
 	mu    sync.Mutex
 	max   int
-	count map[netip.Prefix]int
+	count map[string]int
 }
 
 func newHandshakeLimit(max int) *handshakeLimit {
-	return &handshakeLimit{max: max, count: make(map[netip.Prefix]int)}
+	return &handshakeLimit{max: max, count: make(map[string]int)}
 }
 
 // acquire takes a handshake slot of source; it reports false when source
-// already holds max of them.
-func (h *handshakeLimit) acquire(source netip.Prefix) bool {
+// already holds max of them. The source "" (not an IP address) is not
+// limited.
+func (h *handshakeLimit) acquire(source string) bool {
+	if source == "" {
+		return true
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.count[source] >= h.max {
@@ -37,7 +41,10 @@ func (h *handshakeLimit) acquire(source netip.Prefix) bool {
 }
 
 // release gives back a slot that acquire took.
-func (h *handshakeLimit) release(source netip.Prefix) {
+func (h *handshakeLimit) release(source string) {
+	if source == "" {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.count[source] <= 1 {
@@ -49,11 +56,16 @@ func (h *handshakeLimit) release(source netip.Prefix) {
 
 // sourceOf returns what a connection from a counts against: its IPv4
 // address, or the /64 of its IPv6 address (one host commonly has a whole
-// /64). An address that is not IP (a test pipe) counts as one source.
-func sourceOf(a net.Addr) netip.Prefix {
+// /64). An address that is not IP, a session through a relay or an MQTT
+// broker, returns "": the listener cannot tell who is behind the carrier,
+// and one shared allowance would let whoever can reach the relay or
+// publish on the broker stall every relayed device's handshake
+// (docs/SECURITY.md, "Bounds"). Such sessions are bounded by
+// max_connections, handshake_timeout and the carrier's own limits.
+func sourceOf(a net.Addr) string {
 	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
-		return netip.Prefix{}
+		return ""
 	}
 	ip := ap.Addr().Unmap().WithZone("")
 	bits := 32
@@ -61,5 +73,5 @@ func sourceOf(a net.Addr) netip.Prefix {
 		bits = 64
 	}
 	p, _ := ip.Prefix(bits)
-	return p
+	return p.String()
 }

@@ -2,10 +2,11 @@ package ockam_listener
 
 import (
 	"net"
-	"net/netip"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/transport/msgconn"
 )
 
 func TestSourceOf(t *testing.T) {
@@ -18,9 +19,11 @@ func TestSourceOf(t *testing.T) {
 		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 4000}, "2001:db8:1:2::/64"},
 		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 1}, "2001:db8:1:2::/64"},
 		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 1, Zone: "eth0"}, "fe80::/64"},
-		{pipeAddr{}, "invalid Prefix"},
+		{pipeAddr{}, ""},
+		{msgconn.Addr{Net: "relay", Text: "tcp://127.0.0.1:4000 #0123456789abcdef"}, ""},
+		{msgconn.Addr{Net: "mqtt", Text: "mqtt://127.0.0.1:1883/ockam session 0123"}, ""},
 	} {
-		require.Equal(t, tt.want, sourceOf(tt.addr).String(), "%v", tt.addr)
+		require.Equal(t, tt.want, sourceOf(tt.addr), "%v", tt.addr)
 	}
 }
 
@@ -31,7 +34,7 @@ func (pipeAddr) String() string  { return "pipe" }
 
 func TestHandshakeLimit(t *testing.T) {
 	h := newHandshakeLimit(2)
-	a, b := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	a, b := "192.0.2.1/32", "192.0.2.2/32"
 	require.True(t, h.acquire(a))
 	require.True(t, h.acquire(a))
 	require.False(t, h.acquire(a), "a third handshake from a")
@@ -42,4 +45,8 @@ func TestHandshakeLimit(t *testing.T) {
 	h.release(a)
 	h.release(b)
 	require.Empty(t, h.count, "sources without handshakes are forgotten")
+	for range 10 {
+		require.True(t, h.acquire(""), "sessions of a relay or a broker are not limited per source")
+	}
+	require.Empty(t, h.count)
 }

@@ -1,6 +1,7 @@
 package ockam
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -111,3 +112,37 @@ func TestWriteOverMQTT(t *testing.T) {
 	writeAll(t, o, sequence(0, 300))
 	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 300), l.seqs("ockam_identity"))
 }
+
+// TestStalledRelaySessionsDoNotLockOutDevices: whoever can reach the relay
+// opens more sessions to the listener than max_handshakes_per_ip and
+// stalls each in the middle of handshake message 1. Sessions through a
+// relay are not counted per source (the listener cannot tell their
+// sources apart), so a device arriving through the same relay still gets
+// its channel at once, long before the stalled handshakes time out.
+func TestStalledRelaySessionsDoNotLockOutDevices(t *testing.T) {
+	fleet := ockamtest.NewFleet(t)
+	dev := fleet.Enroll(t, "device", map[string]string{"role": "sensor"})
+	gw := fleet.Enroll(t, "listener", map[string]string{"role": "listener", "relay": "gw"})
+	relayURL, _ := startRelay(t, fleet, "127.0.0.1:0")
+	l := startListenerAt(t, func(l *ockam_listener.Listener) {
+		l.ServiceAddress, l.RelayAddress, l.RelayName = "", relayURL, "gw"
+		l.MaxHandshakesPerIP = 2
+		l.HandshakeTimeout = config.Duration(time.Minute)
+	}, gw.VaultPath, gw.CredentialPath, time.Minute, fleet.AuthorityFile)
+
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := relay.Dial(ctx, []string{relayURL, "gw"})
+		cancel()
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		_, err = c.Write([]byte{0, 48, 1, 2, 3}) // a 48-byte message 1 that never comes whole
+		require.NoError(t, err)
+	}
+	start := time.Now()
+	out := newRoutedOutput(t, []string{relayURL, "gw"}, dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile)
+	writeAll(t, out, sequence(0, 10))
+	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 10), l.seqs("ockam_identity"))
+	require.Less(t, time.Since(start), 30*time.Second, "the device did not wait for the stalled handshakes to time out")
+}
+
