@@ -66,7 +66,8 @@ func readSession(l *link, c *msgconn.Conn, relay string) {
 func deviceFrame(l *link, c *msgconn.Conn, f *frame) error {
 	switch {
 	case f.Type == typePing:
-		return l.send(appendFrame(nil, &frame{Type: typePong}), nil)
+		l.offer(appendFrame(nil, &frame{Type: typePong}))
+		return nil
 	case f.Type == typePong:
 		return nil
 	case f.Type != typeRoute && f.Type != typeError:

@@ -8,8 +8,10 @@ import (
 )
 
 // Outbound queue bounds of a connection, and the write deadline of its
-// writer: a destination that cannot keep up is closed, not waited for,
-// since the frames for it come from connections other sessions share.
+// writer. A device's connection that cannot keep up is closed, not waited
+// for, since the frames for it come from connections other sessions share;
+// for a listener's or a relay's connection, which many sessions share, the
+// frame is dropped instead (Server.forward).
 const (
 	maxQueuedFrames = 1024
 	maxQueuedBytes  = 8 << 20
@@ -112,6 +114,27 @@ func (l *link) send(b []byte, wait <-chan struct{}) error {
 			return errQueueFull
 		}
 	}
+}
+
+// offer queues an encoded frame if the queue has room, and reports whether
+// it did. A full queue drops the frame and leaves the link open: for
+// frames whose loss costs one session at most (a frame forwarded to a
+// listener or a relay that many sessions share; a PING or a PONG), where
+// closing the link would cost every session on it.
+func (l *link) offer(b []byte) bool {
+	l.mu.Lock()
+	if l.closed || l.draining || len(l.queue) >= maxQueuedFrames || l.bytes+len(b) > maxQueuedBytes {
+		l.mu.Unlock()
+		return false
+	}
+	l.queue = append(l.queue, b)
+	l.bytes += len(b)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // writer writes the queued frames until the link closes.

@@ -50,6 +50,8 @@ type Listener struct {
 
 	registered atomic.Bool
 	closeOnce  sync.Once
+	refused    atomic.Int64 // sessions refused
+	refusedLog atomic.Int64 // Unix nanoseconds of the last warning about them
 
 	mu  sync.Mutex
 	cur *link // the current relay connection
@@ -278,7 +280,7 @@ func (l *Listener) serve(lk *link, r *bufio.Reader) error {
 			case <-pingDone:
 				return
 			case <-t.C:
-				_ = lk.send(appendFrame(nil, &frame{Type: typePing}), nil)
+				lk.offer(appendFrame(nil, &frame{Type: typePing})) // a full queue is no reason to close
 			}
 		}
 	}()
@@ -302,7 +304,8 @@ func (l *Listener) serve(lk *link, r *bufio.Reader) error {
 func (ss *relaySessions) handle(f *frame) error {
 	switch {
 	case f.Type == typePing:
-		return ss.lk.send(appendFrame(nil, &frame{Type: typePong}), nil)
+		ss.lk.offer(appendFrame(nil, &frame{Type: typePong}))
+		return nil
 	case f.Type == typePong:
 		return nil
 	case f.Type != typeRoute && f.Type != typeError:
@@ -355,10 +358,20 @@ func (ss *relaySessions) open(key string, f *frame) {
 	}
 }
 
+// refuseLogInterval spaces the warnings about refused sessions: anyone who
+// reaches the relay can cause them.
+const refuseLogInterval = time.Minute
+
 // refuse tells a device why its session cannot start.
 func (ss *relaySessions) refuse(ret []string, why string) {
-	ss.l.log.Warnf("Refused a session: %s", why)
-	_ = ss.lk.send(appendFrame(nil, &frame{Type: typeError, Onward: ret, Payload: reason(why)}), nil)
+	n := ss.l.refused.Add(1)
+	now, last := time.Now().UnixNano(), ss.l.refusedLog.Load()
+	if now-last >= int64(refuseLogInterval) && ss.l.refusedLog.CompareAndSwap(last, now) {
+		ss.l.log.Warnf("Refused a session: %s (%d refused so far; logged at most once a minute)", why, n)
+	} else {
+		ss.l.log.Debugf("Refused a session: %s", why)
+	}
+	ss.lk.offer(appendFrame(nil, &frame{Type: typeError, Onward: ret, Payload: reason(why)}))
 }
 
 func (ss *relaySessions) remove(key string, c *msgconn.Conn) {

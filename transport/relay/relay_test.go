@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -560,4 +561,90 @@ func TestRevocationEndsRegistration(t *testing.T) {
 	putBack, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), nil, nil)
 	require.NoError(t, err)
 	require.Error(t, s.UpdateRevocations(putBack), "another list with the same sequence (the revocation undone) is refused")
+}
+
+// TestFloodDoesNotCutTheListener: a party with no credential floods the
+// registered name with tiny frames, far more than the listener's outbound
+// queue holds (1024 frames), on many return routes and on one. The relay
+// drops what does not fit and answers the flooder with ERRORs; it never
+// closes the listener's connection, so the registration and a real
+// channel through it survive.
+func TestFloodDoesNotCutTheListener(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	lisLog := newTestLog(t)
+	l, err := Listen(ListenConfig{Relay: relay, Name: gateway, Logger: lisLog,
+		Credentials: func() (*secure.LocalIdentity, *secure.Credential, error) { return e.listener, e.listenerCred, nil }})
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	require.Eventually(t, l.Registered, 5*time.Second, 5*time.Millisecond)
+	ch := e.connect(t, l, relay, gateway)
+	ch.exchange(t, 10)
+	go func() { // the attacker's sessions are accepted and left alone
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+
+	flood := dialRaw(t, relay)
+	go func() { // read the ERRORs, so that the flooder is not itself the slow one
+		for {
+			if _, err := flood.read(); err != nil {
+				return
+			}
+		}
+	}()
+	for i := range 5000 {
+		flood.send(&frame{Type: typeRoute, Onward: []string{gateway}, Return: []string{fmt.Sprintf("s%d", i)}, Payload: []byte{1}})
+	}
+	for range 20000 {
+		flood.send(&frame{Type: typeRoute, Onward: []string{gateway}, Payload: []byte{1}})
+	}
+	ch.exchange(t, 10)
+	require.True(t, l.Registered(), "the registration survives the flood")
+	require.False(t, lisLog.contains(`Lost the connection to relay`), "the relay closed the listener's connection")
+	ch.exchange(t, 1<<20)
+}
+
+// failingListener fails its first fails Accepts with err, as a process out
+// of file descriptors does, then accepts.
+type failingListener struct {
+	net.Listener
+	fails int
+	err   error
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsDoNotStopTheRelay: errors of Accept other than a closed
+// listener (EMFILE when someone holds every descriptor) are retried; the
+// relay goes on serving once they pass.
+func TestAcceptErrorsDoNotStopTheRelay(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	s, err := NewServer(ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() {
+		served <- s.Serve(&failingListener{Listener: ln, fails: 5, err: errors.New("accept4: too many open files")})
+	}()
+	relay := "tcp://" + ln.Addr().String()
+	l := e.listen(t, relay)
+	e.connect(t, l, relay, gateway).exchange(t, 10)
+	require.True(t, log.contains(`Accepting a connection failed \(retrying; logged at most once a minute\): accept4: too many open files`))
+	require.NoError(t, s.Close())
+	require.NoError(t, <-served, "Serve returns nil after Close")
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -87,6 +88,9 @@ type relayConn struct {
 
 	challenge []byte // the last CHALLENGE sent; reader goroutine only
 
+	dropped    atomic.Int64 // frames dropped for this connection's full queue
+	dropLogged atomic.Int64 // Unix nanoseconds of the last report of them
+
 	// Guarded by Server.mu.
 	name       string             // registered forwarding name, if any
 	holder     secure.Identifier  // whose registration it is
@@ -130,7 +134,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Close, which closes ln; it then
-// returns nil. Any other error of Accept ends it and is returned.
+// returns nil. Other errors of Accept (too many open files, …) are logged
+// and retried with backoff; a listener closed by someone else ends it.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -143,23 +148,34 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.addr = ln.Addr().String()
 	}
 	s.mu.Unlock()
+	var delay time.Duration
+	var lastLog time.Time
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed
-			delete(s.listeners, ln)
+			if closed || errors.Is(err, net.ErrClosed) {
+				delete(s.listeners, ln)
+			}
 			s.mu.Unlock()
 			if closed {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors and the like: whoever opened them
+			// must not stop the relay. Back off and go on, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if time.Since(lastLog) >= time.Minute {
+				s.log.Warnf("Accepting a connection failed (retrying; logged at most once a minute): %v", err)
+				lastLog = time.Now()
+			}
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		c := &relayConn{id: newConnID(), remote: nc.RemoteAddr().String(), link: newLink(nc)}
 		if !s.add(c) {
 			s.log.Warnf("Refusing connection from %s: %d connections open (--max-connections)", c.remote, s.maxConns)
@@ -316,15 +332,46 @@ func (s *Server) forward(c *relayConn, f *frame) {
 	dest, why := s.resolve(next)
 	if dest != nil {
 		out := appendFrame(nil, &frame{Type: f.Type, Onward: f.Onward[1:], Return: ret, Payload: f.Payload})
-		err := dest.link.send(out, nil)
-		if err == nil {
+		if s.shared(dest) {
+			// A listener's or a relay's connection carries every session
+			// of its devices: a full queue (a flood from anyone, or a slow
+			// uplink) costs this frame, never the connection.
+			if dest.link.offer(out) {
+				return
+			}
+			s.droppedFor(dest, next)
+			why = fmt.Sprintf("next hop %q is busy: its outbound queue is full, frame dropped", next)
+		} else if err := dest.link.send(out, nil); err == nil {
 			return
+		} else {
+			why = fmt.Sprintf("next hop %q: %v", next, err)
 		}
-		why = fmt.Sprintf("next hop %q: %v", next, err)
 	}
 	s.log.Debugf("Cannot forward a %v from %s: %s", f.Type, c.remote, why)
 	if f.Type == typeRoute { // never an ERROR about an ERROR
 		s.sendError(ret, f.Onward, why)
+	}
+}
+
+// shared reports whether c carries the sessions of others: a registered
+// listener's connection or a connection to another relay.
+func (s *Server) shared(c *relayConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c.outgoing || c.name != ""
+}
+
+// dropLogInterval spaces the reports of frames dropped for a full queue.
+const dropLogInterval = 10 * time.Second
+
+// droppedFor counts a frame dropped for dest, and reports the count at
+// most every dropLogInterval.
+func (s *Server) droppedFor(dest *relayConn, hop string) {
+	n := dest.dropped.Add(1)
+	now := s.now().UnixNano()
+	last := dest.dropLogged.Load()
+	if now-last >= int64(dropLogInterval) && dest.dropLogged.CompareAndSwap(last, now) {
+		s.log.Infof("Dropping frames for %s (%s): its outbound queue is full; %d dropped so far", hop, dest.remote, n)
 	}
 }
 
