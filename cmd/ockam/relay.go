@@ -28,7 +28,8 @@ func relayCommand() *command {
 // relayServeUsage is the --help text of "ockam relay serve".
 const relayServeUsage = `Usage: ockam relay serve --listen tcp://HOST:PORT --authority FILE [--authority FILE ...]
                          [--revocation-list FILE] [--next-hop tcp://HOST:PORT ...]
-                         [--max-connections N] [--log-level info|debug]
+                         [--max-connections N] [--max-connections-per-ip N]
+                         [--log-level info|debug]
 
 Runs a relay (docs/PROTOCOL.md, section 15): listeners that no device can
 reach (behind NAT, no inbound port) connect out to it and register a
@@ -59,6 +60,10 @@ Flags:
                            that the relay is no open proxy into its network
   --max-connections N      the most connections, incoming and outgoing
                            (default 10000)
+  --max-connections-per-ip N
+                           the most incoming connections from one IP
+                           address (default 1024), so that one host cannot
+                           hold every slot
   --log-level LEVEL        info (default) or debug (also every connection and
                            every frame that could not be forwarded)
 `
@@ -71,6 +76,7 @@ func relayServe(fs *flag.FlagSet) action {
 	revocations := fs.String("revocation-list", "", "a revocation list file")
 	fs.Var(&nextHops, "next-hop", "a relay routes may continue to (repeatable)")
 	maxConns := fs.Int("max-connections", relay.DefaultMaxConnections, "the most connections")
+	maxPerIP := fs.Int("max-connections-per-ip", relay.DefaultMaxConnectionsPerIP, "the most connections from one IP address")
 	logLevel := fs.String("log-level", "info", "info or debug")
 	return func(e *env, args []string) error {
 		if _, err := begin(e, fs, args, "listen", "authority"); err != nil {
@@ -87,12 +93,15 @@ func relayServe(fs *flag.FlagSet) action {
 		if *maxConns <= 0 {
 			return usagef("--max-connections %d: must be positive", *maxConns)
 		}
+		if *maxPerIP <= 0 {
+			return usagef("--max-connections-per-ip %d: must be positive", *maxPerIP)
+		}
 		for _, h := range nextHops {
 			if _, err := parseTCPAddress("next-hop", h); err != nil {
 				return err
 			}
 		}
-		cfg := relay.ServerConfig{NextHops: nextHops, MaxConnections: *maxConns, Now: e.clock(),
+		cfg := relay.ServerConfig{NextHops: nextHops, MaxConnections: *maxConns, MaxConnectionsPerIP: *maxPerIP, Now: e.clock(),
 			Logger: newLineLogger(e.stderr, "relay", level)}
 		for _, path := range authorities {
 			id, err := readIdentityFile(path)

@@ -648,3 +648,59 @@ func TestAcceptErrorsDoNotStopTheRelay(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.NoError(t, <-served, "Serve returns nil after Close")
 }
+
+// TestConnectionsPerIP: one host holds at most MaxConnectionsPerIP
+// incoming connections; beyond it the relay closes new ones at once, and a
+// slot freed is usable again.
+func TestConnectionsPerIP(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()},
+		MaxConnectionsPerIP: 3, Logger: log})
+	var held []*rawConn
+	for range 3 {
+		c := dialRaw(t, relay)
+		c.send(&frame{Type: typePing})
+		f, err := c.read()
+		require.NoError(t, err)
+		require.Equal(t, typePong, f.Type)
+		held = append(held, c)
+	}
+	extra := dialRaw(t, relay)
+	extra.send(&frame{Type: typePing})
+	_, err := extra.read()
+	require.Error(t, err, "a fourth connection from the same address is closed")
+	require.True(t, log.contains(`Refusing connection from 127\.0\.0\.1:\d+: 3 connections open from 127\.0\.0\.1 \(--max-connections-per-ip\)`))
+
+	held[0].nc.Close()
+	require.Eventually(t, func() bool {
+		c := dialRaw(t, relay)
+		defer c.nc.Close()
+		c.send(&frame{Type: typePing})
+		f, err := c.read()
+		return err == nil && f.Type == typePong
+	}, 5*time.Second, 20*time.Millisecond, "the freed slot is usable again")
+}
+
+// TestIdleDeviceConnectionClosed: an unregistered connection that carried
+// a frame and then nothing for the device idle timeout is closed, so idle
+// connections cannot hold the relay's slots for ever.
+func TestIdleDeviceConnectionClosed(t *testing.T) {
+	e := newEnv(t)
+	s, err := NewServer(ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: newTestLog(t)})
+	require.NoError(t, err)
+	s.deviceIdle = 200 * time.Millisecond // before Serve
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	c := dialRaw(t, "tcp://"+ln.Addr().String())
+	c.send(&frame{Type: typePing})
+	f, err := c.read()
+	require.NoError(t, err)
+	require.Equal(t, typePong, f.Type)
+	start := time.Now()
+	_, err = c.read()
+	require.ErrorIs(t, err, io.EOF, "the idle connection is closed by the relay")
+	require.Less(t, time.Since(start), 5*time.Second)
+}

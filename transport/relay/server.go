@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,14 @@ const (
 	idleTimeout = 60 * time.Second
 	// dialTimeout bounds the dial of a next hop.
 	dialTimeout = 10 * time.Second
+	// deviceIdleTimeout closes an unregistered incoming connection (a
+	// device's) that carried no frame for that long: its channel is idle,
+	// and a listener closes idle channels sooner (read_timeout, 5 min).
+	deviceIdleTimeout = 10 * time.Minute
+	// DefaultMaxConnectionsPerIP is ServerConfig.MaxConnectionsPerIP when
+	// zero: room for a plant of devices behind one NAT address, not for one
+	// host to take every slot.
+	DefaultMaxConnectionsPerIP = 1024
 	// DefaultMaxConnections is ServerConfig.MaxConnections when zero.
 	DefaultMaxConnections = 10000
 )
@@ -53,6 +62,10 @@ type ServerConfig struct {
 	// MaxConnections bounds the connections, incoming and outgoing
 	// (default DefaultMaxConnections).
 	MaxConnections int
+	// MaxConnectionsPerIP bounds the incoming connections from one IP
+	// address (default DefaultMaxConnectionsPerIP), so that one host cannot
+	// hold every connection slot and keep gateways from registering.
+	MaxConnectionsPerIP int
 	// Logger receives the log (nil: none).
 	Logger Logger
 	// Now returns the time for credential checks (nil: time.Now).
@@ -66,12 +79,16 @@ type Server struct {
 	verifier *secure.Verifier
 	nextHops map[string]bool
 	maxConns int
-	log      Logger
-	now      func() time.Time
+	maxPerIP int
+	// deviceIdle is deviceIdleTimeout (shorter in tests).
+	deviceIdle time.Duration
+	log        Logger
+	now        func() time.Time
 
 	mu        sync.Mutex
 	addr      string // of the first listener, for the reasons of ERROR frames
 	conns     map[connID]*relayConn
+	perIP     map[netip.Addr]int // incoming connections by source address
 	names     map[string]*relayConn
 	outgoing  map[string]*relayConn // by next hop
 	listeners map[net.Listener]bool
@@ -83,7 +100,8 @@ type Server struct {
 type relayConn struct {
 	id       connID
 	link     *link
-	remote   string // the peer's address, or the next hop of an outgoing connection
+	remote   string     // the peer's address, or the next hop of an outgoing connection
+	ip       netip.Addr // the peer's IP address (incoming connections)
 	outgoing bool
 
 	challenge []byte // the last CHALLENGE sent; reader goroutine only
@@ -110,7 +128,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 	}
 	s := &Server{verifier: v, nextHops: map[string]bool{}, maxConns: cfg.MaxConnections, log: cfg.Logger, now: cfg.Now,
-		conns: map[connID]*relayConn{}, names: map[string]*relayConn{}, outgoing: map[string]*relayConn{},
+		conns: map[connID]*relayConn{}, perIP: map[netip.Addr]int{}, maxPerIP: cfg.MaxConnectionsPerIP,
+		names: map[string]*relayConn{}, outgoing: map[string]*relayConn{},
 		listeners: map[net.Listener]bool{}}
 	for _, h := range cfg.NextHops {
 		if k, err := parseHop(h); err != nil || k != hopRelay {
@@ -123,6 +142,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConnections
+	}
+	s.deviceIdle = deviceIdleTimeout
+	switch {
+	case s.maxPerIP < 0:
+		return nil, fmt.Errorf("relay: MaxConnectionsPerIP %d is negative", s.maxPerIP)
+	case s.maxPerIP == 0:
+		s.maxPerIP = DefaultMaxConnectionsPerIP
 	}
 	if s.log == nil {
 		s.log = nopLogger{}
@@ -149,7 +175,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.mu.Unlock()
 	var delay time.Duration
-	var lastLog time.Time
+	var lastLog, lastRefusal time.Time
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -177,8 +203,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		delay = 0
 		c := &relayConn{id: newConnID(), remote: nc.RemoteAddr().String(), link: newLink(nc)}
-		if !s.add(c) {
-			s.log.Warnf("Refusing connection from %s: %d connections open (--max-connections)", c.remote, s.maxConns)
+		if ap, err := netip.ParseAddrPort(c.remote); err == nil {
+			c.ip = ap.Addr().Unmap()
+		}
+		if why := s.add(c); why != "" {
+			if time.Since(lastRefusal) >= time.Minute {
+				s.log.Warnf("Refusing connection from %s: %s (further refusals logged at most once a minute)", c.remote, why)
+				lastRefusal = time.Now()
+			}
 			c.link.close(nil)
 			continue
 		}
@@ -187,20 +219,29 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// add records c, unless the relay is closed or full; on success the
-// caller must run readLoop (or drop) for it.
-func (s *Server) add(c *relayConn) bool {
+// add records c, unless the relay is closed or full, or c's address holds
+// its share: then it says why. On success the caller must run readLoop (or
+// drop) for it.
+func (s *Server) add(c *relayConn) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || len(s.conns) >= s.maxConns {
-		return false
+	switch {
+	case s.closed:
+		return "relay closing"
+	case len(s.conns) >= s.maxConns:
+		return fmt.Sprintf("%d connections open (--max-connections)", s.maxConns)
+	case c.ip.IsValid() && s.perIP[c.ip] >= s.maxPerIP:
+		return fmt.Sprintf("%d connections open from %s (--max-connections-per-ip)", s.maxPerIP, c.ip)
+	}
+	if c.ip.IsValid() {
+		s.perIP[c.ip]++
 	}
 	for s.conns[c.id] != nil { // 2^-64, but an id must name one connection
 		c.id = newConnID()
 	}
 	s.conns[c.id] = c
 	s.wg.Add(1)
-	return true
+	return ""
 }
 
 // Close stops the relay: its listeners and every connection close, and it
@@ -238,8 +279,12 @@ func (s *Server) readLoop(c *relayConn) {
 	first := true
 	for {
 		deadline := time.Time{}
-		if !c.outgoing && (first || s.isRegistered(c)) {
+		switch {
+		case c.outgoing:
+		case first || s.isRegistered(c):
 			deadline = time.Now().Add(idleTimeout)
+		default:
+			deadline = time.Now().Add(s.deviceIdle)
 		}
 		_ = c.link.nc.SetReadDeadline(deadline)
 		f, err := readFrame(r)
@@ -262,6 +307,13 @@ func (s *Server) readLoop(c *relayConn) {
 func (s *Server) drop(c *relayConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.conns[c.id] == c && c.ip.IsValid() {
+		if s.perIP[c.ip] <= 1 {
+			delete(s.perIP, c.ip)
+		} else {
+			s.perIP[c.ip]--
+		}
+	}
 	delete(s.conns, c.id)
 	if c.outgoing && s.outgoing[c.remote] == c {
 		delete(s.outgoing, c.remote)
