@@ -55,6 +55,7 @@ type Listener struct {
 	tombs    map[string]time.Time // closed session ids, until when they stay closed
 	atCap    bool                 // MaxSessions reached: warned once
 	stats    Stats
+	budget   *msgconn.Budget // what the sessions buffer together
 }
 
 // session is one device session of a Listener.
@@ -104,6 +105,7 @@ func Listen(raw string, opts Options) (*Listener, error) {
 		ready:    make(chan struct{}),
 		tombs:    map[string]time.Time{},
 	}
+	l.budget = msgconn.NewBudget(l.opts.ReceiveBudget)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	client, lost, err := l.connect()
 	if err != nil {
@@ -317,7 +319,8 @@ func (l *Listener) open(gen uint64, client paho.Client, sid string, first []byte
 	}
 	s := &session{sid: sid, gen: gen, pub: newPublisher(client, l.url.outTopic(sid))}
 	local := msgconn.Addr{Net: "mqtt", Text: "client " + l.clientID}
-	s.conn = msgconn.New(local, sessionAddr(l.url, sid), s.pub.send, msgconn.Options{OnClose: func() { l.closeSession(s) }})
+	s.conn = msgconn.New(local, sessionAddr(l.url, sid), s.pub.send, msgconn.Options{Budget: l.budget,
+		OnClose: func() { l.closeSession(s) }})
 	s.conn.Deliver(first)
 	l.sessions[sid] = s
 	l.pending = append(l.pending, s.conn)

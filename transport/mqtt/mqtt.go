@@ -45,6 +45,10 @@ type Options struct {
 	// MaxSessions bounds the live sessions of a Listener (default
 	// DefaultMaxSessions): messages that would open one more are dropped.
 	MaxSessions int
+	// ReceiveBudget bounds the bytes a Listener's sessions buffer together
+	// unread (default msgconn.DefaultBudget): a session whose bytes find no
+	// room fails, so that whoever may publish cannot exhaust memory.
+	ReceiveBudget int
 	// ConnectTimeout bounds the connection to the broker and the
 	// subscription (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
@@ -91,6 +95,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.ReceiveBudget <= 0 {
+		o.ReceiveBudget = msgconn.DefaultBudget
 	}
 	if o.Logger == nil {
 		o.Logger = nopLogger{}

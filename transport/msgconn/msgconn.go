@@ -29,6 +29,51 @@ type Send func(p []byte, abort <-chan struct{}) error
 // than stall the carrier, which other connections share.
 var ErrBufferFull = errors.New("receive buffer full: the reader fell behind")
 
+// ErrBudgetFull is the error of a connection whose carrier's Budget had no
+// room for the bytes it received: the sessions of one carrier together
+// buffer at most the budget, whoever opens them.
+var ErrBudgetFull = errors.New("receive budget of the carrier exhausted: its sessions' readers fell behind")
+
+// Budget bounds the bytes that many Conns, the sessions of one carrier,
+// buffer together unread. It is safe for concurrent use.
+type Budget struct {
+	mu        sync.Mutex
+	max, used int
+}
+
+// NewBudget returns a Budget of max bytes.
+func NewBudget(max int) *Budget { return &Budget{max: max} }
+
+// DefaultBudget is the budget a listening carrier gives its sessions
+// together: a handful of full sessions, whatever their number.
+const DefaultBudget = 256 << 20
+
+// Used returns the bytes buffered under b now.
+func (b *Budget) Used() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+func (b *Budget) reserve(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *Budget) release(n int) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
 // Options tune a Conn; the zero value of a field takes its default.
 type Options struct {
 	// MaxPayload is the largest message Write hands to Send (default
@@ -37,6 +82,10 @@ type Options struct {
 	// MaxBuffered bounds the bytes delivered and not yet read (default
 	// 8 MiB). Deliver beyond it closes the connection with ErrBufferFull.
 	MaxBuffered int
+	// Budget, if set, is shared with the carrier's other sessions: a
+	// Deliver for which it has no room fails the connection with
+	// ErrBudgetFull.
+	Budget *Budget
 	// OnClose runs once, at the first Close (not at Fail: the carrier
 	// that calls Fail knows already), so the carrier can forget the
 	// connection and tell the other end.
@@ -103,6 +152,11 @@ func (c *Conn) Deliver(p []byte) bool {
 		c.Fail(ErrBufferFull)
 		return false
 	}
+	if c.opts.Budget != nil && !c.opts.Budget.reserve(len(p)) {
+		c.mu.Unlock()
+		c.Fail(ErrBudgetFull)
+		return false
+	}
 	c.buf = append(c.buf, append([]byte(nil), p...))
 	c.buffered += len(p)
 	c.wake()
@@ -166,6 +220,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			c.buffered -= n
 			c.mu.Unlock()
+			if c.opts.Budget != nil {
+				c.opts.Budget.release(n)
+			}
 			return n, nil
 		case c.rerr != nil:
 			err := c.rerr
@@ -229,6 +286,9 @@ func (c *Conn) Close() error {
 		return net.ErrClosed
 	}
 	c.closed = true
+	if c.opts.Budget != nil {
+		c.opts.Budget.release(c.buffered)
+	}
 	c.buf, c.buffered = nil, 0
 	c.wake()
 	c.abortWrites()

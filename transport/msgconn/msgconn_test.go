@@ -138,3 +138,42 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+// TestBudgetIsShared: sessions of one carrier buffer at most the budget
+// together; the session whose bytes do not fit fails with ErrBudgetFull,
+// the others keep theirs, and bytes read or dropped at Close return to
+// the budget.
+func TestBudgetIsShared(t *testing.T) {
+	b := NewBudget(10)
+	nop := func([]byte, <-chan struct{}) error { return nil }
+	c1 := New(Addr{}, Addr{}, nop, Options{Budget: b})
+	c2 := New(Addr{}, Addr{}, nop, Options{Budget: b})
+	if !c1.Deliver([]byte("123456")) || !c2.Deliver([]byte("abc")) {
+		t.Fatal("deliveries within the budget refused")
+	}
+	if c2.Deliver([]byte("de")) {
+		t.Fatal("a delivery beyond the budget accepted")
+	}
+	got := make([]byte, 8)
+	if n, err := c2.Read(got); err != nil || string(got[:n]) != "abc" {
+		t.Fatalf("Read = %q, %v", got[:n], err)
+	}
+	if _, err := c2.Read(got); !errors.Is(err, ErrBudgetFull) {
+		t.Fatalf("c2 after the overflow: %v, want ErrBudgetFull", err)
+	}
+	if used := b.Used(); used != 6 {
+		t.Fatalf("budget used %d, want 6 (c1's unread bytes)", used)
+	}
+	if n, _ := c1.Read(got[:2]); n != 2 || b.Used() != 4 {
+		t.Fatalf("read 2 of c1: budget used %d, want 4", b.Used())
+	}
+	c1.Close()
+	c2.Close()
+	if used := b.Used(); used != 0 {
+		t.Fatalf("budget used %d after Close, want 0", used)
+	}
+	c3 := New(Addr{}, Addr{}, nop, Options{Budget: b})
+	if !c3.Deliver([]byte("0123456789")) {
+		t.Fatal("the budget freed by Close is not usable again")
+	}
+}

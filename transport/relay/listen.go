@@ -36,6 +36,10 @@ type ListenConfig struct {
 	// up. The credential must carry the attribute relay=Name.
 	Credentials func() (*secure.LocalIdentity, *secure.Credential, error)
 	Logger      Logger // nil: none
+	// ReceiveBudget bounds the bytes the sessions buffer together unread
+	// (default msgconn.DefaultBudget): a session whose bytes find no room
+	// fails, so that whoever reaches the relay cannot exhaust memory.
+	ReceiveBudget int
 }
 
 // Listener is a net.Listener whose sessions arrive through a relay where
@@ -50,8 +54,9 @@ type Listener struct {
 
 	registered atomic.Bool
 	closeOnce  sync.Once
-	refused    atomic.Int64 // sessions refused
-	refusedLog atomic.Int64 // Unix nanoseconds of the last warning about them
+	budget     *msgconn.Budget // what the sessions buffer together, across reconnects
+	refused    atomic.Int64    // sessions refused
+	refusedLog atomic.Int64    // Unix nanoseconds of the last warning about them
 
 	mu  sync.Mutex
 	cur *link // the current relay connection
@@ -80,7 +85,12 @@ func Listen(cfg ListenConfig) (*Listener, error) {
 	if cfg.Credentials == nil {
 		return nil, errors.New("relay: ListenConfig.Credentials is nil")
 	}
-	l := &Listener{cfg: cfg, log: cfg.Logger, accept: make(chan *msgconn.Conn, acceptBacklog), done: make(chan struct{})}
+	budget := cfg.ReceiveBudget
+	if budget <= 0 {
+		budget = msgconn.DefaultBudget
+	}
+	l := &Listener{cfg: cfg, log: cfg.Logger, accept: make(chan *msgconn.Conn, acceptBacklog), done: make(chan struct{}),
+		budget: msgconn.NewBudget(budget)}
 	if l.log == nil {
 		l.log = nopLogger{}
 	}
@@ -344,7 +354,7 @@ func (ss *relaySessions) open(key string, f *frame) {
 		return ss.lk.send(appendFrame(nil, &frame{Type: typeRoute, Onward: ret, Payload: p}), abort)
 	}
 	remote := msgconn.Addr{Net: "relay", Text: ss.l.cfg.Relay + " " + key}
-	c = msgconn.New(ss.l.Addr(), remote, send, msgconn.Options{MaxPayload: MaxPayload,
+	c = msgconn.New(ss.l.Addr(), remote, send, msgconn.Options{MaxPayload: MaxPayload, Budget: ss.l.budget,
 		OnClose: func() { ss.remove(key, c) }})
 	ss.m[key] = c
 	ss.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/transport/msgconn"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -703,4 +704,53 @@ func TestIdleDeviceConnectionClosed(t *testing.T) {
 	_, err = c.read()
 	require.ErrorIs(t, err, io.EOF, "the idle connection is closed by the relay")
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestReceiveBudgetBoundsMemory: sessions that nobody reads (a flood of
+// sessions through the relay, or a listener whose reader fell behind)
+// buffer at most the listener's ReceiveBudget together; a session whose
+// bytes find no room fails, and once the others are closed a real channel
+// works again.
+func TestReceiveBudgetBoundsMemory(t *testing.T) {
+	e := newEnv(t)
+	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}})
+	const budget = 64 << 10
+	l, err := Listen(ListenConfig{Relay: relay, Name: gateway, Logger: newTestLog(t), ReceiveBudget: budget,
+		Credentials: func() (*secure.LocalIdentity, *secure.Credential, error) { return e.listener, e.listenerCred, nil }})
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	require.Eventually(t, l.Registered, 5*time.Second, 5*time.Millisecond)
+
+	chunk := make([]byte, 30<<10)
+	var sessions []net.Conn
+	for range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := Dial(ctx, []string{relay, gateway})
+		cancel()
+		require.NoError(t, err)
+		_, err = c.Write(chunk)
+		require.NoError(t, err)
+		sessions = append(sessions, c)
+		accepted, err := l.Accept()
+		require.NoError(t, err)
+		sessions = append(sessions, accepted)
+	}
+	require.Eventually(t, func() bool { return l.budget.Used() == 2*len(chunk) }, 5*time.Second, 5*time.Millisecond,
+		"two sessions' bytes fit in the budget")
+	time.Sleep(100 * time.Millisecond)
+	require.LessOrEqual(t, l.budget.Used(), budget)
+	failed := 0
+	for i := 1; i < len(sessions); i += 2 {
+		_ = sessions[i].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		buf := make([]byte, len(chunk))
+		if _, err := io.ReadFull(sessions[i], buf); errors.Is(err, msgconn.ErrBudgetFull) {
+			failed++
+		}
+	}
+	require.Equal(t, 2, failed, "the sessions whose bytes found no room failed")
+	for _, c := range sessions {
+		c.Close()
+	}
+	require.Eventually(t, func() bool { return l.budget.Used() == 0 }, 5*time.Second, 5*time.Millisecond)
+	e.connect(t, l, relay, gateway).exchange(t, 10)
 }
