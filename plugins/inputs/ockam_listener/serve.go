@@ -176,7 +176,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener) {
 		source := sourceOf(nc.RemoteAddr())
 		if !l.handshaking.acquire(source) {
 			l.stats.connectionsThrottled.Incr(1)
-			nc.Close()
+			go nc.Close() // an MQTT session's close waits for the broker: never in the accept loop
 			if l.throttleLog.allow(time.Now(), time.Minute) {
 				l.Log.Warnf("Rejected a connection from %s: %d handshakes from %s already under way "+
 					"(max_handshakes_per_ip); further rejections are counted in connections_throttled "+
@@ -189,7 +189,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener) {
 		default:
 			l.handshaking.release(source)
 			l.stats.connectionsRejected.Incr(1)
-			nc.Close()
+			go nc.Close()
 			if l.rejectLog.allow(time.Now(), time.Minute) {
 				l.Log.Warnf("Rejected a connection from %s: max_connections (%d) reached; "+
 					"further rejections are counted in connections_rejected and logged at most once a minute",
