@@ -510,5 +510,9 @@ func (s *Server) sendError(ret, onward []string, why string) {
 		return
 	}
 	f := &frame{Type: typeError, Onward: ret[1:], Return: onward, Payload: reason("relay " + addr + ": " + why)}
-	_ = c.link.send(appendFrame(nil, f), nil)
+	// An ERROR is advice: one that finds no room is dropped, and the
+	// sender learns from its own timeout. So a flood of frames that are
+	// dropped does not close its sender for the ERRORs it did not read,
+	// nor a relay's connection that many sessions share.
+	c.link.offer(appendFrame(nil, f))
 }
