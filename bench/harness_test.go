@@ -176,21 +176,8 @@ func statistics() *selfstat.Collector {
 func startOckam(b testing.TB) *pipeline {
 	b.Helper()
 	fleet := ockamtest.NewFleet(b)
-	device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
 	addr, acc := startOckamListener(b, fleet)
-	o := outputs.Outputs["ockam"]().(*ockam.Ockam)
-	o.Address = "tcp://" + addr
-	o.VaultPath = device.VaultPath
-	o.CredentialPath = device.CredentialPath
-	o.AuthorityPath = fleet.AuthorityFile
-	o.Log = testutil.Logger{Name: "outputs.ockam", Quiet: true}
-	o.Statistics = statistics()
-	must(b, o.Init())
-	must(b, o.Connect())
-	b.Cleanup(func() { o.Close() })
-	p := &pipeline{out: o, acc: acc}
-	p.warmUp(b)
-	return p
+	return connectOckam(b, fleet, acc, func(o *ockam.Ockam) { o.Address = "tcp://" + addr })
 }
 
 // startOckamRelay is startOckam through a relay on loopback: the listener
@@ -199,7 +186,6 @@ func startOckam(b testing.TB) *pipeline {
 func startOckamRelay(b testing.TB) *pipeline {
 	b.Helper()
 	fleet := ockamtest.NewFleet(b)
-	device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
 	srv, err := relay.NewServer(relay.ServerConfig{
 		Authorities: []*secure.Identity{fleet.Authority.Public()},
 		Logger:      testutil.Logger{Name: "relay", Quiet: true},
@@ -209,24 +195,24 @@ func startOckamRelay(b testing.TB) *pipeline {
 	must(b, err)
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
-	relayURL := "tcp://" + ln.Addr().String()
+	route := []string{"tcp://" + ln.Addr().String(), "bench-gateway"}
+	acc := startOckamListenerWith(b, fleet, map[string]string{"role": "listener", "relay": route[1]},
+		func(l *ockam_listener.Listener) {
+			l.ServiceAddress, l.RelayAddress, l.RelayName = "", route[0], route[1]
+		})
+	// The registration runs in the background: the warm-up in connectOckam
+	// retries until the first batch went through.
+	return connectOckam(b, fleet, acc, func(o *ockam.Ockam) { o.Route = route })
+}
 
-	gateway := fleet.Enroll(b, "listener", map[string]string{"role": "listener", "relay": "bench-gateway"})
-	l := inputs.Inputs["ockam_listener"]().(*ockam_listener.Listener)
-	l.ServiceAddress = ""
-	l.RelayAddress, l.RelayName = relayURL, "bench-gateway"
-	l.VaultPath = gateway.VaultPath
-	l.CredentialPath = gateway.CredentialPath
-	l.AuthorityPaths = []string{fleet.AuthorityFile}
-	l.Log = testutil.Logger{Name: "inputs.ockam_listener", Quiet: true}
-	l.Statistics = statistics()
-	acc := &countingAcc{}
-	must(b, l.Init())
-	must(b, l.Start(acc))
-	b.Cleanup(l.Stop)
-
+// connectOckam starts outputs.ockam with its default settings for a new
+// device of fleet, sending where to says, and waits until a first batch
+// reached acc.
+func connectOckam(b testing.TB, fleet *ockamtest.Fleet, acc *countingAcc, to func(*ockam.Ockam)) *pipeline {
+	b.Helper()
+	device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
 	o := outputs.Outputs["ockam"]().(*ockam.Ockam)
-	o.Route = []string{relayURL, "bench-gateway"}
+	to(o)
 	o.VaultPath = device.VaultPath
 	o.CredentialPath = device.CredentialPath
 	o.AuthorityPath = fleet.AuthorityFile
@@ -236,8 +222,6 @@ func startOckamRelay(b testing.TB) *pipeline {
 	must(b, o.Connect())
 	b.Cleanup(func() { o.Close() })
 	p := &pipeline{out: o, acc: acc}
-	// The registration runs in the background: warmUp retries until the
-	// first batch went through.
 	p.warmUp(b)
 	return p
 }
@@ -246,10 +230,21 @@ func startOckamRelay(b testing.TB) *pipeline {
 // settings, enrolled in fleet, on a loopback address.
 func startOckamListener(b testing.TB, fleet *ockamtest.Fleet) (string, *countingAcc) {
 	b.Helper()
-	gateway := fleet.Enroll(b, "listener", map[string]string{"role": "listener"})
 	addr := ockamtest.FreeAddr(b)
+	acc := startOckamListenerWith(b, fleet, map[string]string{"role": "listener"},
+		func(l *ockam_listener.Listener) { l.ServiceAddress = "tcp://" + addr })
+	return addr, acc
+}
+
+// startOckamListenerWith starts inputs.ockam_listener with its default
+// settings for a new member of fleet with attrs; where sets where its
+// channels come from.
+func startOckamListenerWith(b testing.TB, fleet *ockamtest.Fleet, attrs map[string]string,
+	where func(*ockam_listener.Listener)) *countingAcc {
+	b.Helper()
+	gateway := fleet.Enroll(b, "listener", attrs)
 	l := inputs.Inputs["ockam_listener"]().(*ockam_listener.Listener)
-	l.ServiceAddress = "tcp://" + addr
+	where(l)
 	l.VaultPath = gateway.VaultPath
 	l.CredentialPath = gateway.CredentialPath
 	l.AuthorityPaths = []string{fleet.AuthorityFile}
@@ -259,7 +254,7 @@ func startOckamListener(b testing.TB, fleet *ockamtest.Fleet) (string, *counting
 	must(b, l.Init())
 	must(b, l.Start(acc))
 	b.Cleanup(l.Stop)
-	return addr, acc
+	return acc
 }
 
 // startV2 starts inputs.influxdb_v2_listener and outputs.influxdb_v2 with

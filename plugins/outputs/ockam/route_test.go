@@ -145,4 +145,3 @@ func TestStalledRelaySessionsDoNotLockOutDevices(t *testing.T) {
 	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 10), l.seqs("ockam_identity"))
 	require.Less(t, time.Since(start), 30*time.Second, "the device did not wait for the stalled handshakes to time out")
 }
-
