@@ -30,13 +30,7 @@ func TestMQTTTransport(t *testing.T) {
 	f := newRelayFleet(t, cli)
 	topic := broker.URL() + "/ockam/plant-7"
 
-	conf := filepath.Join(t.TempDir(), "listener.conf")
-	renderTemplate(t, "listener.conf.tmpl", conf, map[string]string{
-		"ListenAddress": "unused:0", "VaultPath": f.gateway.vault, "VaultPassphrase": "",
-		"CredentialPath": f.gateway.credential, "AuthorityPath": f.authority.identity, "RevocationList": "",
-		"AllowMeasurements": `["e2e_*"]`, "InfluxURL": db.url(),
-	})
-	replaceOnce(t, conf, "service_address =", fmt.Sprintf("  service_address = %q", topic))
+	conf := listenerConf(t, f.gateway, f.authority, db, `["e2e_*"]`, fmt.Sprintf("  service_address = %q", topic))
 	l := startProcess(t, "listener-mqtt", bin.telegraf, "--config", conf)
 	l.waitLog(listeningOckam, 30*time.Second)
 

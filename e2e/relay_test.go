@@ -82,13 +82,12 @@ func replaceOnce(t *testing.T, path, prefix, repl string) {
 	}
 }
 
-// startRelayedListener starts the gateway's Telegraf with no open port: it
-// registers name at the relay and takes its channels from there. Its
-// credential must carry relay=name.
-func startRelayedListener(t *testing.T, bin string, m, authority *member, db *influxDB, allow, relayURL, name string) *listener {
+// listenerConf renders the gateway's configuration for m, trusting
+// authority, writing to db, with where (TOML lines) in place of its
+// service_address line.
+func listenerConf(t *testing.T, m, authority *member, db *influxDB, allow, where string) string {
 	t.Helper()
-	l := &listener{t: t, bin: bin, member: m}
-	conf := filepath.Join(t.TempDir(), "listener.conf")
+	conf := filepath.Join(t.TempDir(), m.name+"-listener.conf")
 	renderTemplate(t, "listener.conf.tmpl", conf, map[string]string{
 		"ListenAddress":     "unused:0",
 		"VaultPath":         m.vault,
@@ -99,7 +98,24 @@ func startRelayedListener(t *testing.T, bin string, m, authority *member, db *in
 		"AllowMeasurements": allow,
 		"InfluxURL":         db.url(),
 	})
-	replaceOnce(t, conf, "service_address =", fmt.Sprintf("  service_address = \"\"\n  relay_address = %q\n  relay_name = %q", relayURL, name))
+	replaceOnce(t, conf, "service_address =", where)
+	return conf
+}
+
+// relayedListenerConf is listenerConf for a gateway with no open port
+// that registers name at the relay.
+func relayedListenerConf(t *testing.T, m, authority *member, db *influxDB, allow, relayURL, name string) string {
+	return listenerConf(t, m, authority, db, allow,
+		fmt.Sprintf("  service_address = \"\"\n  relay_address = %q\n  relay_name = %q", relayURL, name))
+}
+
+// startRelayedListener starts the gateway's Telegraf with no open port: it
+// registers name at the relay and takes its channels from there. Its
+// credential must carry relay=name.
+func startRelayedListener(t *testing.T, bin string, m, authority *member, db *influxDB, allow, relayURL, name string) *listener {
+	t.Helper()
+	l := &listener{t: t, bin: bin, member: m}
+	conf := relayedListenerConf(t, m, authority, db, allow, relayURL, name)
 	l.proc = startProcess(t, "listener-"+name, bin, "--config", conf)
 	if got := l.proc.waitLog(registeredAtRelay, 30*time.Second)[1]; got != name {
 		t.Fatalf("the listener registered %q, want %q", got, name)
@@ -329,13 +345,7 @@ func TestRelayNameTakeoverRefused(t *testing.T) {
 // name; it does not wait for the registration.
 func startTakeover(t *testing.T, bin string, m, authority *member, db *influxDB, relayURL string) *process {
 	t.Helper()
-	conf := filepath.Join(t.TempDir(), m.name+".conf")
-	renderTemplate(t, "listener.conf.tmpl", conf, map[string]string{
-		"ListenAddress": "unused:0", "VaultPath": m.vault, "VaultPassphrase": m.passphrase,
-		"CredentialPath": m.credential, "AuthorityPath": authority.identity, "RevocationList": "",
-		"AllowMeasurements": `["e2e_*"]`, "InfluxURL": db.url(),
-	})
-	replaceOnce(t, conf, "service_address =", fmt.Sprintf("  service_address = \"\"\n  relay_address = %q\n  relay_name = %q", relayURL, gatewayName))
+	conf := relayedListenerConf(t, m, authority, db, `["e2e_*"]`, relayURL, gatewayName)
 	return startProcess(t, m.name, bin, "--config", conf)
 }
 
