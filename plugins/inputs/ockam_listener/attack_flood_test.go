@@ -102,3 +102,53 @@ func sendOne(a *arena, c *client, d *device, seq int) {
 	a.requireVictim(d, seq)
 	c.requireAck(uint64(seq))
 }
+
+// TestAttackOneIdentityManyChannels (docs/SECURITY.md, W5): a compromised
+// device, holding one valid credential, opens channels until the listener
+// refuses: it keeps max_channels_per_identity of them, each further one is
+// closed right after its handshake with the reason, counted and logged,
+// and the legitimate device keeps delivering. When one of its channels
+// ends, the identity may open another.
+func TestAttackOneIdentityManyChannels(t *testing.T) {
+	const limit = 3
+	a := newArena(t, func(_ *pki, l *Listener) { l.MaxChannelsPerIdentity = limit })
+	rogue := a.p.fileDevice("compromised", map[string]string{"role": "sensor"})
+	var held []*client
+	for range limit {
+		c, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
+		require.NoError(t, err)
+		c.t = t
+		held = append(held, c)
+	}
+	a.expect(map[string]int64{"handshakes_ok": limit})
+	for range 5 {
+		c, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
+		require.NoError(t, err, "the handshake completes; the listener closes the channel after it")
+		c.t = t
+		require.ErrorContains(t, c.requireClosed(), closeTooManyChannels)
+	}
+	a.expect(map[string]int64{"channels_over_identity_limit": 5})
+	a.requireLog(testutil.LevelWarn, "Refused a channel from 127.0.0.1:", rogue.id.Identifier().Short(),
+		"it has 3 channels open already (max_channels_per_identity)")
+	require.Equal(t, 1, a.log.count("max_channels_per_identity"), "logged once, then only counted")
+	a.deliver()
+
+	// The held channels work, and a freed slot is usable again.
+	sendOne(a, held[0], rogue, 1)
+	held[1].ch.Close("done")
+	require.Eventually(t, func() bool {
+		c, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
+		if err != nil {
+			return false
+		}
+		c.t = t
+		select {
+		case <-c.done:
+			return false // refused: the slot is not free yet
+		case <-time.After(200 * time.Millisecond):
+			return true
+		}
+	}, wait, 10*time.Millisecond)
+	a.base = counters(a.l.stats) // the retries above may have been refused
+	a.finish()
+}

@@ -89,11 +89,12 @@ next:
 // channels_open) are left out: the accumulator shows what was emitted.
 func counters(s *stats) map[string]int64 {
 	c := map[string]int64{
-		"handshakes_ok":         s.handshakesOK.Get(),
-		"messages_undelivered":  s.messagesUndelivered.Get(),
-		"connections_rejected":  s.connectionsRejected.Get(),
-		"connections_throttled": s.connectionsThrottled.Get(),
-		"forged_tags":           s.forgedTags.Get(),
+		"handshakes_ok":                s.handshakesOK.Get(),
+		"messages_undelivered":         s.messagesUndelivered.Get(),
+		"connections_rejected":         s.connectionsRejected.Get(),
+		"connections_throttled":        s.connectionsThrottled.Get(),
+		"channels_over_identity_limit": s.channelsOverIdentityLimit.Get(),
+		"forged_tags":                  s.forgedTags.Get(),
 	}
 	for r, st := range s.handshakesFailed {
 		c["handshakes_failed/"+r] = st.Get()

@@ -6,28 +6,30 @@ import (
 	"sync"
 )
 
-// handshakeLimit counts the handshakes under way per source address
-// (max_handshakes_per_ip). A connection holds a max_connections slot from
+// keyedLimit counts what each key holds against a maximum: the handshakes
+// under way per source address (max_handshakes_per_ip), the open channels
+// per identity (max_channels_per_identity).
+//
+// For max_handshakes_per_ip: A connection holds a max_connections slot from
 // accept to close, but it holds one of its address's handshake slots only
 // until its handshake ends: established channels are authenticated and may
 // share one address (devices behind NAT), while a host without a credential
 // can only ever hold connections in their handshake. So one host cannot fill
 // max_connections with half-open connections or stalled handshakes, and
 // devices at other addresses still get in (docs/SECURITY.md, "Bounds").
-type handshakeLimit struct {
+type keyedLimit struct {
 	mu    sync.Mutex
 	max   int
 	count map[string]int
 }
 
-func newHandshakeLimit(max int) *handshakeLimit {
-	return &handshakeLimit{max: max, count: make(map[string]int)}
+func newKeyedLimit(max int) *keyedLimit {
+	return &keyedLimit{max: max, count: make(map[string]int)}
 }
 
-// acquire takes a handshake slot of source; it reports false when source
-// already holds max of them. The source "" (not an IP address) is not
-// limited.
-func (h *handshakeLimit) acquire(source string) bool {
+// acquire takes a slot of source; it reports false when source already
+// holds max of them. The source "" (not an IP address) is not limited.
+func (h *keyedLimit) acquire(source string) bool {
 	if source == "" {
 		return true
 	}
@@ -41,7 +43,7 @@ func (h *handshakeLimit) acquire(source string) bool {
 }
 
 // release gives back a slot that acquire took.
-func (h *handshakeLimit) release(source string) {
+func (h *keyedLimit) release(source string) {
 	if source == "" {
 		return
 	}

@@ -33,7 +33,7 @@ func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "pipe" }
 
 func TestHandshakeLimit(t *testing.T) {
-	h := newHandshakeLimit(2)
+	h := newKeyedLimit(2)
 	a, b := "192.0.2.1/32", "192.0.2.2/32"
 	require.True(t, h.acquire(a))
 	require.True(t, h.acquire(a))

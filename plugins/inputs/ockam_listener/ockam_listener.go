@@ -43,6 +43,7 @@ const (
 	defaultIdentityTag             = "ockam_identity"
 	defaultMaxConnections          = 10000
 	defaultMaxHandshakesPerIP      = 32
+	defaultMaxChannelsPerIdentity  = 16
 	defaultHandshakeTimeout        = 10 * time.Second
 	defaultReadTimeout             = 5 * time.Minute
 	defaultMaxMessageSize          = secure.DefaultMaxMessageSize
@@ -74,6 +75,7 @@ type Listener struct {
 	AttributeTags           []string        `toml:"attribute_tags"`
 	MaxConnections          int             `toml:"max_connections"`
 	MaxHandshakesPerIP      int             `toml:"max_handshakes_per_ip"`
+	MaxChannelsPerIdentity  int             `toml:"max_channels_per_identity"`
 	HandshakeTimeout        config.Duration `toml:"handshake_timeout"`
 	ReadTimeout             config.Duration `toml:"read_timeout"`
 	MaxMessageSize          config.Size     `toml:"max_message_size"`
@@ -121,6 +123,7 @@ func newListener() *Listener {
 		IdentityTag:             defaultIdentityTag,
 		MaxConnections:          defaultMaxConnections,
 		MaxHandshakesPerIP:      defaultMaxHandshakesPerIP,
+		MaxChannelsPerIdentity:  defaultMaxChannelsPerIdentity,
 		HandshakeTimeout:        config.Duration(defaultHandshakeTimeout),
 		ReadTimeout:             config.Duration(defaultReadTimeout),
 		MaxMessageSize:          config.Size(defaultMaxMessageSize),
@@ -185,6 +188,8 @@ func (l *Listener) checkSettings() error {
 		return fmt.Errorf("max_connections must be positive, got %d", l.MaxConnections)
 	case l.MaxHandshakesPerIP <= 0:
 		return fmt.Errorf("max_handshakes_per_ip must be positive, got %d", l.MaxHandshakesPerIP)
+	case l.MaxChannelsPerIdentity <= 0:
+		return fmt.Errorf("max_channels_per_identity must be positive, got %d", l.MaxChannelsPerIdentity)
 	case l.MaxUndeliveredMessages <= 0:
 		return fmt.Errorf("max_undelivered_messages must be positive, got %d", l.MaxUndeliveredMessages)
 	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:

@@ -32,12 +32,16 @@ type server struct {
 	connections chan struct{}
 	// handshaking counts the connections in their handshake per source
 	// address (max_handshakes_per_ip).
-	handshaking *handshakeLimit
+	handshaking *keyedLimit
+	// perIdentity counts the open channels of each identity
+	// (max_channels_per_identity).
+	perIdentity *keyedLimit
 
 	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
 	pending map[telegraf.TrackingID]pendingMessage
 
 	refusals    onceSet   // (sender, reason) pairs already logged
+	identityLog rateLimit // channels_over_identity_limit warnings
 	rejectLog   rateLimit // connections_rejected warnings
 	throttleLog rateLimit // connections_throttled warnings
 	acceptLog   rateLimit // Accept errors
@@ -81,7 +85,8 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
 		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
 		connections: make(chan struct{}, l.MaxConnections),
-		handshaking: newHandshakeLimit(l.MaxHandshakesPerIP),
+		handshaking: newKeyedLimit(l.MaxHandshakesPerIP),
+		perIdentity: newKeyedLimit(l.MaxChannelsPerIdentity),
 		pending:     make(map[telegraf.TrackingID]pendingMessage),
 	}
 	l.running.Add(2)
@@ -250,6 +255,20 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		l.handshakeFailed(ctx, c, err)
 		return
 	}
+	// A compromised device must not hold every connection slot with its
+	// one credential (docs/SECURITY.md, W5).
+	id := ch.Peer().Identifier
+	if !l.perIdentity.acquire(id.String()) {
+		l.stats.channelsOverIdentityLimit.Incr(1)
+		if l.identityLog.allow(time.Now(), time.Minute) {
+			l.Log.Warnf("Refused a channel from %s (%s): it has %d channels open already (max_channels_per_identity); "+
+				"further refusals are counted in channels_over_identity_limit and logged at most once a minute",
+				c.remote, id.Short(), l.MaxChannelsPerIdentity)
+		}
+		ch.Close(closeTooManyChannels)
+		return
+	}
+	defer l.perIdentity.release(id.String())
 	ch.SetMaxMessageSize(int(l.MaxMessageSize))
 	parser, err := newParser()
 	if err != nil { // checked in Init

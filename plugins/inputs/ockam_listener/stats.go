@@ -53,6 +53,8 @@ type stats struct {
 	channelsFailed       map[string]selfstat.Stat // by reason
 	forgedTags           selfstat.Stat
 	connectionsThrottled selfstat.Stat
+	// Added for docs/SECURITY.md W5.
+	channelsOverIdentityLimit selfstat.Stat
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -72,6 +74,8 @@ func newStats(c *selfstat.Collector) *stats {
 		channelsFailed:       make(map[string]selfstat.Stat, len(channelFailureReasons)),
 		forgedTags:           reg("forged_tags"),
 		connectionsThrottled: reg("connections_throttled"),
+
+		channelsOverIdentityLimit: reg("channels_over_identity_limit"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
