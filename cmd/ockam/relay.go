@@ -13,6 +13,7 @@ import (
 
 	"github.com/influxdata/telegraf"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
 )
@@ -110,9 +111,15 @@ func relayServe(fs *flag.FlagSet) action {
 			}
 			cfg.Authorities = append(cfg.Authorities, id)
 		}
+		var watch *filewatch.Watch // the list is read through it, so that a later change is noticed
 		if *revocations != "" {
-			if cfg.Revocations, err = readRevocationFile(*revocations); err != nil {
+			watch = filewatch.New(*revocations, maxRevocationFile)
+			data, err := watch.Poll(time.Now())
+			if err != nil {
 				return err
+			}
+			if cfg.Revocations, err = secure.ParseRevocationListFile(data); err != nil {
+				return fmt.Errorf("%s: %w", *revocations, err)
 			}
 		}
 		s, err := relay.NewServer(cfg)
@@ -126,17 +133,17 @@ func relayServe(fs *flag.FlagSet) action {
 		if err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
-		return serveRelay(e, s, ln, cfg.Logger, *revocations)
+		return serveRelay(e, s, ln, cfg.Logger, watch)
 	}
 }
 
 // serveRelay serves s on ln until SIGINT or SIGTERM, applying the
-// revocation list at revocations (if any) whenever the file changes.
-func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger, revocations string) error {
+// revocation list that watch (if any) watches whenever it changes.
+func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger, watch *filewatch.Watch) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if revocations != "" {
-		go watchRevocations(ctx, s, revocations, log)
+	if watch != nil {
+		go watchRevocations(ctx, s, watch, log)
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
@@ -158,13 +165,11 @@ func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger, revo
 // revocationPoll is how often the relay looks at its --revocation-list.
 const revocationPoll = time.Second
 
-// watchRevocations applies the list at path to s whenever the file's size or
-// modification time changes, until ctx ends. A file that cannot be read or
-// applied (being written, stale, foreign) is reported once and the list in
-// force stays.
-func watchRevocations(ctx context.Context, s *relay.Server, path string, log relay.Logger) {
-	last, _ := os.Stat(path) // the list read at start
-	problem := ""
+// watchRevocations applies the list watch watches to s whenever its
+// content changes, until ctx ends. A file that cannot be read or applied
+// (being written, stale, foreign) is reported once and the list in force
+// stays.
+func watchRevocations(ctx context.Context, s *relay.Server, watch *filewatch.Watch, log relay.Logger) {
 	t := time.NewTicker(revocationPoll)
 	defer t.Stop()
 	for {
@@ -173,25 +178,23 @@ func watchRevocations(ctx context.Context, s *relay.Server, path string, log rel
 			return
 		case <-t.C:
 		}
-		fi, err := os.Stat(path)
-		if err == nil && last != nil && fi.Size() == last.Size() && fi.ModTime().Equal(last.ModTime()) {
-			continue
-		}
-		var list *secure.RevocationList
-		if err == nil {
-			list, err = readRevocationFile(path)
-		}
-		if err == nil {
-			err = s.UpdateRevocations(list)
-		}
-		if err != nil {
-			if msg := err.Error(); msg != problem {
-				log.Warnf("--revocation-list %s: %v; the list in force stays", path, err)
-				problem = msg
+		err := watch.Check(time.Now(), func(data []byte) error {
+			list, err := secure.ParseRevocationListFile(data)
+			if err != nil {
+				return err
 			}
-			continue
+			if err := s.UpdateRevocations(list); err != nil {
+				return err
+			}
+			log.Infof("Applied revocation list %d of %s from %s", list.Sequence, list.Issuer.Short(), watch.Path)
+			return nil
+		})
+		switch msg, changed := watch.Report(err); {
+		case !changed:
+		case msg == "":
+			log.Infof("--revocation-list %s: OK again", watch.Path)
+		default:
+			log.Warnf("--revocation-list %s: %v; the list in force stays", watch.Path, err)
 		}
-		last, problem = fi, ""
-		log.Infof("Applied revocation list %d of %s from %s", list.Sequence, list.Issuer.Short(), path)
 	}
 }

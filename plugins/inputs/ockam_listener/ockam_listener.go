@@ -27,6 +27,7 @@ import (
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/selfstat"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/mqtt"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
@@ -94,9 +95,9 @@ type Listener struct {
 	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
 	policy           *policy
 	stats            *stats
-	revocationFile   *fileWatch             // nil without revocation_list
+	revocationFile   *filewatch.Watch       // nil without revocation_list
 	revocations      *secure.RevocationList // the list last applied
-	credentialFile   *fileWatch
+	credentialFile   *filewatch.Watch
 	credentialAlarm  string // the problem with the credential in use last logged
 	now              func() time.Time
 
@@ -293,8 +294,8 @@ func (l *Listener) loadTrust() error {
 	l.verifier = v
 
 	if l.RevocationList != "" {
-		l.revocationFile = newFileWatch(l.RevocationList)
-		err := l.revocationFile.check(l.now(), l.applyRevocationList)
+		l.revocationFile = filewatch.New(l.RevocationList, maxWatchedFile)
+		err := l.revocationFile.Check(l.now(), l.applyRevocationList)
 		if errors.Is(err, fs.ErrNotExist) {
 			// Not issued yet: nobody is revoked until it appears, and it is
 			// applied within revocation_check_interval when it does. A
@@ -312,8 +313,8 @@ func (l *Listener) loadTrust() error {
 		return err
 	}
 
-	l.credentialFile = newFileWatch(l.CredentialPath)
-	err = l.credentialFile.check(l.now(), func(data []byte) error {
+	l.credentialFile = filewatch.New(l.CredentialPath, maxWatchedFile)
+	err = l.credentialFile.Check(l.now(), func(data []byte) error {
 		c, err := l.checkCredential(data)
 		if err == nil {
 			l.credential.Store(c)

@@ -2,22 +2,15 @@ package ockam_listener
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"os"
 	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 )
 
-const (
-	// fullReadInterval: a watched file is read and hashed at least this
-	// often, even when its size and mtime did not change (a same-size
-	// rewrite within the file system's mtime resolution).
-	fullReadInterval = time.Minute
-	// maxWatchedFile bounds a watched file: the largest revocation list the
-	// secure package accepts is about 90 MB in PEM form.
-	maxWatchedFile = 128 << 20
-)
+// maxWatchedFile bounds a watched file: the largest revocation list the
+// secure package accepts is about 90 MB in PEM form.
+const maxWatchedFile = 128 << 20
 
 // watchLoop checks revocation_list and credential_path every
 // revocation_check_interval.
@@ -42,13 +35,13 @@ func (l *Listener) checkFiles() {
 	now := l.now()
 	l.reloadIdentity(now)
 	if w := l.revocationFile; w != nil {
-		err := w.check(now, func(data []byte) error {
+		err := w.Check(now, func(data []byte) error {
 			if err := l.applyRevocationList(data); err != nil {
 				return err
 			}
 			cur := l.revocations
 			l.Log.Infof("Revocation list %q applied: sequence %d, %d subjects and %d credentials revoked",
-				w.path, cur.Sequence, len(cur.Subjects()), len(cur.Credentials()))
+				w.Path, cur.Sequence, len(cur.Subjects()), len(cur.Credentials()))
 			return nil
 		})
 		keeping := "no list is applied yet"
@@ -59,13 +52,13 @@ func (l *Listener) checkFiles() {
 	}
 
 	w := l.credentialFile
-	err := w.check(now, func(data []byte) error {
+	err := w.Check(now, func(data []byte) error {
 		c, err := l.checkCredential(data)
 		if err != nil {
 			return err
 		}
 		l.credential.Store(c)
-		l.Log.Infof("Credential %q loaded, valid until %s", w.path, c.ExpiresAt.Format(time.RFC3339))
+		l.Log.Infof("Credential %q loaded, valid until %s", w.Path, c.ExpiresAt.Format(time.RFC3339))
 		return nil
 	})
 	l.report(w, "credential_path", err, "keeping the current credential")
@@ -78,7 +71,7 @@ func (l *Listener) checkFiles() {
 	if alarm != l.credentialAlarm {
 		if alarm != "" {
 			l.Log.Errorf("The listener's credential is no longer valid, devices will refuse new channels "+
-				"until credential_path %q holds a valid one: %s", w.path, alarm)
+				"until credential_path %q holds a valid one: %s", w.Path, alarm)
 		} else {
 			l.Log.Infof("The listener's credential is valid again")
 		}
@@ -87,87 +80,13 @@ func (l *Listener) checkFiles() {
 }
 
 // report logs a new problem with a watched file once, and its end.
-func (l *Listener) report(w *fileWatch, option string, err error, consequence string) {
-	msg := ""
-	if err != nil {
-		msg = err.Error()
+func (l *Listener) report(w *filewatch.Watch, option string, err error, consequence string) {
+	msg, changed := w.Report(err)
+	switch {
+	case !changed:
+	case msg == "":
+		l.Log.Infof("%s %q: OK again", option, w.Path)
+	default:
+		l.Log.Warnf("%s %q: %v; %s", option, w.Path, err, consequence)
 	}
-	if msg == w.problem {
-		return
-	}
-	if msg == "" {
-		l.Log.Infof("%s %q: OK again", option, w.path)
-	} else {
-		l.Log.Warnf("%s %q: %v; %s", option, w.path, err, consequence)
-	}
-	w.problem = msg
-}
-
-// fileWatch notices when a file's content changes.
-type fileWatch struct {
-	path    string
-	info    os.FileInfo // at the last read
-	readAt  time.Time
-	sum     [sha256.Size]byte // of the content last read
-	read    bool
-	verdict error  // of apply on the content last read
-	problem string // the problem last logged, "" if none
-}
-
-func newFileWatch(path string) *fileWatch { return &fileWatch{path: path} }
-
-// check polls the file and calls apply when its content changed. It
-// returns the problem of the moment: the error reading the file, else what
-// apply returned for the content last read.
-func (w *fileWatch) check(now time.Time, apply func([]byte) error) error {
-	data, err := w.poll(now)
-	if err != nil {
-		return err
-	}
-	if data != nil {
-		w.verdict = apply(data)
-	}
-	return w.verdict
-}
-
-// poll returns the file's content if it differs from what the last poll
-// read, or nil if it is the same. The file is read only when its identity,
-// size or mtime changed, or fullReadInterval passed.
-func (w *fileWatch) poll(now time.Time) ([]byte, error) {
-	fi, err := os.Stat(w.path)
-	if err != nil {
-		return nil, err
-	}
-	if w.info != nil && os.SameFile(w.info, fi) && fi.Size() == w.info.Size() &&
-		fi.ModTime().Equal(w.info.ModTime()) && now.Sub(w.readAt) < fullReadInterval {
-		return nil, nil
-	}
-	data, err := readLimited(w.path, maxWatchedFile)
-	if err != nil {
-		return nil, err
-	}
-	w.info, w.readAt = fi, now
-	sum := sha256.Sum256(data)
-	if w.read && sum == w.sum {
-		return nil, nil
-	}
-	w.sum, w.read = sum, true
-	return data, nil
-}
-
-// readLimited reads a file of at most limit bytes.
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }
