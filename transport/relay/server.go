@@ -381,10 +381,10 @@ func (s *Server) forward(c *relayConn, f *frame) {
 		s.log.Debugf("Dropped a %v from %s: its return route would exceed %d hops", f.Type, c.remote, MaxHops)
 		return
 	}
-	dest, why := s.resolve(next)
+	dest, shared, why := s.resolve(next)
 	if dest != nil {
 		out := appendFrame(nil, &frame{Type: f.Type, Onward: f.Onward[1:], Return: ret, Payload: f.Payload})
-		if s.shared(dest) {
+		if shared {
 			// A listener's or a relay's connection carries every session
 			// of its devices: a full queue (a flood from anyone, or a slow
 			// uplink) costs this frame, never the connection.
@@ -405,14 +405,6 @@ func (s *Server) forward(c *relayConn, f *frame) {
 	}
 }
 
-// shared reports whether c carries the sessions of others: a registered
-// listener's connection or a connection to another relay.
-func (s *Server) shared(c *relayConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return c.outgoing || c.name != ""
-}
-
 // dropLogInterval spaces the reports of frames dropped for a full queue.
 const dropLogInterval = 10 * time.Second
 
@@ -428,10 +420,19 @@ func (s *Server) droppedFor(dest *relayConn, hop string) {
 }
 
 // resolve finds the connection a hop names, or says why there is none.
-func (s *Server) resolve(hop string) (*relayConn, string) {
-	kind, _ := parseHop(hop) // checked by parseFrame
+//
+// shared reports whether the connection carries the sessions of others: a
+// registered listener's connection or one to another relay.
+func (s *Server) resolve(hop string) (dest *relayConn, shared bool, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	dest, why = s.resolveLocked(hop)
+	return dest, dest != nil && (dest.outgoing || dest.name != ""), why
+}
+
+// resolveLocked is resolve without shared. s.mu is held.
+func (s *Server) resolveLocked(hop string) (*relayConn, string) {
+	kind, _ := parseHop(hop) // checked by parseFrame
 	switch kind {
 	case hopConn:
 		if c := s.conns[parseConnID(hop)]; c != nil {
