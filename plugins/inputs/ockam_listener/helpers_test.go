@@ -235,6 +235,22 @@ func (c *client) requireClosed() error {
 	return nil
 }
 
+// requireClosedAfterAck expects the channel closed, tolerating one ack of
+// batch before the close: a message delivered while the listener was
+// already reading the frame that closes the channel is acked or not,
+// depending on which of the two goroutines runs first.
+func (c *client) requireClosedAfterAck(batch uint64) error {
+	c.t.Helper()
+	select {
+	case m := <-c.replies:
+		require.Equal(c.t, secure.Message{Type: secure.TypeAck, Batch: batch}, m)
+	case <-c.done:
+	case <-time.After(wait):
+		c.t.Fatal("channel still open")
+	}
+	return c.requireClosed()
+}
+
 // start initializes and starts l, and stops it at the end of the test.
 func start(t *testing.T, l *Listener) (*outputs, string) {
 	t.Helper()
