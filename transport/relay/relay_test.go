@@ -254,8 +254,12 @@ func dialFails(t *testing.T, route ...string) error {
 	c, err := Dial(ctx, route)
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = c.Write([]byte("hello"))
-	require.NoError(t, err)
+	// Write returns once its frame is queued, but it checks the session
+	// again before it returns: the relay's ERROR, if it arrived first (on a
+	// loaded machine it can), fails the Write with it instead of the Read.
+	if _, err = c.Write([]byte("hello")); err != nil {
+		return err
+	}
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = c.Read(make([]byte, 10))
 	require.Error(t, err)
@@ -565,16 +569,21 @@ func TestRevocationEndsRegistration(t *testing.T) {
 }
 
 // TestFloodDoesNotCutTheListener: a party with no credential floods the
-// registered name with tiny frames, far more than the listener's outbound
+// registered name with small frames, far more than the listener's outbound
 // queue holds (1024 frames), on many return routes and on one. The relay
 // drops what does not fit and answers the flooder with ERRORs; it never
 // closes the listener's connection, so the registration and a real
 // channel through it survive.
+//
+// Whether the queue overflows depends on the listener reading more slowly
+// than the relay forwards, which on a loaded machine it need not: so the
+// test stops the listener's reader for the flood (gatedLog), then floods
+// until the relay reports the overflow.
 func TestFloodDoesNotCutTheListener(t *testing.T) {
 	e := newEnv(t)
 	log := newTestLog(t)
-	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
-	lisLog := newTestLog(t)
+	s, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	lisLog := &gatedLog{testLog: newTestLog(t)}
 	l, err := Listen(ListenConfig{Relay: relay, Name: gateway, Logger: lisLog,
 		Credentials: func() (*secure.LocalIdentity, *secure.Credential, error) { return e.listener, e.listenerCred, nil }})
 	require.NoError(t, err)
@@ -592,6 +601,15 @@ func TestFloodDoesNotCutTheListener(t *testing.T) {
 		}
 	}()
 
+	// From here the listener's reader stops at the first session it
+	// refuses (it logs it), at the latest when the flood's distinct return
+	// routes exceed its 1024 sessions; its socket buffers then fill, and
+	// the relay's queue for it. It must read again within the relay's
+	// write timeout (10 s), which the flood below takes far less than.
+	lisLog.gate.Lock()
+	resume := sync.OnceFunc(lisLog.gate.Unlock)
+	defer resume() // whatever happens: l.Close waits for the reader
+
 	flood := dialRaw(t, relay)
 	go func() { // read the ERRORs, so that the flooder is not itself the slow one
 		for {
@@ -600,8 +618,8 @@ func TestFloodDoesNotCutTheListener(t *testing.T) {
 			}
 		}
 	}()
-	// The relay may close the flooder (it reads its ERRORs too slowly):
-	// that ends the flood, which is what it should.
+	// The relay may close the flooder (it reads its ERRORs too slowly),
+	// which it does only once it drops frames: that ends the flood.
 	send := func(f *frame) bool {
 		_, err := flood.nc.Write(appendFrame(nil, f))
 		return err == nil
@@ -611,16 +629,134 @@ func TestFloodDoesNotCutTheListener(t *testing.T) {
 		Return: []string{fmt.Sprintf("s%d", i)}, Payload: []byte{1}}); i++ {
 		sent++
 	}
-	for i := 0; i < 20000 && send(&frame{Type: typeRoute, Onward: []string{gateway}, Payload: []byte{1}}); i++ {
-		sent++
+	// Then on one return route until the relay drops frames for the
+	// listener. These frames carry 1 KiB, so that the socket buffers
+	// (megabytes on loopback) fill in thousands of frames rather than tens
+	// of thousands; the 1024 that then fill the queue are 1 MiB, far below
+	// its byte bound: it is the frame bound that overflows.
+	big := bytes.Repeat([]byte{1}, 1<<10)
+	deadline := time.Now().Add(30 * time.Second)
+	for !log.contains(`Dropping frames for ` + gateway) {
+		require.True(t, time.Now().Before(deadline), "the flood (%d frames sent) did not overflow the listener's queue", sent)
+		for i := 0; i < 500 && send(&frame{Type: typeRoute, Onward: []string{gateway}, Payload: big}); i++ {
+			sent++
+		}
 	}
-	require.Eventually(t, func() bool { return log.contains(`Dropping frames for ` + gateway) }, 5*time.Second,
-		10*time.Millisecond, "the flood (%d frames sent) overflowed the listener's queue", sent)
+	resume()
+	t.Logf("the relay dropped frames for the listener after %d frames of the flood", sent)
+	// The flood ends. A frame of the channel that met the listener's queue
+	// still full would be dropped as the flood's are (that is the design):
+	// wait until the relay has handled the flooder's last frame (it logs
+	// the connection's end after it) and the queue is empty.
+	flooder := regexp.QuoteMeta(flood.nc.LocalAddr().String())
+	require.NoError(t, flood.nc.Close())
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		queued := queuedFor(s, gateway)
+		if log.contains(`^D! Connection #[0-9a-f]{16} from `+flooder+` closed`) && queued == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline),
+			"the relay is still forwarding the flood: %d frames queued for the listener (-1: not registered)", queued)
+	}
 	ch.exchange(t, 10)
 	require.True(t, l.Registered(), "the registration survives the flood")
 	require.False(t, lisLog.contains(`Lost the connection to relay`), "the relay closed the listener's connection")
 	ch.exchange(t, 1<<20)
 }
+
+// TestPingWithAFullQueue: a flood keeps a registered listener's outbound
+// queue full; the listener's keepalive PING then costs its PONG, never the
+// connection (a relay that closed it would hand the flooder an easy way to
+// cut any gateway off at its next keepalive).
+func TestPingWithAFullQueue(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	lis := dialRaw(t, relay) // a listener that does not read for now
+	require.Equal(t, &frame{Type: typeRegistered, Name: gateway}, lis.register(gateway, e.listener, e.listenerCred.Marshal(), false))
+
+	flood := dialRaw(t, relay)
+	go func() { // read the ERRORs, so that the flooder is not itself the slow one
+		for {
+			if _, err := flood.read(); err != nil {
+				return
+			}
+		}
+	}()
+	big := bytes.Repeat([]byte{1}, 1<<10)
+	deadline := time.Now().Add(5 * time.Second) // well within the relay's write timeout (10 s)
+	for !log.contains(`Dropping frames for ` + gateway) {
+		require.True(t, time.Now().Before(deadline), "the flood did not overflow the listener's queue")
+		for range 500 {
+			flood.send(&frame{Type: typeRoute, Onward: []string{gateway}, Payload: big})
+		}
+	}
+	// The queue is full, and stays full: the listener reads nothing, so
+	// the relay's writer is stuck on a full socket.
+	lis.send(&frame{Type: typePing})
+	require.NoError(t, flood.nc.Close())
+
+	// The listener reads again: the flood's frames, then the answer to one
+	// of its next PINGs (those that meet a full queue are dropped too); a
+	// closed connection fails read.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for t := time.NewTicker(50 * time.Millisecond); ; {
+			select {
+			case <-stop:
+				t.Stop()
+				return
+			case <-t.C:
+				_, _ = lis.nc.Write(appendFrame(nil, &frame{Type: typePing}))
+			}
+		}
+	}()
+	routes := 0
+	for {
+		f, err := lis.read()
+		require.NoError(t, err, "the relay closed the listener's connection after %d frames", routes)
+		if f.Type == typePong {
+			break
+		}
+		require.Equal(t, typeRoute, f.Type)
+		routes++
+	}
+	require.False(t, log.contains(`Unregistered`), "the registration survives")
+	t.Logf("%d flood frames reached the listener", routes)
+}
+
+// queuedFor returns the frames queued at s for the connection registered
+// as name, or -1 if none is.
+func queuedFor(s *Server, name string) int {
+	s.mu.Lock()
+	c := s.names[name]
+	s.mu.Unlock()
+	if c == nil {
+		return -1
+	}
+	c.link.mu.Lock()
+	defer c.link.mu.Unlock()
+	return len(c.link.queue)
+}
+
+// gatedLog is a testLog whose writers wait while gate is locked. The
+// relay Listener logs every session it refuses from the goroutine that
+// reads its relay connection, so locking gate stops that reader at its
+// next refusal.
+type gatedLog struct {
+	*testLog
+	gate sync.RWMutex
+}
+
+func (g *gatedLog) add(level, format string, args ...any) {
+	g.gate.RLock()
+	defer g.gate.RUnlock()
+	g.testLog.add(level, format, args...)
+}
+func (g *gatedLog) Debugf(f string, a ...any) { g.add("D!", f, a...) }
+func (g *gatedLog) Infof(f string, a ...any)  { g.add("I!", f, a...) }
+func (g *gatedLog) Warnf(f string, a ...any)  { g.add("W!", f, a...) }
 
 // failingListener fails its first fails Accepts with err, as a process out
 // of file descriptors does, then accepts.

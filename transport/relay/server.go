@@ -352,7 +352,9 @@ func (s *Server) handle(c *relayConn, f *frame) error {
 	case typeRegister:
 		s.register(c, f)
 	case typePing:
-		s.reply(c, &frame{Type: typePong})
+		// A full queue costs the PONG, never the connection: a flood
+		// towards a listener must not get it cut at its next keepalive.
+		c.link.offer(appendFrame(nil, &frame{Type: typePong}))
 	case typePong:
 	default:
 		return protoErrorf("unexpected %v from a client", f.Type)
@@ -391,8 +393,18 @@ func (s *Server) forward(c *relayConn, f *frame) {
 			if dest.link.offer(out) {
 				return
 			}
-			s.droppedFor(dest, next)
-			why = fmt.Sprintf("next hop %q is busy: its outbound queue is full, frame dropped", next)
+			if err := dest.link.closeErr(); err != nil {
+				// closed since resolve, such as a next hop whose dial
+				// already failed: the frame was not dropped for a full
+				// queue, and saying so would mislead
+				why = fmt.Sprintf("next hop %q: %v", next, err)
+				if dest.outgoing {
+					why = fmt.Sprintf("cannot reach next hop %q: %v", next, err)
+				}
+			} else {
+				s.droppedFor(dest, next)
+				why = fmt.Sprintf("next hop %q is busy: its outbound queue is full, frame dropped", next)
+			}
 		} else if err := dest.link.send(out, nil); err == nil {
 			return
 		} else {
