@@ -31,5 +31,10 @@ func (l *LocalIdentity) Reload(v vault.Vault) (*LocalIdentity, error) {
 		return nil, fmt.Errorf("secure: the vault now holds identity %s, not %s; restart to use it",
 			next.Identifier().Short(), l.Identifier().Short())
 	}
+	if next.public.attestation.raw == l.public.attestation.raw {
+		// the record changed between the two reads and changed back (a
+		// rewrite of the same record): nothing was rotated
+		return l, nil
+	}
 	return next, nil
 }

@@ -59,3 +59,34 @@ func BenchmarkReloadUnchanged(b *testing.B) {
 		}
 	}
 }
+
+// flickerVault returns other bytes for the first read of the attestation
+// record: a rewrite that a concurrent Reload saw half way.
+type flickerVault struct {
+	vault.Vault
+	reads int
+}
+
+func (f *flickerVault) ReadRecord(name string) ([]byte, error) {
+	rec, err := f.Vault.ReadRecord(name)
+	if f.reads++; f.reads == 1 && err == nil {
+		rec = append([]byte{}, rec...)
+		rec[len(rec)-1] ^= 1
+	}
+	return rec, err
+}
+
+// TestReloadRecordRewrittenMeanwhile: the record differed at Reload's first
+// read and was the same again when LoadIdentity read it: nothing rotated,
+// so Reload returns its receiver (a caller would otherwise report, and
+// switch to, a rotation that did not happen).
+func TestReloadRecordRewrittenMeanwhile(t *testing.T) {
+	v := vault.NewMemory()
+	running, err := CreateIdentity(v, t0)
+	require.NoError(t, err)
+	f := &flickerVault{Vault: v}
+	same, err := running.Reload(f)
+	require.NoError(t, err)
+	require.Greater(t, f.reads, 1, "the changed record made Reload load the identity")
+	require.Same(t, running, same)
+}
