@@ -131,6 +131,10 @@ func (c *conn) closeReason() string {
 // reply queues an answer to one data message. It is dropped if the
 // connection is closing: the sender delivers the message again.
 func (c *conn) reply(m secure.Message) {
+	// activity first: the idle timer that sees no message in flight must
+	// not count the time the message waited for Telegraf as idle time, and
+	// clear this answer from the queue
+	c.touch()
 	c.inflight.Add(-1)
 	c.enqueue(outgoing{msg: m})
 }
