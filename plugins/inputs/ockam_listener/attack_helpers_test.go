@@ -168,6 +168,12 @@ func (a *arena) deliver() {
 // the last expect (a missing name: by 0), and fails the test otherwise.
 func (a *arena) expect(delta map[string]int64) {
 	a.t.Helper()
+	a.expectWithin(wait, delta)
+}
+
+// expectWithin is expect, waiting at most d.
+func (a *arena) expectWithin(d time.Duration, delta map[string]int64) {
+	a.t.Helper()
 	want := maps.Clone(a.base)
 	for k, d := range delta {
 		_, ok := want[k]
@@ -175,7 +181,7 @@ func (a *arena) expect(delta map[string]int64) {
 		want[k] += d
 	}
 	var got map[string]int64
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(d)
 	for {
 		got = counters(a.l.stats)
 		if maps.Equal(got, want) || time.Now().After(deadline) {
@@ -215,6 +221,19 @@ func (a *arena) requireLog(level byte, parts ...string) string {
 		return false
 	}, wait, time.Millisecond, "no %c! log line with %q", level, parts)
 	return found
+}
+
+// requireLogCount expects exactly n log lines containing every part. The
+// listener counts a failure before it logs it, on its own goroutine: once
+// expect saw the counters, the last line may still be on its way, so this
+// waits for n lines before it checks that there are no more.
+func (a *arena) requireLogCount(n int, parts ...string) {
+	a.t.Helper()
+	deadline := time.Now().Add(wait)
+	for a.log.count(parts...) < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	require.Equal(a.t, n, a.log.count(parts...), "log lines with %q", parts)
 }
 
 // finish checks the end state of an attack: the legitimate device still

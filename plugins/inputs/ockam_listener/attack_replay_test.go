@@ -116,7 +116,7 @@ func TestAttackReplay(t *testing.T) {
 	c.send(2, victimLine(2))
 	require.Error(t, c.requireClosed())
 	a.expect(map[string]int64{"handshakes_ok": 1, "channels_failed/decrypt": 1})
-	require.Equal(t, 3, a.log.count("failed (decrypt)", "Channel from"))
+	a.requireLogCount(3, "failed (decrypt)", "Channel from")
 	a.finish()
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,17 +223,10 @@ func (c *client) requireNoReply(d time.Duration) {
 }
 
 // requireClosed expects the listener to close the channel, and returns why.
+// No reply may come before the close.
 func (c *client) requireClosed() error {
 	c.t.Helper()
-	select {
-	case <-c.done:
-		return c.err
-	case m := <-c.replies:
-		c.t.Fatalf("unexpected reply %+v", m)
-	case <-time.After(wait):
-		c.t.Fatal("channel still open")
-	}
-	return nil
+	return c.closedAfter(nil)
 }
 
 // requireClosedAfterAck expects the channel closed, tolerating one ack of
@@ -241,14 +235,53 @@ func (c *client) requireClosed() error {
 // depending on which of the two goroutines runs first.
 func (c *client) requireClosedAfterAck(batch uint64) error {
 	c.t.Helper()
-	select {
-	case m := <-c.replies:
-		require.Equal(c.t, secure.Message{Type: secure.TypeAck, Batch: batch}, m)
-	case <-c.done:
-	case <-time.After(wait):
-		c.t.Fatal("channel still open")
+	return c.closedAfter(&secure.Message{Type: secure.TypeAck, Batch: batch})
+}
+
+// closedAfter waits for the close, and fails on any reply but one optional
+// ack (nil: none). The reader queues every reply it got before the close,
+// then closes done: once done is closed, c.replies holds them all, so a
+// select that finds both ready does not decide the outcome.
+func (c *client) closedAfter(optional *secure.Message) error {
+	c.t.Helper()
+	check := func(m secure.Message) {
+		c.t.Helper()
+		if optional == nil || !reflect.DeepEqual(m, *optional) {
+			c.t.Fatalf("unexpected reply %+v", m)
+		}
+		optional = nil // once
 	}
-	return c.requireClosed()
+	timeout := time.After(wait)
+	for {
+		select {
+		case m := <-c.replies:
+			check(m)
+		case <-c.done:
+			for {
+				select {
+				case m := <-c.replies:
+					check(m)
+				default:
+					return c.err
+				}
+			}
+		case <-timeout:
+			c.t.Fatal("channel still open")
+			return nil
+		}
+	}
+}
+
+// requireStat expects s to reach want and checks it is exactly want. For a
+// counter that the listener moves on another goroutine after what the test
+// observed (messages_accepted is counted after the metrics are emitted, so
+// an ack may come first).
+func requireStat(t *testing.T, s selfstat.Stat, want int64) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); s.Get() != want && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	require.Equal(t, want, s.Get(), "%s", s.FieldName())
 }
 
 // start initializes and starts l, and stops it at the end of the test.

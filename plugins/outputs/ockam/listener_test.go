@@ -236,6 +236,28 @@ func (l *fakeListener) waitHandshakes(t *testing.T, n int) []handshake {
 	return l.handshakeLog()
 }
 
+// channels returns how many handshakes succeeded so far: the channels the
+// device opened. A dial that ran out of time under load leaves a failed
+// handshake in handshakeLog, but opened no channel.
+func (l *fakeListener) channels() int {
+	n := 0
+	for _, h := range l.handshakeLog() {
+		if h.err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// waitMessages waits until n data messages arrived. A message that the
+// device sent before it stopped waiting for its answer is read by the
+// listener's goroutine in its own time.
+func (l *fakeListener) waitMessages(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(l.messages()) >= n }, 5*time.Second, time.Millisecond,
+		"waiting for %d messages", n)
+}
+
 // endLog returns why each channel ended so far (from the listener's side).
 func (l *fakeListener) endLog() []error {
 	l.mu.Lock()

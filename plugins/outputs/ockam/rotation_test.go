@@ -54,7 +54,7 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	writeAll(t, o, sequence(100, 50))
 	require.Equal(t, newKey, o.identity.Public().Attestation().PurposeKey, "the channel after the rotation")
 	require.Equal(t, dev.Identity.Identifier(), o.identity.Identifier())
-	require.Equal(t, int64(1), o.stats.reconnects.s.Get())
+	requireStat(t, o.stats.reconnects.s, 1)
 
 	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 150), l.seqs("ockam_identity"),
 		"every metric delivered once, stamped with the same identity")
