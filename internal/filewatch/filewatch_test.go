@@ -10,9 +10,19 @@ import (
 
 func TestCheckAppliesEachContentOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "list")
+	// Each write gets an mtime of its own, a second after the last: the
+	// file system stamps a write with a clock that may tick only every few
+	// milliseconds (a coarse clock on kernels before 6.13), so two writes
+	// of the same size in a row would otherwise often share size and mtime,
+	// which Poll rightly takes for no change until FullReadInterval.
+	mtime := time.Unix(1600000000, 0)
 	write := func(s string) {
 		t.Helper()
 		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mtime = mtime.Add(time.Second)
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,7 +55,9 @@ func TestCheckAppliesEachContentOnce(t *testing.T) {
 	// Same size, same mtime, new content: caught by the full read.
 	fi, _ := os.Stat(path)
 	write("two")
-	os.Chtimes(path, fi.ModTime(), fi.ModTime())
+	if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Check(now.Add(FullReadInterval), apply); err != nil {
 		t.Fatal(err)
 	}

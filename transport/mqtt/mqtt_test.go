@@ -327,6 +327,12 @@ func TestMaxSessions(t *testing.T) {
 	}
 	third := dial(t, addr)
 	write(t, third, []byte("x"))
+	// write returns at the broker's PUBACK; the listener gets the message
+	// later, on its own connection: wait until it has refused it, then
+	// check that nothing else changed and that no session came of it.
+	require.Eventually(t, func() bool { return l.Stats().Refused > 0 }, waitFor, 10*time.Millisecond,
+		"the third session's message was not refused: %+v", l.Stats())
+	require.Equal(t, Stats{Sessions: 2, Refused: 1}, l.Stats())
 	select {
 	case <-conns:
 		t.Fatal("a third session")
@@ -372,10 +378,34 @@ func TestUnreachable(t *testing.T) {
 	_, err = Dial(t.Context(), addr, Options{ConnectTimeout: time.Second})
 	require.ErrorContains(t, err, "mqtt: connect to 127.0.0.1:")
 
+	// ctx ends first: against the stopped broker the refused connection
+	// is an answer as early as ctx's end, and Dial may report either; so
+	// a server that accepts the TCP connection and never answers the MQTT
+	// CONNECT, where only ctx can end the wait.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan []net.Conn, 1)
+	go func() {
+		var held []net.Conn
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				accepted <- held
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		for _, c := range <-accepted {
+			c.Close()
+		}
+	})
 	ctx, cancel := context.WithCancelCause(t.Context())
 	cause := errors.New("shutting down")
 	cancel(cause)
-	_, err = Dial(ctx, addr, Options{})
+	_, err = Dial(ctx, "mqtt://"+silent.Addr().String()+"/"+base, Options{})
 	require.ErrorIs(t, err, cause)
 
 	_, err = Dial(t.Context(), "mqtt://127.0.0.1/x/+", Options{})
