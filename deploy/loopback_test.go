@@ -340,13 +340,20 @@ func (p *process) log() string {
 func (p *process) waitLog(re *regexp.Regexp, timeout time.Duration) []string {
 	deadline := time.Now().Add(timeout)
 	for {
+		// Whether it had exited, then the log: a process that logs the line
+		// and exits between a read of the log and the check (the intruder
+		// does, after its last attempt) must not count as exiting without it.
+		exited := false
+		select {
+		case <-p.done:
+			exited = true
+		default:
+		}
 		if m := re.FindStringSubmatch(p.log()); m != nil {
 			return m
 		}
-		select {
-		case <-p.done:
+		if exited {
 			panic(fmt.Sprintf("%s exited before logging %v:\n%s", p.name, re, tail(p.log(), 40)))
-		default:
 		}
 		if time.Now().After(deadline) {
 			panic(fmt.Sprintf("%s did not log %v within %v:\n%s", p.name, re, timeout, tail(p.log(), 40)))

@@ -43,7 +43,11 @@ func TestAttacksReachNothing(t *testing.T) {
 	cli.issue(rogue, impostor, "720h", "role=sensor", "site=plant-7")
 	thief := cli.identity("thief", "")
 
-	const n, perRun = 300, 20
+	// 40 a second for 15 s. The stream must outlast the three tampered
+	// channels: each takes two data messages on its connection, at least two
+	// flushes (1 s) of a device that has metrics left to send, so the third
+	// comes ≈6 s into the stream, later on a slow machine.
+	const n, perRun = 600, 20
 	pts := sequence("e2e_seq", n)
 	l := startListener(t, bin.telegraf, gateway, authority, db, `["e2e_*"]`, "")
 	px := testproxy.Start(t, l.addr)

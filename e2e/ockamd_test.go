@@ -157,10 +157,21 @@ func TestOckamdDelivery(t *testing.T) {
 		d = startOckamd(t, gateway, authority, db, `["cpu", "temp*"]`, `  bucket = "db/autogen"`)
 		return d.listener
 	})
-	written := d.stat("internal_ockamd", "metrics_written")
-	delivered := d.stat("internal_ockam_listener", "messages_delivered")
+	// InfluxDB shows the last rows before ockamd has its answer to that
+	// write: metrics_written and groups_written move once the answer is
+	// in, messages_delivered once the ack is queued after it. Wait for the
+	// counters to settle (the streams are finite) instead of reading them at
+	// the instant the rows appeared; what they must then say is exact.
+	var written, groups, delivered int64
+	eventually(t, 30*time.Second, "ockamd's counters to agree", func() (bool, string) {
+		written = d.stat("internal_ockamd", "metrics_written")
+		groups = d.stat("internal_ockamd", "groups_written")
+		delivered = d.stat("internal_ockam_listener", "messages_delivered")
+		return written >= 320 && groups == delivered,
+			fmt.Sprintf("metrics_written %d, groups_written %d, messages_delivered %d", written, groups, delivered)
+	})
 	require.GreaterOrEqual(t, written, int64(320), "metrics_written")
-	require.Equal(t, d.stat("internal_ockamd", "groups_written"), delivered, "one write per message, acked once written")
+	require.Equal(t, groups, delivered, "one write per message, acked once written")
 	d.stopCleanly()
 	t.Logf("figures: ockamd wrote %d metrics in %d messages (a message whose ack was lost is written again); "+
 		"SIGTERM → exit status 0", written, delivered)

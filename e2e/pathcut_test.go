@@ -24,7 +24,13 @@ func TestPathCutLosesNothing(t *testing.T) {
 	sensor := cli.identity("device", "")
 	cli.issue(authority, sensor, "720h", "role=sensor", "site=plant-7")
 
-	const n, perRun = 600, 20 // 40 a second: 15 s of traffic
+	// 40 a second: 30 s of traffic. The stream must outlast the three cuts,
+	// since each is noticed by a write that fails, and a device with nothing
+	// left to send writes nothing. A cut begins every 120 stored (3 s of
+	// traffic) or once the previous one recovered; each takes ≈4-5 s here
+	// (≥2 s down, a flush or two to notice, the redial), so the third began
+	// ≈12 s into the stream: 30 s leave room for a machine twice as slow.
+	const n, perRun, step = 1200, 20, 120
 	pts := sequence("e2e_seq", n)
 	l := startListener(t, bin.telegraf, gateway, authority, db, `["e2e_*"]`, "")
 	px := testproxy.Start(t, l.addr)
@@ -38,7 +44,7 @@ func TestPathCutLosesNothing(t *testing.T) {
 	var down, recovered []time.Duration
 	for k := 1; k <= 3; k++ {
 		eventually(t, 60*time.Second, "the stream to go on", func() (bool, string) {
-			return stored() >= k*n/5, ""
+			return stored() >= k*step, ""
 		})
 		at = append(at, stored())
 		before := dev.count(deviceWriteErrors)

@@ -118,8 +118,13 @@ func (p *process) waitLog(re *regexp.Regexp, timeout time.Duration) []string {
 	p.t.Helper()
 	var m []string
 	eventually(p.t, timeout, fmt.Sprintf("%s logs %q", p.name, re), func() (bool, string) {
+		// Whether it had exited, then the log: a process that logs the
+		// line and exits between a read of the log and the check would
+		// otherwise count as exiting without it (a Telegraf refusing its
+		// credential does exactly that, in milliseconds).
+		exited := p.exited()
 		m = re.FindStringSubmatch(p.text())
-		if m == nil && p.exited() {
+		if m == nil && exited {
 			p.t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, re)
 		}
 		return m != nil, ""
