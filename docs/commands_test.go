@@ -23,8 +23,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +31,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 )
 
 // walkthrough is the documents whose commands run, in this order:
@@ -338,16 +338,10 @@ func binaries(t *testing.T) string {
 //
 // The ports are found free now but bound later, some of them a minute later
 // (and a relay's again after a restart), while other packages' tests run
-// beside this one. A port from the kernel's ephemeral range (127.0.0.1:0)
-// could meanwhile be handed to any of their listeners or outgoing
-// connections, and the document's command would fail with "address already
-// in use". So they come from below that range, where the kernel hands out
-// nothing by itself: only a test that names a port could take one.
+// beside this one: see package freeport.
 func freePorts(t *testing.T, blocks []block) *strings.Replacer {
 	t.Helper()
-	lo, hi := portsBelowEphemeral(t)
 	seen := map[string]bool{}
-	taken := map[int]bool{}
 	var pairs []string
 	for _, b := range blocks {
 		for _, m := range loopbackPort.FindAllString(b.text, -1) {
@@ -355,48 +349,10 @@ func freePorts(t *testing.T, blocks []block) *strings.Replacer {
 				continue
 			}
 			seen[m] = true
-			pairs = append(pairs, m, freePortIn(t, lo, hi, taken))
+			pairs = append(pairs, m, freeport.Addr(t))
 		}
 	}
 	return strings.NewReplacer(pairs...)
-}
-
-// portsBelowEphemeral returns a range of ports [lo, hi) that the kernel does
-// not give to 127.0.0.1:0 or to outgoing connections: below the start of
-// /proc/sys/net/ipv4/ip_local_port_range (32768 on Linux by default,
-// 49152 elsewhere).
-func portsBelowEphemeral(t *testing.T) (lo, hi int) {
-	t.Helper()
-	hi = 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		var first, last int
-		if _, err := fmt.Sscan(string(b), &first, &last); err == nil && first > 12000 {
-			hi = first
-		}
-	}
-	return 10000, hi
-}
-
-// freePortIn returns 127.0.0.1:PORT for a port of [lo, hi) that is free now
-// and not in taken, and adds it to taken.
-func freePortIn(t *testing.T, lo, hi int, taken map[int]bool) string {
-	t.Helper()
-	for range 1000 {
-		port := lo + rand.IntN(hi-lo)
-		if taken[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue // in use
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		taken[port] = true
-		return addr
-	}
-	t.Fatalf("no free loopback port in [%d, %d)", lo, hi)
-	return ""
 }
 
 // docEnv is the test's environment without what would make the documents'

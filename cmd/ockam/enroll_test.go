@@ -16,6 +16,7 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
@@ -142,11 +143,9 @@ func TestEnrollAndDeliver(t *testing.T) {
 	require.Contains(t, st, "revocation sequence: 1 (1 entries)\n")
 }
 
-// freeAddress returns a loopback host:port that was free a moment ago.
+// freeAddress returns a loopback host:port that is free now (package
+// freeport).
 func freeAddress(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }

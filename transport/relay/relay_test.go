@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/msgconn"
 	"github.com/ockam-addons/telegraf-ockam/vault"
@@ -266,11 +267,10 @@ func dialFails(t *testing.T, route ...string) error {
 	return err
 }
 
+// freeAddr returns a relay hop that nothing listens on now (package
+// freeport).
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return "tcp://" + ln.Addr().String()
+	return "tcp://" + freeport.Addr(t)
 }
 
 func TestUnknownName(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 )
 
 // startTimeout bounds the wait for a started broker to accept connections.
@@ -47,7 +49,7 @@ func Broker(t testing.TB) *B {
 		}
 		t.Skipf("mqtttest: %v", err)
 	}
-	b := &B{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	b := &B{t: t, bin: bin, dir: t.TempDir(), port: freeport.Port(t)}
 	if err := b.writeConfig(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,15 +156,4 @@ func findMosquitto() (string, error) {
 		return debian, nil
 	}
 	return "", errors.New("no mosquitto: set OCKAM_MOSQUITTO, or install it (make mosquitto)")
-}
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -5,12 +5,12 @@
 package ockamtest
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -81,14 +81,9 @@ func WriteFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// FreeAddr returns a loopback host:port that nothing listens on (it was
-// free a moment ago).
+// FreeAddr returns a loopback host:port that nothing listens on now, for a
+// listener that binds it later (package freeport).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
