@@ -299,6 +299,21 @@ func dialRaw(t *testing.T, relay string) *rawConn {
 	return &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
 }
 
+// dialFlooder dials relay raw and discards what the relay sends back (the
+// ERRORs for frames it could not forward), so that the flooder is not
+// itself the slow connection.
+func dialFlooder(t *testing.T, relay string) *rawConn {
+	c := dialRaw(t, relay)
+	go func() {
+		for {
+			if _, err := c.read(); err != nil {
+				return
+			}
+		}
+	}()
+	return c
+}
+
 func (c *rawConn) send(f *frame) {
 	_, err := c.nc.Write(appendFrame(nil, f))
 	require.NoError(c.t, err)
@@ -610,14 +625,7 @@ func TestFloodDoesNotCutTheListener(t *testing.T) {
 	resume := sync.OnceFunc(lisLog.gate.Unlock)
 	defer resume() // whatever happens: l.Close waits for the reader
 
-	flood := dialRaw(t, relay)
-	go func() { // read the ERRORs, so that the flooder is not itself the slow one
-		for {
-			if _, err := flood.read(); err != nil {
-				return
-			}
-		}
-	}()
+	flood := dialFlooder(t, relay)
 	// The relay may close the flooder (it reads its ERRORs too slowly),
 	// which it does only once it drops frames: that ends the flood.
 	send := func(f *frame) bool {
@@ -675,14 +683,7 @@ func TestPingWithAFullQueue(t *testing.T) {
 	lis := dialRaw(t, relay) // a listener that does not read for now
 	require.Equal(t, &frame{Type: typeRegistered, Name: gateway}, lis.register(gateway, e.listener, e.listenerCred.Marshal(), false))
 
-	flood := dialRaw(t, relay)
-	go func() { // read the ERRORs, so that the flooder is not itself the slow one
-		for {
-			if _, err := flood.read(); err != nil {
-				return
-			}
-		}
-	}()
+	flood := dialFlooder(t, relay)
 	big := bytes.Repeat([]byte{1}, 1<<10)
 	deadline := time.Now().Add(5 * time.Second) // well within the relay's write timeout (10 s)
 	for !log.contains(`Dropping frames for ` + gateway) {
