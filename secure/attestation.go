@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
@@ -169,13 +170,21 @@ func signedMessage(context string, body []byte) []byte {
 	return append(append(m, context...), body...)
 }
 
-// checkIdentityKey refuses an Ed25519 public key that is not a canonical
-// point or is of small order: anyone can forge signatures that verify
-// under a small-order key, so such an "identity" proves nothing.
+// checkIdentityKey refuses an Ed25519 public key that is not a point, is
+// not the canonical encoding of its point, or is of small order
+// (docs/PROTOCOL.md, section 1). Anyone can forge signatures that verify
+// under a small-order key (crypto/ed25519 accepts the signature 01 00…00
+// 00…00 under the key 01 00…00 for every message), so such an "identity"
+// proves nothing. edwards25519's SetBytes, like crypto/ed25519.Verify,
+// accepts the non-canonical encodings (y ≥ p, or x = 0 with the sign bit
+// set): a second encoding of one key would be a second identifier for it.
 func checkIdentityKey(key ed25519.PublicKey) error {
 	p, err := new(edwards25519.Point).SetBytes(key)
 	if err != nil {
 		return fmt.Errorf("%w: identity key is not a valid Ed25519 point", ErrMalformed)
+	}
+	if !bytes.Equal(p.Bytes(), key) {
+		return fmt.Errorf("%w: identity key is not canonically encoded", ErrMalformed)
 	}
 	if p.MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
 		return fmt.Errorf("%w: identity key is of small order", ErrMalformed)

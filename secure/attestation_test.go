@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/edwards25519"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/vault"
@@ -224,17 +226,93 @@ func TestAttestationVerify(t *testing.T) {
 // its signature is checked.
 func TestAttestationSmallOrderIdentityKey(t *testing.T) {
 	pk := testPurposeKey(2)
-	for _, key := range []string{
-		"0100000000000000000000000000000000000000000000000000000000000000", // identity point
-		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
-		"0000000000000000000000000000000000000000000000000000000000000080", // order 4
-		"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
-	} {
+	for _, key := range smallOrderKeys {
 		k, err := hex.DecodeString(key)
 		require.NoError(t, err)
 		b := append(attestationBody(1, ed25519.PublicKey(k), 1, pk, 1, 2), make([]byte, 64)...)
 		_, err = ParseAttestation(b)
 		require.ErrorIs(t, err, ErrMalformed, key)
 		require.ErrorContains(t, err, "small order", key)
+	}
+}
+
+// smallOrderKeys are the canonical encodings of the 8 points of small order
+// of edwards25519 (docs/PROTOCOL.md, section 1).
+var smallOrderKeys = []string{
+	"0100000000000000000000000000000000000000000000000000000000000000", // order 1 (the neutral point)
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+	"0000000000000000000000000000000000000000000000000000000000000000", // order 4
+	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85", // order 8
+}
+
+// TestSmallOrderKeys checks the list of section 1: each key is a canonical
+// encoding of a point whose order divides 8, and there are 8 of them.
+func TestSmallOrderKeys(t *testing.T) {
+	seen := map[string]bool{}
+	for _, key := range smallOrderKeys {
+		k, err := hex.DecodeString(key)
+		require.NoError(t, err)
+		p, err := new(edwards25519.Point).SetBytes(k)
+		require.NoError(t, err, key)
+		require.Equal(t, k, p.Bytes(), "canonical: %s", key)
+		require.Equal(t, 1, new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()), key)
+		seen[key] = true
+	}
+	require.Len(t, seen, 8)
+}
+
+// nonCanonicalKeys returns every 32-byte string that edwards25519's (and so
+// crypto/ed25519.Verify's) lenient decoding accepts as a point although it
+// is not the point's canonical encoding (docs/PROTOCOL.md, section 1): a y
+// field in [p, 2^255-1], that is byte 0 in ed..ff, bytes 1..30 ff, byte 31
+// 7f (or ff with the sign bit); and x = 0 with the sign bit set.
+func nonCanonicalKeys(t *testing.T) (keys [][]byte, smallOrder int) {
+	t.Helper()
+	var candidates [][]byte
+	for b0 := 0xed; b0 <= 0xff; b0++ {
+		for _, top := range []byte{0x7f, 0xff} {
+			k := bytes.Repeat([]byte{0xff}, 32)
+			k[0], k[31] = byte(b0), top
+			candidates = append(candidates, k)
+		}
+	}
+	negZero1 := make([]byte, 32) // y = 1, x = 0, sign bit set
+	negZero1[0], negZero1[31] = 1, 0x80
+	negZeroMinus1 := bytes.Repeat([]byte{0xff}, 32) // y = p-1, x = 0, sign bit set
+	negZeroMinus1[0] = 0xec
+	candidates = append(candidates, negZero1, negZeroMinus1)
+	for _, k := range candidates {
+		p, err := new(edwards25519.Point).SetBytes(k)
+		if err != nil {
+			continue // y² - 1 / (dy² + 1) is not a square: no point at all
+		}
+		require.NotEqual(t, k, p.Bytes())
+		if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+			smallOrder++
+		}
+		keys = append(keys, k)
+	}
+	return keys, smallOrder
+}
+
+// TestAttestationNonCanonicalIdentityKey: a key given in a non-canonical
+// encoding is refused as malformed, before its signature is checked. The
+// 20 such encodings of points of large order would otherwise be a second
+// spelling, and so a second identifier, of a key.
+func TestAttestationNonCanonicalIdentityKey(t *testing.T) {
+	keys, smallOrder := nonCanonicalKeys(t)
+	require.Len(t, keys, 26, "12 values of y >= p that are points, with either sign, and two negative zeros")
+	require.Equal(t, 6, smallOrder)
+	pk := testPurposeKey(2)
+	for _, k := range keys {
+		require.ErrorIs(t, checkIdentityKey(k), ErrMalformed, "%x", k)
+		b := append(attestationBody(1, k, 1, pk, 1, 2), make([]byte, 64)...)
+		_, err := ParseAttestation(b)
+		require.ErrorIs(t, err, ErrMalformed, "%x", k)
+		require.NotErrorIs(t, err, ErrBadSignature, "%x", k)
 	}
 }

@@ -2,10 +2,12 @@ package secure
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"maps"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/edwards25519"
 	"github.com/stretchr/testify/require"
 )
 
@@ -207,7 +210,7 @@ func (v *vectorFile) expect(t *testing.T) error {
 	errs := map[string]error{
 		"ok": nil, "ErrUnknownIssuer": ErrUnknownIssuer, "ErrBadSignature": ErrBadSignature,
 		"ErrNotYetValid": ErrNotYetValid, "ErrExpired": ErrExpired, "ErrRevoked": ErrRevoked,
-		"ErrWrongSubject": ErrWrongSubject,
+		"ErrWrongSubject": ErrWrongSubject, "ErrMalformed": ErrMalformed,
 	}
 	err, ok := errs[name]
 	require.True(t, ok, "unknown expect: %q", s)
@@ -270,6 +273,8 @@ var vectorScenarios = []vectorScenario{
 	{"revocation.txt", genRevocation, checkRevocation},
 	{"handshake.txt", genHandshake, checkHandshake},
 	{"handshake-unknown-authority.txt", genHandshakeUnknownAuthority, checkHandshakeUnknownAuthority},
+	{"identity-key-small-order.txt", genIdentityKeySmallOrder, checkIdentityKeySmallOrder},
+	{"identity-key-non-canonical.txt", genIdentityKeyNonCanonical, checkIdentityKeyNonCanonical},
 }
 
 func TestVectors(t *testing.T) {
@@ -522,4 +527,81 @@ func checkHandshakeUnknownAuthority(t *testing.T, v *vectorFile) {
 	requireOutcome(t, v.expect(t), err)
 	require.Nil(t, msg3)
 	require.Nil(t, s)
+}
+
+// forgedAttestation is an attestation by identityKey, of the device's
+// purpose key, with sig as its signature.
+func forgedAttestation(f *fixtures, identityKey, sig []byte) []byte {
+	pk := f.device.Public().Attestation().PurposeKey
+	body := attestationBody(attestationVersion, identityKey, purposeSecureChannel, pk,
+		unixSeconds(vectorCreated), unixSeconds(vectorCreated.Add(DefaultAttestationTTL)))
+	return append(body, sig...)
+}
+
+func genIdentityKeySmallOrder(t *testing.T, f *fixtures) *vectorFile {
+	key := append([]byte{1}, make([]byte, 31)...)
+	sig := append(bytes.Clone(key), make([]byte, 32)...)
+	v := &vectorFile{}
+	v.comment("An attestation (docs/PROTOCOL.md, section 3) by the identity key 01 00…00, the neutral point of")
+	v.comment("edwards25519, of small order (section 1). Its signature, R = 01 00…00 and S = 0, verifies with")
+	v.comment("RFC 8032's cofactorless check (crypto/ed25519, and most libraries) over every message: [S]B = R + [k]A")
+	v.comment("holds for every k. A parser must refuse the key itself, before it checks any signature.")
+	v.comment(generatedBy)
+	v.set("identity-key", key)
+	v.set("forged-signature", sig)
+	v.set("attestation", forgedAttestation(f, key, sig))
+	v.set("expect", "ErrMalformed (identity key of small order)")
+	return v
+}
+
+func checkIdentityKeySmallOrder(t *testing.T, v *vectorFile) {
+	key, sig, att := v.bytes(t, "identity-key"), v.bytes(t, "forged-signature"), v.bytes(t, "attestation")
+	require.Equal(t, key, att[1:33])
+	require.Equal(t, sig, att[attestationSignedLength:])
+	// The signature library alone accepts the forgery, for any message.
+	require.True(t, ed25519.Verify(key, signedMessage(attestationContext, att[:attestationSignedLength]), sig))
+	require.True(t, ed25519.Verify(key, []byte("any other message"), sig))
+	_, err := ParseAttestation(att)
+	requireOutcome(t, v.expect(t), err)
+	require.ErrorContains(t, err, "small order")
+	require.ErrorIs(t, checkIdentityKey(key), ErrMalformed)
+}
+
+func genIdentityKeyNonCanonical(t *testing.T, f *fixtures) *vectorFile {
+	key := bytes.Repeat([]byte{0xff}, 32)
+	key[0], key[31] = 0xf0, 0x7f // y = p + 3, sign bit 0
+	p, err := new(edwards25519.Point).SetBytes(key)
+	require.NoError(t, err)
+	v := &vectorFile{}
+	v.comment("An attestation (docs/PROTOCOL.md, section 3) whose identity key is a non-canonical encoding (section 1):")
+	v.comment("y = p + 3 = 2^255 - 16, which lenient decoders (crypto/ed25519, edwards25519.SetBytes) read as the")
+	v.comment("point of y = 3, of large order, whose canonical encoding is canonical-key. Its signature is zeros: the")
+	v.comment("key must be refused as malformed before any signature is checked.")
+	v.comment(generatedBy)
+	v.set("identity-key", key)
+	v.set("canonical-key", p.Bytes())
+	v.set("attestation", forgedAttestation(f, key, make([]byte, ed25519.SignatureSize)))
+	v.set("expect", "ErrMalformed (identity key not canonically encoded)")
+	return v
+}
+
+func checkIdentityKeyNonCanonical(t *testing.T, v *vectorFile) {
+	key, att := v.bytes(t, "identity-key"), v.bytes(t, "attestation")
+	require.Equal(t, key, att[1:33])
+	// y as a 255-bit little-endian integer is p + 3.
+	be := bytes.Clone(key)
+	slices.Reverse(be)
+	y := new(big.Int).SetBytes(be)
+	y.SetBit(y, 255, 0)
+	p := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+	require.Equal(t, big.NewInt(3), new(big.Int).Sub(y, p))
+	canonical := v.bytes(t, "canonical-key")
+	require.Equal(t, append([]byte{3}, make([]byte, 31)...), canonical)
+	pt, err := new(edwards25519.Point).SetBytes(key)
+	require.NoError(t, err, "a lenient decoder accepts it")
+	require.Equal(t, canonical, pt.Bytes())
+	require.Equal(t, 0, new(edwards25519.Point).MultByCofactor(pt).Equal(edwards25519.NewIdentityPoint()), "large order")
+	_, err = ParseAttestation(att)
+	requireOutcome(t, v.expect(t), err)
+	require.ErrorContains(t, err, "not canonically encoded")
 }
