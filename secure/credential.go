@@ -10,7 +10,6 @@ import (
 	"maps"
 	"slices"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -234,9 +233,27 @@ func checkAttribute(key, value string) error {
 		return fmt.Errorf("%w: attribute %s: value must be UTF-8 of at most %d bytes", ErrMalformed, key, MaxAttributeValue)
 	}
 	for _, r := range value {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
-			return fmt.Errorf("%w: attribute %s: value has a control character", ErrMalformed, key)
+		if refusedInValue(r) {
+			return fmt.Errorf("%w: attribute %s: value has a control character %U", ErrMalformed, key, r)
 		}
 	}
 	return nil
+}
+
+// refusedInValue reports whether an attribute value may not hold r: the
+// C0 and C1 controls with DEL (Unicode's Cc, unicode.IsControl) and the
+// bidirectional controls (Bidi_Control), spelled out as docs/PROTOCOL.md,
+// section 4, lists them so that a newer Unicode table cannot change them.
+func refusedInValue(r rune) bool {
+	switch {
+	case r <= 0x1f, 0x7f <= r && r <= 0x9f: // C0, DEL, C1
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f: // ALM, LRM, RLM
+		return true
+	case 0x202a <= r && r <= 0x202e: // LRE, RLE, PDF, LRO, RLO
+		return true
+	case 0x2066 <= r && r <= 0x2069: // LRI, RLI, FSI, PDI
+		return true
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode"
 
 	"github.com/stretchr/testify/require"
 
@@ -290,5 +291,51 @@ func TestCredentialFile(t *testing.T) {
 			_, err := ParseCredentialFile(tc.data)
 			require.ErrorIs(t, err, ErrMalformed)
 		})
+	}
+}
+
+// protocolRefusedRunes is the list of docs/PROTOCOL.md, section 4: the code
+// points an attribute value may not hold.
+var protocolRefusedRunes = [][2]rune{
+	{0x0000, 0x001f}, {0x007f, 0x009f}, // C0, DEL, C1
+	{0x061c, 0x061c}, {0x200e, 0x200f}, {0x202a, 0x202e}, {0x2066, 0x2069}, // bidirectional controls
+}
+
+// TestAttributeValueCharacters checks every code point against section 4's
+// list, and the list against Go's Unicode tables (Cc and Bidi_Control).
+func TestAttributeValueCharacters(t *testing.T) {
+	inList := func(r rune) bool {
+		for _, rg := range protocolRefusedRunes {
+			if rg[0] <= r && r <= rg[1] {
+				return true
+			}
+		}
+		return false
+	}
+	refused := 0
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if 0xd800 <= r && r <= 0xdfff {
+			continue // surrogates have no UTF-8 encoding
+		}
+		want := inList(r)
+		if (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)) != want {
+			t.Fatalf("%U: Go's Unicode tables and section 4 disagree", r)
+		}
+		err := checkAttribute("k", "a"+string(r)+"b")
+		switch {
+		case want && !errors.Is(err, ErrMalformed):
+			t.Fatalf("%U accepted: %v", r, err)
+		case want && strings.Contains(err.Error(), string(r)):
+			t.Fatalf("%U: the error prints it rather than names it: %q", r, err)
+		case !want && err != nil:
+			t.Fatalf("%U refused: %v", r, err)
+		}
+		if want {
+			refused++
+		}
+	}
+	require.Equal(t, 77, refused, "32 C0 + DEL + 32 C1 + 12 bidirectional controls")
+	for _, bad := range []string{"\xff", "\xc0\x80", "\xed\xa0\x80", "a\xe2\x80"} { // not UTF-8: byte, overlong, surrogate, cut
+		require.ErrorIs(t, checkAttribute("k", bad), ErrMalformed, "%q", bad)
 	}
 }
