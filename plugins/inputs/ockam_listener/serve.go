@@ -338,8 +338,9 @@ func (l *Listener) receiveLoop(c *conn) string {
 		}
 		c.touch()
 		if m.Type != secure.TypeData {
-			l.Log.Debugf("Ignoring a %v message from %s", m.Type, c.peer.Identifier.Short())
-			continue
+			// A device sends data, rekey and close only (docs/PROTOCOL.md,
+			// section 9); Receive handles the last two.
+			return l.receiveFailed(c, fmt.Errorf("%w: %v message from a device", secure.ErrMalformed, m.Type))
 		}
 		l.stats.bytesReceived.Incr(int64(len(m.Payload)))
 		if closeReason, ok := l.handle(c, m); !ok {
