@@ -129,6 +129,9 @@ func TestChannelMalformed(t *testing.T) {
 		{"interleaved fragments", [][]byte{appendFragment(nil, 1, true, []byte("a")), appendFragment(nil, 2, false, []byte("b"))}},
 		{"interleaved fragments, both with more", [][]byte{appendFragment(nil, 1, true, []byte("a")), appendFragment(nil, 2, true, []byte("b"))}},
 		{"ack between fragments", [][]byte{appendFragment(nil, 1, true, []byte("a")), {byte(TypeAck), 0, 0, 0, 0, 0, 0, 0, 1}}},
+		{"nack between fragments", [][]byte{appendFragment(nil, 1, true, []byte("a")), {byte(TypeNack), 0, 0, 0, 0, 0, 0, 0, 1, 1}}},
+		{"close between fragments", [][]byte{appendFragment(nil, 1, true, []byte("a")), {byte(TypeClose)}}},
+		{"fragment of another batch after more", [][]byte{appendFragment(nil, 1, true, nil), appendFragment(nil, 2, false, nil)}},
 		{"rekey with a byte", [][]byte{{byte(TypeRekey), 0}}},
 		{"unknown type", [][]byte{{9}}},
 		{"empty plaintext", [][]byte{{}}},
@@ -182,6 +185,39 @@ func TestChannelRekey(t *testing.T) {
 	require.NotEqual(t, lisKey, lis.session.send.UnsafeKey())
 	require.Equal(t, dev.session.send.UnsafeKey(), lis.session.recv.UnsafeKey())
 	require.Equal(t, lis.session.send.UnsafeKey(), dev.session.recv.UnsafeKey())
+}
+
+// TestChannelRekeyBetweenFragments: rekey belongs to the key schedule, not
+// to the messages, so a sender rekeys between the fragments of a data
+// message when a limit passes there, and the receiver reassembles the
+// message across it (docs/PROTOCOL.md, section 9). Any other message
+// between fragments is refused (TestChannelMalformed).
+func TestChannelRekeyBetweenFragments(t *testing.T) {
+	e := newTestEnv(t)
+	dev, lis, dt, _ := newChannelPair(t, e)
+	dev.session.rekeyAfterMessages = 1
+	payload := pattern(2*maxFragment+1, 5)
+	before := dt.writes.Load()
+	sent := sendAsync(dev, Message{Type: TypeData, Batch: 9, Payload: payload})
+	m, err := lis.Receive()
+	require.NoError(t, err)
+	require.NoError(t, <-sent)
+	require.Equal(t, uint64(9), m.Batch)
+	require.True(t, bytes.Equal(payload, m.Payload))
+	// fragment, rekey, fragment, rekey, fragment
+	require.Equal(t, int64(5), dt.writes.Load()-before)
+	require.Equal(t, dev.session.send.UnsafeKey(), lis.session.recv.UnsafeKey())
+
+	// The same by hand: a rekey between the two fragments of batch 10.
+	sendRaw(t, dev, appendFragment(nil, 10, true, []byte("a")))
+	dev.sendMu.Lock()
+	require.NoError(t, dev.sealAndWrite([]byte{byte(TypeRekey)}))
+	dev.session.rekeySend(time.Now())
+	dev.sendMu.Unlock()
+	sendRaw(t, dev, appendFragment(nil, 10, false, []byte("b")))
+	m, err = lis.Receive()
+	require.NoError(t, err)
+	require.Equal(t, Message{Type: TypeData, Batch: 10, Payload: []byte("ab")}, m)
 }
 
 // TestChannelRekeyAfterTime runs on a fake clock: a sender rekeys after

@@ -3,6 +3,7 @@ package secure
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 	"time"
 
 	"filippo.io/edwards25519"
+	"github.com/flynn/noise"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // The test vectors of docs/PROTOCOL.md live in testdata/vectors/ at the
@@ -273,6 +276,7 @@ var vectorScenarios = []vectorScenario{
 	{"revocation.txt", genRevocation, checkRevocation},
 	{"handshake.txt", genHandshake, checkHandshake},
 	{"handshake-unknown-authority.txt", genHandshakeUnknownAuthority, checkHandshakeUnknownAuthority},
+	{"channel-rekey.txt", genChannelRekey, checkChannelRekey},
 	{"identity-key-small-order.txt", genIdentityKeySmallOrder, checkIdentityKeySmallOrder},
 	{"identity-key-non-canonical.txt", genIdentityKeyNonCanonical, checkIdentityKeyNonCanonical},
 }
@@ -604,4 +608,73 @@ func checkIdentityKeyNonCanonical(t *testing.T, v *vectorFile) {
 	_, err = ParseAttestation(att)
 	requireOutcome(t, v.expect(t), err)
 	require.ErrorContains(t, err, "not canonically encoded")
+}
+
+// vectorSecondPlaintext is the device's third message in channel-rekey.txt.
+var vectorSecondPlaintext = appendFragment(nil, 2, false, []byte("cpu,host=device-1 usage_idle=97.25 1767225610000000000\n"))
+
+func genChannelRekey(t *testing.T, f *fixtures) *vectorFile {
+	h := f.handshake(t, f.listenerCred)
+	require.NoError(t, h.err)
+	k := h.dev.send.UnsafeKey()
+	first, err := h.dev.seal(nil, vectorDataPlaintext)
+	require.NoError(t, err)
+	rekey, err := h.dev.seal(nil, []byte{byte(TypeRekey)})
+	require.NoError(t, err)
+	h.dev.rekeySend(vectorNow)
+	second, err := h.dev.seal(nil, vectorSecondPlaintext)
+	require.NoError(t, err)
+	v := &vectorFile{}
+	v.comment("Rekey (docs/PROTOCOL.md, section 9) on the channel of handshake.txt. key is the device's sending key")
+	v.comment("after Split() (c1's k). The device sends the data message of handshake.txt (nonce 0), then a rekey")
+	v.comment("message (nonce 1, under key), then a data message of batch 2 (nonce 2, under rekeyed-key). rekeyed-key is")
+	v.comment("the first 32 bytes of ChaCha20-Poly1305(key, nonce = 00000000 || u64le(2^64-1), ad = empty,")
+	v.comment("plaintext = 32 zero bytes); the nonce counter goes on from 2. Noise nonces are 4 zero bytes and the")
+	v.comment("counter as u64 little-endian.")
+	v.comment(generatedBy)
+	v.set("key", k)
+	v.set("data-ciphertext", first)
+	v.set("rekey-plaintext", []byte{byte(TypeRekey)})
+	v.set("rekey-ciphertext", rekey)
+	v.set("rekeyed-key", h.dev.send.UnsafeKey())
+	v.set("data2-plaintext", vectorSecondPlaintext)
+	v.set("data2-ciphertext", second)
+	v.set("expect", "ok")
+	return v
+}
+
+func checkChannelRekey(t *testing.T, v *vectorFile) {
+	k, k2 := v.key32(t, "key"), v.key32(t, "rekeyed-key")
+	nonce := func(n uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 4), n) }
+	open := func(key [32]byte, n uint64, ct []byte) []byte {
+		aead, err := chacha20poly1305.New(key[:])
+		require.NoError(t, err)
+		pt, err := aead.Open(nil, nonce(n), ct, nil)
+		require.NoError(t, err)
+		return pt
+	}
+	// The rekey function, with x/crypto alone.
+	aead, err := chacha20poly1305.New(k[:])
+	require.NoError(t, err)
+	require.Equal(t, k2[:], aead.Seal(nil, nonce(1<<64-1), make([]byte, 32), nil)[:32])
+	require.Equal(t, v.bytes(t, "rekey-plaintext"), open(k, 1, v.bytes(t, "rekey-ciphertext")))
+	require.Equal(t, v.bytes(t, "data2-plaintext"), open(k2, 2, v.bytes(t, "data2-ciphertext")))
+	require.Equal(t, vectorDataPlaintext, open(k, 0, v.bytes(t, "data-ciphertext")))
+
+	// The same messages through a receiving channel.
+	suite := noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+	s := &Session{recv: noise.UnsafeNewCipherState(suite, k, 0), recvSince: vectorNow, rekeyAfterMessages: RekeyAfterMessages}
+	c := &Channel{session: s, reasm: reassembler{max: DefaultMaxMessageSize}}
+	var got []uint64
+	for _, ct := range []string{"data-ciphertext", "rekey-ciphertext", "data2-ciphertext"} {
+		m, ok, err := c.take(v.bytes(t, ct), vectorNow)
+		require.NoError(t, err, ct)
+		if ok {
+			got = append(got, m.Batch)
+		}
+	}
+	require.Equal(t, []uint64{1, 2}, got)
+	require.Equal(t, k2, s.recv.UnsafeKey())
+	require.Equal(t, uint64(3), s.recv.Nonce(), "the nonce counter is not reset")
+	requireOutcome(t, v.expect(t), nil)
 }
