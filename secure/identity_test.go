@@ -124,6 +124,30 @@ func TestRotatePurposeKeyLeftover(t *testing.T) {
 	require.NotEqual(t, leftover.PublicKey(), l.Public().Attestation().PurposeKey)
 }
 
+// TestPurposeSlotAfterRecord: a rotation that wrote its attestation and
+// crashed before deleting the previous key leaves both slots full; the
+// current slot is the one the attestation names (docs/PROTOCOL.md, section
+// 11), and the next rotation reuses the other one.
+func TestPurposeSlotAfterRecord(t *testing.T) {
+	v := vault.NewMemory()
+	l, err := CreateIdentity(v, t0)
+	require.NoError(t, err)
+	next, err := v.GenerateDH("purpose-b")
+	require.NoError(t, err)
+	a, err := Attest(l.Signer(), next.PublicKey(), t0, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, v.WriteRecord(attestationRecord, a.Marshal()))
+	_, err = v.DH("purpose-a")
+	require.NoError(t, err, "the previous key is still there")
+
+	loaded, err := LoadIdentity(v)
+	require.NoError(t, err)
+	require.Equal(t, "purpose-b", loaded.slot)
+	require.Equal(t, next.PublicKey(), loaded.Public().Attestation().PurposeKey)
+	require.NoError(t, loaded.RotatePurposeKey(v, t0, time.Hour))
+	requirePurposeSlot(t, v, loaded, "purpose-a")
+}
+
 func TestLoadIdentityErrors(t *testing.T) {
 	t.Run("empty vault", func(t *testing.T) {
 		_, err := LoadIdentity(vault.NewMemory())
