@@ -316,3 +316,39 @@ func TestAttestationNonCanonicalIdentityKey(t *testing.T) {
 		require.NotErrorIs(t, err, ErrBadSignature, "%x", k)
 	}
 }
+
+// TestParseAttestationOrder: the order of docs/PROTOCOL.md, section 3. Each
+// case fails two adjacent checks and must report the first.
+func TestParseAttestationOrder(t *testing.T) {
+	pk := testPurposeKey(2)
+	signer := testSigner(1)
+	small, err := hex.DecodeString(smallOrderKeys[0])
+	require.NoError(t, err)
+	good := func(body []byte) []byte { return signWith(t, signer, attestationContext, body) }
+	zeroSig := func(body []byte) []byte { return append(body, make([]byte, 64)...) }
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+		text string
+	}{
+		{"length, before the version", zeroSig(attestationBody(2, signer.Public(), 1, pk, 1, 2))[:145], ErrMalformed, "of 145 bytes"},
+		{"version, before the purpose", zeroSig(attestationBody(2, signer.Public(), 2, pk, 1, 2)), ErrMalformed, "version 2"},
+		{"purpose, before the identity key", zeroSig(attestationBody(1, small, 2, pk, 1, 2)), ErrMalformed, "purpose 2"},
+		{"identity key, before the period", zeroSig(attestationBody(1, small, 1, pk, 2, 1)), ErrMalformed, "small order"},
+		{"period, before the signature", zeroSig(attestationBody(1, signer.Public(), 1, pk, 2, 2)), ErrMalformed, "validity [2, 2]"},
+		{"created beyond year 9999", zeroSig(attestationBody(1, signer.Public(), 1, pk, maxUnix+1, maxUnix+2)), ErrMalformed, "validity"},
+		{"signature", zeroSig(attestationBody(1, signer.Public(), 1, pk, 1, 2)), ErrBadSignature, "attestation"},
+		{"valid", good(attestationBody(1, signer.Public(), 1, pk, 1, 2)), nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseAttestation(tc.b)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+			require.ErrorContains(t, err, tc.text)
+		})
+	}
+}
