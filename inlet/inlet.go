@@ -89,6 +89,11 @@ type Config struct {
 	Statistics *selfstat.Collector
 	// Now is the clock for points without a timestamp; time.Now when nil.
 	Now func() time.Time
+	// AllowedHosts are host names (without a port) accepted in the Host
+	// header besides loopback addresses, "localhost" and the address a
+	// connection arrived at: the names clients use for an inlet listening
+	// on another interface. Any other Host is refused as DNS rebinding.
+	AllowedHosts []string
 }
 
 // Handler serves the InfluxDB write API. It is safe for concurrent use.
@@ -104,6 +109,9 @@ type Handler struct {
 	slots       chan struct{}
 	mux         *http.ServeMux
 	unavailable errorOnce // the last reason for a 503, logged once
+	// allowedHosts are Config.AllowedHosts, lower case.
+	allowedHosts map[string]bool
+	browserLog   logLimiter
 }
 
 // New returns a Handler for cfg.
@@ -124,6 +132,10 @@ func New(cfg Config) (*Handler, error) {
 		now:         cfg.Now,
 		slots:       make(chan struct{}, maxConcurrentWrites),
 		mux:         http.NewServeMux(),
+	}
+	h.allowedHosts = make(map[string]bool, len(cfg.AllowedHosts))
+	for _, name := range cfg.AllowedHosts {
+		h.allowedHosts[strings.ToLower(strings.TrimSuffix(name, "."))] = true
 	}
 	if len(cfg.Token) > 0 {
 		sum := sha256.Sum256(cfg.Token)
@@ -148,10 +160,15 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP serves one request.
+// ServeHTTP serves one request. A request that a web page made (an Origin
+// header, Sec-Fetch-Site, or a Host that is not this inlet's) is answered
+// 403 before anything else, on every path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Influxdb-Build", "ockam-inlet")
 	w.Header().Set("X-Influxdb-Version", h.version)
+	if h.refuseBrowser(w, r) {
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
@@ -234,6 +251,7 @@ const (
 var codes = map[int]string{
 	http.StatusBadRequest:            "invalid",
 	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
 	http.StatusNotFound:              "not found",
 	http.StatusMethodNotAllowed:      "method not allowed",
 	http.StatusRequestEntityTooLarge: "request too large",

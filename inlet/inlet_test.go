@@ -95,6 +95,7 @@ func do(h http.Handler, r request) *http.Response {
 		r.method = http.MethodPost
 	}
 	req := httptest.NewRequest(r.method, r.target, body)
+	req.Host = "127.0.0.1:8086" // httptest's default, example.com, is refused
 	if r.gzip {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
@@ -324,6 +325,7 @@ func TestBodyTooLarge(t *testing.T) {
 	}
 	// Without a Content-Length (chunked), the limit holds while reading.
 	req := httptest.NewRequest(http.MethodPost, "/write?db=b", io.MultiReader(strings.NewReader(over)))
+	req.Host = "localhost:8086"
 	req.ContentLength = -1
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
@@ -412,7 +414,7 @@ func TestPingHealthAndRoutes(t *testing.T) {
 		"ockam_inlet.writes": 2, "ockam_inlet.writes_acked": 1, "ockam_inlet.writes_refused": 1,
 		"ockam_inlet.writes_unavailable": 0, "ockam_inlet.writes_too_large": 0, "ockam_inlet.writes_unauthorized": 0,
 		"ockam_inlet.writes_other": 0, "ockam_inlet.metrics_received": 2, "ockam_inlet.metrics_acked": 2,
-		"ockam_inlet.metrics_refused": 0,
+		"ockam_inlet.metrics_refused": 0, "ockam_inlet.browser_requests_refused": 0,
 	}, hb.Counters)
 
 	s.peerErr = errors.New("dial tcp 127.0.0.1:4000: connection refused")
