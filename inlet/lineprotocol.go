@@ -1,0 +1,165 @@
+package inlet
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/influxdata/influxdb/models"
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
+)
+
+// The inlet accepts what InfluxDB 1.8 accepts, line by line: a body is
+// parsed by influxd's own parser (models.ParsePointsWithPrecision of
+// github.com/influxdata/influxdb v1.8.10), and the points that influxd
+// would drop when it stores them, which the inlet can tell from the body
+// alone, are dropped as influxd drops them (tsdb.Shard.validateSeriesAndFields):
+// a tag key "time", a point whose only field is "time", and a field whose type
+// differs from the type of the same field earlier in the body. The text of
+// every error is influxd's. Type conflicts with data already stored, and a
+// missing database, only the database knows.
+
+// lines is a parsed write body.
+type lines struct {
+	// metrics are the points to send, in the order of the body.
+	metrics []telegraf.Metric
+	// parseErr names every line that does not parse, as influxd does:
+	// "unable to parse '<line>': <reason>", one per line; "" if none.
+	parseErr string
+	// dropped counts the points that parse but that influxd would not
+	// store; dropReason is influxd's reason for the first of them.
+	dropped    int
+	dropReason string
+}
+
+// parseLines parses body as influxd 1.8 does for a write with precision
+// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"). A point without a
+// timestamp gets now, truncated to the precision.
+//
+// It is self-contained (no Handler) so that whatever sends the bytes can
+// check them with InfluxDB's rules first.
+func parseLines(body []byte, now time.Time, precision string) lines {
+	points, err := models.ParsePointsWithPrecision(body, now.UTC(), precision)
+	var out lines
+	if err != nil {
+		out.parseErr = err.Error()
+	}
+	var tagTime, fieldTime, conflict string // the first reason of each kind, as influxd orders them
+	types := map[string]models.FieldType{}  // measurement "\x00" field → the type it has in this body
+	for _, p := range points {
+		name := string(p.Name())
+		if p.Tags().Get([]byte("time")) != nil {
+			out.dropped++
+			tagTime = first(tagTime, fmt.Sprintf(`invalid tag key: input tag "time" on measurement "%s" is invalid`, name))
+			continue
+		}
+		m, reason := toMetric(p, name, types)
+		if m == nil {
+			out.dropped++
+			if reason == "" {
+				fieldTime = first(fieldTime, fmt.Sprintf(`invalid field name: input field "time" on measurement "%s" is invalid`, name))
+			}
+			conflict = first(conflict, reason)
+			continue
+		}
+		out.metrics = append(out.metrics, m)
+	}
+	out.dropReason = first(first(tagTime, fieldTime), conflict)
+	return out
+}
+
+// toMetric returns p as a metric, without a field "time" (influxd skips it),
+// and records the types of its fields in types. It returns nil and "" if p
+// has no other field, and nil and influxd's reason if a field's type differs
+// from the one recorded (then nothing is recorded).
+func toMetric(p models.Point, name string, types map[string]models.FieldType) (telegraf.Metric, string) {
+	fields := map[string]any{}
+	var seen []string
+	iter := p.FieldIterator()
+	for iter.Next() {
+		key := string(iter.FieldKey())
+		if key == "time" {
+			continue
+		}
+		typ := iter.Type()
+		if have, ok := types[name+"\x00"+key]; ok && have != typ {
+			return nil, fmt.Sprintf(`field type conflict: input field "%s" on measurement "%s" is type %s, already exists as type %s`,
+				key, name, typeName(typ), typeName(have))
+		}
+		v, err := fieldValue(iter)
+		if err != nil {
+			// The parser checked every value: a caller's bug, or influxd's.
+			panic(fmt.Sprintf("inlet: internal error: field %q of a parsed point: %v", key, err))
+		}
+		fields[key] = v
+		seen = append(seen, key)
+	}
+	if len(fields) == 0 {
+		return nil, ""
+	}
+	for _, key := range seen {
+		types[name+"\x00"+key] = fieldType(fields[key])
+	}
+	tags := map[string]string{}
+	for _, t := range p.Tags() {
+		tags[string(t.Key)] = string(t.Value)
+	}
+	return metric.New(name, tags, fields, p.Time()), ""
+}
+
+// fieldValue returns the value at iter, unescaped as influxd stores it.
+func fieldValue(iter models.FieldIterator) (any, error) {
+	switch iter.Type() {
+	case models.Float:
+		return iter.FloatValue()
+	case models.Integer:
+		return iter.IntegerValue()
+	case models.Unsigned: // refused by the parser of influxd 1.8 (models.EnableUintSupport)
+		return iter.UnsignedValue()
+	case models.String:
+		return iter.StringValue(), nil
+	case models.Boolean:
+		return iter.BooleanValue()
+	}
+	return nil, fmt.Errorf("unknown field type %v", iter.Type())
+}
+
+// fieldType is the models type of a value fieldValue returned.
+func fieldType(v any) models.FieldType {
+	switch v.(type) {
+	case float64:
+		return models.Float
+	case int64:
+		return models.Integer
+	case uint64:
+		return models.Unsigned
+	case string:
+		return models.String
+	}
+	return models.Boolean
+}
+
+// typeName is influxd's name of a field type (influxql.DataType.String).
+func typeName(t models.FieldType) string {
+	switch t {
+	case models.Float:
+		return "float"
+	case models.Integer:
+		return "integer"
+	case models.Unsigned:
+		return "unsigned"
+	case models.String:
+		return "string"
+	case models.Boolean:
+		return "boolean"
+	}
+	return "unknown"
+}
+
+// first returns a if it is set, else b.
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
