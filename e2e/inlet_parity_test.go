@@ -22,6 +22,7 @@ import (
 // database's to know).
 type parityCase struct {
 	name, api, precision, body string
+	setup                      string // written first to both, "" for none
 }
 
 // parityCases are the bodies of issue 22 (escapes influxd accepts, leading
@@ -30,25 +31,29 @@ type parityCase struct {
 // them.
 var parityCases = []parityCase{
 	{"string escapes", "v1", "", `{m} value="{Hello\"{\,}\" World}",str="foo\,bar" 1700000000000000001` + "\n" +
-		`{m} v="\r" 1700000000000000002` + "\n" + `{m} v="\t",w="a\\b\"c" 1700000000000000003`},
-	{"escaped keys and tag values", "v1", "", `{m},t\ k=a\,b\=c f\=k=T,g\,h=1i 1700000000000000001`},
-	{"leading zeros", "v1", "", "{m} value=0009223372036854775807i,f=007.5 1700000000000000001"},
-	{"empty body", "v1", "", ""},
-	{"only newlines", "v2", "", "\n\n\n"},
-	{"only comments", "v1", "", "# a comment\n   # another\n\n"},
-	{"unsigned integer", "v1", "", "{m} value=42u 1700000000000000001"},
-	{"unsigned integer, v2", "v2", "", "{m} value=42u 1700000000000000001"},
-	{"partial write", "v1", "", "{m} v=1 1700000000000000001\n{m} v= 1700000000000000002\n{m} v=3 1700000000000000003\n"},
-	{"partial write, v2, s", "v2", "s", "{m} v=1 1700000001\n{m},t= v=2 1700000002\n{m} v=3 1700000003"},
-	{"two bad lines, one good", "v1", "ms", "{m} v=1 1700000000001\nnot line protocol\n{m} v=1 2\r\n"},
-	{"only bad lines", "v1", "", "{m} v=\n{m} v=NaN 1\n"},
-	{"a tag key time", "v1", "", "{m},time=x v=1 1700000000000000001\n{m} v=2 1700000000000000002"},
-	{"only a field time", "v1", "", "{m} time=1 1700000000000000001\n{m} time=2,v=2 1700000000000000002"},
+		`{m} v="\r" 1700000000000000002` + "\n" + `{m} v="\t",w="a\\b\"c" 1700000000000000003`, ""},
+	{"escaped keys and tag values", "v1", "", `{m},t\ k=a\,b\=c f\=k=T,g\,h=1i 1700000000000000001`, ""},
+	{"leading zeros", "v1", "", "{m} value=0009223372036854775807i,f=007.5 1700000000000000001", ""},
+	{"empty body", "v1", "", "", ""},
+	{"only newlines", "v2", "", "\n\n\n", ""},
+	{"only comments", "v1", "", "# a comment\n   # another\n\n", ""},
+	{"unsigned integer", "v1", "", "{m} value=42u 1700000000000000001", ""},
+	{"unsigned integer, v2", "v2", "", "{m} value=42u 1700000000000000001", ""},
+	{"partial write", "v1", "", "{m} v=1 1700000000000000001\n{m} v= 1700000000000000002\n{m} v=3 1700000000000000003\n", ""},
+	{"partial write, v2, s", "v2", "s", "{m} v=1 1700000001\n{m},t= v=2 1700000002\n{m} v=3 1700000003", ""},
+	{"two bad lines, one good", "v1", "ms", "{m} v=1 1700000000001\nnot line protocol\n{m} v=1 2\r\n", ""},
+	{"only bad lines", "v1", "", "{m} v=\n{m} v=NaN 1\n", ""},
+	{"a tag key time", "v1", "", "{m},time=x v=1 1700000000000000001\n{m} v=2 1700000000000000002", ""},
+	{"only a field time", "v1", "", "{m} time=1 1700000000000000001\n{m} time=2,v=2 1700000000000000002", ""},
+	// A field with two types in one body, when the database has it as a
+	// float already. (When the field is new to influxd 1.8, it stores
+	// nothing of the body and answers "field type conflict"; the inlet cannot
+	// know, and stores the points of the type seen first: inlet/README.md.)
 	{"field type conflict in the body", "v1", "", `{m} v=1 1700000000000000001` + "\n" + `{m} v="a" 1700000000000000002` + "\n" +
-		`{m} v=3i 1700000000000000003` + "\n" + `{m} v=4 1700000000000000004`},
-	{"timestamp out of range", "v1", "h", "{m} v=1 2562048\n{m} v=2 2562046"},
-	{"duplicate field, trailing blanks", "v1", "", "{m} v=1,v=2 1700000000000000001   \n"},
-	{"duplicate tag", "v1", "", "{m},a=1,a=2 v=1 1700000000000000001"},
+		`{m} v=3i 1700000000000000003` + "\n" + `{m} v=4 1700000000000000004`, "{m} v=0 1700000000000000000"},
+	{"timestamp out of range", "v1", "s", "{m} v=1 9300000000\n{m} v=2 1700000000", ""},
+	{"duplicate field, trailing blanks", "v1", "", "{m} v=1,v=2 1700000000000000001   \n", ""},
+	{"duplicate tag", "v1", "", "{m},a=1,a=2 v=1 1700000000000000001", ""},
 }
 
 // TestInletParity sends each body of parityCases to the inlet (through the
@@ -71,6 +76,13 @@ func TestInletParity(t *testing.T) {
 				return "/api/v2/write?bucket=" + url.QueryEscape(db+"/autogen") + "&precision=" + c.precision
 			}
 			return "/write?db=" + db + "&rp=autogen&precision=" + c.precision
+		}
+		if c.setup != "" {
+			setup := strings.ReplaceAll(c.setup, "{m}", m)
+			status, msg := postRaw(t, f.db.url()+target(direct), "", setup)
+			require.Equal(t, http.StatusNoContent, status, msg)
+			status, msg = postRaw(t, in.url+target(inletDatabase), inletToken, setup)
+			require.Equal(t, http.StatusNoContent, status, msg)
 		}
 		wantStatus, wantMsg := postRaw(t, f.db.url()+target(direct), "", body)
 		gotStatus, gotMsg := postRaw(t, in.url+target(inletDatabase), inletToken, body)
