@@ -8,8 +8,15 @@
 //	listener acked every message          204 No Content
 //	permanent nack, or a point no         400 {"code":"invalid","message":"…"}
 //	listener could ever accept
+//	lines influxd would refuse (the       400 influxd's "partial write: …",
+//	good ones are sent first)             after the listener acked the rest
 //	no channel, transient nack, timeout   503 with Retry-After
 //	body over the size limit              413 (Telegraf then splits the batch)
+//	a request made by a web page          403, on every path (browser.go)
+//
+// A body is parsed with influxd 1.8's own parser, so that the inlet accepts
+// what InfluxDB accepts and answers with its messages (lineprotocol.go,
+// README.md).
 //
 // Every metric carries the bucket of its request (the 1.x "db/rp") in the
 // reserved tag BucketTag, which a gateway can route by (docs/PROTOCOL.md,
