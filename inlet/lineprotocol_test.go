@@ -159,3 +159,22 @@ func FuzzParseLines(f *testing.F) {
 		require.LessOrEqual(t, len(got.metrics), strings.Count(string(body), "\n")+1)
 	})
 }
+
+// TestPartialWriteMessageBounded: a body of many bad lines is answered and
+// logged with a message cut at maxErrorMessage bytes, on one log line.
+func TestPartialWriteMessageBounded(t *testing.T) {
+	log := &testutil.CaptureLogger{}
+	h, s := newHandler(t, Config{Log: log})
+	body := "m v=1 1\n" + strings.Repeat("m v="+strings.Repeat("x", 100)+"\n", 1000)
+	resp := do(h, request{target: "/write?db=db", body: body})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	msg := errorBody(t, resp)["error"]
+	require.Len(t, msg, maxErrorMessage+len("…"))
+	require.True(t, strings.HasPrefix(msg, "partial write: unable to parse 'm v=xxx"), msg[:64])
+	require.Len(t, s.sent(), 1)
+	warnings := log.Warnings()
+	require.Len(t, warnings, 1)
+	require.NotContains(t, warnings[0], "\n")
+	require.Less(t, len(warnings[0]), maxErrorMessage+512)
+	require.Contains(t, warnings[0], `: 400 Bad Request: "partial write: unable to parse 'm v=xxx`)
+}

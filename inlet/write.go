@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 )
@@ -232,8 +233,12 @@ func (h *Handler) account(r *http.Request, req writeRequest, out outcome, took t
 		h.unavailable.reset()
 		return
 	}
+	msg := cut(out.msg)
+	if strings.ContainsFunc(msg, unicode.IsControl) { // the client's bad lines, or the listener's words
+		msg = strconv.Quote(msg)
+	}
 	line := fmt.Sprintf("%s %s bucket %q from %s: %d %s: %s", r.Method, r.URL.Path, req.bucket, r.RemoteAddr,
-		out.status, http.StatusText(out.status), out.msg)
+		out.status, http.StatusText(out.status), msg)
 	if out.status == http.StatusServiceUnavailable && !h.unavailable.changed(out.msg) {
 		h.log.Debug(line)
 		return
