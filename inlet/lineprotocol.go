@@ -2,11 +2,16 @@ package inlet
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/influxdata/influxdb/models"
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	influxser "github.com/influxdata/telegraf/plugins/serializers/influx"
 )
 
 // The inlet accepts what InfluxDB 1.8 accepts, line by line: a body is
@@ -54,6 +59,11 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 			continue
 		}
 		m, reason := toMetric(p, name, types)
+		if reason == errNotCarried {
+			bad := fmt.Sprintf("unable to parse '%s': a backslash in a name or key that the inlet cannot carry unchanged", p.String())
+			out.parseErr = strings.TrimPrefix(out.parseErr+"\n"+bad, "\n")
+			continue
+		}
 		if m == nil {
 			out.dropped++
 			if reason == "" {
@@ -70,8 +80,10 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 
 // toMetric returns p as a metric, without a field "time" (influxd skips it),
 // and records the types of its fields in types. It returns nil and "" if p
-// has no other field, and nil and influxd's reason if a field's type differs
-// from the one recorded (then nothing is recorded).
+// has no other field, nil and influxd's reason if a field's type differs
+// from the one recorded, and nil and errNotCarried if the point would not
+// reach influxd unchanged (then nothing is recorded). With types nil, it
+// only converts p.
 func toMetric(p models.Point, name string, types map[string]models.FieldType) (telegraf.Metric, string) {
 	fields := map[string]any{}
 	var seen []string
@@ -97,14 +109,62 @@ func toMetric(p models.Point, name string, types map[string]models.FieldType) (t
 	if len(fields) == 0 {
 		return nil, ""
 	}
-	for _, key := range seen {
-		types[name+"\x00"+key] = fieldType(fields[key])
-	}
 	tags := map[string]string{}
 	for _, t := range p.Tags() {
 		tags[string(t.Key)] = string(t.Value)
 	}
-	return metric.New(name, tags, fields, p.Time()), ""
+	m := metric.New(name, tags, fields, p.Time())
+	if types != nil && !carried(m) {
+		return nil, errNotCarried
+	}
+	for _, key := range seen {
+		if types != nil {
+			types[name+"\x00"+key] = fieldType(fields[key])
+		}
+	}
+	return m, ""
+}
+
+// errNotCarried marks a point that influxd parses but that would not reach
+// it unchanged; see carried.
+const errNotCarried = "not carried"
+
+// carried reports whether m reaches influxd unchanged on its way through the
+// channel and the gateway: serialized by Telegraf (outputs.ockam, then the
+// gateway's outputs), parsed by Telegraf (the listener) and by influxd. The
+// dialects differ only on a backslash in a name, a tag or a field key (influxd
+// reads "\\ " as a backslash and an escaped space, Telegraf as an escaped
+// backslash and the end of the name), so only those points are checked.
+func carried(m telegraf.Metric) bool {
+	if !strings.Contains(m.Name(), `\`) && !slices.ContainsFunc(m.TagList(), func(t *telegraf.Tag) bool {
+		return strings.Contains(t.Key, `\`) || strings.Contains(t.Value, `\`)
+	}) && !slices.ContainsFunc(m.FieldList(), func(f *telegraf.Field) bool { return strings.Contains(f.Key, `\`) }) {
+		return true
+	}
+	s := &influxser.Serializer{}
+	p := &influx.Parser{}
+	if s.Init() != nil || p.Init() != nil {
+		return false
+	}
+	line, err := s.Serialize(m)
+	if err != nil {
+		return false
+	}
+	back, err := p.Parse(line)
+	if err != nil || len(back) != 1 || !sameMetric(m, back[0]) {
+		return false
+	}
+	points, err := models.ParsePointsWithPrecision(line, time.Time{}, "n")
+	if err != nil || len(points) != 1 {
+		return false
+	}
+	stored, reason := toMetric(points[0], string(points[0].Name()), nil)
+	return reason == "" && stored != nil && sameMetric(m, stored)
+}
+
+// sameMetric reports whether a and b have the same name, tags and fields.
+func sameMetric(a, b telegraf.Metric) bool {
+	return a.Name() == b.Name() && maps.Equal(a.Tags(), b.Tags()) && maps.Equal(a.Fields(), b.Fields())
 }
 
 // fieldValue returns the value at iter, unescaped as influxd stores it.

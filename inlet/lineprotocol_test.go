@@ -60,6 +60,16 @@ func TestInfluxDBAnswers(t *testing.T) {
 		{"field time", "m time=1 1\nm time=2,v=2 2", http.StatusBadRequest,
 			`partial write: invalid field name: input field "time" on measurement "m" is invalid dropped=1`,
 			[]telegraf.Metric{m(map[string]any{"v": 2.0}, 2)}},
+		{"backslashes that travel", `a\b,t\k=v\w f\g=1 1` + "\n" + `m,t=x\\y v="\\" 2`, http.StatusNoContent, "",
+			[]telegraf.Metric{
+				metric.New(`a\b`, map[string]string{`t\k`: `v\w`, BucketTag: "db"}, map[string]any{`f\g`: 1.0}, ts(1)),
+				metric.New("m", map[string]string{"t": `x\\y`, BucketTag: "db"}, map[string]any{"v": `\`}, ts(2)),
+			}},
+		// influxd reads "\\ " as a backslash and an escaped space, Telegraf
+		// (the gateway's way) as an escaped backslash and the end of the name.
+		{"a backslash the inlet cannot carry", "\\\\  v=1 1\nm v=2 2", http.StatusBadRequest,
+			`partial write: unable to parse '\\  v=1 1': a backslash in a name or key that the inlet cannot carry unchanged dropped=0`,
+			[]telegraf.Metric{m(map[string]any{"v": 2.0}, 2)}},
 		{"type conflict", "m v=1 1\nm v=\"a\",w=1 2\nm v=3i 3\nm v=4 4\nn v=\"b\" 5", http.StatusBadRequest,
 			`partial write: field type conflict: input field "v" on measurement "m" is type string, already exists as type float dropped=2`,
 			[]telegraf.Metric{m(map[string]any{"v": 1.0}, 1), m(map[string]any{"v": 4.0}, 4),
