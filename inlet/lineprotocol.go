@@ -3,9 +3,9 @@ package inlet
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/influxdata/influxdb/models"
 	"github.com/influxdata/telegraf"
@@ -60,7 +60,7 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 		}
 		m, reason := toMetric(p, name, types)
 		if reason == errNotCarried {
-			bad := fmt.Sprintf("unable to parse '%s': a backslash in a name or key that the inlet cannot carry unchanged", p.String())
+			bad := fmt.Sprintf("unable to parse '%s': a backslash or a control character that the inlet cannot carry unchanged", p.String())
 			out.parseErr = strings.TrimPrefix(out.parseErr+"\n"+bad, "\n")
 			continue
 		}
@@ -132,13 +132,13 @@ const errNotCarried = "not carried"
 // carried reports whether m reaches influxd unchanged on its way through the
 // channel and the gateway: serialized by Telegraf (outputs.ockam, then the
 // gateway's outputs), parsed by Telegraf (the listener) and by influxd. The
-// dialects differ only on a backslash in a name, a tag or a field key (influxd
-// reads "\\ " as a backslash and an escaped space, Telegraf as an escaped
-// backslash and the end of the name), so only those points are checked.
+// dialects differ on backslashes (influxd reads `\\ ` as a backslash and an
+// escaped space, Telegraf as an escaped backslash and the end of the name)
+// and on control characters (Telegraf writes a form feed in a key as `\f`,
+// which influxd stores as two characters), so only points with either are
+// checked.
 func carried(m telegraf.Metric) bool {
-	if !strings.Contains(m.Name(), `\`) && !slices.ContainsFunc(m.TagList(), func(t *telegraf.Tag) bool {
-		return strings.Contains(t.Key, `\`) || strings.Contains(t.Value, `\`)
-	}) && !slices.ContainsFunc(m.FieldList(), func(f *telegraf.Field) bool { return strings.Contains(f.Key, `\`) }) {
+	if !needsCheck(m) {
 		return true
 	}
 	s := &influxser.Serializer{}
@@ -160,6 +160,28 @@ func carried(m telegraf.Metric) bool {
 	}
 	stored, reason := toMetric(points[0], string(points[0].Name()), nil)
 	return reason == "" && stored != nil && sameMetric(m, stored)
+}
+
+// needsCheck reports whether m has a backslash or a control character in its
+// name, a tag, a field key or a string value.
+func needsCheck(m telegraf.Metric) bool {
+	odd := func(s string) bool {
+		return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl)
+	}
+	if odd(m.Name()) {
+		return true
+	}
+	for _, t := range m.TagList() {
+		if odd(t.Key) || odd(t.Value) {
+			return true
+		}
+	}
+	for _, f := range m.FieldList() {
+		if v, ok := f.Value.(string); odd(f.Key) || ok && odd(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // sameMetric reports whether a and b have the same name, tags and fields.

@@ -68,7 +68,7 @@ func TestInfluxDBAnswers(t *testing.T) {
 		// influxd reads "\\ " as a backslash and an escaped space, Telegraf
 		// (the gateway's way) as an escaped backslash and the end of the name.
 		{"a backslash the inlet cannot carry", "\\\\  v=1 1\nm v=2 2", http.StatusBadRequest,
-			`partial write: unable to parse '\\  v=1 1': a backslash in a name or key that the inlet cannot carry unchanged dropped=0`,
+			`partial write: unable to parse '\\  v=1 1': a backslash or a control character that the inlet cannot carry unchanged dropped=0`,
 			[]telegraf.Metric{m(map[string]any{"v": 2.0}, 2)}},
 		{"type conflict", "m v=1 1\nm v=\"a\",w=1 2\nm v=3i 3\nm v=4 4\nn v=\"b\" 5", http.StatusBadRequest,
 			`partial write: field type conflict: input field "v" on measurement "m" is type string, already exists as type float dropped=2`,
