@@ -163,21 +163,20 @@ func carried(m telegraf.Metric) bool {
 }
 
 // needsCheck reports whether m has a backslash or a control character in its
-// name, a tag, a field key or a string value.
+// name, a tag, a field key or a string value, or an empty key.
 func needsCheck(m telegraf.Metric) bool {
-	odd := func(s string) bool {
-		return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl)
-	}
-	if odd(m.Name()) {
+	odd := func(s string) bool { return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl) }
+	key := func(s string) bool { return s == "" || odd(s) } // "": influxd reads a key out of a NUL
+	if key(m.Name()) {
 		return true
 	}
 	for _, t := range m.TagList() {
-		if odd(t.Key) || odd(t.Value) {
+		if key(t.Key) || key(t.Value) {
 			return true
 		}
 	}
 	for _, f := range m.FieldList() {
-		if v, ok := f.Value.(string); odd(f.Key) || ok && odd(v) {
+		if v, ok := f.Value.(string); key(f.Key) || ok && odd(v) {
 			return true
 		}
 	}
