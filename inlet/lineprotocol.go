@@ -165,7 +165,9 @@ func carried(m telegraf.Metric) bool {
 // needsCheck reports whether m has a backslash or a control character in its
 // name, a tag, a field key or a string value, or an empty key.
 func needsCheck(m telegraf.Metric) bool {
-	odd := func(s string) bool { return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl) }
+	odd := func(s string) bool {
+		return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl)
+	}
 	key := func(s string) bool { return s == "" || odd(s) } // "": influxd reads a key out of a NUL
 	if key(m.Name()) {
 		return true
