@@ -50,7 +50,7 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 		out.parseErr = err.Error()
 	}
 	var tagTime, fieldTime, conflict string // the first reason of each kind, as influxd orders them
-	types := map[string]models.FieldType{}  // measurement "\x00" field → the type it has in this body
+	types := map[fieldOf]models.FieldType{} // the type each field has in this body
 	for _, p := range points {
 		name := string(p.Name())
 		if p.Tags().Get([]byte("time")) != nil {
@@ -84,9 +84,8 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 // from the one recorded, and nil and errNotCarried if the point would not
 // reach influxd unchanged (then nothing is recorded). With types nil, it
 // only converts p.
-func toMetric(p models.Point, name string, types map[string]models.FieldType) (telegraf.Metric, string) {
+func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (telegraf.Metric, string) {
 	fields := map[string]any{}
-	var seen []string
 	iter := p.FieldIterator()
 	for iter.Next() {
 		key := string(iter.FieldKey())
@@ -94,7 +93,7 @@ func toMetric(p models.Point, name string, types map[string]models.FieldType) (t
 			continue
 		}
 		typ := iter.Type()
-		if have, ok := types[name+"\x00"+key]; ok && have != typ {
+		if have, ok := types[fieldOf{name, key}]; ok && have != typ {
 			return nil, fmt.Sprintf(`field type conflict: input field "%s" on measurement "%s" is type %s, already exists as type %s`,
 				key, name, typeName(typ), typeName(have))
 		}
@@ -104,7 +103,6 @@ func toMetric(p models.Point, name string, types map[string]models.FieldType) (t
 			panic(fmt.Sprintf("inlet: internal error: field %q of a parsed point: %v", key, err))
 		}
 		fields[key] = v
-		seen = append(seen, key)
 	}
 	if len(fields) == 0 {
 		return nil, ""
@@ -117,13 +115,16 @@ func toMetric(p models.Point, name string, types map[string]models.FieldType) (t
 	if types != nil && !carried(m) {
 		return nil, errNotCarried
 	}
-	for _, key := range seen {
-		if types != nil {
-			types[name+"\x00"+key] = fieldType(fields[key])
+	if types != nil {
+		for key, v := range fields {
+			types[fieldOf{name, key}] = fieldType(v)
 		}
 	}
 	return m, ""
 }
+
+// fieldOf names a field of a measurement.
+type fieldOf struct{ measurement, field string }
 
 // errNotCarried marks a point that influxd parses but that would not reach
 // it unchanged; see carried.
