@@ -21,8 +21,10 @@ import (
 // alone, are dropped as influxd drops them (tsdb.Shard.validateSeriesAndFields):
 // a tag key "time", a point whose only field is "time", and a field whose type
 // differs from the type of the same field earlier in the body. The text of
-// every error is influxd's. Type conflicts with data already stored, and a
-// missing database, only the database knows.
+// every error is influxd's. One refusal is the inlet's own: a point whose
+// backslashes or control characters Telegraf and influxd read differently,
+// which would be stored changed (see carried). Type conflicts with data
+// already stored, and a missing database, only the database knows.
 
 // lines is a parsed write body.
 type lines struct {
