@@ -8,8 +8,15 @@
 //	listener acked every message          204 No Content
 //	permanent nack, or a point no         400 {"code":"invalid","message":"…"}
 //	listener could ever accept
+//	lines influxd would refuse (the       400 influxd's "partial write: …",
+//	good ones are sent first)             after the listener acked the rest
 //	no channel, transient nack, timeout   503 with Retry-After
 //	body over the size limit              413 (Telegraf then splits the batch)
+//	a request made by a web page          403, on every path (browser.go)
+//
+// A body is parsed with influxd 1.8's own parser, so that the inlet accepts
+// what InfluxDB accepts and answers with its messages (lineprotocol.go,
+// README.md).
 //
 // Every metric carries the bucket of its request (the 1.x "db/rp") in the
 // reserved tag BucketTag, which a gateway can route by (docs/PROTOCOL.md,
@@ -89,6 +96,11 @@ type Config struct {
 	Statistics *selfstat.Collector
 	// Now is the clock for points without a timestamp; time.Now when nil.
 	Now func() time.Time
+	// AllowedHosts are host names (without a port) accepted in the Host
+	// header besides loopback addresses, "localhost" and the address a
+	// connection arrived at: the names clients use for an inlet listening
+	// on another interface. Any other Host is refused as DNS rebinding.
+	AllowedHosts []string
 }
 
 // Handler serves the InfluxDB write API. It is safe for concurrent use.
@@ -104,6 +116,9 @@ type Handler struct {
 	slots       chan struct{}
 	mux         *http.ServeMux
 	unavailable errorOnce // the last reason for a 503, logged once
+	// allowedHosts are Config.AllowedHosts, lower case.
+	allowedHosts map[string]bool
+	browserLog   logLimiter
 }
 
 // New returns a Handler for cfg.
@@ -124,6 +139,10 @@ func New(cfg Config) (*Handler, error) {
 		now:         cfg.Now,
 		slots:       make(chan struct{}, maxConcurrentWrites),
 		mux:         http.NewServeMux(),
+	}
+	h.allowedHosts = make(map[string]bool, len(cfg.AllowedHosts))
+	for _, name := range cfg.AllowedHosts {
+		h.allowedHosts[strings.ToLower(strings.TrimSuffix(name, "."))] = true
 	}
 	if len(cfg.Token) > 0 {
 		sum := sha256.Sum256(cfg.Token)
@@ -148,10 +167,15 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP serves one request.
+// ServeHTTP serves one request. A request that a web page made (an Origin
+// header, Sec-Fetch-Site, or a Host that is not this inlet's) is answered
+// 403 before anything else, on every path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Influxdb-Build", "ockam-inlet")
 	w.Header().Set("X-Influxdb-Version", h.version)
+	if h.refuseBrowser(w, r) {
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
@@ -234,6 +258,7 @@ const (
 var codes = map[int]string{
 	http.StatusBadRequest:            "invalid",
 	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
 	http.StatusNotFound:              "not found",
 	http.StatusMethodNotAllowed:      "method not allowed",
 	http.StatusRequestEntityTooLarge: "request too large",
@@ -243,14 +268,21 @@ var codes = map[int]string{
 
 // writeError answers status with msg in the error shape of api.
 func writeError(w http.ResponseWriter, api apiVersion, status int, msg string) {
-	if len(msg) > maxErrorMessage {
-		msg = strings.ToValidUTF8(msg[:maxErrorMessage], "") + "…"
-	}
+	msg = cut(msg)
 	if api == v1API {
 		writeJSON(w, status, map[string]string{"error": msg})
 		return
 	}
 	writeJSON(w, status, map[string]string{"code": codes[status], "message": msg})
+}
+
+// cut bounds an error message to maxErrorMessage bytes: a partial write
+// names every bad line of a body of up to 25 MiB.
+func cut(msg string) string {
+	if len(msg) > maxErrorMessage {
+		return strings.ToValidUTF8(msg[:maxErrorMessage], "") + "…"
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -19,11 +19,13 @@ type stats struct {
 	metricsReceived    counter // points parsed from write bodies
 	metricsAcked       counter // points the listener acknowledged
 	metricsRefused     counter // points refused for good (the client drops them)
+	browserRefused     counter // 403: requests made by a web page, on any path
 }
 
 // statFields are the fields of internal_ockam_inlet, as newStats registers them.
 var statFields = []string{"writes", "writes_acked", "writes_refused", "writes_unavailable", "writes_too_large",
-	"writes_unauthorized", "writes_other", "metrics_received", "metrics_acked", "metrics_refused"}
+	"writes_unauthorized", "writes_other", "metrics_received", "metrics_acked", "metrics_refused",
+	"browser_requests_refused"}
 
 // outputStatFields are the fields of internal_ockam that the sender
 // (outputs.ockam) registers; /health reports those it finds.
@@ -45,6 +47,7 @@ func newStats(c *selfstat.Collector) stats {
 		metricsReceived:    reg("metrics_received"),
 		metricsAcked:       reg("metrics_acked"),
 		metricsRefused:     reg("metrics_refused"),
+		browserRefused:     reg("browser_requests_refused"),
 	}
 }
 

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/influxdata/telegraf"
-	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	"unicode"
 
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 )
@@ -21,43 +18,33 @@ import (
 // writeAPI is what differs between the two write endpoints.
 type writeAPI struct {
 	version    apiVersion
-	precisions map[string]time.Duration // "" is nanoseconds
-	want       string                   // the precisions, for an error message
-	noBucket   string                   // the error message without a bucket
+	precisions map[string]string // the API's precision → influxd's code
+	want       string            // the precisions, for an error message
+	noBucket   string            // the error message without a bucket
 }
 
 var (
 	v2Write = writeAPI{
-		version: v2API,
-		precisions: map[string]time.Duration{
-			"": time.Nanosecond, "ns": time.Nanosecond, "us": time.Microsecond, "ms": time.Millisecond, "s": time.Second,
-		},
-		want:     "ns, us, ms or s",
-		noBucket: "bucket is required",
+		version:    v2API,
+		precisions: map[string]string{"": "n", "ns": "n", "us": "u", "ms": "ms", "s": "s"},
+		want:       "ns, us, ms or s",
+		noBucket:   "bucket is required",
 	}
 	v1Write = writeAPI{
 		version: v1API,
-		precisions: map[string]time.Duration{
-			"": time.Nanosecond, "n": time.Nanosecond, "ns": time.Nanosecond, "u": time.Microsecond,
-			"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour,
+		precisions: map[string]string{
+			"": "n", "n": "n", "ns": "n", "u": "u", "us": "u", "ms": "ms", "s": "s", "m": "m", "h": "h",
 		},
 		want:     "n, ns, u, us, ms, s, m or h",
 		noBucket: "database is required",
 	}
 )
 
-// InfluxDB's range of timestamps, in nanoseconds (models.MinNanoTime and
-// MaxNanoTime): the two extremes of int64 are kept out.
-const (
-	minNanoTime = math.MinInt64 + 2
-	maxNanoTime = math.MaxInt64 - 1
-)
-
 // writeRequest is a write as both API versions describe it.
 type writeRequest struct {
 	api       apiVersion
 	bucket    string
-	precision time.Duration
+	precision string // influxd's code: n, u, ms, s, m or h
 }
 
 // outcome is the answer to a write, and what to count and log about it.
@@ -131,17 +118,23 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 	if out.status != 0 {
 		return out
 	}
-	metrics, err := h.parse(body, req.precision)
-	if err != nil {
-		return outcome{status: http.StatusBadRequest, msg: err.Error()}
-	}
+	parsed := parseLines(body, h.now(), req.precision)
+	metrics := parsed.metrics
 	if len(metrics) == 0 {
-		return outcome{status: http.StatusBadRequest, msg: "writing requires points"}
+		// As influxd: nothing to store is a success, unless a line was bad.
+		switch {
+		case parsed.dropped > 0:
+			return outcome{status: http.StatusBadRequest, msg: partialWrite(parsed)}
+		case parsed.parseErr != "":
+			return outcome{status: http.StatusBadRequest, msg: parsed.parseErr}
+		}
+		return outcome{status: http.StatusNoContent}
 	}
 	for _, m := range metrics {
 		m.AddTag(BucketTag, req.bucket)
 	}
 	out = outcome{metrics: len(metrics)}
+	var err error
 	out.res, err = h.sender.Send(r.Context(), metrics)
 	switch refused := out.res.RefusedMetrics(); {
 	case err != nil:
@@ -149,10 +142,26 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 	case refused > 0:
 		out.status = http.StatusBadRequest
 		out.msg = fmt.Sprintf("%d of %d points refused, dropped: %s", refused, len(metrics), reasons(out.res.Refused))
+		if parsed.parseErr != "" || parsed.dropped > 0 {
+			out.msg = partialWrite(parsed) + "; " + out.msg
+		}
+	case parsed.parseErr != "" || parsed.dropped > 0:
+		out.status, out.msg = http.StatusBadRequest, partialWrite(parsed)
 	default:
 		out.status = http.StatusNoContent
 	}
 	return out
+}
+
+// partialWrite is influxd's message for a write whose good points were
+// stored (tsdb.PartialWriteError): the points dropped when they were stored
+// take precedence over the lines that did not parse, whose count influxd
+// gives as 0.
+func partialWrite(p lines) string {
+	if p.dropped > 0 {
+		return fmt.Sprintf("partial write: %s dropped=%d", p.dropReason, p.dropped)
+	}
+	return fmt.Sprintf("partial write: %s dropped=0", p.parseErr)
 }
 
 // reasons lists the distinct reasons of refused; those of the listener are
@@ -209,44 +218,6 @@ func isMaxBytes(err error) bool {
 	return errors.As(err, &mbe)
 }
 
-// noTimestamp is what the parser gives a point without a timestamp: the
-// smallest int64 of nanoseconds, below InfluxDB's range. A line that spells
-// that very timestamp (which InfluxDB would refuse) gets the current time
-// instead.
-var noTimestamp = time.Unix(0, math.MinInt64)
-
-// parse parses body as line protocol whose timestamps count units of
-// precision. A point without a timestamp gets the current time, truncated
-// to precision, as InfluxDB gives it. Any bad line refuses the whole body.
-func (h *Handler) parse(body []byte, precision time.Duration) ([]telegraf.Metric, error) {
-	p := &influx.Parser{}
-	if err := p.Init(); err != nil {
-		return nil, err
-	}
-	// Timestamps are read as nanoseconds and scaled here, where an overflow
-	// is caught: the parser's own scaling would wrap around.
-	p.SetTimeFunc(func() time.Time { return noTimestamp })
-	metrics, err := p.Parse(body)
-	if err != nil {
-		return nil, err
-	}
-	now := h.now().Truncate(precision)
-	unit := int64(precision)
-	for _, m := range metrics {
-		t := m.Time()
-		if t.Equal(noTimestamp) {
-			m.SetTime(now)
-			continue
-		}
-		v := t.UnixNano()
-		if v < minNanoTime/unit || v > maxNanoTime/unit {
-			return nil, fmt.Errorf("point of %q: timestamp %d (unit %v) is out of range", m.Name(), v, precision)
-		}
-		m.SetTime(time.Unix(0, v*unit))
-	}
-	return metrics, nil
-}
-
 // account counts the outcome and logs it: every write at debug level; a
 // failure as a warning when its reason differs from the last one of its
 // kind, so that a client retrying every second does not flood the log.
@@ -262,8 +233,12 @@ func (h *Handler) account(r *http.Request, req writeRequest, out outcome, took t
 		h.unavailable.reset()
 		return
 	}
+	msg := cut(out.msg)
+	if strings.ContainsFunc(msg, unicode.IsControl) { // the client's bad lines, or the listener's words
+		msg = strconv.Quote(msg)
+	}
 	line := fmt.Sprintf("%s %s bucket %q from %s: %d %s: %s", r.Method, r.URL.Path, req.bucket, r.RemoteAddr,
-		out.status, http.StatusText(out.status), out.msg)
+		out.status, http.StatusText(out.status), msg)
 	if out.status == http.StatusServiceUnavailable && !h.unavailable.changed(out.msg) {
 		h.log.Debug(line)
 		return

@@ -1,0 +1,251 @@
+package inlet
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/influxdata/influxdb/models"
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
+	influxser "github.com/influxdata/telegraf/plugins/serializers/influx"
+)
+
+// The inlet accepts what InfluxDB 1.8 accepts, line by line: a body is
+// parsed by influxd's own parser (models.ParsePointsWithPrecision of
+// github.com/influxdata/influxdb v1.8.10), and the points that influxd
+// would drop when it stores them, which the inlet can tell from the body
+// alone, are dropped as influxd drops them (tsdb.Shard.validateSeriesAndFields):
+// a tag key "time", a point whose only field is "time", and a field whose type
+// differs from the type of the same field earlier in the body. The text of
+// every error is influxd's. One refusal is the inlet's own: a point whose
+// backslashes or control characters Telegraf and influxd read differently,
+// which would be stored changed (see carried). Type conflicts with data
+// already stored, and a missing database, only the database knows.
+
+// lines is a parsed write body.
+type lines struct {
+	// metrics are the points to send, in the order of the body.
+	metrics []telegraf.Metric
+	// parseErr names every line that does not parse, as influxd does:
+	// "unable to parse '<line>': <reason>", one per line; "" if none.
+	parseErr string
+	// dropped counts the points that parse but that influxd would not
+	// store; dropReason is influxd's reason for the first of them.
+	dropped    int
+	dropReason string
+}
+
+// parseLines parses body as influxd 1.8 does for a write with precision
+// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"). A point without a
+// timestamp gets now, truncated to the precision.
+//
+// It is self-contained (no Handler) so that whatever sends the bytes can
+// check them with InfluxDB's rules first.
+func parseLines(body []byte, now time.Time, precision string) lines {
+	points, err := models.ParsePointsWithPrecision(body, now.UTC(), precision)
+	var out lines
+	if err != nil {
+		out.parseErr = err.Error()
+	}
+	var tagTime, fieldTime, conflict string // the first reason of each kind, as influxd orders them
+	types := map[fieldOf]models.FieldType{} // the type each field has in this body
+	for _, p := range points {
+		name := string(p.Name())
+		if p.Tags().Get([]byte("time")) != nil {
+			out.dropped++
+			tagTime = first(tagTime, fmt.Sprintf(`invalid tag key: input tag "time" on measurement "%s" is invalid`, name))
+			continue
+		}
+		m, reason := toMetric(p, name, types)
+		if reason == errNotCarried {
+			bad := fmt.Sprintf("unable to parse '%s': a backslash or a control character that the inlet cannot carry unchanged", p.String())
+			out.parseErr = strings.TrimPrefix(out.parseErr+"\n"+bad, "\n")
+			continue
+		}
+		if m == nil {
+			out.dropped++
+			if reason == "" {
+				fieldTime = first(fieldTime, fmt.Sprintf(`invalid field name: input field "time" on measurement "%s" is invalid`, name))
+			}
+			conflict = first(conflict, reason)
+			continue
+		}
+		out.metrics = append(out.metrics, m)
+	}
+	out.dropReason = first(first(tagTime, fieldTime), conflict)
+	return out
+}
+
+// toMetric returns p as a metric, without a field "time" (influxd skips it),
+// and records the types of its fields in types. It returns nil and "" if p
+// has no other field, nil and influxd's reason if a field's type differs
+// from the one recorded, and nil and errNotCarried if the point would not
+// reach influxd unchanged (then nothing is recorded). With types nil, it
+// only converts p.
+func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (telegraf.Metric, string) {
+	fields := map[string]any{}
+	iter := p.FieldIterator()
+	for iter.Next() {
+		key := string(iter.FieldKey())
+		if key == "time" {
+			continue
+		}
+		typ := iter.Type()
+		if have, ok := types[fieldOf{name, key}]; ok && have != typ {
+			return nil, fmt.Sprintf(`field type conflict: input field "%s" on measurement "%s" is type %s, already exists as type %s`,
+				key, name, typeName(typ), typeName(have))
+		}
+		v, err := fieldValue(iter)
+		if err != nil {
+			// The parser checked every value: a caller's bug, or influxd's.
+			panic(fmt.Sprintf("inlet: internal error: field %q of a parsed point: %v", key, err))
+		}
+		fields[key] = v
+	}
+	if len(fields) == 0 {
+		return nil, ""
+	}
+	tags := map[string]string{}
+	for _, t := range p.Tags() {
+		tags[string(t.Key)] = string(t.Value)
+	}
+	m := metric.New(name, tags, fields, p.Time())
+	if types != nil && !carried(m) {
+		return nil, errNotCarried
+	}
+	if types != nil {
+		for key, v := range fields {
+			types[fieldOf{name, key}] = fieldType(v)
+		}
+	}
+	return m, ""
+}
+
+// fieldOf names a field of a measurement.
+type fieldOf struct{ measurement, field string }
+
+// errNotCarried marks a point that influxd parses but that would not reach
+// it unchanged; see carried.
+const errNotCarried = "not carried"
+
+// carried reports whether m reaches influxd unchanged on its way through the
+// channel and the gateway: serialized by Telegraf (outputs.ockam, then the
+// gateway's outputs), parsed by Telegraf (the listener) and by influxd. The
+// dialects differ on backslashes (influxd reads `\\ ` as a backslash and an
+// escaped space, Telegraf as an escaped backslash and the end of the name)
+// and on control characters (Telegraf writes a form feed in a key as `\f`,
+// which influxd stores as two characters), so only points with either are
+// checked.
+func carried(m telegraf.Metric) bool {
+	if !needsCheck(m) {
+		return true
+	}
+	s := &influxser.Serializer{}
+	p := &influx.Parser{}
+	if s.Init() != nil || p.Init() != nil {
+		return false
+	}
+	line, err := s.Serialize(m)
+	if err != nil {
+		return false
+	}
+	back, err := p.Parse(line)
+	if err != nil || len(back) != 1 || !sameMetric(m, back[0]) {
+		return false
+	}
+	points, err := models.ParsePointsWithPrecision(line, time.Time{}, "n")
+	if err != nil || len(points) != 1 {
+		return false
+	}
+	stored, reason := toMetric(points[0], string(points[0].Name()), nil)
+	return reason == "" && stored != nil && sameMetric(m, stored)
+}
+
+// needsCheck reports whether m has a backslash or a control character in its
+// name, a tag, a field key or a string value, or an empty key.
+func needsCheck(m telegraf.Metric) bool {
+	odd := func(s string) bool {
+		return strings.ContainsRune(s, '\\') || strings.ContainsFunc(s, unicode.IsControl)
+	}
+	key := func(s string) bool { return s == "" || odd(s) } // "": influxd reads a key out of a NUL
+	if key(m.Name()) {
+		return true
+	}
+	for _, t := range m.TagList() {
+		if key(t.Key) || key(t.Value) {
+			return true
+		}
+	}
+	for _, f := range m.FieldList() {
+		if v, ok := f.Value.(string); key(f.Key) || ok && odd(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameMetric reports whether a and b have the same name, tags and fields.
+func sameMetric(a, b telegraf.Metric) bool {
+	return a.Name() == b.Name() && maps.Equal(a.Tags(), b.Tags()) && maps.Equal(a.Fields(), b.Fields())
+}
+
+// fieldValue returns the value at iter, unescaped as influxd stores it.
+func fieldValue(iter models.FieldIterator) (any, error) {
+	switch iter.Type() {
+	case models.Float:
+		return iter.FloatValue()
+	case models.Integer:
+		return iter.IntegerValue()
+	case models.Unsigned: // refused by the parser of influxd 1.8 (models.EnableUintSupport)
+		return iter.UnsignedValue()
+	case models.String:
+		return iter.StringValue(), nil
+	case models.Boolean:
+		return iter.BooleanValue()
+	}
+	return nil, fmt.Errorf("unknown field type %v", iter.Type())
+}
+
+// fieldType is the models type of a value fieldValue returned.
+func fieldType(v any) models.FieldType {
+	switch v.(type) {
+	case float64:
+		return models.Float
+	case int64:
+		return models.Integer
+	case uint64:
+		return models.Unsigned
+	case string:
+		return models.String
+	}
+	return models.Boolean
+}
+
+// typeName is influxd's name of a field type (influxql.DataType.String).
+func typeName(t models.FieldType) string {
+	switch t {
+	case models.Float:
+		return "float"
+	case models.Integer:
+		return "integer"
+	case models.Unsigned:
+		return "unsigned"
+	case models.String:
+		return "string"
+	case models.Boolean:
+		return "boolean"
+	}
+	return "unknown"
+}
+
+// first returns a if it is set, else b.
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
