@@ -2,7 +2,7 @@
 // enrollment tokens, answers enrollment requests with credentials, and
 // keeps and serves the signed revocation list (docs/PROTOCOL.md,
 // "Enrollment" and "Authority service"). The protocol itself is in
-// package secure; this package adds the state (a bbolt store), the signed
+// packages secure/enroll and authority/wire; this package adds the state (a bbolt store), the signed
 // prekeys in the vault, the TCP service and the local control socket.
 // It imports nothing of Telegraf.
 package authority
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -129,13 +130,13 @@ func (a *Authority) maintainPrekeys() error {
 }
 
 // Bundle returns a bundle of the current signed prekey with oneTime new
-// one-time prekeys (at most secure.MaxOneTimePrekeys), stored until the
+// one-time prekeys (at most enroll.MaxOneTimePrekeys), stored until the
 // bundle expires: the signed prekey's expiry, or now + ttl if ttl is
 // positive and sooner. Online bundles use one one-time prekey and
 // OneTimePrekeyTTL; while MaxOneTimePrekeys are outstanding they get none.
-func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, error) {
-	if oneTime < 0 || oneTime > secure.MaxOneTimePrekeys {
-		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, secure.MaxOneTimePrekeys)
+func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*enroll.Bundle, error) {
+	if oneTime < 0 || oneTime > enroll.MaxOneTimePrekeys {
+		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, enroll.MaxOneTimePrekeys)
 	}
 	now := a.cfg.Now()
 	cur, err := a.prekeys.current(now)
@@ -153,13 +154,13 @@ func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, erro
 	if err != nil {
 		return nil, err
 	}
-	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, pubs, now, expires)
+	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, pubs, now, expires)
 }
 
 // onlineBundle is the bundle a device fetches from the service: the
 // current signed prekey and a new one-time prekey, kept in memory for
 // OneTimePrekeyTTL.
-func (a *Authority) onlineBundle() (*secure.Bundle, error) {
+func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
 	now := a.cfg.Now()
 	cur, err := a.prekeys.current(now)
 	if err != nil {
@@ -178,21 +179,21 @@ func (a *Authority) onlineBundle() (*secure.Bundle, error) {
 		return cur.bundle, nil
 	}
 	a.full.Store(false)
-	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
+	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
 }
 
 // Enroll answers an enrollment request: it opens and checks the request
-// (secure.OpenEnrollmentRequest), checks the token against the store,
+// (enroll.OpenEnrollmentRequest), checks the token against the store,
 // signs the credential the token grants, records it and marks the token
 // (and the one-time prekey) used in one transaction, and only then
 // encrypts the answer. A refusal wraps the sentinel of its reason:
-// secure.ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority,
+// enroll.ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority,
 // ErrUnknownPrekey, ErrPrekeyUsed, ErrRevoked, ErrDecrypt, ErrMalformed,
 // or another of package secure.
 func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 	now := a.cfg.Now()
 	k := &requestKeys{a: a}
-	r, err := secure.OpenEnrollmentRequest(request, a.id, k, now)
+	r, err := enroll.OpenEnrollmentRequest(request, a.id, k, now)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +251,7 @@ func (k *requestKeys) OneTimePrekey(pub [32]byte, now time.Time) (vault.DH, erro
 }
 
 // AddTokens stores the hashes of new tokens (see Store.AddTokens).
-func (a *Authority) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
+func (a *Authority) AddTokens(hashes []enroll.TokenHash, spec TokenSpec) error {
 	return a.cfg.Store.AddTokens(hashes, spec)
 }
 

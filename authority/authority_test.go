@@ -8,7 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 func TestEnrollOnline(t *testing.T) {
@@ -57,7 +59,7 @@ func TestSameTokenConcurrently(t *testing.T) {
 			require.NotNil(t, creds[i])
 			continue
 		}
-		require.ErrorIs(t, errs[i], secure.ErrTokenUsed)
+		require.ErrorIs(t, errs[i], enroll.ErrTokenUsed)
 	}
 	require.Equal(t, 1, won)
 	st := f.requireConsistent()
@@ -78,15 +80,15 @@ func TestRefusals(t *testing.T) {
 		require.ErrorIs(t, err, secure.ErrExpired)
 	})
 	t.Run("unknown token", func(t *testing.T) {
-		tok, err := secure.GenerateToken(f.a.Identifier(), nil)
+		tok, err := enroll.GenerateToken(f.a.Identifier(), nil)
 		require.NoError(t, err)
 		_, err = newDevice(t).enroll(addr, f.identity.Public(), tok)
-		require.ErrorIs(t, err, secure.ErrUnknownToken)
+		require.ErrorIs(t, err, enroll.ErrUnknownToken)
 	})
 	t.Run("token of another authority, caught by the device", func(t *testing.T) {
 		tok := other.tokens(1, nil, time.Hour)[0]
 		_, err := newDevice(t).enroll(addr, f.identity.Public(), tok)
-		require.ErrorIs(t, err, secure.ErrWrongAuthority)
+		require.ErrorIs(t, err, enroll.ErrWrongAuthority)
 	})
 	t.Run("request for another authority, caught by the authority", func(t *testing.T) {
 		tok := other.tokens(1, nil, time.Hour)[0]
@@ -94,7 +96,7 @@ func TestRefusals(t *testing.T) {
 		require.NoError(t, err)
 		e := newDevice(t).request(b, tok)
 		_, err = f.a.Enroll(e.Request())
-		require.ErrorIs(t, err, secure.ErrWrongAuthority)
+		require.ErrorIs(t, err, enroll.ErrWrongAuthority)
 		_ = otherAddr
 	})
 	t.Run("replayed request, with an online one-time prekey", func(t *testing.T) {
@@ -102,14 +104,14 @@ func TestRefusals(t *testing.T) {
 		nc, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer nc.Close()
-		b, err := secure.FetchBundle(nc)
+		b, err := wire.FetchBundle(nc)
 		require.NoError(t, err)
 		require.Len(t, b.OneTimePrekeys, 1)
 		e := newDevice(t).request(b, tok)
-		_, err = secure.SubmitEnrollment(nc, e.Request())
+		_, err = wire.SubmitEnrollment(nc, e.Request())
 		require.NoError(t, err)
-		_, err = secure.SubmitEnrollment(nc, e.Request())
-		require.ErrorIs(t, err, secure.ErrPrekeyUsed)
+		_, err = wire.SubmitEnrollment(nc, e.Request())
+		require.ErrorIs(t, err, enroll.ErrPrekeyUsed)
 	})
 	t.Run("replayed request, with a one-time prekey of the store", func(t *testing.T) {
 		tok := f.tokens(1, nil, time.Hour)[0]
@@ -119,7 +121,7 @@ func TestRefusals(t *testing.T) {
 		answer, err := submit(addr, e.Request())
 		require.NoError(t, err)
 		_, err = submit(addr, e.Request())
-		require.ErrorIs(t, err, secure.ErrPrekeyUsed)
+		require.ErrorIs(t, err, enroll.ErrPrekeyUsed)
 		_, err = e.OpenAnswer(answer, f.verifier, t0)
 		require.NoError(t, err)
 	})
@@ -131,7 +133,7 @@ func TestRefusals(t *testing.T) {
 		_, err = submit(addr, e.Request())
 		require.NoError(t, err)
 		_, err = submit(addr, e.Request())
-		require.ErrorIs(t, err, secure.ErrTokenUsed)
+		require.ErrorIs(t, err, enroll.ErrTokenUsed)
 	})
 	t.Run("forged bundle signature", func(t *testing.T) {
 		proxy := flippingProxy(t, addr)
@@ -159,7 +161,7 @@ func submit(addr string, request []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer nc.Close()
-	return secure.SubmitEnrollment(nc, request)
+	return wire.SubmitEnrollment(nc, request)
 }
 
 // flippingProxy forwards one connection at a time to addr, flipping the
@@ -182,18 +184,18 @@ func flippingProxy(t *testing.T, addr string) string {
 				}
 				defer up.Close()
 				for {
-					typ, body, err := secure.ReadServiceFrame(c, secure.ServiceBodyLimit)
-					if err != nil || secure.WriteServiceFrame(up, typ, body) != nil {
+					typ, body, err := wire.ReadServiceFrame(c, wire.ServiceBodyLimit)
+					if err != nil || wire.WriteServiceFrame(up, typ, body) != nil {
 						return
 					}
-					rtyp, rbody, err := secure.ReadServiceFrame(up, secure.ServiceBodyLimit)
+					rtyp, rbody, err := wire.ReadServiceFrame(up, wire.ServiceBodyLimit)
 					if err != nil {
 						return
 					}
-					if len(rbody) > 0 && rtyp != secure.ServiceRefusal {
+					if len(rbody) > 0 && rtyp != wire.ServiceRefusal {
 						rbody[len(rbody)-1] ^= 1
 					}
-					if secure.WriteServiceFrame(c, rtyp, rbody) != nil {
+					if wire.WriteServiceFrame(c, rtyp, rbody) != nil {
 						return
 					}
 				}
@@ -212,14 +214,14 @@ func TestOnlinePrekeyNotBurned(t *testing.T) {
 	nc, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer nc.Close()
-	b, err := secure.FetchBundle(nc)
+	b, err := wire.FetchBundle(nc)
 	require.NoError(t, err)
 	e := newDevice(t).request(b, f.tokens(1, nil, time.Hour)[0])
 	forged := e.Request()
 	forged[len(forged)-1] ^= 1
-	_, err = secure.SubmitEnrollment(nc, forged)
+	_, err = wire.SubmitEnrollment(nc, forged)
 	require.ErrorIs(t, err, secure.ErrDecrypt)
-	answer, err := secure.SubmitEnrollment(nc, e.Request())
+	answer, err := wire.SubmitEnrollment(nc, e.Request())
 	require.NoError(t, err)
 	_, err = e.OpenAnswer(answer, f.verifier, t0)
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -15,9 +16,9 @@ import (
 // writes nothing to disk. Each is taken by the first request that
 // decrypts with it, whatever becomes of that request (a request that does
 // not decrypt cannot burn it), and is then kept as used until it expires,
-// so that a replay is refused as such (secure.ErrPrekeyUsed).
+// so that a replay is refused as such (enroll.ErrPrekeyUsed).
 // After a restart they are gone: a device holding one is refused with
-// secure.ErrUnknownPrekey and fetches a new bundle. It is safe for
+// enroll.ErrUnknownPrekey and fetches a new bundle. It is safe for
 // concurrent use.
 type onlinePrekeys struct {
 	mu     sync.Mutex
@@ -60,7 +61,7 @@ func (p *onlinePrekeys) peek(pub [32]byte, now time.Time) (dh vault.DH, found bo
 	case !ok:
 		return nil, false, nil
 	case k.dh == nil:
-		return nil, true, secure.ErrPrekeyUsed
+		return nil, true, enroll.ErrPrekeyUsed
 	case !now.Before(k.expires):
 		return nil, true, fmt.Errorf("one-time prekey expired at %s: %w", k.expires.Format(time.RFC3339), secure.ErrExpired)
 	}
@@ -68,13 +69,13 @@ func (p *onlinePrekeys) peek(pub [32]byte, now time.Time) (dh vault.DH, found bo
 }
 
 // take marks the prekey pub used. Of requests racing with one prekey,
-// exactly one takes it; the others get secure.ErrPrekeyUsed.
+// exactly one takes it; the others get enroll.ErrPrekeyUsed.
 func (p *onlinePrekeys) take(pub [32]byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k, ok := p.keys[pub]
 	if !ok || k.dh == nil {
-		return secure.ErrPrekeyUsed
+		return enroll.ErrPrekeyUsed
 	}
 	k.dh = nil
 	p.unused--

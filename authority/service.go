@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // Defaults of Service.
@@ -77,7 +79,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Go(func() {
 			defer func() { <-slots }()
 			defer conns.remove(nc)
-			serveConn(ctx, nc, s.idle(), secure.ServiceBodyLimit, s.handle(log, nc.RemoteAddr().String()))
+			serveConn(ctx, nc, s.idle(), wire.ServiceBodyLimit, s.handle(log, nc.RemoteAddr().String()))
 		})
 	}
 	cancel()
@@ -98,26 +100,26 @@ func (s *Service) handle(log *slog.Logger, remote string) handler {
 	a := s.Authority
 	return func(typ byte, body []byte) (byte, []byte, error) {
 		switch typ {
-		case secure.ServiceBundle:
+		case wire.ServiceBundle:
 			b, err := a.onlineBundle()
 			if err != nil {
 				log.Error("bundle", "remote", remote, "err", err)
 				return 0, nil, err
 			}
-			return typ | secure.ServiceReply, b.Marshal(), nil
-		case secure.ServiceEnroll:
+			return typ | wire.ServiceReply, b.Marshal(), nil
+		case wire.ServiceEnroll:
 			answer, err := a.Enroll(body)
 			if err != nil {
 				log.Info("enrollment refused", "remote", remote, "err", err)
 				return 0, nil, err
 			}
-			return typ | secure.ServiceReply, answer, nil
-		case secure.ServiceRevocationList:
+			return typ | wire.ServiceReply, answer, nil
+		case wire.ServiceRevocationList:
 			var b []byte
 			if l := a.RevocationList(); l != nil {
 				b = l.Marshal()
 			}
-			return typ | secure.ServiceReply, b, nil
+			return typ | wire.ServiceReply, b, nil
 		}
 		return 0, nil, secure.ErrMalformed
 	}
@@ -160,23 +162,23 @@ func serveConn(ctx context.Context, nc net.Conn, idle time.Duration, limit func(
 	// each reply, so nothing of a later request is read ahead.
 	r := bufio.NewReaderSize(nc, 1024)
 	requestsOnly := func(typ byte) int {
-		if typ&secure.ServiceReply != 0 {
+		if typ&wire.ServiceReply != 0 {
 			return -1
 		}
 		return limit(typ)
 	}
 	for ctx.Err() == nil {
 		nc.SetReadDeadline(time.Now().Add(idle))
-		typ, body, err := secure.ReadServiceFrame(r, requestsOnly)
+		typ, body, err := wire.ReadServiceFrame(r, requestsOnly)
 		if err != nil {
 			if errors.Is(err, secure.ErrMalformed) {
-				reply(nc, secure.ServiceRefusal, secure.AppendRefusal(nil, err, err.Error()))
+				reply(nc, wire.ServiceRefusal, wire.AppendRefusal(nil, err, err.Error()))
 			}
 			return
 		}
 		rtyp, rbody, err := h(typ, body)
 		if err != nil {
-			rtyp, rbody = secure.ServiceRefusal, refusal(err)
+			rtyp, rbody = wire.ServiceRefusal, refusal(err)
 		}
 		if reply(nc, rtyp, rbody) != nil {
 			return
@@ -187,22 +189,22 @@ func serveConn(ctx context.Context, nc net.Conn, idle time.Duration, limit func(
 // reply writes one frame within writeTimeout.
 func reply(nc net.Conn, typ byte, body []byte) error {
 	nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	return secure.WriteServiceFrame(nc, typ, body)
+	return wire.WriteServiceFrame(nc, typ, body)
 }
 
 // refusal is the refusal body for err.
 func refusal(err error) []byte {
 	for _, known := range []error{
-		secure.ErrTokenUsed, secure.ErrUnknownToken, secure.ErrExpired, secure.ErrWrongAuthority,
-		secure.ErrUnknownPrekey, secure.ErrPrekeyUsed, secure.ErrMalformed, secure.ErrDecrypt,
+		enroll.ErrTokenUsed, enroll.ErrUnknownToken, secure.ErrExpired, enroll.ErrWrongAuthority,
+		enroll.ErrUnknownPrekey, enroll.ErrPrekeyUsed, secure.ErrMalformed, secure.ErrDecrypt,
 		secure.ErrRevoked, secure.ErrNotYetValid, secure.ErrBadSignature, secure.ErrWrongSubject,
-		secure.ErrAuthorityUnavailable, ErrNoSignedPrekey,
+		wire.ErrAuthorityUnavailable, ErrNoSignedPrekey,
 	} {
 		if errors.Is(err, known) {
-			return secure.AppendRefusal(nil, err, err.Error())
+			return wire.AppendRefusal(nil, err, err.Error())
 		}
 	}
-	return secure.AppendRefusal(nil, secure.ErrAuthorityUnavailable, "internal error")
+	return wire.AppendRefusal(nil, wire.ErrAuthorityUnavailable, "internal error")
 }
 
 // connSet tracks open connections, to close them on shutdown.

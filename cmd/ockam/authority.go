@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
-	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // authorityCommand returns "ockam authority".
@@ -159,7 +159,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		requests, err := secure.ParseRequestFile(data)
+		requests, err := enroll.ParseRequestFile(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
 		}
@@ -182,7 +182,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 				e.warnf("request %d (%s…) refused: %v", i+1, h, r.Err)
 				continue
 			}
-			answers.Write(secure.MarshalAnswerFile(r.Answer))
+			answers.Write(enroll.MarshalAnswerFile(r.Answer))
 		}
 		if answers.Len() > 0 {
 			if err := writeOutput(e, *out, answers.Bytes(), *force); err != nil {
@@ -199,7 +199,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 
 // sha256Prefix names a request in messages by the hash its answer carries.
 func sha256Prefix(request []byte) string {
-	h := secure.RequestHash(request)
+	h := enroll.RequestHash(request)
 	return fmt.Sprintf("%x", h[:4])
 }
 
@@ -239,8 +239,8 @@ func authorityBundle(fs *flag.FlagSet) action {
 		if _, err := begin(e, fs, args, "vault", "db", "out"); err != nil {
 			return err
 		}
-		if *oneTime < 0 || *oneTime > secure.MaxOneTimePrekeys {
-			return usagef("--one-time %d: want 0 to %d", *oneTime, secure.MaxOneTimePrekeys)
+		if *oneTime < 0 || *oneTime > enroll.MaxOneTimePrekeys {
+			return usagef("--one-time %d: want 0 to %d", *oneTime, enroll.MaxOneTimePrekeys)
 		}
 		if err := checkOutput(*out, *force); err != nil {
 			return err

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -49,23 +51,23 @@ func (tf *tokenFlags) register(fs *flag.FlagSet) {
 }
 
 // read returns the token of --token or --token-file.
-func (tf *tokenFlags) read() (secure.Token, error) {
+func (tf *tokenFlags) read() (enroll.Token, error) {
 	s := tf.token
 	switch {
 	case tf.token != "" && tf.file != "":
-		return secure.Token{}, usagef("--token and --token-file exclude each other")
+		return enroll.Token{}, usagef("--token and --token-file exclude each other")
 	case tf.file != "":
 		b, err := readBounded(tf.file, maxEnrollTokenFile, true)
 		if err != nil {
-			return secure.Token{}, err
+			return enroll.Token{}, err
 		}
 		s = string(b)
 	case tf.token == "":
-		return secure.Token{}, usagef("missing --token or --token-file")
+		return enroll.Token{}, usagef("missing --token or --token-file")
 	}
-	t, err := secure.ParseToken(s)
+	t, err := enroll.ParseToken(s)
 	if err != nil {
-		return secure.Token{}, fmt.Errorf("enrollment token: %w", err)
+		return enroll.Token{}, fmt.Errorf("enrollment token: %w", err)
 	}
 	return t, nil
 }
@@ -99,13 +101,13 @@ func enrollingIdentity(e *env, vf *vaultFlags, now time.Time) (vault.Vault, *sec
 }
 
 // readAuthority reads --authority and checks that the token is its own.
-func readAuthority(path string, tok secure.Token) (*secure.Identity, error) {
+func readAuthority(path string, tok enroll.Token) (*secure.Identity, error) {
 	auth, err := readIdentityFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--authority: %w", err)
 	}
 	if !tok.IsZero() && !tok.MintedBy(auth.Identifier()) {
-		return nil, enrollFailure(fmt.Errorf("token not minted by %s: %w", auth.Identifier().Short(), secure.ErrWrongAuthority))
+		return nil, enrollFailure(fmt.Errorf("token not minted by %s: %w", auth.Identifier().Short(), enroll.ErrWrongAuthority))
 	}
 	return auth, nil
 }
@@ -183,7 +185,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 }
 
 // enrollAt runs the online enrollment against the service at addr.
-func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok secure.Token, now time.Time) (*secure.Credential, error) {
+func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok enroll.Token, now time.Time) (*secure.Credential, error) {
 	nc, err := net.DialTimeout("tcp", addr, enrollTimeout)
 	if err != nil {
 		return nil, err
@@ -195,7 +197,7 @@ func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok 
 		io.Reader
 		io.Writer
 	}{bufio.NewReader(nc), nc}
-	b, err := secure.FetchBundle(rw)
+	b, err := wire.FetchBundle(rw)
 	if err != nil {
 		return nil, err
 	}
@@ -208,11 +210,11 @@ func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok 
 	if len(b.OneTimePrekeys) > 0 {
 		oneTime = rand.IntN(len(b.OneTimePrekeys))
 	}
-	enr, err := secure.NewEnrollment(id, b, tok, oneTime, vault.NewDHFromScalar(k))
+	enr, err := enroll.NewEnrollment(id, b, tok, oneTime, vault.NewDHFromScalar(k))
 	if err != nil {
 		return nil, err
 	}
-	answer, err := secure.SubmitEnrollment(rw, enr.Request())
+	answer, err := wire.SubmitEnrollment(rw, enr.Request())
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +278,7 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		b, err := readParsed(*bundleFile, maxBundleFile, secure.ParseBundleFile)
+		b, err := readParsed(*bundleFile, maxBundleFile, enroll.ParseBundleFile)
 		if err != nil {
 			return err
 		}
@@ -301,14 +303,14 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if len(b.OneTimePrekeys) > 0 {
 			oneTime = rand.IntN(len(b.OneTimePrekeys))
 		}
-		enr, err := secure.NewEnrollment(id, b, tok, oneTime, eph)
+		enr, err := enroll.NewEnrollment(id, b, tok, oneTime, eph)
 		if err != nil {
 			return enrollFailure(err)
 		}
 		if err := v.WriteRecord(pendingRequest, enr.Request()); err != nil {
 			return err
 		}
-		if err := writeOutput(e, *out, secure.MarshalRequestFile(enr.Request()), *force); err != nil {
+		if err := writeOutput(e, *out, enroll.MarshalRequestFile(enr.Request()), *force); err != nil {
 			return err
 		}
 		if *out != "-" {
@@ -349,7 +351,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		auth, err := readAuthority(*authorityFile, secure.Token{})
+		auth, err := readAuthority(*authorityFile, enroll.Token{})
 		if err != nil {
 			return err
 		}
@@ -357,7 +359,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		answers, err := secure.ParseAnswerFile(data)
+		answers, err := enroll.ParseAnswerFile(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
 		}
@@ -396,7 +398,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 }
 
 // pendingEnrollment rebuilds the device's pending offline request.
-func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*secure.Enrollment, error) {
+func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*enroll.Enrollment, error) {
 	eph, err := v.DH(pendingEphemeralKey)
 	if errors.Is(err, vault.ErrNotFound) {
 		return nil, withHint(fmt.Errorf("vault %s has no pending enrollment request", dir),
@@ -409,13 +411,13 @@ func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*se
 	if err != nil {
 		return nil, fmt.Errorf("vault %s: pending request: %w", dir, err)
 	}
-	return secure.ResumeEnrollment(id, req, eph)
+	return enroll.ResumeEnrollment(id, req, eph)
 }
 
 // findAnswer returns the answer to the request with hash h.
 func findAnswer(answers [][]byte, h [32]byte) ([]byte, error) {
 	for _, a := range answers {
-		if ah, err := secure.AnswerRequestHash(a); err == nil && ah == h {
+		if ah, err := enroll.AnswerRequestHash(a); err == nil && ah == h {
 			return a, nil
 		}
 	}
@@ -494,9 +496,9 @@ func tokenCreate(fs *flag.FlagSet) action {
 		p := &progress{e: e, what: "minted", total: *count}
 		for done := 0; done < *count; {
 			n := min(tokenChunk, *count-done)
-			hashes := make([]secure.TokenHash, n)
+			hashes := make([]enroll.TokenHash, n)
 			for i := range n {
-				t, err := secure.GenerateToken(a.Identifier(), nil)
+				t, err := enroll.GenerateToken(a.Identifier(), nil)
 				if err != nil {
 					return err
 				}

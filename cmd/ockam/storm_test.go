@@ -10,15 +10,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // refusals are the errors by which the service refuses a request; any
 // other error of an enrollment is the connection failing.
 var refusals = []error{
-	secure.ErrTokenUsed, secure.ErrUnknownToken, secure.ErrExpired, secure.ErrWrongAuthority, secure.ErrUnknownPrekey,
-	secure.ErrPrekeyUsed, secure.ErrMalformed, secure.ErrDecrypt, secure.ErrRevoked, secure.ErrBadSignature,
-	secure.ErrUnknownIssuer, secure.ErrWrongSubject, secure.ErrAuthorityUnavailable,
+	enroll.ErrTokenUsed, enroll.ErrUnknownToken, secure.ErrExpired, enroll.ErrWrongAuthority, enroll.ErrUnknownPrekey,
+	enroll.ErrPrekeyUsed, secure.ErrMalformed, secure.ErrDecrypt, secure.ErrRevoked, secure.ErrBadSignature,
+	secure.ErrUnknownIssuer, secure.ErrWrongSubject, wire.ErrAuthorityUnavailable,
 }
 
 func isRefusal(err error) bool {
@@ -70,7 +72,7 @@ func TestEnrollStormKill9(t *testing.T) {
 						if enrolled.Add(1) == killAt {
 							close(killed)
 						}
-					case broken && errors.Is(err, secure.ErrTokenUsed):
+					case broken && errors.Is(err, enroll.ErrTokenUsed):
 						lost[i] = true // committed, but the answer died with the service
 					case isRefusal(err):
 						t.Errorf("device %d: %v", i, err)

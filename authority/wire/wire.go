@@ -1,15 +1,22 @@
-package secure
+// Package wire is the framing of the authority service (docs/PROTOCOL.md
+// §14.7): the requests a device or a listener sends to `ockam authority
+// serve` (bundle, enrollment, revocation list), the replies and the
+// refusals, and the client calls over any io.ReadWriter. It imports
+// secure/enroll for the bodies it carries and nothing of Telegraf.
+package wire
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"io"
 	"strings"
 	"unicode/utf8"
 )
 
-// The authority service protocol (docs/PROTOCOL.md, "Authority service"):
+// The service protocol (docs/PROTOCOL.md, "Authority service"):
 // on a byte stream, the client sends requests and the service answers each
 // in order, one frame each:
 //
@@ -41,8 +48,8 @@ var ErrAuthorityUnavailable = errors.New("secure: authority unavailable")
 // refusalCodes are the codes of the refusal body, in wire order from 1.
 // Codes are part of the protocol: append, never reorder.
 var refusalCodes = []error{
-	ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority, ErrUnknownPrekey, ErrPrekeyUsed,
-	ErrMalformed, ErrDecrypt, ErrRevoked, ErrNotYetValid, ErrBadSignature, ErrWrongSubject,
+	enroll.ErrTokenUsed, enroll.ErrUnknownToken, secure.ErrExpired, enroll.ErrWrongAuthority, enroll.ErrUnknownPrekey, enroll.ErrPrekeyUsed,
+	secure.ErrMalformed, secure.ErrDecrypt, secure.ErrRevoked, secure.ErrNotYetValid, secure.ErrBadSignature, secure.ErrWrongSubject,
 	ErrAuthorityUnavailable,
 }
 
@@ -53,15 +60,15 @@ func ServiceBodyLimit(typ byte) int {
 	case ServiceBundle, ServiceRevocationList:
 		return 0
 	case ServiceEnroll:
-		return RequestSizeOneTime
+		return enroll.RequestSizeOneTime
 	case ServiceBundle | ServiceReply:
-		return MaxBundleSize
+		return enroll.MaxBundleSize
 	case ServiceEnroll | ServiceReply:
-		return MaxAnswerSize
+		return enroll.MaxAnswerSize
 	case ServiceRevocationList | ServiceReply:
-		return maxRevocationListSize
+		return secure.MaxRevocationListSize
 	case ServiceRefusal:
-		return 1 + MaxReason
+		return 1 + secure.MaxReason
 	}
 	return -1
 }
@@ -88,10 +95,10 @@ func ReadServiceFrame(r io.Reader, limit func(typ byte) int) (typ byte, body []b
 	typ, n := hdr[0], binary.BigEndian.Uint32(hdr[1:])
 	max := limit(typ)
 	if max < 0 {
-		return 0, nil, fmt.Errorf("%w: service frame of unexpected type %#x", ErrMalformed, typ)
+		return 0, nil, fmt.Errorf("%w: service frame of unexpected type %#x", secure.ErrMalformed, typ)
 	}
 	if uint64(n) > uint64(max) {
-		return 0, nil, fmt.Errorf("%w: service frame of type %#x and %d bytes, at most %d", ErrMalformed, typ, n, max)
+		return 0, nil, fmt.Errorf("%w: service frame of type %#x and %d bytes, at most %d", secure.ErrMalformed, typ, n, max)
 	}
 	body = make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -115,7 +122,7 @@ func AppendRefusal(b []byte, err error, reason string) []byte {
 		}
 	}
 	reason = strings.ToValidUTF8(reason, "?")
-	for len(reason) > MaxReason {
+	for len(reason) > secure.MaxReason {
 		_, size := utf8.DecodeLastRuneInString(reason)
 		reason = reason[:len(reason)-size]
 	}
@@ -125,8 +132,8 @@ func AppendRefusal(b []byte, err error, reason string) []byte {
 // ParseRefusal returns the error a refusal body stands for: it wraps the
 // sentinel of its code, and quotes the service's reason.
 func ParseRefusal(body []byte) error {
-	if len(body) == 0 || len(body) > 1+MaxReason || !utf8.Valid(body[1:]) {
-		return fmt.Errorf("%w: refusal of %d bytes", ErrMalformed, len(body))
+	if len(body) == 0 || len(body) > 1+secure.MaxReason || !utf8.Valid(body[1:]) {
+		return fmt.Errorf("%w: refusal of %d bytes", secure.ErrMalformed, len(body))
 	}
 	code, reason := int(body[0]), string(body[1:])
 	if code == 0 || code > len(refusalCodes) {
@@ -137,18 +144,18 @@ func ParseRefusal(body []byte) error {
 
 // FetchBundle asks the service on rw for its bundle and parses it (which
 // checks its signature); the caller verifies it (Bundle.Verify).
-func FetchBundle(rw io.ReadWriter) (*Bundle, error) {
+func FetchBundle(rw io.ReadWriter) (*enroll.Bundle, error) {
 	body, err := serviceCall(rw, ServiceBundle, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetch bundle: %w", err)
 	}
-	return ParseBundle(body)
+	return enroll.ParseBundle(body)
 }
 
 // SubmitEnrollment sends an enrollment request on rw and returns the
 // answer, or the service's refusal (see ParseRefusal).
 func SubmitEnrollment(rw io.ReadWriter, request []byte) ([]byte, error) {
-	if len(request) > RequestSizeOneTime {
+	if len(request) > enroll.RequestSizeOneTime {
 		return nil, fmt.Errorf("secure: enrollment request of %d bytes", len(request))
 	}
 	body, err := serviceCall(rw, ServiceEnroll, request)
@@ -161,7 +168,7 @@ func SubmitEnrollment(rw io.ReadWriter, request []byte) ([]byte, error) {
 // FetchRevocationList asks the service on rw for the authority's current
 // revocation list and parses it; it returns nil, nil if the authority has
 // none yet. Its issuer and signature are for a Verifier to check.
-func FetchRevocationList(rw io.ReadWriter) (*RevocationList, error) {
+func FetchRevocationList(rw io.ReadWriter) (*secure.RevocationList, error) {
 	body, err := serviceCall(rw, ServiceRevocationList, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetch revocation list: %w", err)
@@ -169,7 +176,7 @@ func FetchRevocationList(rw io.ReadWriter) (*RevocationList, error) {
 	if len(body) == 0 {
 		return nil, nil
 	}
-	return ParseRevocationList(body)
+	return secure.ParseRevocationList(body)
 }
 
 // serviceCall sends one request and reads its reply or refusal.

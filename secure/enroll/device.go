@@ -1,4 +1,4 @@
-package secure
+package enroll
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -19,8 +20,8 @@ import (
 type Enrollment struct {
 	request     []byte
 	requestHash [32]byte
-	authority   Identifier
-	subject     Identifier
+	authority   secure.Identifier
+	subject     secure.Identifier
 	answerKey   *[32]byte // nil once used
 }
 
@@ -31,7 +32,7 @@ type Enrollment struct {
 // (vault.NewDHFromScalar of 32 random bytes, or a vault key when the answer
 // comes later, see ResumeEnrollment). It refuses a token of another
 // authority (ErrWrongAuthority).
-func NewEnrollment(id *LocalIdentity, bundle *Bundle, token Token, oneTime int, ephemeral vault.DH) (*Enrollment, error) {
+func NewEnrollment(id *secure.LocalIdentity, bundle *Bundle, token Token, oneTime int, ephemeral vault.DH) (*Enrollment, error) {
 	if oneTime >= len(bundle.OneTimePrekeys) {
 		return nil, fmt.Errorf("secure: one-time prekey %d of a bundle of %d", oneTime, len(bundle.OneTimePrekeys))
 	}
@@ -40,7 +41,7 @@ func NewEnrollment(id *LocalIdentity, bundle *Bundle, token Token, oneTime int, 
 		return nil, fmt.Errorf("enrollment token not minted by %s: %w", authority.Short(), ErrWrongAuthority)
 	}
 	// header
-	purpose := id.purpose.PublicKey()
+	purpose := id.PurposeKey().PublicKey()
 	eph := ephemeral.PublicKey()
 	h := requestHeader{authority: authority, signedPrekey: bundle.SignedPrekey, purposeKey: purpose, ephemeral: eph}
 	if oneTime >= 0 {
@@ -48,7 +49,7 @@ func NewEnrollment(id *LocalIdentity, bundle *Bundle, token Token, oneTime int, 
 	}
 	header := h.append(nil)
 	// DH1, DH2, DH3
-	dh, err := deviceSecrets(id.purpose, ephemeral, h)
+	dh, err := deviceSecrets(id.PurposeKey(), ephemeral, h)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +57,7 @@ func NewEnrollment(id *LocalIdentity, bundle *Bundle, token Token, oneTime int, 
 	clear(dh)
 	defer clear(requestKey[:])
 	// encrypt attestation and token
-	plaintext := token.appendTo(slices.Clone(id.public.attestation.raw[:]))
+	plaintext := token.appendTo(slices.Clone(id.Public().Attestation().Marshal()))
 	defer clear(plaintext)
 	request := sealOnce(requestKey, header, header, plaintext)
 	return &Enrollment{
@@ -69,18 +70,18 @@ func NewEnrollment(id *LocalIdentity, bundle *Bundle, token Token, oneTime int, 
 // (the offline flow: request now, answer later) from the request and the
 // ephemeral key it kept. The identity's purpose key must be the one the
 // request was made with.
-func ResumeEnrollment(id *LocalIdentity, request []byte, ephemeral vault.DH) (*Enrollment, error) {
+func ResumeEnrollment(id *secure.LocalIdentity, request []byte, ephemeral vault.DH) (*Enrollment, error) {
 	h, header, _, err := parseRequestHeader(request)
 	if err != nil {
 		return nil, err
 	}
-	if h.purposeKey != id.purpose.PublicKey() {
+	if h.purposeKey != id.PurposeKey().PublicKey() {
 		return nil, errors.New("secure: the request was made with another purpose key (rotated since?)")
 	}
 	if h.ephemeral != ephemeral.PublicKey() {
 		return nil, errors.New("secure: the request was made with another ephemeral key")
 	}
-	dh, err := deviceSecrets(id.purpose, ephemeral, h)
+	dh, err := deviceSecrets(id.PurposeKey(), ephemeral, h)
 	if err != nil {
 		return nil, err
 	}
@@ -100,22 +101,22 @@ func (e *Enrollment) Request() []byte { return slices.Clone(e.request) }
 func (e *Enrollment) RequestHash() [32]byte { return e.requestHash }
 
 // Authority returns the identifier of the authority the request is for.
-func (e *Enrollment) Authority() Identifier { return e.authority }
+func (e *Enrollment) Authority() secure.Identifier { return e.authority }
 
 // OpenAnswer decrypts the authority's answer and returns the credential,
 // verified with v (which must trust the authority) for the device at now.
 // It fails with ErrAnswerMismatch for an answer to another request, an
 // opaque ErrDecrypt for a forged or damaged one, or a credential error. The
 // answer key is used once: after a successful call, OpenAnswer fails.
-func (e *Enrollment) OpenAnswer(answer []byte, v *Verifier, now time.Time) (*Credential, error) {
+func (e *Enrollment) OpenAnswer(answer []byte, v *secure.Verifier, now time.Time) (*secure.Credential, error) {
 	if e.answerKey == nil {
 		return nil, errors.New("secure: enrollment answer already opened")
 	}
 	if len(answer) > MaxAnswerSize || len(answer) < answerHeaderSize+chacha20poly1305.Overhead {
-		return nil, fmt.Errorf("%w: enrollment answer of %d bytes", ErrMalformed, len(answer))
+		return nil, fmt.Errorf("%w: enrollment answer of %d bytes", secure.ErrMalformed, len(answer))
 	}
 	if answer[0] != enrollVersion {
-		return nil, fmt.Errorf("%w: enrollment answer version %d, want %d", ErrMalformed, answer[0], enrollVersion)
+		return nil, fmt.Errorf("%w: enrollment answer version %d, want %d", secure.ErrMalformed, answer[0], enrollVersion)
 	}
 	if [32]byte(answer[1:answerHeaderSize]) != e.requestHash {
 		return nil, ErrAnswerMismatch
@@ -124,12 +125,12 @@ func (e *Enrollment) OpenAnswer(answer []byte, v *Verifier, now time.Time) (*Cre
 	if err != nil {
 		return nil, err
 	}
-	c, err := ParseCredential(plaintext)
+	c, err := secure.ParseCredential(plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment answer: %w", err)
 	}
 	if c.Issuer != e.authority {
-		return nil, fmt.Errorf("enrollment answer: credential issued by %s, not %s: %w", c.Issuer.Short(), e.authority.Short(), ErrUnknownIssuer)
+		return nil, fmt.Errorf("enrollment answer: credential issued by %s, not %s: %w", c.Issuer.Short(), e.authority.Short(), secure.ErrUnknownIssuer)
 	}
 	if err := v.VerifyCredential(c, e.subject, now); err != nil {
 		return nil, fmt.Errorf("enrollment answer: %w", err)
@@ -144,7 +145,7 @@ func (e *Enrollment) OpenAnswer(answer []byte, v *Verifier, now time.Time) (*Cre
 // version.
 func AnswerRequestHash(answer []byte) ([32]byte, error) {
 	if len(answer) > MaxAnswerSize || len(answer) < answerHeaderSize+chacha20poly1305.Overhead || answer[0] != enrollVersion {
-		return [32]byte{}, fmt.Errorf("%w: enrollment answer of %d bytes", ErrMalformed, len(answer))
+		return [32]byte{}, fmt.Errorf("%w: enrollment answer of %d bytes", secure.ErrMalformed, len(answer))
 	}
 	return [32]byte(answer[1:answerHeaderSize]), nil
 }

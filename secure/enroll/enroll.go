@@ -1,4 +1,4 @@
-package secure
+package enroll
 
 import (
 	"crypto/hkdf"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -46,12 +47,12 @@ const (
 	RequestSize        = requestFixedHeader + requestCiphertextSize
 	RequestSizeOneTime = RequestSize + 32
 	// MaxAnswerSize is the largest answer: one with the largest credential.
-	MaxAnswerSize = answerHeaderSize + MaxCredentialSize + chacha20poly1305.Overhead
+	MaxAnswerSize = answerHeaderSize + secure.MaxCredentialSize + chacha20poly1305.Overhead
 
 	enrollVersion         = 1
 	flagOneTimePrekey     = 1
-	requestFixedHeader    = 1 + IdentifierSize + 32 + 1 + 32 + 32
-	requestPlaintextSize  = AttestationSize + TokenSize
+	requestFixedHeader    = 1 + secure.IdentifierSize + 32 + 1 + 32 + 32
+	requestPlaintextSize  = secure.AttestationSize + TokenSize
 	requestCiphertextSize = requestPlaintextSize + chacha20poly1305.Overhead
 	answerHeaderSize      = 1 + sha256.Size
 
@@ -87,7 +88,7 @@ var (
 
 // requestHeader is the cleartext part of a request.
 type requestHeader struct {
-	authority                                    Identifier
+	authority                                    secure.Identifier
 	signedPrekey, oneTime, purposeKey, ephemeral [32]byte
 	hasOneTime                                   bool
 }
@@ -110,12 +111,12 @@ func (h *requestHeader) append(b []byte) []byte {
 // fields, the header bytes and the ciphertext.
 func parseRequestHeader(request []byte) (h requestHeader, header, ciphertext []byte, err error) {
 	if len(request) != RequestSize && len(request) != RequestSizeOneTime {
-		return h, nil, nil, fmt.Errorf("%w: enrollment request of %d bytes, want %d or %d", ErrMalformed, len(request), RequestSize, RequestSizeOneTime)
+		return h, nil, nil, fmt.Errorf("%w: enrollment request of %d bytes, want %d or %d", secure.ErrMalformed, len(request), RequestSize, RequestSizeOneTime)
 	}
 	s := cryptobyte.String(request)
 	var version, flags uint8
 	if !s.ReadUint8(&version) || version != enrollVersion {
-		return h, nil, nil, fmt.Errorf("%w: enrollment request version %d, want %d", ErrMalformed, version, enrollVersion)
+		return h, nil, nil, fmt.Errorf("%w: enrollment request version %d, want %d", secure.ErrMalformed, version, enrollVersion)
 	}
 	s.CopyBytes(h.authority[:])
 	s.CopyBytes(h.signedPrekey[:])
@@ -126,7 +127,7 @@ func parseRequestHeader(request []byte) (h requestHeader, header, ciphertext []b
 		s.CopyBytes(h.oneTime[:])
 	case flags == 0 && len(request) == RequestSize:
 	default:
-		return h, nil, nil, fmt.Errorf("%w: enrollment request flags %#x in %d bytes", ErrMalformed, flags, len(request))
+		return h, nil, nil, fmt.Errorf("%w: enrollment request flags %#x in %d bytes", secure.ErrMalformed, flags, len(request))
 	}
 	s.CopyBytes(h.purposeKey[:])
 	s.CopyBytes(h.ephemeral[:])
@@ -166,7 +167,7 @@ func concatDH(pairs []dhPair) ([]byte, error) {
 		shared, err := p.key.DH(p.peer)
 		if err != nil {
 			clear(out)
-			return nil, fmt.Errorf("%w: enrollment DH%d: %v", ErrMalformed, i+1, err)
+			return nil, fmt.Errorf("%w: enrollment DH%d: %v", secure.ErrMalformed, i+1, err)
 		}
 		out = append(out, shared[:]...)
 		clear(shared[:])
@@ -181,7 +182,7 @@ func concatDH(pairs []dhPair) ([]byte, error) {
 //	request key = HKDF-Expand(prk, enrollRequestInfo, 32)
 //	answer key  = HKDF-Expand(prk, enrollAnswerInfo, 32)
 func enrollmentKeys(dh, header []byte) (requestKey, answerKey *[32]byte) {
-	salt := sha256.Sum256(signedMessage(enrollSaltContext, header))
+	salt := sha256.Sum256(secure.SignedMessage(enrollSaltContext, header))
 	prk, err := hkdf.Extract(sha256.New, dh, salt[:])
 	if err != nil {
 		panic("secure: internal error: " + err.Error())
@@ -220,7 +221,7 @@ func openOnce(key *[32]byte, ad, ciphertext []byte) ([]byte, error) {
 	var nonce [chacha20poly1305.NonceSize]byte
 	p, err := aead.Open(nil, nonce[:], ciphertext, ad)
 	if err != nil {
-		return nil, ErrDecrypt
+		return nil, secure.ErrDecrypt
 	}
 	return p, nil
 }
@@ -231,5 +232,5 @@ func RequestHash(request []byte) [32]byte { return requestHash(request) }
 
 // requestHash names a request: SHA-256(requestHashContext || request).
 func requestHash(request []byte) [32]byte {
-	return sha256.Sum256(signedMessage(requestHashContext, request))
+	return sha256.Sum256(secure.SignedMessage(requestHashContext, request))
 }

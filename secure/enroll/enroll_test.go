@@ -1,10 +1,9 @@
-package secure
+package enroll
 
 import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -44,7 +44,7 @@ func (k *testKeys) SignedPrekey(pub [32]byte, now time.Time) (vault.DH, error) {
 		return nil, ErrUnknownPrekey
 	}
 	if !now.Before(k.spkExpires) {
-		return nil, ErrExpired
+		return nil, secure.ErrExpired
 	}
 	return k.spk, nil
 }
@@ -71,11 +71,11 @@ func (k *testKeys) pubs() [][32]byte {
 // enrollEnv is an authority with prekeys, a bundle of them, a device and a
 // token.
 type enrollEnv struct {
-	authority, device *LocalIdentity
+	authority, device *secure.LocalIdentity
 	keys              *testKeys
 	bundle            *Bundle
 	token             Token
-	verifier          *Verifier
+	verifier          *secure.Verifier
 }
 
 func newEnrollEnv(t *testing.T, oneTime int) *enrollEnv {
@@ -99,7 +99,7 @@ func (e *enrollEnv) enroll(t *testing.T, i int) *Enrollment {
 }
 
 // answer opens a request as the authority and answers it with a credential.
-func (e *enrollEnv) answer(t *testing.T, request []byte) ([]byte, *Credential) {
+func (e *enrollEnv) answer(t *testing.T, request []byte) ([]byte, *secure.Credential) {
 	t.Helper()
 	r, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, t0)
 	require.NoError(t, err)
@@ -132,13 +132,13 @@ func TestEnrollmentRoundTrip(t *testing.T) {
 			c := issue(t, e.authority, r.Subject(), map[string]string{"role": "sensor", "site": "plant-7"})
 			answer, err := r.SealAnswer(c)
 			require.NoError(t, err)
-			require.Len(t, answer, 1+32+len(c.raw)+16)
+			require.Len(t, answer, 1+32+len(c.Marshal())+16)
 			_, err = r.SealAnswer(c)
 			require.Error(t, err, "a request is answered once")
 
 			got, err := enr.OpenAnswer(answer, e.verifier, t0)
 			require.NoError(t, err)
-			require.Equal(t, c.raw, got.raw)
+			require.Equal(t, c.Marshal(), got.Marshal())
 			_, err = enr.OpenAnswer(answer, e.verifier, t0)
 			require.Error(t, err, "an answer is opened once")
 		})
@@ -171,7 +171,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		{"expired signed prekey", func() error {
 			_, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, e.keys.spkExpires)
 			return err
-		}, ErrExpired},
+		}, secure.ErrExpired},
 		{"used one-time prekey", func() error {
 			k := *e.keys
 			k.used = map[[32]byte]bool{e.bundle.OneTimePrekeys[0]: true}
@@ -181,21 +181,21 @@ func TestEnrollmentRefusals(t *testing.T) {
 		{"expired device attestation", func() error {
 			_, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, e.device.Public().Attestation().Expires)
 			return err
-		}, ErrExpired},
+		}, secure.ErrExpired},
 		{"malformed", func() error {
 			_, err := OpenEnrollmentRequest(request[1:], e.authority.Identifier(), e.keys, t0)
 			return err
-		}, ErrMalformed},
+		}, secure.ErrMalformed},
 		{"flags without a one-time prekey", func() error {
 			_, err := OpenEnrollmentRequest(flip(e.enroll(t, -1).Request(), 65, 1), e.authority.Identifier(), e.keys, t0)
 			return err
-		}, ErrMalformed},
+		}, secure.ErrMalformed},
 		{"low-order ephemeral key", func() error {
 			r := bytes.Clone(request)
 			clear(r[RequestSizeOneTime-requestCiphertextSize-32 : RequestSizeOneTime-requestCiphertextSize])
 			_, err := OpenEnrollmentRequest(r, e.authority.Identifier(), e.keys, t0)
 			return err
-		}, ErrMalformed},
+		}, secure.ErrMalformed},
 		{"one-time prekey out of the bundle", func() error {
 			_, err := NewEnrollment(e.device, e.bundle, e.token, 1, randomDH())
 			return err
@@ -220,7 +220,7 @@ func TestEnrollmentRequestTampering(t *testing.T) {
 	for i := range request {
 		_, err := OpenEnrollmentRequest(flip(request, i, 0x20), e.authority.Identifier(), e.keys, t0)
 		require.Error(t, err, "byte %d", i)
-		require.True(t, errorIsAny(err, ErrMalformed, ErrWrongAuthority, ErrUnknownPrekey, ErrDecrypt), "byte %d: %v", i, err)
+		require.True(t, errorIsAny(err, secure.ErrMalformed, ErrWrongAuthority, ErrUnknownPrekey, secure.ErrDecrypt), "byte %d: %v", i, err)
 	}
 }
 
@@ -230,11 +230,11 @@ func TestEnrollmentRequestTampering(t *testing.T) {
 func TestEnrollmentRetargeting(t *testing.T) {
 	e := newEnrollEnv(t, 0)
 	request := e.enroll(t, -1).Request()
-	victim := newIdentity(t).purpose.PublicKey()
+	victim := newIdentity(t).PurposeKey().PublicKey()
 	off := RequestSize - requestCiphertextSize - 64
 	copy(request[off:], victim[:])
 	_, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, t0)
-	require.ErrorIs(t, err, ErrDecrypt)
+	require.ErrorIs(t, err, secure.ErrDecrypt)
 }
 
 func TestEnrollmentAnswerRefusals(t *testing.T) {
@@ -247,13 +247,13 @@ func TestEnrollmentAnswerRefusals(t *testing.T) {
 	require.ErrorIs(t, err, ErrAnswerMismatch)
 	for i := range answer {
 		_, err := enr.OpenAnswer(flip(answer, i, 1), e.verifier, t0)
-		require.True(t, errorIsAny(err, ErrMalformed, ErrAnswerMismatch, ErrDecrypt), "byte %d: %v", i, err)
+		require.True(t, errorIsAny(err, secure.ErrMalformed, ErrAnswerMismatch, secure.ErrDecrypt), "byte %d: %v", i, err)
 	}
 	_, err = enr.OpenAnswer(answer[:40], e.verifier, t0)
-	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorIs(t, err, secure.ErrMalformed)
 	// A credential verifies only with a verifier that trusts its issuer.
 	_, err = enr.OpenAnswer(answer, newVerifier(t, newIdentity(t)), t0)
-	require.ErrorIs(t, err, ErrUnknownIssuer)
+	require.ErrorIs(t, err, secure.ErrUnknownIssuer)
 	_, err = enr.OpenAnswer(answer, e.verifier, t0)
 	require.NoError(t, err)
 }
@@ -263,7 +263,7 @@ func TestEnrollmentSealAnswerOtherSubject(t *testing.T) {
 	r, err := OpenEnrollmentRequest(e.enroll(t, -1).Request(), e.authority.Identifier(), e.keys, t0)
 	require.NoError(t, err)
 	_, err = r.SealAnswer(issue(t, e.authority, newIdentity(t).Identifier(), nil))
-	require.ErrorIs(t, err, ErrWrongSubject)
+	require.ErrorIs(t, err, secure.ErrWrongSubject)
 }
 
 func TestResumeEnrollment(t *testing.T) {
@@ -287,21 +287,21 @@ func TestResumeEnrollment(t *testing.T) {
 func TestParseRequestPlaintext(t *testing.T) {
 	e := newEnrollEnv(t, 0)
 	att := e.device.Public().Attestation()
-	p := e.token.appendTo(bytes.Clone(att.raw[:]))
+	p := e.token.appendTo(att.Marshal())
 	r, err := parseRequestPlaintext(p, att.PurposeKey, e.authority.Identifier(), t0)
 	require.NoError(t, err)
 	require.Equal(t, e.device.Identifier(), r.Subject())
 
 	other, err := GenerateToken(newIdentity(t).Identifier(), nil)
 	require.NoError(t, err)
-	_, err = parseRequestPlaintext(other.appendTo(bytes.Clone(att.raw[:])), att.PurposeKey, e.authority.Identifier(), t0)
+	_, err = parseRequestPlaintext(other.appendTo(att.Marshal()), att.PurposeKey, e.authority.Identifier(), t0)
 	require.ErrorIs(t, err, ErrWrongAuthority)
 	_, err = parseRequestPlaintext(p, [32]byte{1}, e.authority.Identifier(), t0)
-	require.ErrorIs(t, err, ErrWrongSubject)
+	require.ErrorIs(t, err, secure.ErrWrongSubject)
 	_, err = parseRequestPlaintext(flip(p, 100, 1), att.PurposeKey, e.authority.Identifier(), t0)
-	require.ErrorIs(t, err, ErrBadSignature)
+	require.ErrorIs(t, err, secure.ErrBadSignature)
 	_, err = parseRequestPlaintext(p[1:], att.PurposeKey, e.authority.Identifier(), t0)
-	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorIs(t, err, secure.ErrMalformed)
 }
 
 func TestBundle(t *testing.T) {
@@ -319,18 +319,18 @@ func TestBundle(t *testing.T) {
 	require.Equal(t, b.raw, again.raw)
 
 	require.NoError(t, parsed.Verify(authority.Public(), t0))
-	require.ErrorIs(t, parsed.Verify(other.Public(), t0), ErrUnknownIssuer)
-	require.ErrorIs(t, parsed.Verify(authority.Public(), t0.Add(time.Hour)), ErrExpired)
-	require.ErrorIs(t, parsed.Verify(authority.Public(), t0.Add(-2*ClockSkew)), ErrNotYetValid)
+	require.ErrorIs(t, parsed.Verify(other.Public(), t0), secure.ErrUnknownIssuer)
+	require.ErrorIs(t, parsed.Verify(authority.Public(), t0.Add(time.Hour)), secure.ErrExpired)
+	require.ErrorIs(t, parsed.Verify(authority.Public(), t0.Add(-2*secure.ClockSkew)), secure.ErrNotYetValid)
 
 	_, err = ParseBundle(flip(b.raw, len(b.raw)-1, 1))
-	require.ErrorIs(t, err, ErrBadSignature, "forged signature")
+	require.ErrorIs(t, err, secure.ErrBadSignature, "forged signature")
 	_, err = ParseBundle(flip(b.raw, 40, 1))
-	require.ErrorIs(t, err, ErrBadSignature, "substituted signed prekey")
+	require.ErrorIs(t, err, secure.ErrBadSignature, "substituted signed prekey")
 	_, err = ParseBundle(b.raw[:len(b.raw)-1])
-	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorIs(t, err, secure.ErrMalformed)
 	_, err = ParseBundle(flip(b.raw, 82, 1)) // the count
-	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorIs(t, err, secure.ErrMalformed)
 
 	_, err = NewBundle(authority.Signer(), keys.spk.PublicKey(), [][32]byte{{1}, {1}}, t0, t0.Add(time.Hour))
 	require.Error(t, err, "repeated one-time prekey")
@@ -357,7 +357,7 @@ func TestToken(t *testing.T) {
 		text[:20] + "\n" + text[21:],
 	} {
 		_, err := ParseToken(bad)
-		require.ErrorIs(t, err, ErrMalformed, "%q", bad)
+		require.ErrorIs(t, err, secure.ErrMalformed, "%q", bad)
 		require.NotContains(t, err.Error(), text[len(TokenTextPrefix):], "an error never repeats the secret")
 	}
 }
@@ -388,49 +388,6 @@ func TestTokenRedacted(t *testing.T) {
 	require.Contains(t, fmt.Sprint(tok), "redacted")
 }
 
-func TestServiceFraming(t *testing.T) {
-	var buf bytes.Buffer
-	require.NoError(t, WriteServiceFrame(&buf, ServiceBundle, nil))
-	require.NoError(t, WriteServiceFrame(&buf, ServiceEnroll, make([]byte, RequestSize)))
-	typ, body, err := ReadServiceFrame(&buf, ServiceBodyLimit)
-	require.NoError(t, err)
-	require.Equal(t, ServiceBundle, typ)
-	require.Empty(t, body)
-	typ, body, err = ReadServiceFrame(&buf, ServiceBodyLimit)
-	require.NoError(t, err)
-	require.Equal(t, ServiceEnroll, typ)
-	require.Len(t, body, RequestSize)
-
-	for _, tc := range []struct {
-		in   []byte
-		want error
-	}{
-		{[]byte{}, io.EOF},
-		{[]byte{1, 0}, io.ErrUnexpectedEOF},
-		{[]byte{0x42, 0, 0, 0, 0}, ErrMalformed},                      // unknown type
-		{[]byte{ServiceBundle, 0, 0, 0, 1, 0}, ErrMalformed},          // body where none is allowed
-		{[]byte{ServiceEnroll, 0xff, 0xff, 0xff, 0xff}, ErrMalformed}, // length over the bound, before any allocation
-		{[]byte{ServiceEnroll, 0, 0, 1, 0, 1, 2}, io.ErrUnexpectedEOF},
-	} {
-		_, _, err := ReadServiceFrame(bytes.NewReader(tc.in), ServiceBodyLimit)
-		require.ErrorIs(t, err, tc.want, "%x", tc.in)
-	}
-}
-
-func TestRefusal(t *testing.T) {
-	for _, sentinel := range refusalCodes {
-		err := ParseRefusal(AppendRefusal(nil, fmt.Errorf("context: %w", sentinel), "the reason"))
-		require.ErrorIs(t, err, sentinel)
-		require.Contains(t, err.Error(), `"the reason"`)
-	}
-	err := ParseRefusal(AppendRefusal(nil, fmt.Errorf("disk on fire"), strings.Repeat("é", MaxReason)))
-	require.ErrorIs(t, err, ErrAuthorityUnavailable)
-	require.LessOrEqual(t, len(AppendRefusal(nil, err, strings.Repeat("é", MaxReason))), 1+MaxReason)
-	require.ErrorIs(t, ParseRefusal(nil), ErrMalformed)
-	require.ErrorIs(t, ParseRefusal([]byte{1, 0xff}), ErrMalformed)
-	require.NotErrorIs(t, ParseRefusal([]byte{200, 'x'}), ErrMalformed, "an unknown code is a refusal")
-}
-
 func TestEnrollmentFiles(t *testing.T) {
 	e := newEnrollEnv(t, 0)
 	r1, r2 := e.enroll(t, -1).Request(), e.enroll(t, -1).Request()
@@ -449,6 +406,6 @@ func TestEnrollmentFiles(t *testing.T) {
 		MarshalRequestFile(r1[1:]), append(MarshalRequestFile(r1), MarshalAnswerFile(a1)...),
 	} {
 		_, err := ParseRequestFile(bad)
-		require.ErrorIs(t, err, ErrMalformed, "%q", bad)
+		require.ErrorIs(t, err, secure.ErrMalformed, "%q", bad)
 	}
 }

@@ -1,10 +1,11 @@
-package secure
+package enroll
 
 import (
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -32,7 +33,7 @@ type EnrollmentRequest struct {
 	// Attestation is the device's purpose-key attestation: its signature is
 	// valid, it is valid at the time given to OpenEnrollmentRequest, and it
 	// attests the purpose key that took part in the key agreement.
-	Attestation *Attestation
+	Attestation *secure.Attestation
 	// Token is the token the device presented. It was minted by this
 	// authority (its tag says so); whether it exists is for the store.
 	Token Token
@@ -52,7 +53,7 @@ type EnrollmentRequest struct {
 // attestation (ErrMalformed, ErrBadSignature, ErrNotYetValid, ErrExpired;
 // ErrWrongSubject if it attests another purpose key than the request's) and
 // the token's authority tag (ErrWrongAuthority).
-func OpenEnrollmentRequest(request []byte, self Identifier, keys EnrollmentKeys, now time.Time) (*EnrollmentRequest, error) {
+func OpenEnrollmentRequest(request []byte, self secure.Identifier, keys EnrollmentKeys, now time.Time) (*EnrollmentRequest, error) {
 	h, header, ciphertext, err := parseRequestHeader(request)
 	if err != nil {
 		return nil, err
@@ -98,21 +99,21 @@ func OpenEnrollmentRequest(request []byte, self Identifier, keys EnrollmentKeys,
 }
 
 // parseRequestPlaintext checks the decrypted attestation and token.
-func parseRequestPlaintext(p []byte, purposeKey [32]byte, self Identifier, now time.Time) (*EnrollmentRequest, error) {
+func parseRequestPlaintext(p []byte, purposeKey [32]byte, self secure.Identifier, now time.Time) (*EnrollmentRequest, error) {
 	if len(p) != requestPlaintextSize {
-		return nil, fmt.Errorf("%w: enrollment request plaintext of %d bytes", ErrMalformed, len(p))
+		return nil, fmt.Errorf("%w: enrollment request plaintext of %d bytes", secure.ErrMalformed, len(p))
 	}
-	a, err := ParseAttestation(p[:AttestationSize])
+	a, err := secure.ParseAttestation(p[:secure.AttestationSize])
 	if err != nil {
 		return nil, fmt.Errorf("enrollment request: %w", err)
 	}
 	if a.PurposeKey != purposeKey {
-		return nil, fmt.Errorf("enrollment request: the attestation is of another purpose key: %w", ErrWrongSubject)
+		return nil, fmt.Errorf("enrollment request: the attestation is of another purpose key: %w", secure.ErrWrongSubject)
 	}
 	if err := a.Verify(now); err != nil {
 		return nil, fmt.Errorf("enrollment request: %w", err)
 	}
-	token, err := parseTokenBytes(p[AttestationSize:])
+	token, err := parseTokenBytes(p[secure.AttestationSize:])
 	if err != nil {
 		return nil, err
 	}
@@ -123,20 +124,20 @@ func parseRequestPlaintext(p []byte, purposeKey [32]byte, self Identifier, now t
 }
 
 // Subject returns the identifier of the enrolling device.
-func (r *EnrollmentRequest) Subject() Identifier { return r.Attestation.Identifier() }
+func (r *EnrollmentRequest) Subject() secure.Identifier { return r.Attestation.Identifier() }
 
 // SealAnswer encrypts the credential to the device. It may be called once:
 // a second call fails, so that one request can never get two answers under
 // the same key and nonce.
-func (r *EnrollmentRequest) SealAnswer(c *Credential) ([]byte, error) {
+func (r *EnrollmentRequest) SealAnswer(c *secure.Credential) ([]byte, error) {
 	if r.answerKey == nil {
 		return nil, errors.New("secure: enrollment request already answered")
 	}
 	if c.Subject != r.Subject() {
-		return nil, fmt.Errorf("secure: credential of %s for the request of %s: %w", c.Subject.Short(), r.Subject().Short(), ErrWrongSubject)
+		return nil, fmt.Errorf("secure: credential of %s for the request of %s: %w", c.Subject.Short(), r.Subject().Short(), secure.ErrWrongSubject)
 	}
 	header := append([]byte{enrollVersion}, r.Hash[:]...)
-	answer := sealOnce(r.answerKey, header, header, c.raw)
+	answer := sealOnce(r.answerKey, header, header, c.Marshal())
 	clear(r.answerKey[:])
 	r.answerKey = nil
 	return answer, nil

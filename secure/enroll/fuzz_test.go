@@ -1,18 +1,15 @@
-package secure
+package enroll
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/stretchr/testify/require"
 )
 
@@ -28,7 +25,7 @@ func FuzzParseBundle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		bundle, err := ParseBundle(b)
 		if err != nil {
-			require.True(t, errorIsAny(err, ErrMalformed, ErrBadSignature), "%v", err)
+			require.True(t, errorIsAny(err, secure.ErrMalformed, secure.ErrBadSignature), "%v", err)
 			return
 		}
 		require.Equal(t, b, bundle.Marshal())
@@ -57,7 +54,7 @@ func FuzzParseToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := ParseToken(s)
 		if err != nil {
-			require.ErrorIs(t, err, ErrMalformed)
+			require.ErrorIs(t, err, secure.ErrMalformed)
 			return
 		}
 		require.Equal(t, strings.TrimSpace(s), tok.Reveal())
@@ -74,15 +71,15 @@ func FuzzOpenEnrollmentRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := OpenEnrollmentRequest(b, fx.authority.Identifier(), fx.keys(), vectorNow)
 		if err != nil {
-			require.True(t, errorIsAny(err, ErrMalformed, ErrWrongAuthority, ErrUnknownPrekey, ErrExpired,
-				ErrDecrypt), "%v", err)
+			require.True(t, errorIsAny(err, secure.ErrMalformed, ErrWrongAuthority, ErrUnknownPrekey, secure.ErrExpired,
+				secure.ErrDecrypt), "%v", err)
 			return
 		}
 		h, header, _, err := parseRequestHeader(b)
 		require.NoError(t, err)
 		require.Equal(t, header, h.append(nil), "the header encodes to the same bytes")
 		require.Equal(t, RequestHash(b), r.Hash)
-		c, err := IssueCredential(fx.authority.Signer(), r.Subject(), nil, vectorNow, vectorCredentialTTL, nil)
+		c, err := secure.IssueCredential(fx.authority.Signer(), r.Subject(), nil, vectorNow, vectorCredentialTTL, nil)
 		require.NoError(t, err)
 		_, err = r.SealAnswer(c)
 		require.NoError(t, err)
@@ -98,11 +95,11 @@ func FuzzParseRequestPlaintext(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := parseRequestPlaintext(b, purpose, fx.authority.Identifier(), vectorNow)
 		if err != nil {
-			require.True(t, errorIsAny(err, ErrMalformed, ErrBadSignature, ErrWrongSubject, ErrExpired,
-				ErrNotYetValid, ErrWrongAuthority), "%v", err)
+			require.True(t, errorIsAny(err, secure.ErrMalformed, secure.ErrBadSignature, secure.ErrWrongSubject, secure.ErrExpired,
+				secure.ErrNotYetValid, ErrWrongAuthority), "%v", err)
 			return
 		}
-		require.Equal(t, b, r.Token.appendTo(slices.Clone(r.Attestation.raw[:])))
+		require.Equal(t, b, r.Token.appendTo(r.Attestation.Marshal()))
 	})
 }
 
@@ -119,51 +116,12 @@ func FuzzOpenAnswer(f *testing.F) {
 		require.NoError(t, err)
 		c, err := enr.OpenAnswer(b, v, vectorNow)
 		if err != nil {
-			require.True(t, errorIsAny(err, ErrMalformed, ErrAnswerMismatch, ErrDecrypt, ErrBadSignature,
-				ErrUnknownIssuer, ErrWrongSubject, ErrExpired, ErrNotYetValid), "%v", err)
+			require.True(t, errorIsAny(err, secure.ErrMalformed, ErrAnswerMismatch, secure.ErrDecrypt, secure.ErrBadSignature,
+				secure.ErrUnknownIssuer, secure.ErrWrongSubject, secure.ErrExpired, secure.ErrNotYetValid), "%v", err)
 			return
 		}
 		require.Equal(t, run.answer, b)
-		require.Equal(t, run.credential.raw, c.raw)
-	})
-}
-
-// FuzzReadServiceFrame: the attacker controls the byte stream of the
-// service protocol, either end. Every frame read is a prefix of the input
-// that writes back the same; reading stops at the first bad frame.
-func FuzzReadServiceFrame(f *testing.F) {
-	requireSeeds(f)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r := bytes.NewReader(b)
-		var rebuilt bytes.Buffer
-		for {
-			typ, body, err := ReadServiceFrame(r, ServiceBodyLimit)
-			if err != nil {
-				require.True(t, errorIsAny(err, ErrMalformed, io.EOF, io.ErrUnexpectedEOF), "%v", err)
-				break
-			}
-			require.LessOrEqual(t, len(body), ServiceBodyLimit(typ))
-			require.NoError(t, WriteServiceFrame(&rebuilt, typ, body))
-		}
-		require.True(t, bytes.HasPrefix(b, rebuilt.Bytes()), "frames are the input's")
-	})
-}
-
-// FuzzParseRefusal: the attacker controls a refusal (it is not
-// authenticated). A known code keeps its sentinel; the reason is quoted.
-func FuzzParseRefusal(f *testing.F) {
-	requireSeeds(f)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		err := ParseRefusal(b)
-		require.Error(t, err)
-		if len(b) == 0 || len(b) > 1+MaxReason || !utf8.Valid(b[1:]) {
-			require.ErrorIs(t, err, ErrMalformed)
-			return
-		}
-		if code := int(b[0]); code >= 1 && code <= len(refusalCodes) {
-			require.ErrorIs(t, err, refusalCodes[code-1])
-			require.Equal(t, b, AppendRefusal(nil, err, string(b[1:])))
-		}
+		require.Equal(t, run.credential.Marshal(), c.Marshal())
 	})
 }
 
@@ -182,7 +140,7 @@ func FuzzEnrollmentFile(f *testing.F) {
 			require.NoError(t, err)
 			require.Equal(t, requests, again)
 		} else {
-			require.ErrorIs(t, err, ErrMalformed)
+			require.ErrorIs(t, err, secure.ErrMalformed)
 		}
 		if answers, err := ParseAnswerFile(b); err == nil {
 			var file []byte
@@ -193,7 +151,7 @@ func FuzzEnrollmentFile(f *testing.F) {
 			require.NoError(t, err)
 			require.Equal(t, answers, again)
 		} else {
-			require.ErrorIs(t, err, ErrMalformed)
+			require.ErrorIs(t, err, secure.ErrMalformed)
 		}
 	})
 }
@@ -206,17 +164,10 @@ func enrollFuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	empty, err := NewBundle(fx.authority.Signer(), fx.signedPrekey.PublicKey(), nil, vectorCreated, vectorCreated.Add(vectorSignedPrekeyTTL))
 	require.NoError(t, err)
 	att := fx.device.Public().Attestation()
-	plaintext := fx.token.appendTo(slices.Clone(att.raw[:]))
+	plaintext := fx.token.appendTo(att.Marshal())
 	other, err := GenerateToken(fx.stranger.Identifier(), newHashStream("seed"))
 	require.NoError(t, err)
 	reqFile := slices.Concat(MarshalRequestFile(withOneTime.request), []byte("\n"), MarshalRequestFile(without.request))
-	frames := func(parts ...[]byte) []byte {
-		var b bytes.Buffer
-		for i := 0; i < len(parts); i += 2 {
-			require.NoError(t, WriteServiceFrame(&b, parts[i][0], parts[i+1]))
-		}
-		return b.Bytes()
-	}
 	return map[string]map[string][]byte{
 		"FuzzParseBundle": {
 			"two-one-time":  bundle,
@@ -243,30 +194,15 @@ func enrollFuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		},
 		"FuzzParseRequestPlaintext": {
 			"genuine":       plaintext,
-			"other-token":   other.appendTo(slices.Clone(att.raw[:])),
-			"bad-signature": flip(plaintext, AttestationSize-1, 1),
-			"short":         plaintext[:AttestationSize],
+			"other-token":   other.appendTo(att.Marshal()),
+			"bad-signature": flip(plaintext, secure.AttestationSize-1, 1),
+			"short":         plaintext[:secure.AttestationSize],
 		},
 		"FuzzOpenAnswer": {
 			"genuine":       withOneTime.answer,
 			"other-request": without.answer,
 			"tampered":      flip(withOneTime.answer, len(withOneTime.answer)-1, 1),
 			"truncated":     withOneTime.answer[:48],
-		},
-		"FuzzReadServiceFrame": {
-			"bundle-exchange": frames([]byte{ServiceBundle}, nil, []byte{ServiceBundle | ServiceReply}, bundle),
-			"enroll":          frames([]byte{ServiceEnroll}, withOneTime.request, []byte{ServiceEnroll | ServiceReply}, withOneTime.answer),
-			"refusal":         frames([]byte{ServiceRefusal}, AppendRefusal(nil, ErrTokenUsed, "used")),
-			"too-long":        {ServiceEnroll, 0, 0, 1, 0},
-			"cut":             frames([]byte{ServiceEnroll}, withOneTime.request)[:100],
-			"empty":           {},
-		},
-		"FuzzParseRefusal": {
-			"token-used":  AppendRefusal(nil, ErrTokenUsed, "token 1234… already used"),
-			"unavailable": AppendRefusal(nil, errors.New("x"), "internal error"),
-			"bad-utf8":    {1, 0xff, 0xfe},
-			"code-0":      {0, 'x'},
-			"unknown":     {200},
 		},
 		"FuzzEnrollmentFile": {
 			"requests":  reqFile,
@@ -297,7 +233,7 @@ func TestEnrollmentFuzzSeeds(t *testing.T) {
 				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
 			}
 			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./secure -run TestEnrollmentFuzzSeeds -update")
+			require.NoError(t, err, "run: go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update")
 			require.Equal(t, want, string(got), path)
 		}
 	}

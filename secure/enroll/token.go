@@ -1,4 +1,4 @@
-package secure
+package enroll
 
 import (
 	"crypto/rand"
@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"fmt"
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"io"
 	"log/slog"
 	"strings"
@@ -61,7 +62,7 @@ func (h TokenHash) String() string { return hex.EncodeToString(h[:]) }
 
 // GenerateToken returns a new token for authority, with a secret from
 // random (nil: crypto/rand).
-func GenerateToken(authority Identifier, random io.Reader) (Token, error) {
+func GenerateToken(authority secure.Identifier, random io.Reader) (Token, error) {
 	if random == nil {
 		random = rand.Reader
 	}
@@ -80,15 +81,15 @@ func ParseToken(s string) (Token, error) {
 	s = strings.TrimSpace(s)
 	body, ok := strings.CutPrefix(s, TokenTextPrefix)
 	if !ok {
-		return Token{}, fmt.Errorf("%w: enrollment token: want %q and 64 base32 characters", ErrMalformed, TokenTextPrefix)
+		return Token{}, fmt.Errorf("%w: enrollment token: want %q and 64 base32 characters", secure.ErrMalformed, TokenTextPrefix)
 	}
 	if len(body) != tokenEncoding.EncodedLen(TokenSize) {
 		return Token{}, fmt.Errorf("%w: enrollment token: %d characters after the prefix, want %d",
-			ErrMalformed, len(body), tokenEncoding.EncodedLen(TokenSize))
+			secure.ErrMalformed, len(body), tokenEncoding.EncodedLen(TokenSize))
 	}
 	t := Token{secret: new([TokenSize]byte)}
 	if n, err := tokenEncoding.Decode(t.secret[:], []byte(body)); err != nil || n != TokenSize {
-		return Token{}, fmt.Errorf("%w: enrollment token: want lowercase base32 (a-z, 2-7)", ErrMalformed)
+		return Token{}, fmt.Errorf("%w: enrollment token: want lowercase base32 (a-z, 2-7)", secure.ErrMalformed)
 	}
 	return t, nil
 }
@@ -96,7 +97,7 @@ func ParseToken(s string) (Token, error) {
 // parseTokenBytes reads the binary form.
 func parseTokenBytes(b []byte) (Token, error) {
 	if len(b) != TokenSize {
-		return Token{}, fmt.Errorf("%w: enrollment token of %d bytes, want %d", ErrMalformed, len(b), TokenSize)
+		return Token{}, fmt.Errorf("%w: enrollment token of %d bytes, want %d", secure.ErrMalformed, len(b), TokenSize)
 	}
 	t := Token{secret: new([TokenSize]byte)}
 	copy(t.secret[:], b)
@@ -122,7 +123,7 @@ func (t Token) Hash() TokenHash {
 }
 
 // MintedBy reports whether the token's authority tag is that of authority.
-func (t Token) MintedBy(authority Identifier) bool {
+func (t Token) MintedBy(authority secure.Identifier) bool {
 	t.mustBeSet()
 	return subtle.ConstantTimeCompare(t.secret[:tokenTagSize], authority[:tokenTagSize]) == 1
 }
@@ -161,8 +162,3 @@ func (t Token) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(t.String())) 
 
 // LogValue makes slog print String.
 func (t Token) LogValue() slog.Value { return slog.StringValue(t.String()) }
-
-// CheckAttributes checks attributes as IssueCredential does: at most
-// MaxAttributes, keys of 1 to 64 bytes of [A-Za-z0-9_.-], values of at most
-// 255 bytes of UTF-8 without control characters (ErrMalformed).
-func CheckAttributes(attrs map[string]string) error { return checkAttributes(attrs) }

@@ -1,4 +1,4 @@
-package secure
+package enroll
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -74,13 +75,13 @@ func NewBundle(authority vault.Signer, signedPrekey [32]byte, oneTime [][32]byte
 	body := append(make([]byte, 0, bundleHeaderSize+32*len(oneTime)+ed25519.SignatureSize), bundleVersion)
 	body = append(body, b.IdentityKey...)
 	body = append(body, signedPrekey[:]...)
-	body = binary.BigEndian.AppendUint64(body, unixSeconds(b.Created))
-	body = binary.BigEndian.AppendUint64(body, unixSeconds(b.Expires))
+	body = binary.BigEndian.AppendUint64(body, secure.UnixSeconds(b.Created))
+	body = binary.BigEndian.AppendUint64(body, secure.UnixSeconds(b.Expires))
 	body = binary.BigEndian.AppendUint16(body, uint16(len(oneTime)))
 	for _, k := range b.OneTimePrekeys {
 		body = append(body, k[:]...)
 	}
-	sig, err := authority.Sign(signedMessage(bundleContext, body))
+	sig, err := authority.Sign(secure.SignedMessage(bundleContext, body))
 	if err != nil {
 		return nil, fmt.Errorf("secure: sign bundle: %w", err)
 	}
@@ -96,7 +97,7 @@ func NewBundle(authority vault.Signer, signedPrekey [32]byte, oneTime [][32]byte
 // fails here; a genuine bundle of another authority fails in Verify.
 func ParseBundle(data []byte) (*Bundle, error) {
 	if len(data) > MaxBundleSize {
-		return nil, fmt.Errorf("%w: bundle of %d bytes is larger than %d", ErrMalformed, len(data), MaxBundleSize)
+		return nil, fmt.Errorf("%w: bundle of %d bytes is larger than %d", secure.ErrMalformed, len(data), MaxBundleSize)
 	}
 	s := cryptobyte.String(data)
 	b := &Bundle{}
@@ -105,36 +106,36 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	var created, expires uint64
 	var n uint16
 	if !s.ReadUint8(&version) || version != bundleVersion {
-		return nil, fmt.Errorf("%w: bundle version %d, want %d", ErrMalformed, version, bundleVersion)
+		return nil, fmt.Errorf("%w: bundle version %d, want %d", secure.ErrMalformed, version, bundleVersion)
 	}
 	if !s.ReadBytes(&key, ed25519.PublicKeySize) || !s.CopyBytes(b.SignedPrekey[:]) ||
 		!s.ReadUint64(&created) || !s.ReadUint64(&expires) || !s.ReadUint16(&n) {
-		return nil, fmt.Errorf("%w: bundle truncated", ErrMalformed)
+		return nil, fmt.Errorf("%w: bundle truncated", secure.ErrMalformed)
 	}
-	if created > maxUnix || expires > maxUnix || expires <= created {
-		return nil, fmt.Errorf("%w: bundle validity [%d, %d]", ErrMalformed, created, expires)
+	if created > secure.MaxUnixSeconds || expires > secure.MaxUnixSeconds || expires <= created {
+		return nil, fmt.Errorf("%w: bundle validity [%d, %d]", secure.ErrMalformed, created, expires)
 	}
 	if n > MaxOneTimePrekeys {
-		return nil, fmt.Errorf("%w: bundle of %d one-time prekeys, at most %d", ErrMalformed, n, MaxOneTimePrekeys)
+		return nil, fmt.Errorf("%w: bundle of %d one-time prekeys, at most %d", secure.ErrMalformed, n, MaxOneTimePrekeys)
 	}
 	// The exact length is known from n: check it before allocating.
 	if len(s) != int(n)*32+ed25519.SignatureSize {
-		return nil, fmt.Errorf("%w: bundle of %d one-time prekeys has %d bytes after its header", ErrMalformed, n, len(s))
+		return nil, fmt.Errorf("%w: bundle of %d one-time prekeys has %d bytes after its header", secure.ErrMalformed, n, len(s))
 	}
 	b.OneTimePrekeys = make([][32]byte, n)
 	for i := range b.OneTimePrekeys {
 		s.CopyBytes(b.OneTimePrekeys[i][:])
 		if i > 0 && comparePrekeys(b.OneTimePrekeys[i-1], b.OneTimePrekeys[i]) >= 0 {
-			return nil, fmt.Errorf("%w: bundle one-time prekeys not strictly ascending", ErrMalformed)
+			return nil, fmt.Errorf("%w: bundle one-time prekeys not strictly ascending", secure.ErrMalformed)
 		}
 	}
 	b.IdentityKey = ed25519.PublicKey(slices.Clone(key))
-	if err := checkIdentityKey(b.IdentityKey); err != nil {
+	if err := secure.CheckIdentityKey(b.IdentityKey); err != nil {
 		return nil, err
 	}
 	body := data[:len(data)-ed25519.SignatureSize]
-	if !ed25519.Verify(b.IdentityKey, signedMessage(bundleContext, body), data[len(body):]) {
-		return nil, fmt.Errorf("enrollment bundle: %w", ErrBadSignature)
+	if !ed25519.Verify(b.IdentityKey, secure.SignedMessage(bundleContext, body), data[len(body):]) {
+		return nil, fmt.Errorf("enrollment bundle: %w", secure.ErrBadSignature)
 	}
 	b.Created = time.Unix(int64(created), 0).UTC()
 	b.Expires = time.Unix(int64(expires), 0).UTC()
@@ -144,7 +145,7 @@ func ParseBundle(data []byte) (*Bundle, error) {
 
 // ParseBundleFile reads a bundle in its PEM file form.
 func ParseBundleFile(data []byte) (*Bundle, error) {
-	der, err := unarmor(pemBundle, data)
+	der, err := secure.Unarmor(pemBundle, data)
 	if err != nil {
 		return nil, fmt.Errorf("bundle file: %w", err)
 	}
@@ -159,19 +160,19 @@ func ParseBundleFile(data []byte) (*Bundle, error) {
 func (b *Bundle) Marshal() []byte { return slices.Clone(b.raw) }
 
 // MarshalFile returns the PEM file form.
-func (b *Bundle) MarshalFile() []byte { return armor(pemBundle, b.raw) }
+func (b *Bundle) MarshalFile() []byte { return secure.Armor(pemBundle, b.raw) }
 
 // Authority returns the identifier of the authority that signed the bundle.
-func (b *Bundle) Authority() Identifier { return IdentifierOf(b.IdentityKey) }
+func (b *Bundle) Authority() secure.Identifier { return secure.IdentifierOf(b.IdentityKey) }
 
 // Verify checks that the bundle was signed by authority (ErrUnknownIssuer)
 // and is valid at now (ErrNotYetValid, ErrExpired).
-func (b *Bundle) Verify(authority *Identity, now time.Time) error {
+func (b *Bundle) Verify(authority *secure.Identity, now time.Time) error {
 	if !b.IdentityKey.Equal(authority.Key()) {
 		return fmt.Errorf("enrollment bundle signed by %s, not by the authority %s: %w",
-			b.Authority().Short(), authority.Identifier().Short(), ErrUnknownIssuer)
+			b.Authority().Short(), authority.Identifier().Short(), secure.ErrUnknownIssuer)
 	}
-	return checkPeriod("enrollment bundle", b.Created, b.Expires, now)
+	return secure.CheckValidity("enrollment bundle", b.Created, b.Expires, now)
 }
 
 func comparePrekeys(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) }
