@@ -228,7 +228,7 @@ func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
 	}
 	a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
-	return r.SealAnswer(c)
+	return r.SealAnswer(c, nil)
 }
 
 // requestKeys gives OpenEnrollmentRequest the authority's prekeys, for one

@@ -1,8 +1,10 @@
 package enroll
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -126,18 +128,29 @@ func parseRequestPlaintext(p []byte, purposeKey [32]byte, self secure.Identifier
 // Subject returns the identifier of the enrolling device.
 func (r *EnrollmentRequest) Subject() secure.Identifier { return r.Attestation.Identifier() }
 
-// SealAnswer encrypts the credential to the device. It may be called once:
-// a second call fails, so that one request can never get two answers under
-// the same key and nonce.
-func (r *EnrollmentRequest) SealAnswer(c *secure.Credential) ([]byte, error) {
+// SealAnswer encrypts the credential to the device, under a key that mixes
+// in 32 bytes read from random (nil: crypto/rand), which the answer carries.
+// It may be called once: a second call fails.
+func (r *EnrollmentRequest) SealAnswer(c *secure.Credential, random io.Reader) ([]byte, error) {
 	if r.answerKey == nil {
 		return nil, errors.New("secure: enrollment request already answered")
 	}
 	if c.Subject != r.Subject() {
 		return nil, fmt.Errorf("secure: credential of %s for the request of %s: %w", c.Subject.Short(), r.Subject().Short(), secure.ErrWrongSubject)
 	}
-	header := append([]byte{enrollVersion}, r.Hash[:]...)
-	answer := sealOnce(r.answerKey, header, header, c.Marshal())
+	if random == nil {
+		random = rand.Reader
+	}
+	// header: version, request hash, the authority's salt
+	header := make([]byte, answerHeaderSize)
+	header[0] = enrollVersion
+	copy(header[1:], r.Hash[:])
+	if _, err := io.ReadFull(random, header[1+len(r.Hash):]); err != nil {
+		return nil, fmt.Errorf("secure: answer salt: %w", err)
+	}
+	key := answerKey(r.answerKey, header[1+len(r.Hash):])
+	defer clear(key[:])
+	answer := sealOnce(key, header, header, c.Marshal())
 	clear(r.answerKey[:])
 	r.answerKey = nil
 	return answer, nil

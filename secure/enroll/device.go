@@ -121,7 +121,9 @@ func (e *Enrollment) OpenAnswer(answer []byte, v *secure.Verifier, now time.Time
 	if [32]byte(answer[1:answerHeaderSize]) != e.requestHash {
 		return nil, ErrAnswerMismatch
 	}
-	plaintext, err := openOnce(e.answerKey, answer[:answerHeaderSize], answer[answerHeaderSize:])
+	key := answerKey(e.answerKey, answer[answerHeaderSize-answerSaltSize:answerHeaderSize])
+	plaintext, err := openOnce(key, answer[:answerHeaderSize], answer[answerHeaderSize:])
+	clear(key[:])
 	if err != nil {
 		return nil, err
 	}

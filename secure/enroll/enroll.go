@@ -22,8 +22,10 @@ import (
 //	DH3 = X25519(device ephemeral key, one-time prekey)   (when one is used)
 //
 // and sends one request; the authority answers with the credential,
-// encrypted to the device. Each key encrypts exactly one message, so the
-// nonce is zero. The request:
+// encrypted to the device under a key that mixes in 32 random bytes of its
+// own, sent with the answer: two answers to one request (a store restored
+// from a backup, a re-sent answer) never share a key. Each key encrypts
+// exactly one message, so the nonce is zero. The request:
 //
 //	 0     1                   33                 65      66              (98)
 //	+-----+-------------------+------------------+-------+---------------+
@@ -38,9 +40,9 @@ import (
 // plaintext is the device's purpose-key attestation (146) and the token
 // (40). The answer:
 //
-//	+-----+--------------------+---------------------------------------+
-//	| ver | request hash (32)  | ciphertext (credential + 16)          |
-//	+-----+--------------------+---------------------------------------+
+//	+-----+-------------------+-------------------+-----------------------------+
+//	| ver | request hash (32) | answer salt (32)  | ciphertext (credential + 16) |
+//	+-----+-------------------+-------------------+-----------------------------+
 const (
 	// RequestSize and RequestSizeOneTime are the exact sizes of a request
 	// without and with a one-time prekey.
@@ -49,17 +51,21 @@ const (
 	// MaxAnswerSize is the largest answer: one with the largest credential.
 	MaxAnswerSize = answerHeaderSize + secure.MaxCredentialSize + chacha20poly1305.Overhead
 
-	enrollVersion         = 1
+	// enrollVersion 2: the answer carries the authority's salt (version 1
+	// derived the answer key from the request alone).
+	enrollVersion         = 2
 	flagOneTimePrekey     = 1
 	requestFixedHeader    = 1 + secure.IdentifierSize + 32 + 1 + 32 + 32
 	requestPlaintextSize  = secure.AttestationSize + TokenSize
 	requestCiphertextSize = requestPlaintextSize + chacha20poly1305.Overhead
-	answerHeaderSize      = 1 + sha256.Size
+	answerSaltSize        = 32
+	answerHeaderSize      = 1 + sha256.Size + answerSaltSize
 
-	enrollSaltContext    = "telegraf-ockam enrollment v1\x00"
-	enrollRequestInfo    = "telegraf-ockam enrollment v1 request"
-	enrollAnswerInfo     = "telegraf-ockam enrollment v1 answer"
-	requestHashContext   = "telegraf-ockam enrollment request v1\x00"
+	enrollSaltContext    = "telegraf-ockam enrollment v2\x00"
+	enrollRequestInfo    = "telegraf-ockam enrollment v2 request"
+	enrollAnswerInfo     = "telegraf-ockam enrollment v2 answer"
+	answerKeyInfo        = "telegraf-ockam enrollment v2 answer key"
+	requestHashContext   = "telegraf-ockam enrollment request v2\x00"
 	pemBundle            = "OCKAM ENROLLMENT BUNDLE"
 	pemEnrollmentRequest = "OCKAM ENROLLMENT REQUEST"
 	pemEnrollmentAnswer  = "OCKAM ENROLLMENT ANSWER"
@@ -201,6 +207,21 @@ func enrollmentKeys(dh, header []byte) (requestKey, answerKey *[32]byte) {
 	return expand(enrollRequestInfo), expand(enrollAnswerInfo)
 }
 
+// answerKey derives the key of one answer from the request's answer key
+// and the authority's salt:
+//
+//	key = HKDF-SHA-256(ikm = answer key, salt = answer salt, info = answerKeyInfo, 32)
+func answerKey(requestAnswerKey *[32]byte, salt []byte) *[32]byte {
+	k, err := hkdf.Key(sha256.New, requestAnswerKey[:], salt, answerKeyInfo, 32)
+	if err != nil {
+		panic("secure: internal error: " + err.Error())
+	}
+	out := new([32]byte)
+	copy(out[:], k)
+	clear(k)
+	return out
+}
+
 // sealOnce returns dst || ChaCha20-Poly1305(key, zero nonce, ad, plaintext).
 // The zero nonce is safe because every key seals one message.
 func sealOnce(key *[32]byte, dst, ad, plaintext []byte) []byte {
@@ -227,7 +248,7 @@ func openOnce(key *[32]byte, ad, ciphertext []byte) ([]byte, error) {
 }
 
 // RequestHash returns the hash that names a request in its answer:
-// SHA-256("telegraf-ockam enrollment request v1" || 0x00 || request).
+// SHA-256("telegraf-ockam enrollment request v2" || 0x00 || request).
 func RequestHash(request []byte) [32]byte { return requestHash(request) }
 
 // requestHash names a request: SHA-256(requestHashContext || request).

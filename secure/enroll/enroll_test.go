@@ -104,7 +104,7 @@ func (e *enrollEnv) answer(t *testing.T, request []byte) ([]byte, *secure.Creden
 	r, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, t0)
 	require.NoError(t, err)
 	c := issue(t, e.authority, r.Subject(), map[string]string{"role": "sensor"})
-	answer, err := r.SealAnswer(c)
+	answer, err := r.SealAnswer(c, nil)
 	require.NoError(t, err)
 	return answer, c
 }
@@ -130,10 +130,10 @@ func TestEnrollmentRoundTrip(t *testing.T) {
 			require.Equal(t, RequestHash(request), r.Hash)
 
 			c := issue(t, e.authority, r.Subject(), map[string]string{"role": "sensor", "site": "plant-7"})
-			answer, err := r.SealAnswer(c)
+			answer, err := r.SealAnswer(c, nil)
 			require.NoError(t, err)
-			require.Len(t, answer, 1+32+len(c.Marshal())+16)
-			_, err = r.SealAnswer(c)
+			require.Len(t, answer, 1+32+32+len(c.Marshal())+16)
+			_, err = r.SealAnswer(c, nil)
 			require.Error(t, err, "a request is answered once")
 
 			got, err := enr.OpenAnswer(answer, e.verifier, t0)
@@ -143,6 +143,38 @@ func TestEnrollmentRoundTrip(t *testing.T) {
 			require.Error(t, err, "an answer is opened once")
 		})
 	}
+}
+
+// TestEnrollmentAnswerKeyFresh is the attack of a store restored from a
+// backup (issue 23, item 5): a recorded request without a one-time prekey is
+// opened and answered twice, with two credentials. With an answer key that
+// came from the request alone and a zero nonce, the XOR of the two
+// ciphertexts was the XOR of the two credentials: one known credential
+// gave away the other. The authority's salt makes the keys differ.
+func TestEnrollmentAnswerKeyFresh(t *testing.T) {
+	e := newEnrollEnv(t, 0)
+	request := e.enroll(t, -1).Request()
+	var answers, creds [2][]byte
+	for i := range answers {
+		r, err := OpenEnrollmentRequest(request, e.authority.Identifier(), e.keys, t0)
+		require.NoError(t, err)
+		c := issue(t, e.authority, r.Subject(), map[string]string{"role": "sensor", "n": fmt.Sprint(i)})
+		answers[i], err = r.SealAnswer(c, nil)
+		require.NoError(t, err)
+		creds[i] = c.Marshal()
+	}
+	require.Equal(t, len(creds[0]), len(creds[1]))
+	require.NotEqual(t, answers[0][1+32:answerHeaderSize], answers[1][1+32:answerHeaderSize], "each answer has its own salt")
+	xor := func(a, b []byte) []byte {
+		out := make([]byte, len(a))
+		for i := range a {
+			out[i] = a[i] ^ b[i]
+		}
+		return out
+	}
+	n := len(creds[0])
+	leaked := xor(answers[0][answerHeaderSize:answerHeaderSize+n], answers[1][answerHeaderSize:answerHeaderSize+n])
+	require.NotEqual(t, xor(creds[0], creds[1]), leaked, "the two answers share a keystream")
 }
 
 // TestEnrollmentRefusals: each check of NewEnrollment and
@@ -262,7 +294,7 @@ func TestEnrollmentSealAnswerOtherSubject(t *testing.T) {
 	e := newEnrollEnv(t, 0)
 	r, err := OpenEnrollmentRequest(e.enroll(t, -1).Request(), e.authority.Identifier(), e.keys, t0)
 	require.NoError(t, err)
-	_, err = r.SealAnswer(issue(t, e.authority, newIdentity(t).Identifier(), nil))
+	_, err = r.SealAnswer(issue(t, e.authority, newIdentity(t).Identifier(), nil), nil)
 	require.ErrorIs(t, err, secure.ErrWrongSubject)
 }
 

@@ -81,7 +81,7 @@ func FuzzOpenEnrollmentRequest(f *testing.F) {
 		require.Equal(t, RequestHash(b), r.Hash)
 		c, err := secure.IssueCredential(fx.authority.Signer(), r.Subject(), nil, vectorNow, vectorCredentialTTL, nil)
 		require.NoError(t, err)
-		_, err = r.SealAnswer(c)
+		_, err = r.SealAnswer(c, nil)
 		require.NoError(t, err)
 	})
 }
