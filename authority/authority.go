@@ -182,14 +182,19 @@ func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
 	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
 }
 
-// Enroll answers an enrollment request: it opens and checks the request
-// (enroll.OpenEnrollmentRequest), checks the token against the store,
-// signs the credential the token grants, records it and marks the token
-// (and the one-time prekey) used in one transaction, and only then
-// encrypts the answer. A refusal wraps the sentinel of its reason:
-// enroll.ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority,
-// ErrUnknownPrekey, ErrPrekeyUsed, ErrRevoked, ErrDecrypt, ErrMalformed,
-// or another of package secure.
+// Enroll answers an enrollment request (docs/PROTOCOL.md §14.5): it opens
+// and checks the request (enroll.OpenEnrollmentRequest), checks the token
+// against the store, signs the credential the token grants, and records it
+// and marks the token and the one-time prekey used in one step, committed
+// before it encrypts the answer. A request with a token this same device
+// already used is answered again with the credential recorded then, so an
+// answer lost on the way does not lock the device out. A one-time prekey
+// is taken only together with a successful use of a token: a request with
+// a bad token leaves it to its device. A refusal wraps the sentinel of its
+// reason: enroll.ErrTokenUsed, ErrUnknownToken, ErrWrongAuthority,
+// ErrUnknownPrekey, ErrPrekeyUsed, or secure.ErrExpired, ErrRevoked,
+// ErrDecrypt, ErrMalformed, or another of package secure. Its text names
+// neither the device nor the token, since the service sends it in clear.
 func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 	now := a.cfg.Now()
 	k := &requestKeys{a: a}
@@ -197,38 +202,76 @@ func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if k.online {
-		// It decrypted: the one-time prekey is this request's, once.
-		if err := a.online.take(r.OneTimePrekey); err != nil {
-			return nil, fmt.Errorf("enrollment request: one-time prekey: %w", err)
-		}
-	}
 	subject := r.Subject()
 	h := r.Token.Hash()
 	tok, err := a.cfg.Store.token(h)
 	if err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+		return nil, err
 	}
-	if err := checkToken(tok, now); err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	// A revoked device does not come back, with a new token or an old one.
+	if l := a.revoked.Load(); l != nil && l.Revokes(&secure.Credential{Subject: subject}) {
+		return nil, fmt.Errorf("the device is on the revocation list: %w", secure.ErrRevoked)
 	}
-	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, tok.spec.Attributes, now, tok.spec.CredentialTTL, nil)
+	var issued *secure.Credential // nil for a token used already: redeem finds its credential
+	if !tok.used {
+		if err := checkToken(tok, now); err != nil {
+			return nil, err
+		}
+		issued, err = a.issue(subject, tok.spec, now)
+		if err != nil {
+			return nil, err
+		}
+	}
+	c, err := a.redeem(r, k.online, issued, now)
+	if errors.Is(err, errIssueFirst) {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if l := a.revoked.Load(); l != nil && l.Revokes(c) {
+		return nil, fmt.Errorf("the credential is on the revocation list: %w", secure.ErrRevoked)
+	}
+	if c != issued {
+		a.log.Info("enrollment answered again", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
+	} else {
+		a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
+	}
+	return r.SealAnswer(c, nil)
+}
+
+// issue signs the credential a token grants to subject. It refuses a
+// subject whose identifier is that of a small-order identity key.
+func (a *Authority) issue(subject secure.Identifier, spec TokenSpec, now time.Time) (*secure.Credential, error) {
+	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, spec.Attributes, now, spec.CredentialTTL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("authority: issue credential: %w", err)
 	}
-	// A revoked device does not come back with a new token.
-	if l := a.revoked.Load(); l != nil && l.Revokes(c) {
-		return nil, fmt.Errorf("%s is on the revocation list: %w", subject.Short(), secure.ErrRevoked)
+	return c, nil
+}
+
+// redeem takes the request's online one-time prekey, if it has one, and
+// uses the token in the store (Store.redeem, which takes an offline
+// one-time prekey in the same transaction); if the store refuses, the
+// online prekey is given back. Of requests racing with one online prekey,
+// one takes it; the others get enroll.ErrPrekeyUsed.
+func (a *Authority) redeem(r *enroll.EnrollmentRequest, online bool, issued *secure.Credential, now time.Time) (*secure.Credential, error) {
+	var offline *[32]byte
+	if r.HasOneTimePrekey && !online {
+		offline = &r.OneTimePrekey
 	}
-	var oneTime *[32]byte // a one-time prekey of the store, used with the token
-	if r.HasOneTimePrekey && !k.online {
-		oneTime = &r.OneTimePrekey
+	var taken vault.DH
+	if online {
+		var err error
+		if taken, err = a.online.take(r.OneTimePrekey); err != nil {
+			return nil, fmt.Errorf("enrollment request: one-time prekey: %w", err)
+		}
 	}
-	if err := a.cfg.Store.consume(h, oneTime, c, now); err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	c, err := a.cfg.Store.redeem(r.Token.Hash(), offline, r.Subject(), issued, now)
+	if err != nil && taken != nil {
+		a.online.restore(r.OneTimePrekey, taken)
 	}
-	a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
-	return r.SealAnswer(c, nil)
+	return c, err
 }
 
 // requestKeys gives OpenEnrollmentRequest the authority's prekeys, for one

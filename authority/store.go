@@ -172,18 +172,30 @@ func checkToken(r tokenRecord, now time.Time) error {
 	return nil
 }
 
-// consume marks the token h used (and the one-time prekey oneTime, if not
-// nil) and records the credential c, in one transaction, committed before
-// it returns. It refuses, changing nothing, a token that is unknown, used
-// or expired at now, or a one-time prekey that is unknown, used or expired.
+// redeem uses the token h for the device subject, in one transaction
+// committed before it returns, and returns the credential to answer with:
+//
+//   - a token not used yet: issued (signed by the caller for subject) is
+//     recorded, and the token and the one-time prekey oneTime (if not nil)
+//     are marked used;
+//   - a token already used by this same subject: the credential recorded
+//     then, again, with the one-time prekey marked used (an answer that
+//     never reached the device, issue 23: enrollment is idempotent for one
+//     device);
+//   - else a refusal, with nothing changed: ErrUnknownToken, ErrTokenUsed
+//     (by another subject), an expired token, or a one-time prekey that is
+//     unknown, used or expired; errIssueFirst when issued is nil and the
+//     token is unused.
+//
 // Concurrent calls share transactions (bbolt's Batch); each is checked
 // after the ones before it in the same transaction, so of two calls with
-// one token exactly one succeeds.
-func (s *Store) consume(h enroll.TokenHash, oneTime *[32]byte, c *secure.Credential, now time.Time) error {
+// one token exactly one records a credential.
+func (s *Store) redeem(h enroll.TokenHash, oneTime *[32]byte, subject secure.Identifier, issued *secure.Credential, now time.Time) (*secure.Credential, error) {
 	var outcome error
+	var answer *secure.Credential
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		// Batch may run this more than once: start from scratch each time.
-		outcome = nil
+		outcome, answer = nil, nil
 		tokens, prekeys, creds := tx.Bucket(bucketTokens), tx.Bucket(bucketPrekeys), tx.Bucket(bucketCredentials)
 		v := tokens.Get(h[:])
 		if v == nil {
@@ -194,9 +206,32 @@ func (s *Store) consume(h enroll.TokenHash, oneTime *[32]byte, c *secure.Credent
 		if err != nil {
 			return err
 		}
-		if outcome = checkToken(r, now); outcome != nil {
+		// the token: unused and valid, or used by this subject
+		switch {
+		case r.used:
+			rec := creds.Get(r.credID[:])
+			if len(rec) < len(h) {
+				return fmt.Errorf("authority: credential %s of a used token is not recorded", r.credID)
+			}
+			c, err := secure.ParseCredential(rec[len(h):])
+			if err != nil {
+				return err
+			}
+			if c.Subject != subject {
+				outcome = enroll.ErrTokenUsed
+				return nil
+			}
+			answer = c
+		case issued == nil:
+			outcome = errIssueFirst
 			return nil
+		default:
+			if outcome = checkToken(r, now); outcome != nil {
+				return nil
+			}
+			answer = issued
 		}
+		// the one-time prekey, with the token
 		if oneTime != nil {
 			pv := prekeys.Get(oneTime[:])
 			if outcome = checkPrekey(pv, now); outcome != nil {
@@ -209,20 +244,28 @@ func (s *Store) consume(h enroll.TokenHash, oneTime *[32]byte, c *secure.Credent
 				return err
 			}
 		}
-		if creds.Get(c.ID[:]) != nil {
-			return fmt.Errorf("authority: credential id %s already recorded", c.ID)
+		if r.used {
+			return nil
 		}
-		if err := creds.Put(c.ID[:], append(h[:len(h):len(h)], c.Marshal()...)); err != nil {
+		if creds.Get(issued.ID[:]) != nil {
+			return fmt.Errorf("authority: credential id %s already recorded", issued.ID)
+		}
+		if err := creds.Put(issued.ID[:], append(h[:len(h):len(h)], issued.Marshal()...)); err != nil {
 			return err
 		}
-		r.used, r.credID = true, c.ID
+		r.used, r.credID = true, issued.ID
 		return tokens.Put(h[:], appendTokenRecord(nil, r))
 	})
 	if err != nil {
-		return fmt.Errorf("authority: store: %w", err)
+		return nil, fmt.Errorf("authority: store: %w", err)
 	}
-	return outcome
+	return answer, outcome
 }
+
+// errIssueFirst: redeem found an unused token, and the caller gave no
+// credential to record (it had read the token as used, which cannot
+// change back: a store restored under a running authority).
+var errIssueFirst = errors.New("authority: the token is unused, issue a credential first")
 
 // checkPrekey returns why a one-time prekey record v cannot be used at now.
 func checkPrekey(v []byte, now time.Time) error {
