@@ -243,6 +243,9 @@ func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 // issue signs the credential a token grants to subject. It refuses a
 // subject whose identifier is that of a small-order identity key.
 func (a *Authority) issue(subject secure.Identifier, spec TokenSpec, now time.Time) (*secure.Credential, error) {
+	if subject.IsWeak() { // an attested identity never is: ParseAttestation refuses such keys
+		return nil, fmt.Errorf("%w: the identity key is of small order", secure.ErrMalformed)
+	}
 	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, spec.Attributes, now, spec.CredentialTTL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("authority: issue credential: %w", err)
