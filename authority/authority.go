@@ -52,8 +52,9 @@ type Authority struct {
 	prekeys *signedPrekeys
 	log     *slog.Logger
 
-	online onlinePrekeys // the one-time prekeys of online bundles
-	full   atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
+	online         onlinePrekeys // the one-time prekeys of online bundles
+	full           atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
+	withoutOneTime atomic.Uint64 // online bundles that went out without a one-time prekey
 
 	revMu   sync.Mutex // serializes Revoke with the cache update
 	revoked atomic.Pointer[secure.RevocationList]
@@ -172,6 +173,7 @@ func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
 	}
 	pub, ok := a.online.add(expires, a.cfg.MaxOneTimePrekeys)
 	if !ok {
+		a.withoutOneTime.Add(1)
 		if !a.full.Swap(true) {
 			a.log.Warn("too many one-time prekeys outstanding; bundles go out without one until some are used or expire",
 				"max", a.cfg.MaxOneTimePrekeys)
@@ -181,6 +183,12 @@ func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
 	a.full.Store(false)
 	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
 }
+
+// BundlesWithoutOneTimePrekey returns how many online bundles went out
+// without a one-time prekey because MaxOneTimePrekeys were outstanding: the
+// pool was exhausted, by load or by someone draining it. The service logs
+// its growth as a warning (see Service).
+func (a *Authority) BundlesWithoutOneTimePrekey() uint64 { return a.withoutOneTime.Load() }
 
 // Enroll answers an enrollment request (docs/PROTOCOL.md §14.5): it opens
 // and checks the request (enroll.OpenEnrollmentRequest), checks the token

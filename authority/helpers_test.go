@@ -91,11 +91,19 @@ func (f *fixture) tokens(n int, attrs map[string]string, ttl time.Duration) []en
 // returns its address.
 func (f *fixture) serve() string {
 	f.t.Helper()
+	return f.serveWith(&Service{})
+}
+
+// serveWith runs s, for the fixture's Authority, on a loopback port and
+// returns its address.
+func (f *fixture) serveWith(s *Service) string {
+	f.t.Helper()
+	s.Authority = f.a
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(f.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Service{Authority: f.a}).Serve(ctx, ln) }()
+	go func() { done <- s.Serve(ctx, ln) }()
 	f.t.Cleanup(func() {
 		cancel()
 		require.NoError(f.t, <-done)

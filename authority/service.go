@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -25,13 +26,25 @@ const (
 )
 
 // Service serves an Authority to devices and listeners over TCP with the
-// service protocol of package secure: bundles, enrollments and the
+// service protocol of package authority/wire: bundles, enrollments and the
 // revocation list. Set the fields before Serve.
 type Service struct {
 	Authority      *Authority
 	Logger         *slog.Logger  // nil: discard
 	MaxConnections int           // 0: DefaultMaxConnections; more are closed at once
 	IdleTimeout    time.Duration // 0: DefaultIdleTimeout; a client silent this long is closed
+	// MaxConnectionsPerIP bounds the connections of one IPv4 address or
+	// IPv6 /64 (0: DefaultMaxConnectionsPerIP); more are closed at once.
+	MaxConnectionsPerIP int
+	// FirstRequestTimeout closes a connection whose first request has not
+	// arrived by then (0: DefaultFirstRequestTimeout).
+	FirstRequestTimeout time.Duration
+	// BundleBurst and BundleInterval rate-limit the bundles of one address
+	// (0: DefaultBundleBurst, DefaultBundleInterval); a bundle request over
+	// the limit is refused (wire.ErrAuthorityUnavailable), so that no one
+	// drains the pool of one-time prekeys.
+	BundleBurst    int
+	BundleInterval time.Duration
 }
 
 // Serve accepts connections on ln until ctx ends, then closes ln and every
@@ -56,6 +69,10 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	conns := &connSet{m: map[net.Conn]struct{}{}}
 	slots := make(chan struct{}, maxConns)
+	perIP := &perSource{max: orDefault(s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)}
+	bundles := &rateLimit{burst: float64(orDefault(s.BundleBurst, DefaultBundleBurst)),
+		interval: orDefault(s.BundleInterval, DefaultBundleInterval)}
+	warn := &warnings{}
 	var err error
 	for {
 		var nc net.Conn
@@ -68,18 +85,35 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		src := sourceOf(nc.RemoteAddr())
+		if !perIP.acquire(src) {
+			if ok, held := warn.allow("per-ip", time.Now()); ok {
+				log.Warn("too many connections from one address; closing its new ones",
+					"remote", nc.RemoteAddr().String(), "max_per_ip", perIP.max, "closed_since_last_warning", held)
+			}
+			nc.Close()
+			continue
+		}
 		select {
 		case slots <- struct{}{}:
 		default:
-			log.Warn("too many connections; closing one", "remote", nc.RemoteAddr().String(), "max", maxConns)
+			if ok, held := warn.allow("total", time.Now()); ok {
+				log.Warn("too many connections; closing new ones", "remote", nc.RemoteAddr().String(), "max", maxConns,
+					"closed_since_last_warning", held)
+			}
+			perIP.release(src)
 			nc.Close()
 			continue
 		}
 		conns.add(nc)
 		wg.Go(func() {
 			defer func() { <-slots }()
+			defer perIP.release(src)
 			defer conns.remove(nc)
-			serveConn(ctx, nc, s.idle(), wire.ServiceBodyLimit, s.handle(log, nc.RemoteAddr().String()))
+			timeouts := connTimeouts{first: orDefault(s.FirstRequestTimeout, DefaultFirstRequestTimeout), idle: s.idle()}
+			serveConn(ctx, nc, timeouts, wire.ServiceBodyLimit, s.handle(log, nc.RemoteAddr().String(), func() bool {
+				return bundles.allow(src, s.Authority.cfg.Now())
+			}, warn))
 		})
 	}
 	cancel()
@@ -95,12 +129,31 @@ func (s *Service) idle() time.Duration {
 	return DefaultIdleTimeout
 }
 
-// handle returns the request handler of one connection.
-func (s *Service) handle(log *slog.Logger, remote string) handler {
+// orDefault returns v, or def if v is not positive.
+func orDefault[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// errBundleRate refuses a bundle over the address's rate.
+var errBundleRate = fmt.Errorf("too many bundle requests from this address, retry later: %w", wire.ErrAuthorityUnavailable)
+
+// handle returns the request handler of one connection; allowBundle
+// applies its address's bundle rate.
+func (s *Service) handle(log *slog.Logger, remote string, allowBundle func() bool, warn *warnings) handler {
 	a := s.Authority
 	return func(typ byte, body []byte) (byte, []byte, error) {
 		switch typ {
 		case wire.ServiceBundle:
+			if !allowBundle() {
+				if ok, held := warn.allow("bundle-rate", time.Now()); ok {
+					log.Warn("bundle requests over the rate of one address; refusing them", "remote", remote,
+						"refused_since_last_warning", held)
+				}
+				return 0, nil, errBundleRate
+			}
 			b, err := a.onlineBundle()
 			if err != nil {
 				log.Error("bundle", "remote", remote, "err", err)
@@ -131,6 +184,7 @@ func (s *Service) maintain(ctx context.Context, log *slog.Logger) {
 	defer prekeys.Stop()
 	purge := time.NewTicker(purgeInterval)
 	defer purge.Stop()
+	var exhausted uint64 // BundlesWithoutOneTimePrekey at the last alarm
 	for {
 		select {
 		case <-ctx.Done():
@@ -138,6 +192,13 @@ func (s *Service) maintain(ctx context.Context, log *slog.Logger) {
 		case <-prekeys.C:
 			if err := s.Authority.maintainPrekeys(); err != nil {
 				log.Error("signed prekeys", "err", err)
+			}
+			// The pool-exhaustion alarm, at most once per interval.
+			if n := s.Authority.BundlesWithoutOneTimePrekey(); n > exhausted {
+				log.Warn("one-time prekey pool exhausted: bundles went out without one (devices enroll without DH3; "+
+					"ockam enroll --require-one-time-prekey refuses them)", "bundles", n-exhausted, "total", n,
+					"max_one_time_prekeys", s.Authority.cfg.MaxOneTimePrekeys)
+				exhausted = n
 			}
 		case <-purge.C:
 			if err := s.Authority.purge(); err != nil {
@@ -151,12 +212,17 @@ func (s *Service) maintain(ctx context.Context, log *slog.Logger) {
 // send as a refusal.
 type handler func(typ byte, body []byte) (byte, []byte, error)
 
+// connTimeouts are the read deadlines of a connection: for its first
+// request, and between requests.
+type connTimeouts struct{ first, idle time.Duration }
+
 // serveConn reads requests whose bodies limit accepts and answers each,
-// until the client closes, is idle for idle, sends something malformed, or
-// ctx ends. Only errors that wrap a sentinel of package secure are told to
+// until the client closes, has not sent its first request within
+// timeouts.first or a later one within timeouts.idle, sends something
+// malformed, or ctx ends. Only errors that wrap a sentinel of package secure are told to
 // the client; any other is an internal error, told as
 // ErrAuthorityUnavailable.
-func serveConn(ctx context.Context, nc net.Conn, idle time.Duration, limit func(byte) int, h handler) {
+func serveConn(ctx context.Context, nc net.Conn, timeouts connTimeouts, limit func(byte) int, h handler) {
 	defer nc.Close()
 	// Buffered: a frame's header and body in one read. The client waits for
 	// each reply, so nothing of a later request is read ahead.
@@ -167,8 +233,8 @@ func serveConn(ctx context.Context, nc net.Conn, idle time.Duration, limit func(
 		}
 		return limit(typ)
 	}
-	for ctx.Err() == nil {
-		nc.SetReadDeadline(time.Now().Add(idle))
+	for wait := timeouts.first; ctx.Err() == nil; wait = timeouts.idle {
+		nc.SetReadDeadline(time.Now().Add(wait))
 		typ, body, err := wire.ReadServiceFrame(r, requestsOnly)
 		if err != nil {
 			if errors.Is(err, secure.ErrMalformed) {

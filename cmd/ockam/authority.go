@@ -30,7 +30,8 @@ func authorityCommand() *command {
 
 // authorityServeUsage is the --help text of "ockam authority serve".
 const authorityServeUsage = `Usage: ockam authority serve --vault AUTHORITY_DIR --db FILE
-                             [--listen tcp://HOST:PORT] [--debug]
+                             [--listen tcp://HOST:PORT] [--max-connections-per-ip N]
+                             [--debug]
 
 Runs the enrollment service of the authority in the vault AUTHORITY_DIR:
 it hands out enrollment bundles, answers enrollment requests with
@@ -42,6 +43,12 @@ While it runs it holds FILE, and the commands that use FILE
 ('ockam enroll token create', 'ockam revocation add --db', 'ockam authority
 process', 'bundle' and 'status') reach it through the socket FILE.sock.
 
+One address (an IPv4 address, or an IPv6 /64) holds at most
+--max-connections-per-ip connections, sends its first request within 10s,
+and fetches at most 60 bundles at once, then one a second; past that its
+new connections are closed and its bundle requests refused, with a warning
+at most once a minute.
+
 Prints "listening on tcp://ADDRESS as IDENTIFIER" on stdout once ready,
 logs on stderr, and stops on SIGINT or SIGTERM.
 
@@ -50,6 +57,8 @@ Flags:
   --db FILE                the authority's store (required)
   --listen tcp://HOST:PORT where to listen (default tcp://127.0.0.1:4100;
                            port 0 picks a free one)
+  --max-connections-per-ip N
+                           connections one address may hold (default 256)
   --debug                  also log every credential issued
   --passphrase-file FILE   the file holding the vault passphrase
 `
@@ -61,9 +70,13 @@ func authorityServe(fs *flag.FlagSet) action {
 	db := fs.String("db", "", "store file")
 	listen := fs.String("listen", "tcp://127.0.0.1:4100", "listen address")
 	debug := fs.Bool("debug", false, "log every credential issued")
+	perIP := fs.Int("max-connections-per-ip", authority.DefaultMaxConnectionsPerIP, "connections one address may hold")
 	return func(e *env, args []string) error {
 		if _, err := begin(e, fs, args, "vault", "db"); err != nil {
 			return err
+		}
+		if *perIP <= 0 {
+			return usagef("--max-connections-per-ip must be positive")
 		}
 		addr, err := parseTCPAddress("listen", *listen)
 		if err != nil {
@@ -91,13 +104,14 @@ func authorityServe(fs *flag.FlagSet) action {
 			return err
 		}
 		defer a.Close()
-		return serveAuthority(e, a, addr, *db, log)
+		return serveAuthority(e, &authority.Service{Authority: a, Logger: log, MaxConnectionsPerIP: *perIP}, addr, *db)
 	}
 }
 
 // serveAuthority listens on addr and the control socket of db, and serves
-// until SIGINT or SIGTERM.
-func serveAuthority(e *env, a *authority.Authority, addr, db string, log *slog.Logger) error {
+// s until SIGINT or SIGTERM.
+func serveAuthority(e *env, s *authority.Service, addr, db string) error {
+	a, log := s.Authority, s.Logger
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -114,7 +128,7 @@ func serveAuthority(e *env, a *authority.Authority, addr, db string, log *slog.L
 	go func() { ctlDone <- authority.ServeControl(ctx, ctl, a, log) }()
 	fmt.Fprintf(e.stdout, "listening on tcp://%s as %s\n", ln.Addr(), a.Identifier())
 	log.Info("serving", "address", ln.Addr().String(), "authority", a.Identifier().String(), "control", authority.ControlPath(db))
-	err = (&authority.Service{Authority: a, Logger: log}).Serve(ctx, ln)
+	err = s.Serve(ctx, ln)
 	stop()
 	if cerr := <-ctlDone; err == nil {
 		err = cerr

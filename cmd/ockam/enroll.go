@@ -42,20 +42,34 @@ func enrollCommand() *command {
 		}}
 }
 
-// tokenFlags are --token and --token-file.
+// tokenFlags are --token and --token-file. --token shows in ps and in the
+// shell's history: --token-file, or "-" for standard input, does not.
 type tokenFlags struct{ token, file string }
 
 func (tf *tokenFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&tf.token, "token", "", "enrollment token")
-	fs.StringVar(&tf.file, "token-file", "", "file holding the enrollment token")
+	fs.StringVar(&tf.file, "token-file", "", `file holding the enrollment token, "-" for standard input`)
 }
 
-// read returns the token of --token or --token-file.
-func (tf *tokenFlags) read() (enroll.Token, error) {
+// read returns the token of --token, --token-file, or standard input.
+func (tf *tokenFlags) read(e *env) (enroll.Token, error) {
 	s := tf.token
 	switch {
 	case tf.token != "" && tf.file != "":
 		return enroll.Token{}, usagef("--token and --token-file exclude each other")
+	case tf.file == "-":
+		if e.stdin == nil {
+			return enroll.Token{}, errors.New("no token on standard input")
+		}
+		b, err := io.ReadAll(io.LimitReader(e.stdin, maxEnrollTokenFile+1))
+		if err != nil {
+			return enroll.Token{}, fmt.Errorf("read the token from standard input: %w", err)
+		}
+		if len(b) > maxEnrollTokenFile {
+			return enroll.Token{}, fmt.Errorf("standard input holds more than %d bytes, not one token", maxEnrollTokenFile)
+		}
+		s = string(b)
+		clear(b)
 	case tf.file != "":
 		b, err := readBounded(tf.file, maxEnrollTokenFile, true)
 		if err != nil {
@@ -114,7 +128,8 @@ func readAuthority(path string, tok enroll.Token) (*secure.Identity, error) {
 
 // enrollUsage is the --help text of "ockam enroll".
 const enrollUsage = `Usage: ockam enroll --vault DIR --authority FILE --address tcp://HOST:PORT
-                    (--token TOKEN | --token-file FILE) --out CRED_FILE [--force]
+                    (--token TOKEN | --token-file FILE|-) --out CRED_FILE [--force]
+                    [--require-one-time-prekey]
        ockam enroll token create ...   (mint tokens; authority)
        ockam enroll request ...        (offline: write a request)
        ockam enroll accept ...         (offline: read the answer)
@@ -131,12 +146,22 @@ Flags:
   --authority FILE         the authority's identity file (required)
   --address tcp://HOST:PORT
                            the authority's service (required)
-  --token TOKEN            the enrollment token (or --token-file)
-  --token-file FILE        a file holding the token (mode 0600)
+  --token TOKEN            the enrollment token (or --token-file: --token
+                           shows in ps)
+  --token-file FILE        a file holding the token (mode 0600), "-" for
+                           standard input
+  --require-one-time-prekey
+                           refuse a bundle without a one-time prekey (the
+                           authority's pool is exhausted) rather than enroll
+                           without one
   --out FILE               where to write the credential (required)
   --force                  replace FILE if it exists
   --passphrase-file FILE   the file holding the vault passphrase
 `
+
+// errNoOneTimePrekey: --require-one-time-prekey, and the bundle has none.
+var errNoOneTimePrekey = errors.New("the authority's bundle carries no one-time prekey (its pool is exhausted; " +
+	"someone may be draining it)")
 
 // enrollOnline defines "ockam enroll".
 func enrollOnline(fs *flag.FlagSet) action {
@@ -148,6 +173,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 	address := fs.String("address", "", "authority service address")
 	out := fs.String("out", "", "credential file")
 	force := fs.Bool("force", false, "replace an existing output file")
+	requireOneTime := fs.Bool("require-one-time-prekey", false, "refuse a bundle without a one-time prekey")
 	return func(e *env, args []string) error {
 		now, err := begin(e, fs, args, "vault", "authority", "address", "out")
 		if err != nil {
@@ -157,7 +183,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		tok, err := tf.read()
+		tok, err := tf.read(e)
 		if err != nil {
 			return err
 		}
@@ -172,7 +198,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		c, err := enrollAt(addr, id, auth, tok, now)
+		c, err := enrollAt(addr, id, auth, tok, now, *requireOneTime)
 		if err != nil {
 			return enrollFailure(err)
 		}
@@ -185,7 +211,9 @@ func enrollOnline(fs *flag.FlagSet) action {
 }
 
 // enrollAt runs the online enrollment against the service at addr.
-func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok enroll.Token, now time.Time) (*secure.Credential, error) {
+// With requireOneTime, a bundle without a one-time prekey is refused
+// (errNoOneTimePrekey) and nothing is sent.
+func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok enroll.Token, now time.Time, requireOneTime bool) (*secure.Credential, error) {
 	nc, err := net.DialTimeout("tcp", addr, enrollTimeout)
 	if err != nil {
 		return nil, err
@@ -203,6 +231,9 @@ func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok 
 	}
 	if err := b.Verify(auth, now); err != nil {
 		return nil, err
+	}
+	if requireOneTime && len(b.OneTimePrekeys) == 0 {
+		return nil, errNoOneTimePrekey
 	}
 	var k [32]byte
 	crand.Read(k[:]) // never fails (Go 1.24+)
@@ -234,7 +265,7 @@ func printEnrolled(e *env, c *secure.Credential) {
 
 // enrollRequestUsage is the --help text of "ockam enroll request".
 const enrollRequestUsage = `Usage: ockam enroll request --vault DIR --authority FILE --bundle FILE
-                            (--token TOKEN | --token-file FILE) --out REQUEST [--force]
+                            (--token TOKEN | --token-file FILE|-) --out REQUEST [--force]
 
 The offline half of 'ockam enroll': writes the enrollment request of the
 identity of the vault DIR (created if the vault has none) to REQUEST, for
@@ -247,8 +278,10 @@ Flags:
   --vault DIR              the device's vault directory (required)
   --authority FILE         the authority's identity file (required)
   --bundle FILE            the authority's enrollment bundle (required)
-  --token TOKEN            the enrollment token (or --token-file)
-  --token-file FILE        a file holding the token (mode 0600)
+  --token TOKEN            the enrollment token (or --token-file: --token
+                           shows in ps)
+  --token-file FILE        a file holding the token (mode 0600), "-" for
+                           standard input
   --out FILE               where to write the request, "-" for stdout
                            (required)
   --force                  replace FILE if it exists
@@ -270,7 +303,7 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		tok, err := tf.read()
+		tok, err := tf.read(e)
 		if err != nil {
 			return err
 		}

@@ -65,7 +65,7 @@ func TestEnrollStormKill9(t *testing.T) {
 				broken := false
 				deadline := time.Now().Add(2 * time.Minute)
 				for time.Now().Before(deadline) {
-					c, err := enrollAt(addr, id, f.authority, toks[i], time.Now())
+					c, err := enrollAt(addr, id, f.authority, toks[i], time.Now(), false)
 					switch {
 					case err == nil:
 						creds[i] = c
