@@ -139,7 +139,9 @@ func ServeControl(ctx context.Context, ln net.Listener, a *Authority, log *slog.
 			nc.Close()
 			continue
 		}
-		wg.Go(func() { serveConn(ctx, nc, connTimeouts{first: time.Minute, idle: time.Minute}, controlLimit, controlHandler(a, log)) })
+		wg.Go(func() {
+			serveConn(ctx, nc, connTimeouts{first: time.Minute, idle: time.Minute}, controlLimit, controlHandler(a, log))
+		})
 	}
 }
 
