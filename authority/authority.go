@@ -54,7 +54,8 @@ type Authority struct {
 
 	online         onlinePrekeys // the one-time prekeys of online bundles
 	full           atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
-	withoutOneTime atomic.Uint64 // online bundles that went out without a one-time prekey
+	withoutOneTime atomic.Uint64 // online bundles without a one-time prekey: the pool was exhausted
+	rateLimited    atomic.Uint64 // online bundles without a one-time prekey: over their address's rate
 
 	revMu   sync.Mutex // serializes Revoke with the cache update
 	revoked atomic.Pointer[secure.RevocationList]
@@ -159,13 +160,17 @@ func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*enroll.Bundle, erro
 }
 
 // onlineBundle is the bundle a device fetches from the service: the
-// current signed prekey and a new one-time prekey, kept in memory for
-// OneTimePrekeyTTL.
-func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
+// current signed prekey and, if oneTime, a new one-time prekey, kept in
+// memory for OneTimePrekeyTTL; none while MaxOneTimePrekeys are
+// outstanding (counted: BundlesWithoutOneTimePrekey).
+func (a *Authority) onlineBundle(oneTime bool) (*enroll.Bundle, error) {
 	now := a.cfg.Now()
 	cur, err := a.prekeys.current(now)
 	if err != nil {
 		return nil, err
+	}
+	if !oneTime {
+		return cur.bundle, nil
 	}
 	expires := cur.bundle.Expires
 	if e := now.Add(a.cfg.OneTimePrekeyTTL); e.Before(expires) {
@@ -189,6 +194,11 @@ func (a *Authority) onlineBundle() (*enroll.Bundle, error) {
 // pool was exhausted, by load or by someone draining it. The service logs
 // its growth as a warning (see Service).
 func (a *Authority) BundlesWithoutOneTimePrekey() uint64 { return a.withoutOneTime.Load() }
+
+// BundlesOverRate returns how many online bundles went out without a
+// one-time prekey because their address was over its rate (Service's
+// BundleBurst and BundleInterval).
+func (a *Authority) BundlesOverRate() uint64 { return a.rateLimited.Load() }
 
 // Enroll answers an enrollment request (docs/PROTOCOL.md §14.5): it opens
 // and checks the request (enroll.OpenEnrollmentRequest), checks the token

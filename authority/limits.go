@@ -19,11 +19,11 @@ const (
 	// has not arrived in full by then (the service's handshake timeout):
 	// a client that connects has its request ready.
 	DefaultFirstRequestTimeout = 10 * time.Second
-	// DefaultBundleBurst and DefaultBundleInterval rate-limit the bundles
-	// one address fetches: DefaultBundleBurst at once, then one per
-	// DefaultBundleInterval. Each online bundle takes a one-time prekey from
-	// the pool (DefaultMaxOneTimePrekeys, each kept DefaultOneTimePrekeyTTL):
-	// one address gets at most 3,660 an hour, under 4% of the pool.
+	// DefaultBundleBurst and DefaultBundleInterval rate-limit the one-time
+	// prekeys one address gets with its bundles: DefaultBundleBurst at once,
+	// then one per DefaultBundleInterval; its other bundles carry none. The
+	// pool holds DefaultMaxOneTimePrekeys, each kept DefaultOneTimePrekeyTTL:
+	// one address takes at most 3,660 an hour, under 4% of it.
 	DefaultBundleBurst    = 60
 	DefaultBundleInterval = time.Second
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -39,10 +38,11 @@ type Service struct {
 	// FirstRequestTimeout closes a connection whose first request has not
 	// arrived by then (0: DefaultFirstRequestTimeout).
 	FirstRequestTimeout time.Duration
-	// BundleBurst and BundleInterval rate-limit the bundles of one address
-	// (0: DefaultBundleBurst, DefaultBundleInterval); a bundle request over
-	// the limit is refused (wire.ErrAuthorityUnavailable), so that no one
-	// drains the pool of one-time prekeys.
+	// BundleBurst and BundleInterval rate-limit the one-time prekeys one
+	// address gets with its bundles (0: DefaultBundleBurst,
+	// DefaultBundleInterval): over the rate, a bundle goes out without one,
+	// so that no one address drains the pool, while a plant of devices
+	// behind one NAT address still enrolls (without DH3 for the excess).
 	BundleBurst    int
 	BundleInterval time.Duration
 }
@@ -137,24 +137,22 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return def
 }
 
-// errBundleRate refuses a bundle over the address's rate.
-var errBundleRate = fmt.Errorf("too many bundle requests from this address, retry later: %w", wire.ErrAuthorityUnavailable)
-
-// handle returns the request handler of one connection; allowBundle
-// applies its address's bundle rate.
-func (s *Service) handle(log *slog.Logger, remote string, allowBundle func() bool, warn *warnings) handler {
+// handle returns the request handler of one connection; allowOneTime
+// applies its address's rate of one-time prekeys.
+func (s *Service) handle(log *slog.Logger, remote string, allowOneTime func() bool, warn *warnings) handler {
 	a := s.Authority
 	return func(typ byte, body []byte) (byte, []byte, error) {
 		switch typ {
 		case wire.ServiceBundle:
-			if !allowBundle() {
+			oneTime := allowOneTime()
+			if !oneTime {
+				a.rateLimited.Add(1)
 				if ok, held := warn.allow("bundle-rate", time.Now()); ok {
-					log.Warn("bundle requests over the rate of one address; refusing them", "remote", remote,
-						"refused_since_last_warning", held)
+					log.Warn("bundle requests over the rate of one address; their bundles go out without a one-time prekey",
+						"remote", remote, "since_last_warning", held)
 				}
-				return 0, nil, errBundleRate
 			}
-			b, err := a.onlineBundle()
+			b, err := a.onlineBundle(oneTime)
 			if err != nil {
 				log.Error("bundle", "remote", remote, "err", err)
 				return 0, nil, err

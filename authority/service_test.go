@@ -45,34 +45,37 @@ func (l *syncLog) count(s string) int {
 
 // TestBundleRateLimit is issue 23's item 2: one address fetching bundles
 // in a loop took a one-time prekey each time, until the pool was empty and
-// every device enrolled without one. Now one address gets BundleBurst at
-// once, then one per BundleInterval (the fixture's clock stands still);
-// another address is not affected.
+// every device enrolled without one. Now one address gets BundleBurst
+// one-time prekeys at once, then one per BundleInterval (the fixture's
+// clock stands still); its other bundles carry none, and are counted.
+// Another address is not affected.
 func TestBundleRateLimit(t *testing.T) {
 	f := newFixture(t)
 	log := &syncLog{}
 	addr := f.serveWith(&Service{Logger: slog.New(slog.NewTextHandler(log, nil)), BundleBurst: 5})
 	nc := dialFrom(t, "127.0.0.2", addr)
 	defer nc.Close()
-	for range 5 {
+	fetch := func(nc net.Conn) int {
+		t.Helper()
 		b, err := wire.FetchBundle(nc)
 		require.NoError(t, err)
-		require.Len(t, b.OneTimePrekeys, 1)
+		return len(b.OneTimePrekeys)
+	}
+	for range 5 {
+		require.Equal(t, 1, fetch(nc))
 	}
 	for range 3 {
-		_, err := wire.FetchBundle(nc)
-		require.ErrorIs(t, err, wire.ErrAuthorityUnavailable)
-		require.ErrorContains(t, err, "too many bundle requests")
+		require.Equal(t, 0, fetch(nc), "over the rate")
 	}
+	require.Equal(t, uint64(3), f.a.BundlesOverRate())
 	other := dialFrom(t, "127.0.0.3", addr)
 	defer other.Close()
-	_, err := wire.FetchBundle(other)
-	require.NoError(t, err, "another address has its own allowance")
+	require.Equal(t, 1, fetch(other), "another address has its own allowance")
 	f.clock.Add(DefaultBundleInterval)
-	_, err = wire.FetchBundle(nc)
-	require.NoError(t, err, "one more after an interval")
-	_, err = wire.FetchBundle(nc)
-	require.ErrorIs(t, err, wire.ErrAuthorityUnavailable)
+	require.Equal(t, 1, fetch(nc), "one more after an interval")
+	require.Equal(t, 0, fetch(nc))
+	require.Equal(t, uint64(4), f.a.BundlesOverRate())
+	require.Equal(t, uint64(0), f.a.BundlesWithoutOneTimePrekey(), "the pool is not exhausted")
 	require.Equal(t, 1, log.count("bundle requests over the rate of one address"), "one warning per minute")
 }
 

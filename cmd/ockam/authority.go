@@ -47,10 +47,12 @@ While it runs it holds FILE, and the commands that use FILE
 process', 'bundle' and 'status') reach it through the socket FILE.sock.
 
 One address (an IPv4 address, or an IPv6 /64) holds at most
---max-connections-per-ip connections, sends its first request within 10s,
-and fetches at most 60 bundles at once, then one a second; past that its
-new connections are closed and its bundle requests refused, with a warning
-at most once a minute.
+--max-connections-per-ip connections (more are closed at once) and sends
+its first request within 10s. It gets at most 60 one-time prekeys with its
+bundles at once, then one a second (more bundles carry none), so that no
+one drains the pool. Each kind of refusal is warned at most once a minute;
+bundles that go out without a one-time prekey because the pool is
+exhausted raise a warning every 10s.
 
 Prints "listening on tcp://ADDRESS as IDENTIFIER" on stdout once ready,
 logs on stderr, and stops on SIGINT or SIGTERM.
