@@ -2,9 +2,9 @@
 // enrollment tokens, answers enrollment requests with credentials, and
 // keeps and serves the signed revocation list (docs/PROTOCOL.md,
 // "Enrollment" and "Authority service"). The protocol itself is in
-// packages secure/enroll and authority/wire; this package adds the state (a bbolt store), the signed
-// prekeys in the vault, the TCP service and the local control socket.
-// It imports nothing of Telegraf.
+// packages secure/enroll and authority/wire; this package adds the state
+// (a bbolt store), the signed prekeys in the vault, the TCP service and the
+// local control socket. It imports nothing of Telegraf.
 package authority
 
 import (
