@@ -150,16 +150,16 @@ Flags:
                            standard input
   --require-one-time-prekey
                            refuse a bundle without a one-time prekey (the
-                           authority's pool is exhausted) rather than enroll
-                           without one
+                           authority's pool is exhausted, or this address
+                           is over its rate) rather than enroll without one
   --out FILE               where to write the credential (required)
   --force                  replace FILE if it exists
   --passphrase-file FILE   the file holding the vault passphrase
 `
 
 // errNoOneTimePrekey: --require-one-time-prekey, and the bundle has none.
-var errNoOneTimePrekey = errors.New("the authority's bundle carries no one-time prekey (its pool is exhausted; " +
-	"someone may be draining it)")
+var errNoOneTimePrekey = errors.New("the authority's bundle carries no one-time prekey (its pool is exhausted, " +
+	"or this address fetched more than its rate: try again later)")
 
 // enrollOnline defines "ockam enroll".
 func enrollOnline(fs *flag.FlagSet) action {
