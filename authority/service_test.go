@@ -2,11 +2,13 @@ package authority
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -131,4 +133,29 @@ func TestConnectionFloodFromOneAddress(t *testing.T) {
 		require.True(t, l.Revokes(&secure.Credential{Subject: d.id.Identifier()}))
 	}
 	require.Less(t, log.count("too many connections from one address"), 10, "warnings are rate-limited")
+}
+
+// TestConnTimeouts: a connection that sends no first request is closed
+// after timeouts.first; one that made a request may then stay silent for
+// timeouts.idle, not longer. Under synctest, on net.Pipe.
+func TestConnTimeouts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		timeouts := connTimeouts{first: 10 * time.Second, idle: 30 * time.Second}
+		echo := func(typ byte, body []byte) (byte, []byte, error) { return typ | wire.ServiceReply, nil, nil }
+		closedAfter := func(request bool) time.Duration {
+			client, server := net.Pipe()
+			defer client.Close()
+			go serveConn(t.Context(), server, timeouts, wire.ServiceBodyLimit, echo)
+			if request {
+				_, err := wire.FetchRevocationList(client)
+				require.NoError(t, err)
+			}
+			start := time.Now()
+			_, err := client.Read(make([]byte, 1))
+			require.ErrorIs(t, err, io.EOF, "the service closed the connection")
+			return time.Since(start)
+		}
+		require.Equal(t, timeouts.first, closedAfter(false))
+		require.Equal(t, timeouts.idle, closedAfter(true))
+	})
 }
