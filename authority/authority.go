@@ -2,9 +2,9 @@
 // enrollment tokens, answers enrollment requests with credentials, and
 // keeps and serves the signed revocation list (docs/PROTOCOL.md,
 // "Enrollment" and "Authority service"). The protocol itself is in
-// package secure; this package adds the state (a bbolt store), the signed
-// prekeys in the vault, the TCP service and the local control socket.
-// It imports nothing of Telegraf.
+// packages secure/enroll and authority/wire; this package adds the state
+// (a bbolt store), the signed prekeys in the vault, the TCP service and the
+// local control socket. It imports nothing of Telegraf.
 package authority
 
 import (
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -51,8 +52,10 @@ type Authority struct {
 	prekeys *signedPrekeys
 	log     *slog.Logger
 
-	online onlinePrekeys // the one-time prekeys of online bundles
-	full   atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
+	online         onlinePrekeys // the one-time prekeys of online bundles
+	full           atomic.Bool   // MaxOneTimePrekeys was reached (logged once)
+	withoutOneTime atomic.Uint64 // online bundles without a one-time prekey: the pool was exhausted
+	rateLimited    atomic.Uint64 // online bundles without a one-time prekey: over their address's rate
 
 	revMu   sync.Mutex // serializes Revoke with the cache update
 	revoked atomic.Pointer[secure.RevocationList]
@@ -129,13 +132,13 @@ func (a *Authority) maintainPrekeys() error {
 }
 
 // Bundle returns a bundle of the current signed prekey with oneTime new
-// one-time prekeys (at most secure.MaxOneTimePrekeys), stored until the
+// one-time prekeys (at most enroll.MaxOneTimePrekeys), stored until the
 // bundle expires: the signed prekey's expiry, or now + ttl if ttl is
 // positive and sooner. Online bundles use one one-time prekey and
 // OneTimePrekeyTTL; while MaxOneTimePrekeys are outstanding they get none.
-func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, error) {
-	if oneTime < 0 || oneTime > secure.MaxOneTimePrekeys {
-		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, secure.MaxOneTimePrekeys)
+func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*enroll.Bundle, error) {
+	if oneTime < 0 || oneTime > enroll.MaxOneTimePrekeys {
+		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, enroll.MaxOneTimePrekeys)
 	}
 	now := a.cfg.Now()
 	cur, err := a.prekeys.current(now)
@@ -153,17 +156,21 @@ func (a *Authority) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, erro
 	if err != nil {
 		return nil, err
 	}
-	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, pubs, now, expires)
+	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, pubs, now, expires)
 }
 
 // onlineBundle is the bundle a device fetches from the service: the
-// current signed prekey and a new one-time prekey, kept in memory for
-// OneTimePrekeyTTL.
-func (a *Authority) onlineBundle() (*secure.Bundle, error) {
+// current signed prekey and, if oneTime, a new one-time prekey, kept in
+// memory for OneTimePrekeyTTL; none while MaxOneTimePrekeys are
+// outstanding (counted: BundlesWithoutOneTimePrekey).
+func (a *Authority) onlineBundle(oneTime bool) (*enroll.Bundle, error) {
 	now := a.cfg.Now()
 	cur, err := a.prekeys.current(now)
 	if err != nil {
 		return nil, err
+	}
+	if !oneTime {
+		return cur.bundle, nil
 	}
 	expires := cur.bundle.Expires
 	if e := now.Add(a.cfg.OneTimePrekeyTTL); e.Before(expires) {
@@ -171,6 +178,7 @@ func (a *Authority) onlineBundle() (*secure.Bundle, error) {
 	}
 	pub, ok := a.online.add(expires, a.cfg.MaxOneTimePrekeys)
 	if !ok {
+		a.withoutOneTime.Add(1)
 		if !a.full.Swap(true) {
 			a.log.Warn("too many one-time prekeys outstanding; bundles go out without one until some are used or expire",
 				"max", a.cfg.MaxOneTimePrekeys)
@@ -178,56 +186,113 @@ func (a *Authority) onlineBundle() (*secure.Bundle, error) {
 		return cur.bundle, nil
 	}
 	a.full.Store(false)
-	return secure.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
+	return enroll.NewBundle(a.cfg.Identity.Signer(), cur.bundle.SignedPrekey, [][32]byte{pub}, now, expires)
 }
 
-// Enroll answers an enrollment request: it opens and checks the request
-// (secure.OpenEnrollmentRequest), checks the token against the store,
-// signs the credential the token grants, records it and marks the token
-// (and the one-time prekey) used in one transaction, and only then
-// encrypts the answer. A refusal wraps the sentinel of its reason:
-// secure.ErrTokenUsed, ErrUnknownToken, ErrExpired, ErrWrongAuthority,
-// ErrUnknownPrekey, ErrPrekeyUsed, ErrRevoked, ErrDecrypt, ErrMalformed,
-// or another of package secure.
+// BundlesWithoutOneTimePrekey returns how many online bundles went out
+// without a one-time prekey because MaxOneTimePrekeys were outstanding: the
+// pool was exhausted, by load or by someone draining it. The service logs
+// its growth as a warning (see Service).
+func (a *Authority) BundlesWithoutOneTimePrekey() uint64 { return a.withoutOneTime.Load() }
+
+// BundlesOverRate returns how many online bundles went out without a
+// one-time prekey because their address was over its rate (Service's
+// BundleBurst and BundleInterval).
+func (a *Authority) BundlesOverRate() uint64 { return a.rateLimited.Load() }
+
+// Enroll answers an enrollment request (docs/PROTOCOL.md §14.5): it opens
+// and checks the request (enroll.OpenEnrollmentRequest), checks the token
+// against the store, signs the credential the token grants, and records it
+// and marks the token and the one-time prekey used in one step, committed
+// before it encrypts the answer. A request with a token this same device
+// already used is answered again with the credential recorded then, so an
+// answer lost on the way does not lock the device out. A one-time prekey
+// is taken only together with a successful use of a token: a request with
+// a bad token leaves it to its device. A refusal wraps the sentinel of its
+// reason: enroll.ErrTokenUsed, ErrUnknownToken, ErrWrongAuthority,
+// ErrUnknownPrekey, ErrPrekeyUsed, or secure.ErrExpired, ErrRevoked,
+// ErrDecrypt, ErrMalformed, or another of package secure. Its text names
+// neither the device nor the token, since the service sends it in clear.
 func (a *Authority) Enroll(request []byte) (answer []byte, err error) {
 	now := a.cfg.Now()
 	k := &requestKeys{a: a}
-	r, err := secure.OpenEnrollmentRequest(request, a.id, k, now)
+	r, err := enroll.OpenEnrollmentRequest(request, a.id, k, now)
 	if err != nil {
 		return nil, err
-	}
-	if k.online {
-		// It decrypted: the one-time prekey is this request's, once.
-		if err := a.online.take(r.OneTimePrekey); err != nil {
-			return nil, fmt.Errorf("enrollment request: one-time prekey: %w", err)
-		}
 	}
 	subject := r.Subject()
 	h := r.Token.Hash()
 	tok, err := a.cfg.Store.token(h)
 	if err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+		return nil, err
 	}
-	if err := checkToken(tok, now); err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	// A revoked device does not come back, with a new token or an old one.
+	if l := a.revoked.Load(); l != nil && l.Revokes(&secure.Credential{Subject: subject}) {
+		return nil, fmt.Errorf("the device is on the revocation list: %w", secure.ErrRevoked)
 	}
-	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, tok.spec.Attributes, now, tok.spec.CredentialTTL, nil)
+	var issued *secure.Credential // nil for a token used already: redeem finds its credential
+	if !tok.used {
+		if err := checkToken(tok, now); err != nil {
+			return nil, err
+		}
+		issued, err = a.issue(subject, tok.spec, now)
+		if err != nil {
+			return nil, err
+		}
+	}
+	c, err := a.redeem(r, k.online, issued, now)
+	if errors.Is(err, errIssueFirst) {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if l := a.revoked.Load(); l != nil && l.Revokes(c) {
+		return nil, fmt.Errorf("the credential is on the revocation list: %w", secure.ErrRevoked)
+	}
+	if c != issued {
+		a.log.Info("enrollment answered again", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
+	} else {
+		a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
+	}
+	return r.SealAnswer(c, nil)
+}
+
+// issue signs the credential a token grants to subject. It refuses a
+// subject whose identifier is that of a small-order identity key.
+func (a *Authority) issue(subject secure.Identifier, spec TokenSpec, now time.Time) (*secure.Credential, error) {
+	if subject.IsWeak() { // an attested identity never is: ParseAttestation refuses such keys
+		return nil, fmt.Errorf("%w: the identity key is of small order", secure.ErrMalformed)
+	}
+	c, err := secure.IssueCredential(a.cfg.Identity.Signer(), subject, spec.Attributes, now, spec.CredentialTTL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("authority: issue credential: %w", err)
 	}
-	// A revoked device does not come back with a new token.
-	if l := a.revoked.Load(); l != nil && l.Revokes(c) {
-		return nil, fmt.Errorf("%s is on the revocation list: %w", subject.Short(), secure.ErrRevoked)
+	return c, nil
+}
+
+// redeem takes the request's online one-time prekey, if it has one, and
+// uses the token in the store (Store.redeem, which takes an offline
+// one-time prekey in the same transaction); if the store refuses, the
+// online prekey is given back. Of requests racing with one online prekey,
+// one takes it; the others get enroll.ErrPrekeyUsed.
+func (a *Authority) redeem(r *enroll.EnrollmentRequest, online bool, issued *secure.Credential, now time.Time) (*secure.Credential, error) {
+	var offline *[32]byte
+	if r.HasOneTimePrekey && !online {
+		offline = &r.OneTimePrekey
 	}
-	var oneTime *[32]byte // a one-time prekey of the store, used with the token
-	if r.HasOneTimePrekey && !k.online {
-		oneTime = &r.OneTimePrekey
+	var taken vault.DH
+	if online {
+		var err error
+		if taken, err = a.online.take(r.OneTimePrekey); err != nil {
+			return nil, fmt.Errorf("enrollment request: one-time prekey: %w", err)
+		}
 	}
-	if err := a.cfg.Store.consume(h, oneTime, c, now); err != nil {
-		return nil, fmt.Errorf("token %s…: %w", h.String()[:8], err)
+	c, err := a.cfg.Store.redeem(r.Token.Hash(), offline, r.Subject(), issued, now)
+	if err != nil && taken != nil {
+		a.online.restore(r.OneTimePrekey, taken)
 	}
-	a.log.Debug("enrolled", "subject", subject.String(), "credential", c.ID.String(), "token", h.String()[:8])
-	return r.SealAnswer(c)
+	return c, err
 }
 
 // requestKeys gives OpenEnrollmentRequest the authority's prekeys, for one
@@ -250,7 +315,7 @@ func (k *requestKeys) OneTimePrekey(pub [32]byte, now time.Time) (vault.DH, erro
 }
 
 // AddTokens stores the hashes of new tokens (see Store.AddTokens).
-func (a *Authority) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
+func (a *Authority) AddTokens(hashes []enroll.TokenHash, spec TokenSpec) error {
 	return a.cfg.Store.AddTokens(hashes, spec)
 }
 

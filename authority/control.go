@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // Admin is what the operator's commands do with an authority: the
@@ -21,10 +23,10 @@ import (
 // when a running service has the store open.
 type Admin interface {
 	Identifier() secure.Identifier
-	AddTokens(hashes []secure.TokenHash, spec TokenSpec) error
+	AddTokens(hashes []enroll.TokenHash, spec TokenSpec) error
 	Revoke(subjects []secure.Identifier, credentials []secure.CredentialID) (*secure.RevocationList, error)
 	Enroll(request []byte) ([]byte, error)
-	Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, error)
+	Bundle(oneTime int, ttl time.Duration) (*enroll.Bundle, error)
 	Stats() (Stats, error)
 	Close() error
 }
@@ -75,23 +77,23 @@ func controlLimit(typ byte) int {
 	case ctlRevoke:
 		return 4 + 4 + maxRevokePerCall*(32+16)
 	case ctlEnroll:
-		return secure.RequestSizeOneTime
+		return enroll.RequestSizeOneTime
 	case ctlBundle:
 		return 2 + 8
-	case ctlIdentifier | secure.ServiceReply:
+	case ctlIdentifier | wire.ServiceReply:
 		return secure.IdentifierSize
-	case ctlAddTokens | secure.ServiceReply:
+	case ctlAddTokens | wire.ServiceReply:
 		return 0
-	case ctlRevoke | secure.ServiceReply:
-		return secure.ServiceBodyLimit(secure.ServiceRevocationList | secure.ServiceReply)
-	case ctlEnroll | secure.ServiceReply:
-		return secure.MaxAnswerSize
-	case ctlBundle | secure.ServiceReply:
-		return secure.MaxBundleSize
-	case ctlStats | secure.ServiceReply:
+	case ctlRevoke | wire.ServiceReply:
+		return wire.ServiceBodyLimit(wire.ServiceRevocationList | wire.ServiceReply)
+	case ctlEnroll | wire.ServiceReply:
+		return enroll.MaxAnswerSize
+	case ctlBundle | wire.ServiceReply:
+		return enroll.MaxBundleSize
+	case ctlStats | wire.ServiceReply:
 		return statsSize
-	case secure.ServiceRefusal:
-		return secure.ServiceBodyLimit(secure.ServiceRefusal)
+	case wire.ServiceRefusal:
+		return wire.ServiceBodyLimit(wire.ServiceRefusal)
 	}
 	return -1
 }
@@ -137,14 +139,16 @@ func ServeControl(ctx context.Context, ln net.Listener, a *Authority, log *slog.
 			nc.Close()
 			continue
 		}
-		wg.Go(func() { serveConn(ctx, nc, time.Minute, controlLimit, controlHandler(a, log)) })
+		wg.Go(func() {
+			serveConn(ctx, nc, connTimeouts{first: time.Minute, idle: time.Minute}, controlLimit, controlHandler(a, log))
+		})
 	}
 }
 
 // controlHandler decodes and runs one control request.
 func controlHandler(a *Authority, log *slog.Logger) handler {
 	return func(typ byte, body []byte) (byte, []byte, error) {
-		reply := typ | secure.ServiceReply
+		reply := typ | wire.ServiceReply
 		switch typ {
 		case ctlIdentifier:
 			id := a.Identifier()
@@ -197,7 +201,7 @@ func controlHandler(a *Authority, log *slog.Logger) handler {
 }
 
 // appendAddTokens encodes an add-tokens request.
-func appendAddTokens(b []byte, hashes []secure.TokenHash, spec TokenSpec) []byte {
+func appendAddTokens(b []byte, hashes []enroll.TokenHash, spec TokenSpec) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(spec.Expires.Unix()))
 	b = binary.BigEndian.AppendUint64(b, uint64(spec.CredentialTTL/time.Second))
 	b = appendAttributes(b, spec.Attributes)
@@ -209,7 +213,7 @@ func appendAddTokens(b []byte, hashes []secure.TokenHash, spec TokenSpec) []byte
 }
 
 // parseAddTokens decodes an add-tokens request strictly.
-func parseAddTokens(body []byte) ([]secure.TokenHash, TokenSpec, error) {
+func parseAddTokens(body []byte) ([]enroll.TokenHash, TokenSpec, error) {
 	var spec TokenSpec
 	s := cryptobyte.String(body)
 	var expires, ttl uint64
@@ -224,7 +228,7 @@ func parseAddTokens(body []byte) ([]secure.TokenHash, TokenSpec, error) {
 	if !s.ReadUint32(&n) || n > MaxTokensPerCall || len(s) != int(n)*32 {
 		return nil, spec, fmt.Errorf("%w: add tokens: count", secure.ErrMalformed)
 	}
-	hashes := make([]secure.TokenHash, n)
+	hashes := make([]enroll.TokenHash, n)
 	for i := range hashes {
 		s.CopyBytes(hashes[i][:])
 	}
@@ -346,11 +350,11 @@ func (r *refusedError) Error() string { return r.err.Error() }
 
 // controlCall writes one request and reads its reply.
 func controlCall(nc net.Conn, typ byte, body []byte) ([]byte, error) {
-	if err := secure.WriteServiceFrame(nc, typ, body); err != nil {
+	if err := wire.WriteServiceFrame(nc, typ, body); err != nil {
 		return nil, err
 	}
-	rtyp, reply, err := secure.ReadServiceFrame(nc, func(t byte) int {
-		if t != typ|secure.ServiceReply && t != secure.ServiceRefusal {
+	rtyp, reply, err := wire.ReadServiceFrame(nc, func(t byte) int {
+		if t != typ|wire.ServiceReply && t != wire.ServiceRefusal {
 			return -1
 		}
 		return controlLimit(t)
@@ -358,8 +362,8 @@ func controlCall(nc net.Conn, typ byte, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rtyp == secure.ServiceRefusal {
-		return nil, &refusedError{secure.ParseRefusal(reply)}
+	if rtyp == wire.ServiceRefusal {
+		return nil, &refusedError{wire.ParseRefusal(reply)}
 	}
 	return reply, nil
 }
@@ -369,7 +373,7 @@ func (c *ControlClient) Identifier() secure.Identifier { return c.id }
 
 // AddTokens stores token hashes through the service, MaxTokensPerCall at a
 // time (each batch is one transaction).
-func (c *ControlClient) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
+func (c *ControlClient) AddTokens(hashes []enroll.TokenHash, spec TokenSpec) error {
 	if err := spec.check(); err != nil {
 		return err
 	}
@@ -401,16 +405,16 @@ func (c *ControlClient) Enroll(request []byte) ([]byte, error) {
 }
 
 // Bundle has the service make a bundle (see Authority.Bundle).
-func (c *ControlClient) Bundle(oneTime int, ttl time.Duration) (*secure.Bundle, error) {
-	if oneTime < 0 || oneTime > secure.MaxOneTimePrekeys || ttl < 0 {
-		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, secure.MaxOneTimePrekeys)
+func (c *ControlClient) Bundle(oneTime int, ttl time.Duration) (*enroll.Bundle, error) {
+	if oneTime < 0 || oneTime > enroll.MaxOneTimePrekeys || ttl < 0 {
+		return nil, fmt.Errorf("authority: %d one-time prekeys, want 0 to %d", oneTime, enroll.MaxOneTimePrekeys)
 	}
 	b := binary.BigEndian.AppendUint16(nil, uint16(oneTime))
 	body, err := c.call(ctlBundle, binary.BigEndian.AppendUint64(b, uint64(ttl/time.Second)))
 	if err != nil {
 		return nil, err
 	}
-	return secure.ParseBundle(body)
+	return enroll.ParseBundle(body)
 }
 
 // Stats has the service check its store and return the counts.

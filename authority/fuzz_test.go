@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
+	"github.com/stretchr/testify/require"
 )
 
 // Fuzz targets of the store's records and of the control protocol, one per
@@ -110,7 +110,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	none := appendTokenRecord(nil, tokenRecord{spec: TokenSpec{Expires: spec.Expires, CredentialTTL: time.Hour}})
 	pk := appendPrekeyRecord(nil, prekeyRecord{expires: spec.Expires, scalar: [32]byte{9}})
 	pkUsed := appendPrekeyRecord(nil, prekeyRecord{expires: spec.Expires, used: true})
-	hashes := []secure.TokenHash{{1}, {2}}
+	hashes := []enroll.TokenHash{{1}, {2}}
 	add := appendAddTokens(nil, hashes, spec)
 	revoke := appendRevoke(nil, []secure.Identifier{{3}}, []secure.CredentialID{{4}})
 	return map[string]map[string][]byte{

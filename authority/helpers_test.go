@@ -11,7 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -71,13 +73,13 @@ func (f *fixture) open() {
 }
 
 // tokens mints n tokens granting attrs, valid for ttl.
-func (f *fixture) tokens(n int, attrs map[string]string, ttl time.Duration) []secure.Token {
+func (f *fixture) tokens(n int, attrs map[string]string, ttl time.Duration) []enroll.Token {
 	f.t.Helper()
-	toks := make([]secure.Token, n)
-	hashes := make([]secure.TokenHash, n)
+	toks := make([]enroll.Token, n)
+	hashes := make([]enroll.TokenHash, n)
 	for i := range toks {
 		var err error
-		toks[i], err = secure.GenerateToken(f.a.Identifier(), nil)
+		toks[i], err = enroll.GenerateToken(f.a.Identifier(), nil)
 		require.NoError(f.t, err)
 		hashes[i] = toks[i].Hash()
 	}
@@ -89,11 +91,19 @@ func (f *fixture) tokens(n int, attrs map[string]string, ttl time.Duration) []se
 // returns its address.
 func (f *fixture) serve() string {
 	f.t.Helper()
+	return f.serveWith(&Service{})
+}
+
+// serveWith runs s, for the fixture's Authority, on a loopback port and
+// returns its address.
+func (f *fixture) serveWith(s *Service) string {
+	f.t.Helper()
+	s.Authority = f.a
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(f.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Service{Authority: f.a}).Serve(ctx, ln) }()
+	go func() { done <- s.Serve(ctx, ln) }()
 	f.t.Cleanup(func() {
 		cancel()
 		require.NoError(f.t, <-done)
@@ -123,26 +133,26 @@ func ephemeral() vault.DH {
 
 // request prepares an enrollment with the first one-time prekey of b, if
 // it has one.
-func (d *device) request(b *secure.Bundle, tok secure.Token) *secure.Enrollment {
+func (d *device) request(b *enroll.Bundle, tok enroll.Token) *enroll.Enrollment {
 	d.t.Helper()
 	oneTime := -1
 	if len(b.OneTimePrekeys) > 0 {
 		oneTime = 0
 	}
-	e, err := secure.NewEnrollment(d.id, b, tok, oneTime, ephemeral())
+	e, err := enroll.NewEnrollment(d.id, b, tok, oneTime, ephemeral())
 	require.NoError(d.t, err)
 	return e
 }
 
 // enroll runs the online flow against the service at addr: fetch and
 // verify the bundle, send the request, open the answer.
-func (d *device) enroll(addr string, authority *secure.Identity, tok secure.Token) (*secure.Credential, error) {
+func (d *device) enroll(addr string, authority *secure.Identity, tok enroll.Token) (*secure.Credential, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	b, err := secure.FetchBundle(nc)
+	b, err := wire.FetchBundle(nc)
 	if err != nil {
 		return nil, err
 	}
@@ -153,11 +163,11 @@ func (d *device) enroll(addr string, authority *secure.Identity, tok secure.Toke
 	if len(b.OneTimePrekeys) > 0 {
 		oneTime = 0
 	}
-	e, err := secure.NewEnrollment(d.id, b, tok, oneTime, ephemeral())
+	e, err := enroll.NewEnrollment(d.id, b, tok, oneTime, ephemeral())
 	if err != nil {
 		return nil, err
 	}
-	answer, err := secure.SubmitEnrollment(nc, e.Request())
+	answer, err := wire.SubmitEnrollment(nc, e.Request())
 	if err != nil {
 		return nil, err
 	}

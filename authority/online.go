@@ -7,17 +7,19 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
 // onlinePrekeys are the one-time prekeys of the bundles the service hands
 // out: in memory only, so that fetching a bundle (which anyone may do)
-// writes nothing to disk. Each is taken by the first request that
-// decrypts with it, whatever becomes of that request (a request that does
-// not decrypt cannot burn it), and is then kept as used until it expires,
-// so that a replay is refused as such (secure.ErrPrekeyUsed).
+// writes nothing to disk. Each is taken by the first request that uses a
+// token with it (one that does not decrypt, or whose token the store
+// refuses, cannot burn it: Authority.redeem gives it back), and is then
+// kept as used until it expires, so that a replay is refused as such
+// (enroll.ErrPrekeyUsed).
 // After a restart they are gone: a device holding one is refused with
-// secure.ErrUnknownPrekey and fetches a new bundle. It is safe for
+// enroll.ErrUnknownPrekey and fetches a new bundle. It is safe for
 // concurrent use.
 type onlinePrekeys struct {
 	mu     sync.Mutex
@@ -60,25 +62,38 @@ func (p *onlinePrekeys) peek(pub [32]byte, now time.Time) (dh vault.DH, found bo
 	case !ok:
 		return nil, false, nil
 	case k.dh == nil:
-		return nil, true, secure.ErrPrekeyUsed
+		return nil, true, enroll.ErrPrekeyUsed
 	case !now.Before(k.expires):
 		return nil, true, fmt.Errorf("one-time prekey expired at %s: %w", k.expires.Format(time.RFC3339), secure.ErrExpired)
 	}
 	return k.dh, true, nil
 }
 
-// take marks the prekey pub used. Of requests racing with one prekey,
-// exactly one takes it; the others get secure.ErrPrekeyUsed.
-func (p *onlinePrekeys) take(pub [32]byte) error {
+// take marks the prekey pub used and returns its key, for restore. Of
+// requests racing with one prekey, exactly one takes it; the others get
+// enroll.ErrPrekeyUsed.
+func (p *onlinePrekeys) take(pub [32]byte) (vault.DH, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k, ok := p.keys[pub]
 	if !ok || k.dh == nil {
-		return secure.ErrPrekeyUsed
+		return nil, enroll.ErrPrekeyUsed
 	}
+	dh := k.dh
 	k.dh = nil
 	p.unused--
-	return nil
+	return dh, nil
+}
+
+// restore gives back a prekey that take took, for a request the store then
+// refused. A prekey purged meanwhile stays gone.
+func (p *onlinePrekeys) restore(pub [32]byte, dh vault.DH) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if k, ok := p.keys[pub]; ok && k.dh == nil {
+		k.dh = dh
+		p.unused++
+	}
 }
 
 // purge forgets the prekeys that expired before now, used or not.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -33,7 +34,7 @@ var ErrNoSignedPrekey = errors.New("authority: no valid signed prekey (run: ocka
 type signedPrekey struct {
 	slot   string
 	dh     vault.DH
-	bundle *secure.Bundle
+	bundle *enroll.Bundle
 	record []byte // the record as read, to notice a change
 }
 
@@ -91,7 +92,7 @@ func (p *signedPrekeys) reload() (bool, error) {
 
 // loadSlot checks a slot's record and loads its key.
 func (p *signedPrekeys) loadSlot(slot string, rec []byte) (*signedPrekey, error) {
-	b, err := secure.ParseBundle(rec)
+	b, err := enroll.ParseBundle(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func (p *signedPrekeys) current(now time.Time) (*signedPrekey, error) {
 }
 
 // SignedPrekey returns the signed prekey whose public key is pub, if it is
-// valid at now (secure.EnrollmentKeys).
+// valid at now (enroll.EnrollmentKeys).
 func (p *signedPrekeys) SignedPrekey(pub [32]byte, now time.Time) (vault.DH, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -134,7 +135,7 @@ func (p *signedPrekeys) SignedPrekey(pub [32]byte, now time.Time) (vault.DH, err
 		}
 		return k.dh, nil
 	}
-	return nil, secure.ErrUnknownPrekey
+	return nil, enroll.ErrUnknownPrekey
 }
 
 // RotateSignedPrekey makes a new signed prekey, valid for ttl from now, in
@@ -142,7 +143,7 @@ func (p *signedPrekeys) SignedPrekey(pub [32]byte, now time.Time) (vault.DH, err
 // key stays valid until it expires. A crash leaves the rotated slot
 // unusable (its key and record disagree) until the next rotation; the
 // other slot is untouched.
-func RotateSignedPrekey(v vault.Vault, id *secure.LocalIdentity, now time.Time, ttl time.Duration) (*secure.Bundle, error) {
+func RotateSignedPrekey(v vault.Vault, id *secure.LocalIdentity, now time.Time, ttl time.Duration) (*enroll.Bundle, error) {
 	p, err := loadSignedPrekeys(v, id.Public())
 	if err != nil {
 		return nil, err
@@ -160,7 +161,7 @@ func RotateSignedPrekey(v vault.Vault, id *secure.LocalIdentity, now time.Time, 
 	if err != nil {
 		return nil, fmt.Errorf("authority: rotate signed prekey: %w", err)
 	}
-	b, err := secure.NewBundle(id.Signer(), dh.PublicKey(), nil, now, now.Add(ttl))
+	b, err := enroll.NewBundle(id.Signer(), dh.PublicKey(), nil, now, now.Add(ttl))
 	if err != nil {
 		return nil, err
 	}

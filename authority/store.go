@@ -12,6 +12,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -126,7 +127,7 @@ func (s *Store) Authority() secure.Identifier { return s.authority }
 
 // AddTokens stores the hashes of new tokens with what they grant, in one
 // transaction. A hash already stored fails the whole call.
-func (s *Store) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
+func (s *Store) AddTokens(hashes []enroll.TokenHash, spec TokenSpec) error {
 	if err := spec.check(); err != nil {
 		return err
 	}
@@ -146,12 +147,12 @@ func (s *Store) AddTokens(hashes []secure.TokenHash, spec TokenSpec) error {
 }
 
 // token returns the record of a token (ErrUnknownToken).
-func (s *Store) token(h secure.TokenHash) (tokenRecord, error) {
+func (s *Store) token(h enroll.TokenHash) (tokenRecord, error) {
 	var r tokenRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketTokens).Get(h[:])
 		if v == nil {
-			return secure.ErrUnknownToken
+			return enroll.ErrUnknownToken
 		}
 		var err error
 		r, err = parseTokenRecord(v)
@@ -163,7 +164,7 @@ func (s *Store) token(h secure.TokenHash) (tokenRecord, error) {
 // checkToken returns why a token cannot be used at now, or nil.
 func checkToken(r tokenRecord, now time.Time) error {
 	if r.used {
-		return secure.ErrTokenUsed
+		return enroll.ErrTokenUsed
 	}
 	if !now.Before(r.spec.Expires) {
 		return fmt.Errorf("enrollment token expired at %s: %w", r.spec.Expires.Format(time.RFC3339), secure.ErrExpired)
@@ -171,31 +172,66 @@ func checkToken(r tokenRecord, now time.Time) error {
 	return nil
 }
 
-// consume marks the token h used (and the one-time prekey oneTime, if not
-// nil) and records the credential c, in one transaction, committed before
-// it returns. It refuses, changing nothing, a token that is unknown, used
-// or expired at now, or a one-time prekey that is unknown, used or expired.
+// redeem uses the token h for the device subject, in one transaction
+// committed before it returns, and returns the credential to answer with:
+//
+//   - a token not used yet: issued (signed by the caller for subject) is
+//     recorded, and the token and the one-time prekey oneTime (if not nil)
+//     are marked used;
+//   - a token already used by this same subject: the credential recorded
+//     then, again, with the one-time prekey marked used (an answer that
+//     never reached the device, issue 23: enrollment is idempotent for one
+//     device);
+//   - else a refusal, with nothing changed: ErrUnknownToken, ErrTokenUsed
+//     (by another subject), an expired token, or a one-time prekey that is
+//     unknown, used or expired; errIssueFirst when issued is nil and the
+//     token is unused.
+//
 // Concurrent calls share transactions (bbolt's Batch); each is checked
 // after the ones before it in the same transaction, so of two calls with
-// one token exactly one succeeds.
-func (s *Store) consume(h secure.TokenHash, oneTime *[32]byte, c *secure.Credential, now time.Time) error {
+// one token exactly one records a credential.
+func (s *Store) redeem(h enroll.TokenHash, oneTime *[32]byte, subject secure.Identifier, issued *secure.Credential, now time.Time) (*secure.Credential, error) {
 	var outcome error
+	var answer *secure.Credential
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		// Batch may run this more than once: start from scratch each time.
-		outcome = nil
+		outcome, answer = nil, nil
 		tokens, prekeys, creds := tx.Bucket(bucketTokens), tx.Bucket(bucketPrekeys), tx.Bucket(bucketCredentials)
 		v := tokens.Get(h[:])
 		if v == nil {
-			outcome = secure.ErrUnknownToken
+			outcome = enroll.ErrUnknownToken
 			return nil
 		}
 		r, err := parseTokenRecord(v)
 		if err != nil {
 			return err
 		}
-		if outcome = checkToken(r, now); outcome != nil {
+		// the token: unused and valid, or used by this subject
+		switch {
+		case r.used:
+			rec := creds.Get(r.credID[:])
+			if len(rec) < len(h) {
+				return fmt.Errorf("authority: credential %s of a used token is not recorded", r.credID)
+			}
+			c, err := secure.ParseCredential(rec[len(h):])
+			if err != nil {
+				return err
+			}
+			if c.Subject != subject {
+				outcome = enroll.ErrTokenUsed
+				return nil
+			}
+			answer = c
+		case issued == nil:
+			outcome = errIssueFirst
 			return nil
+		default:
+			if outcome = checkToken(r, now); outcome != nil {
+				return nil
+			}
+			answer = issued
 		}
+		// the one-time prekey, with the token
 		if oneTime != nil {
 			pv := prekeys.Get(oneTime[:])
 			if outcome = checkPrekey(pv, now); outcome != nil {
@@ -208,32 +244,40 @@ func (s *Store) consume(h secure.TokenHash, oneTime *[32]byte, c *secure.Credent
 				return err
 			}
 		}
-		if creds.Get(c.ID[:]) != nil {
-			return fmt.Errorf("authority: credential id %s already recorded", c.ID)
+		if r.used {
+			return nil
 		}
-		if err := creds.Put(c.ID[:], append(h[:len(h):len(h)], c.Marshal()...)); err != nil {
+		if creds.Get(issued.ID[:]) != nil {
+			return fmt.Errorf("authority: credential id %s already recorded", issued.ID)
+		}
+		if err := creds.Put(issued.ID[:], append(h[:len(h):len(h)], issued.Marshal()...)); err != nil {
 			return err
 		}
-		r.used, r.credID = true, c.ID
+		r.used, r.credID = true, issued.ID
 		return tokens.Put(h[:], appendTokenRecord(nil, r))
 	})
 	if err != nil {
-		return fmt.Errorf("authority: store: %w", err)
+		return nil, fmt.Errorf("authority: store: %w", err)
 	}
-	return outcome
+	return answer, outcome
 }
+
+// errIssueFirst: redeem found an unused token, and the caller gave no
+// credential to record (it had read the token as used, which cannot
+// change back: a store restored under a running authority).
+var errIssueFirst = errors.New("authority: the token is unused, issue a credential first")
 
 // checkPrekey returns why a one-time prekey record v cannot be used at now.
 func checkPrekey(v []byte, now time.Time) error {
 	if v == nil {
-		return secure.ErrUnknownPrekey
+		return enroll.ErrUnknownPrekey
 	}
 	r, err := parsePrekeyRecord(v)
 	switch {
 	case err != nil:
 		return err
 	case r.used:
-		return secure.ErrPrekeyUsed
+		return enroll.ErrPrekeyUsed
 	case !now.Before(r.expires):
 		return fmt.Errorf("one-time prekey expired at %s: %w", r.expires.Format(time.RFC3339), secure.ErrExpired)
 	}
@@ -274,7 +318,7 @@ func (s *Store) newOneTimePrekeys(n int, expires time.Time) ([][32]byte, error) 
 }
 
 // oneTimePrekey returns the unused one-time prekey pub (see
-// secure.EnrollmentKeys.OneTimePrekey).
+// enroll.EnrollmentKeys.OneTimePrekey).
 func (s *Store) oneTimePrekey(pub [32]byte, now time.Time) (vault.DH, error) {
 	var d vault.DH
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -389,7 +433,7 @@ func (s *Store) Check() (Stats, error) {
 		tokens, creds := tx.Bucket(bucketTokens), tx.Bucket(bucketCredentials)
 		err := tokens.ForEach(func(k, v []byte) error {
 			r, err := parseTokenRecord(v)
-			if err != nil || len(k) != len(secure.TokenHash{}) {
+			if err != nil || len(k) != len(enroll.TokenHash{}) {
 				return fmt.Errorf("token %x: %v", k, err)
 			}
 			st.Tokens++
@@ -407,14 +451,14 @@ func (s *Store) Check() (Stats, error) {
 			return err
 		}
 		err = creds.ForEach(func(k, v []byte) error {
-			if len(v) < len(secure.TokenHash{}) {
+			if len(v) < len(enroll.TokenHash{}) {
 				return fmt.Errorf("credential %x: short record", k)
 			}
-			c, err := secure.ParseCredential(v[len(secure.TokenHash{}):])
+			c, err := secure.ParseCredential(v[len(enroll.TokenHash{}):])
 			if err != nil || !bytes.Equal(c.ID[:], k) || c.Issuer != s.authority {
 				return fmt.Errorf("credential %x: not a credential of this authority with that id (%v)", k, err)
 			}
-			r, err := parseTokenRecord(tokens.Get(v[:len(secure.TokenHash{})]))
+			r, err := parseTokenRecord(tokens.Get(v[:len(enroll.TokenHash{})]))
 			if err != nil || !r.used || r.credID != c.ID {
 				return fmt.Errorf("credential %x names a token that does not name it back", k)
 			}
@@ -459,9 +503,9 @@ func (s *Store) Check() (Stats, error) {
 
 // Credential returns the recorded credential with id, and the hash of the
 // token it was issued for; an error if no such credential was recorded.
-func (s *Store) Credential(id secure.CredentialID) (*secure.Credential, secure.TokenHash, error) {
+func (s *Store) Credential(id secure.CredentialID) (*secure.Credential, enroll.TokenHash, error) {
 	var c *secure.Credential
-	var h secure.TokenHash
+	var h enroll.TokenHash
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketCredentials).Get(id[:])
 		if len(v) < len(h) {

@@ -48,3 +48,18 @@ func unarmor(blockType string, data []byte) ([]byte, error) {
 	}
 	return block.Bytes, nil
 }
+
+// MaxFileSize bounds every file of this module's PEM forms.
+const MaxFileSize = maxFileSize
+
+// MaxRevocationListSize is the size of the largest revocation list
+// (MaxRevocationEntries subjects).
+const MaxRevocationListSize = maxRevocationListSize
+
+// Armor returns der as a PEM block of blockType (docs/PROTOCOL.md, "Files").
+func Armor(blockType string, der []byte) []byte { return armor(blockType, der) }
+
+// Unarmor decodes a file that holds exactly one PEM block of blockType,
+// without headers and with nothing but whitespace around it; anything else
+// is ErrMalformed. data is at most MaxFileSize bytes.
+func Unarmor(blockType string, data []byte) ([]byte, error) { return unarmor(blockType, data) }

@@ -191,3 +191,27 @@ func checkIdentityKey(key ed25519.PublicKey) error {
 	}
 	return nil
 }
+
+// MaxUnixSeconds is the largest time, in Unix seconds, that the encodings
+// of this module accept (the last second of year 9999).
+const MaxUnixSeconds = maxUnix
+
+// UnixSeconds returns t as Unix seconds, clamped to [0, MaxUnixSeconds]: the
+// form every timestamp of PROTOCOL.md takes.
+func UnixSeconds(t time.Time) uint64 { return unixSeconds(t) }
+
+// SignedMessage returns context followed by body: what a signature of
+// docs/PROTOCOL.md §2 covers. The context ends in a 0x00 byte.
+func SignedMessage(context string, body []byte) []byte { return signedMessage(context, body) }
+
+// CheckIdentityKey refuses an Ed25519 public key that is not a canonical
+// point, or is of small order (ErrMalformed): anyone can forge signatures
+// that verify under a small-order key (docs/PROTOCOL.md §3).
+func CheckIdentityKey(key ed25519.PublicKey) error { return checkIdentityKey(key) }
+
+// CheckValidity checks the validity period [from, until) of what at now:
+// ErrNotYetValid if from is more than ClockSkew ahead, ErrExpired from until
+// on (expiry gets no skew: it fails closed).
+func CheckValidity(what string, from, until, now time.Time) error {
+	return checkPeriod(what, from, until, now)
+}

@@ -203,6 +203,11 @@ func (c *Credential) signed() (message, sig []byte) {
 	return signedMessage(credentialContext, body), c.raw[len(body):]
 }
 
+// CheckAttributes checks attributes as IssueCredential does: at most
+// MaxAttributes, keys of 1 to 64 bytes of [A-Za-z0-9_.-], values of at most
+// 255 bytes of UTF-8 without control characters (ErrMalformed).
+func CheckAttributes(attrs map[string]string) error { return checkAttributes(attrs) }
+
 // checkAttributes checks every attribute of a map.
 func checkAttributes(attrs map[string]string) error {
 	if len(attrs) > MaxAttributes {

@@ -65,3 +65,46 @@ func (id Identifier) Equal(other Identifier) bool {
 func (id Identifier) IsZero() bool {
 	return id == Identifier{}
 }
+
+// IsWeak reports whether id is the identifier of an Ed25519 key of small
+// order: one of the eight points of the curve's torsion subgroup, in any
+// of its 32-byte encodings (both sign bits, and the non-canonical p and p+1
+// for 0 and 1). Under such a key one fixed signature verifies for every
+// message, so no credential may name it (docs/PROTOCOL.md §1); an issuer
+// that holds only an identifier, not the key, checks it with IsWeak.
+func (id Identifier) IsWeak() bool {
+	for _, w := range weakIdentifiers {
+		if id.Equal(w) {
+			return true
+		}
+	}
+	return false
+}
+
+// weakIdentifiers are the identifiers of the 14 encodings of small-order
+// points (the y coordinates of libsodium's ge25519_has_small_order list,
+// each with sign bit 0 and 1).
+var weakIdentifiers = func() []Identifier {
+	ys := []string{
+		"0000000000000000000000000000000000000000000000000000000000000000", // y = 0, order 4
+		"0100000000000000000000000000000000000000000000000000000000000000", // y = 1, the neutral point
+		"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+		"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p-1, order 2
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p, 0 non-canonical
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p+1, 1 non-canonical
+	}
+	var ids []Identifier
+	for _, y := range ys {
+		key, err := hex.DecodeString(y)
+		if err != nil {
+			panic("secure: internal error: " + err.Error())
+		}
+		for _, sign := range []byte{0, 0x80} {
+			k := append([]byte(nil), key...)
+			k[31] = k[31]&0x7f | sign
+			ids = append(ids, IdentifierOf(k))
+		}
+	}
+	return ids
+}()

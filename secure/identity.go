@@ -175,6 +175,20 @@ func (l *LocalIdentity) RotatePurposeKey(v vault.Vault, now time.Time, ttl time.
 // purposeSlots are the two vault names purpose keys alternate between.
 var purposeSlots = [2]string{purposeKeyPrefix + "a", purposeKeyPrefix + "b"}
 
+// NewLocalIdentity returns the identity of signer, whose purpose key purpose
+// is attested by a: for keys held outside a vault, such as the fixed keys of
+// test vectors. It checks that the three belong together.
+func NewLocalIdentity(signer vault.Signer, purpose vault.DH, a *Attestation) (*LocalIdentity, error) {
+	if !a.IdentityKey.Equal(signer.Public()) || a.PurposeKey != purpose.PublicKey() {
+		return nil, errors.New("secure: the attestation is not of these keys")
+	}
+	return &LocalIdentity{signer: signer, purpose: purpose, slot: purposeSlots[0], public: &Identity{attestation: a}}, nil
+}
+
+// PurposeKey returns the current purpose key: the X25519 key of the Noise
+// handshake and of enrollment (docs/PROTOCOL.md §14).
+func (l *LocalIdentity) PurposeKey() vault.DH { return l.purpose }
+
 // Identifier returns the identity's Identifier.
 func (l *LocalIdentity) Identifier() Identifier { return l.public.Identifier() }
 

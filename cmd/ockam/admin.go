@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // Size limits of the enrollment files ockam reads.
@@ -92,16 +94,16 @@ var enrollFailures = []struct {
 	msg  string
 	hint string
 }{
-	{secure.ErrTokenUsed, "the enrollment token was already used", "ask the operator for a new token"},
-	{secure.ErrUnknownToken, "the authority does not know this enrollment token", "check that the token was minted with this authority's store"},
-	{secure.ErrWrongAuthority, "the enrollment token is of another authority", "use a token minted by the authority in --authority"},
-	{secure.ErrPrekeyUsed, "the one-time prekey was already used (a replayed request, or a bundle shared by two devices)", "make a new request"},
-	{secure.ErrUnknownPrekey, "the authority no longer holds the bundle's prekey", "get a current bundle and make a new request"},
+	{enroll.ErrTokenUsed, "the enrollment token was already used", "ask the operator for a new token"},
+	{enroll.ErrUnknownToken, "the authority does not know this enrollment token", "check that the token was minted with this authority's store"},
+	{enroll.ErrWrongAuthority, "the enrollment token is of another authority", "use a token minted by the authority in --authority"},
+	{enroll.ErrPrekeyUsed, "the one-time prekey was already used (a replayed request, or a bundle shared by two devices)", "make a new request"},
+	{enroll.ErrUnknownPrekey, "the authority no longer holds the bundle's prekey", "get a current bundle and make a new request"},
 	{secure.ErrRevoked, "this identity is revoked", ""},
 	{secure.ErrExpired, "expired", ""},
 	{secure.ErrBadSignature, "bad signature (is something between you and the authority?)", ""},
 	{secure.ErrUnknownIssuer, "signed by another authority than --authority", ""},
-	{secure.ErrAuthorityUnavailable, "the authority is unavailable", "try again later"},
+	{wire.ErrAuthorityUnavailable, "the authority is unavailable", "try again later"},
 }
 
 // enrollFailure says why an enrollment failed, keeping the detail.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,11 +11,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
 
 // authorityCommand returns "ockam authority".
@@ -30,7 +33,8 @@ func authorityCommand() *command {
 
 // authorityServeUsage is the --help text of "ockam authority serve".
 const authorityServeUsage = `Usage: ockam authority serve --vault AUTHORITY_DIR --db FILE
-                             [--listen tcp://HOST:PORT] [--debug]
+                             [--listen tcp://HOST:PORT] [--max-connections-per-ip N]
+                             [--debug]
 
 Runs the enrollment service of the authority in the vault AUTHORITY_DIR:
 it hands out enrollment bundles, answers enrollment requests with
@@ -42,6 +46,14 @@ While it runs it holds FILE, and the commands that use FILE
 ('ockam enroll token create', 'ockam revocation add --db', 'ockam authority
 process', 'bundle' and 'status') reach it through the socket FILE.sock.
 
+One address (an IPv4 address, or an IPv6 /64) holds at most
+--max-connections-per-ip connections (more are closed at once) and sends
+its first request within 10s. It gets at most 60 one-time prekeys with its
+bundles at once, then one a second (more bundles carry none), so that no
+one drains the pool. Each kind of refusal is warned at most once a minute;
+bundles that go out without a one-time prekey because the pool is
+exhausted raise a warning every 10s.
+
 Prints "listening on tcp://ADDRESS as IDENTIFIER" on stdout once ready,
 logs on stderr, and stops on SIGINT or SIGTERM.
 
@@ -50,6 +62,8 @@ Flags:
   --db FILE                the authority's store (required)
   --listen tcp://HOST:PORT where to listen (default tcp://127.0.0.1:4100;
                            port 0 picks a free one)
+  --max-connections-per-ip N
+                           connections one address may hold (default 256)
   --debug                  also log every credential issued
   --passphrase-file FILE   the file holding the vault passphrase
 `
@@ -61,9 +75,13 @@ func authorityServe(fs *flag.FlagSet) action {
 	db := fs.String("db", "", "store file")
 	listen := fs.String("listen", "tcp://127.0.0.1:4100", "listen address")
 	debug := fs.Bool("debug", false, "log every credential issued")
+	perIP := fs.Int("max-connections-per-ip", authority.DefaultMaxConnectionsPerIP, "connections one address may hold")
 	return func(e *env, args []string) error {
 		if _, err := begin(e, fs, args, "vault", "db"); err != nil {
 			return err
+		}
+		if *perIP <= 0 {
+			return usagef("--max-connections-per-ip must be positive")
 		}
 		addr, err := parseTCPAddress("listen", *listen)
 		if err != nil {
@@ -91,13 +109,14 @@ func authorityServe(fs *flag.FlagSet) action {
 			return err
 		}
 		defer a.Close()
-		return serveAuthority(e, a, addr, *db, log)
+		return serveAuthority(e, &authority.Service{Authority: a, Logger: log, MaxConnectionsPerIP: *perIP}, addr, *db)
 	}
 }
 
 // serveAuthority listens on addr and the control socket of db, and serves
-// until SIGINT or SIGTERM.
-func serveAuthority(e *env, a *authority.Authority, addr, db string, log *slog.Logger) error {
+// s until SIGINT or SIGTERM.
+func serveAuthority(e *env, s *authority.Service, addr, db string) error {
+	a, log := s.Authority, s.Logger
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -114,7 +133,7 @@ func serveAuthority(e *env, a *authority.Authority, addr, db string, log *slog.L
 	go func() { ctlDone <- authority.ServeControl(ctx, ctl, a, log) }()
 	fmt.Fprintf(e.stdout, "listening on tcp://%s as %s\n", ln.Addr(), a.Identifier())
 	log.Info("serving", "address", ln.Addr().String(), "authority", a.Identifier().String(), "control", authority.ControlPath(db))
-	err = (&authority.Service{Authority: a, Logger: log}).Serve(ctx, ln)
+	err = s.Serve(ctx, ln)
 	stop()
 	if cerr := <-ctlDone; err == nil {
 		err = cerr
@@ -159,7 +178,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		requests, err := secure.ParseRequestFile(data)
+		requests, err := enroll.ParseRequestFile(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
 		}
@@ -182,7 +201,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 				e.warnf("request %d (%s…) refused: %v", i+1, h, r.Err)
 				continue
 			}
-			answers.Write(secure.MarshalAnswerFile(r.Answer))
+			answers.Write(enroll.MarshalAnswerFile(r.Answer))
 		}
 		if answers.Len() > 0 {
 			if err := writeOutput(e, *out, answers.Bytes(), *force); err != nil {
@@ -199,7 +218,7 @@ func authorityProcess(fs *flag.FlagSet) action {
 
 // sha256Prefix names a request in messages by the hash its answer carries.
 func sha256Prefix(request []byte) string {
-	h := secure.RequestHash(request)
+	h := enroll.RequestHash(request)
 	return fmt.Sprintf("%x", h[:4])
 }
 
@@ -239,8 +258,8 @@ func authorityBundle(fs *flag.FlagSet) action {
 		if _, err := begin(e, fs, args, "vault", "db", "out"); err != nil {
 			return err
 		}
-		if *oneTime < 0 || *oneTime > secure.MaxOneTimePrekeys {
-			return usagef("--one-time %d: want 0 to %d", *oneTime, secure.MaxOneTimePrekeys)
+		if *oneTime < 0 || *oneTime > enroll.MaxOneTimePrekeys {
+			return usagef("--one-time %d: want 0 to %d", *oneTime, enroll.MaxOneTimePrekeys)
 		}
 		if err := checkOutput(*out, *force); err != nil {
 			return err
@@ -342,5 +361,195 @@ func authorityStatus(fs *flag.FlagSet) action {
 		fmt.Fprintf(e.stdout, "revocation sequence: %d (%d entries)\n", st.RevocationSequence, st.RevokedEntries)
 		fmt.Fprintln(e.stdout, "consistent:          yes")
 		return nil
+	}
+}
+
+// tokenCreateUsage is the --help text of "ockam enroll token create".
+const tokenCreateUsage = `Usage: ockam enroll token create --vault AUTHORITY_DIR --db FILE --count N
+                                 [--attr KEY=VALUE ...] [--ttl DURATION]
+                                 [--credential-ttl DURATION] --out FILE [--force]
+
+Mints N single-use enrollment tokens of the authority in the vault
+AUTHORITY_DIR, each granting a credential with the given attributes, valid
+for --credential-ttl from enrollment. The tokens are written to FILE, one a
+line (mode 0600: they are secrets); the store FILE keeps only their hashes
+(through the running service, if there is one). Reports progress on stderr.
+A token not used within --ttl expires.
+
+Flags:
+  --vault DIR              the authority's vault directory (required)
+  --db FILE                the authority's store (required)
+  --count N                how many tokens (required)
+  --attr KEY=VALUE         an attribute of the credentials; repeat for more
+  --ttl DURATION           how long the tokens can be used (default 7d)
+  --credential-ttl DURATION
+                           how long the credentials are valid (default 30d)
+  --out FILE               where to write the tokens, "-" for stdout
+                           (required)
+  --force                  replace FILE if it exists
+  --passphrase-file FILE   the file holding the vault passphrase
+`
+
+// defaultTokenTTL is how long a token can be used unless --ttl says otherwise.
+const defaultTokenTTL = 7 * day
+
+// tokenChunk is how many tokens are stored per transaction.
+const tokenChunk = 10_000
+
+// tokenCreate defines "ockam enroll token create".
+func tokenCreate(fs *flag.FlagSet) action {
+	var vf vaultFlags
+	vf.register(fs)
+	db := fs.String("db", "", "store file")
+	count := fs.Int("count", 0, "number of tokens")
+	attrs := attrFlags{}
+	fs.Var(attrs, "attr", "KEY=VALUE attribute (repeatable)")
+	ttl := ttlFlag(defaultTokenTTL)
+	fs.Var(&ttl, "ttl", "token lifetime")
+	credTTL := ttlFlag(defaultCredentialTTL)
+	fs.Var(&credTTL, "credential-ttl", "credential lifetime")
+	out := fs.String("out", "", "token file")
+	force := fs.Bool("force", false, "replace an existing output file")
+	return func(e *env, args []string) error {
+		now, err := begin(e, fs, args, "vault", "db", "out")
+		if err != nil {
+			return err
+		}
+		if *count <= 0 {
+			return usagef("--count must be positive")
+		}
+		if err := secure.CheckAttributes(attrs); err != nil {
+			return fmt.Errorf("--attr: %w", err)
+		}
+		spec := authority.TokenSpec{Attributes: attrs, Expires: now.Add(time.Duration(ttl)), CredentialTTL: time.Duration(credTTL)}
+		w, err := createSecretOutput(e, *out, *force)
+		if err != nil {
+			return err
+		}
+		a, err := openAdmin(e, &vf, *db)
+		if err != nil {
+			w.abort()
+			return err
+		}
+		defer a.Close()
+		p := &progress{e: e, what: "minted", total: *count}
+		for done := 0; done < *count; {
+			n := min(tokenChunk, *count-done)
+			hashes := make([]enroll.TokenHash, n)
+			for i := range n {
+				t, err := enroll.GenerateToken(a.Identifier(), nil)
+				if err != nil {
+					return err
+				}
+				hashes[i] = t.Hash()
+				w.WriteString(t.Reveal() + "\n")
+			}
+			// The tokens are on disk before their hashes are stored: every
+			// stored hash has its token in FILE.
+			if err := w.sync(); err != nil {
+				return err
+			}
+			if err := a.AddTokens(hashes, spec); err != nil {
+				return fmt.Errorf("store tokens %d to %d: %w (the first %d tokens of %s are valid)", done+1, done+n, err, done, *out)
+			}
+			done += n
+			p.report(done)
+		}
+		if err := w.close(); err != nil {
+			return err
+		}
+		if *out != "-" {
+			fmt.Fprintf(e.stdout, "tokens:  %d\nexpires: %s\n", *count, formatTime(spec.Expires))
+		}
+		return nil
+	}
+}
+
+// secretOutput is the token file: a temporary file of mode 0600 in the
+// directory of its path, put in place (renamed over the old file with
+// --force, hard-linked without) at its first sync, before any token's hash
+// is stored; tokens then go on into the same file. So an old file's mode
+// and owner never carry over, a symbolic link is never followed, the old
+// file stays whole until tokens are minted, and every stored hash has its
+// token in the file, even after a crash.
+type secretOutput struct {
+	*bufio.Writer
+	f      *os.File // nil for stdout
+	tmp    string   // the temporary name, until placed
+	path   string
+	force  bool
+	placed bool
+}
+
+// createSecretOutput prepares the secret file path (see secretOutput), or
+// uses stdout for "-". It refuses a symbolic link at path and, unless
+// force, an existing path.
+func createSecretOutput(e *env, path string, force bool) (*secretOutput, error) {
+	if path == "-" {
+		return &secretOutput{Writer: bufio.NewWriter(e.stdout)}, nil
+	}
+	if err := checkOutput(path, force); err != nil {
+		return nil, err
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".*.tmp") // O_EXCL, 0600
+	if err != nil {
+		return nil, err
+	}
+	return &secretOutput{Writer: bufio.NewWriter(f), f: f, tmp: f.Name(), path: path, force: force}, nil
+}
+
+// sync makes what was written durable, and puts the file in place the
+// first time.
+func (o *secretOutput) sync() error {
+	if err := o.Flush(); err != nil {
+		return err
+	}
+	if o.f == nil {
+		return nil
+	}
+	if err := o.f.Sync(); err != nil {
+		return err
+	}
+	if o.placed {
+		return nil
+	}
+	if err := checkOutput(o.path, o.force); err != nil { // a link made since
+		return err
+	}
+	var err error
+	if o.force {
+		err = os.Rename(o.tmp, o.path) // replaces a file, or a link made since, never follows it
+	} else if err = os.Link(o.tmp, o.path); err == nil { // unlike rename, never replaces path
+		err = os.Remove(o.tmp)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	o.placed = true
+	return syncDir(filepath.Dir(o.path))
+}
+
+func (o *secretOutput) close() error {
+	if err := o.sync(); err != nil {
+		return err
+	}
+	if o.f != nil {
+		return o.f.Close()
+	}
+	return nil
+}
+
+// abort drops a token file to which nothing was written: its temporary
+// file goes, and the old file, if any, stays.
+func (o *secretOutput) abort() {
+	if o.f != nil {
+		o.f.Close()
+		if !o.placed {
+			os.Remove(o.tmp)
+		}
 	}
 }

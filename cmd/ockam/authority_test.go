@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -70,7 +71,7 @@ func newFleet(t testing.TB) *fleet {
 }
 
 // tokens mints n tokens granting attrs and returns them.
-func (f *fleet) tokens(n int, attrs ...string) []secure.Token {
+func (f *fleet) tokens(n int, attrs ...string) []enroll.Token {
 	f.t.Helper()
 	out := filepath.Join(f.t.TempDir(), "tokens")
 	args := []string{"enroll", "token", "create", "--vault", f.vault, "--db", f.db, "--count", strconv.Itoa(n), "--out", out}
@@ -80,9 +81,9 @@ func (f *fleet) tokens(n int, attrs ...string) []secure.Token {
 	ockamRun(f.t, args...)
 	data, err := os.ReadFile(out)
 	require.NoError(f.t, err)
-	var toks []secure.Token
+	var toks []enroll.Token
 	for _, line := range strings.Fields(string(data)) {
-		tok, err := secure.ParseToken(line)
+		tok, err := enroll.ParseToken(line)
 		require.NoError(f.t, err)
 		toks = append(toks, tok)
 	}

@@ -45,7 +45,7 @@ func BenchmarkEnrollFleet(b *testing.B) {
 						return
 					}
 					id := newDeviceIdentity(b)
-					if _, err := enrollAt(srv.addr, id, f.authority, toks[i], time.Now()); err != nil {
+					if _, err := enrollAt(srv.addr, id, f.authority, toks[i], time.Now(), false); err != nil {
 						b.Errorf("device %d: %v", i, err)
 						return
 					}

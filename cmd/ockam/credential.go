@@ -65,6 +65,9 @@ func credentialIssue(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
+		if sub.IsWeak() {
+			return fmt.Errorf("--subject %s is the identifier of a small-order key, which anyone can sign for", sub)
+		}
 		if err := checkOutput(*out, *force); err != nil {
 			return err
 		}

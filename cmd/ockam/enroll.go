@@ -9,11 +9,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"time"
 
-	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -40,32 +40,46 @@ func enrollCommand() *command {
 		}}
 }
 
-// tokenFlags are --token and --token-file.
+// tokenFlags are --token and --token-file. --token shows in ps and in the
+// shell's history: --token-file, or "-" for standard input, does not.
 type tokenFlags struct{ token, file string }
 
 func (tf *tokenFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&tf.token, "token", "", "enrollment token")
-	fs.StringVar(&tf.file, "token-file", "", "file holding the enrollment token")
+	fs.StringVar(&tf.file, "token-file", "", `file holding the enrollment token, "-" for standard input`)
 }
 
-// read returns the token of --token or --token-file.
-func (tf *tokenFlags) read() (secure.Token, error) {
+// read returns the token of --token, --token-file, or standard input.
+func (tf *tokenFlags) read(e *env) (enroll.Token, error) {
 	s := tf.token
 	switch {
 	case tf.token != "" && tf.file != "":
-		return secure.Token{}, usagef("--token and --token-file exclude each other")
+		return enroll.Token{}, usagef("--token and --token-file exclude each other")
+	case tf.file == "-":
+		if e.stdin == nil {
+			return enroll.Token{}, errors.New("no token on standard input")
+		}
+		b, err := io.ReadAll(io.LimitReader(e.stdin, maxEnrollTokenFile+1))
+		if err != nil {
+			return enroll.Token{}, fmt.Errorf("read the token from standard input: %w", err)
+		}
+		if len(b) > maxEnrollTokenFile {
+			return enroll.Token{}, fmt.Errorf("standard input holds more than %d bytes, not one token", maxEnrollTokenFile)
+		}
+		s = string(b)
+		clear(b)
 	case tf.file != "":
 		b, err := readBounded(tf.file, maxEnrollTokenFile, true)
 		if err != nil {
-			return secure.Token{}, err
+			return enroll.Token{}, err
 		}
 		s = string(b)
 	case tf.token == "":
-		return secure.Token{}, usagef("missing --token or --token-file")
+		return enroll.Token{}, usagef("missing --token or --token-file")
 	}
-	t, err := secure.ParseToken(s)
+	t, err := enroll.ParseToken(s)
 	if err != nil {
-		return secure.Token{}, fmt.Errorf("enrollment token: %w", err)
+		return enroll.Token{}, fmt.Errorf("enrollment token: %w", err)
 	}
 	return t, nil
 }
@@ -99,20 +113,21 @@ func enrollingIdentity(e *env, vf *vaultFlags, now time.Time) (vault.Vault, *sec
 }
 
 // readAuthority reads --authority and checks that the token is its own.
-func readAuthority(path string, tok secure.Token) (*secure.Identity, error) {
+func readAuthority(path string, tok enroll.Token) (*secure.Identity, error) {
 	auth, err := readIdentityFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--authority: %w", err)
 	}
 	if !tok.IsZero() && !tok.MintedBy(auth.Identifier()) {
-		return nil, enrollFailure(fmt.Errorf("token not minted by %s: %w", auth.Identifier().Short(), secure.ErrWrongAuthority))
+		return nil, enrollFailure(fmt.Errorf("token not minted by %s: %w", auth.Identifier().Short(), enroll.ErrWrongAuthority))
 	}
 	return auth, nil
 }
 
 // enrollUsage is the --help text of "ockam enroll".
 const enrollUsage = `Usage: ockam enroll --vault DIR --authority FILE --address tcp://HOST:PORT
-                    (--token TOKEN | --token-file FILE) --out CRED_FILE [--force]
+                    (--token TOKEN | --token-file FILE|-) --out CRED_FILE [--force]
+                    [--require-one-time-prekey]
        ockam enroll token create ...   (mint tokens; authority)
        ockam enroll request ...        (offline: write a request)
        ockam enroll accept ...         (offline: read the answer)
@@ -129,12 +144,22 @@ Flags:
   --authority FILE         the authority's identity file (required)
   --address tcp://HOST:PORT
                            the authority's service (required)
-  --token TOKEN            the enrollment token (or --token-file)
-  --token-file FILE        a file holding the token (mode 0600)
+  --token TOKEN            the enrollment token (or --token-file: --token
+                           shows in ps)
+  --token-file FILE        a file holding the token (mode 0600), "-" for
+                           standard input
+  --require-one-time-prekey
+                           refuse a bundle without a one-time prekey (the
+                           authority's pool is exhausted, or this address
+                           is over its rate) rather than enroll without one
   --out FILE               where to write the credential (required)
   --force                  replace FILE if it exists
   --passphrase-file FILE   the file holding the vault passphrase
 `
+
+// errNoOneTimePrekey: --require-one-time-prekey, and the bundle has none.
+var errNoOneTimePrekey = errors.New("the authority's bundle carries no one-time prekey (its pool is exhausted, " +
+	"or this address fetched more than its rate: try again later)")
 
 // enrollOnline defines "ockam enroll".
 func enrollOnline(fs *flag.FlagSet) action {
@@ -146,6 +171,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 	address := fs.String("address", "", "authority service address")
 	out := fs.String("out", "", "credential file")
 	force := fs.Bool("force", false, "replace an existing output file")
+	requireOneTime := fs.Bool("require-one-time-prekey", false, "refuse a bundle without a one-time prekey")
 	return func(e *env, args []string) error {
 		now, err := begin(e, fs, args, "vault", "authority", "address", "out")
 		if err != nil {
@@ -155,7 +181,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		tok, err := tf.read()
+		tok, err := tf.read(e)
 		if err != nil {
 			return err
 		}
@@ -170,7 +196,7 @@ func enrollOnline(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		c, err := enrollAt(addr, id, auth, tok, now)
+		c, err := enrollAt(addr, id, auth, tok, now, *requireOneTime)
 		if err != nil {
 			return enrollFailure(err)
 		}
@@ -183,7 +209,9 @@ func enrollOnline(fs *flag.FlagSet) action {
 }
 
 // enrollAt runs the online enrollment against the service at addr.
-func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok secure.Token, now time.Time) (*secure.Credential, error) {
+// With requireOneTime, a bundle without a one-time prekey is refused
+// (errNoOneTimePrekey) and nothing is sent.
+func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok enroll.Token, now time.Time, requireOneTime bool) (*secure.Credential, error) {
 	nc, err := net.DialTimeout("tcp", addr, enrollTimeout)
 	if err != nil {
 		return nil, err
@@ -195,12 +223,15 @@ func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok 
 		io.Reader
 		io.Writer
 	}{bufio.NewReader(nc), nc}
-	b, err := secure.FetchBundle(rw)
+	b, err := wire.FetchBundle(rw)
 	if err != nil {
 		return nil, err
 	}
 	if err := b.Verify(auth, now); err != nil {
 		return nil, err
+	}
+	if requireOneTime && len(b.OneTimePrekeys) == 0 {
+		return nil, errNoOneTimePrekey
 	}
 	var k [32]byte
 	crand.Read(k[:]) // never fails (Go 1.24+)
@@ -208,11 +239,11 @@ func enrollAt(addr string, id *secure.LocalIdentity, auth *secure.Identity, tok 
 	if len(b.OneTimePrekeys) > 0 {
 		oneTime = rand.IntN(len(b.OneTimePrekeys))
 	}
-	enr, err := secure.NewEnrollment(id, b, tok, oneTime, vault.NewDHFromScalar(k))
+	enr, err := enroll.NewEnrollment(id, b, tok, oneTime, vault.NewDHFromScalar(k))
 	if err != nil {
 		return nil, err
 	}
-	answer, err := secure.SubmitEnrollment(rw, enr.Request())
+	answer, err := wire.SubmitEnrollment(rw, enr.Request())
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +263,7 @@ func printEnrolled(e *env, c *secure.Credential) {
 
 // enrollRequestUsage is the --help text of "ockam enroll request".
 const enrollRequestUsage = `Usage: ockam enroll request --vault DIR --authority FILE --bundle FILE
-                            (--token TOKEN | --token-file FILE) --out REQUEST [--force]
+                            (--token TOKEN | --token-file FILE|-) --out REQUEST [--force]
 
 The offline half of 'ockam enroll': writes the enrollment request of the
 identity of the vault DIR (created if the vault has none) to REQUEST, for
@@ -245,8 +276,10 @@ Flags:
   --vault DIR              the device's vault directory (required)
   --authority FILE         the authority's identity file (required)
   --bundle FILE            the authority's enrollment bundle (required)
-  --token TOKEN            the enrollment token (or --token-file)
-  --token-file FILE        a file holding the token (mode 0600)
+  --token TOKEN            the enrollment token (or --token-file: --token
+                           shows in ps)
+  --token-file FILE        a file holding the token (mode 0600), "-" for
+                           standard input
   --out FILE               where to write the request, "-" for stdout
                            (required)
   --force                  replace FILE if it exists
@@ -268,7 +301,7 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		tok, err := tf.read()
+		tok, err := tf.read(e)
 		if err != nil {
 			return err
 		}
@@ -276,7 +309,7 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		b, err := readParsed(*bundleFile, maxBundleFile, secure.ParseBundleFile)
+		b, err := readParsed(*bundleFile, maxBundleFile, enroll.ParseBundleFile)
 		if err != nil {
 			return err
 		}
@@ -301,14 +334,14 @@ func enrollRequest(fs *flag.FlagSet) action {
 		if len(b.OneTimePrekeys) > 0 {
 			oneTime = rand.IntN(len(b.OneTimePrekeys))
 		}
-		enr, err := secure.NewEnrollment(id, b, tok, oneTime, eph)
+		enr, err := enroll.NewEnrollment(id, b, tok, oneTime, eph)
 		if err != nil {
 			return enrollFailure(err)
 		}
 		if err := v.WriteRecord(pendingRequest, enr.Request()); err != nil {
 			return err
 		}
-		if err := writeOutput(e, *out, secure.MarshalRequestFile(enr.Request()), *force); err != nil {
+		if err := writeOutput(e, *out, enroll.MarshalRequestFile(enr.Request()), *force); err != nil {
 			return err
 		}
 		if *out != "-" {
@@ -349,7 +382,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		auth, err := readAuthority(*authorityFile, secure.Token{})
+		auth, err := readAuthority(*authorityFile, enroll.Token{})
 		if err != nil {
 			return err
 		}
@@ -357,7 +390,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		answers, err := secure.ParseAnswerFile(data)
+		answers, err := enroll.ParseAnswerFile(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
 		}
@@ -396,7 +429,7 @@ func enrollAccept(fs *flag.FlagSet) action {
 }
 
 // pendingEnrollment rebuilds the device's pending offline request.
-func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*secure.Enrollment, error) {
+func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*enroll.Enrollment, error) {
 	eph, err := v.DH(pendingEphemeralKey)
 	if errors.Is(err, vault.ErrNotFound) {
 		return nil, withHint(fmt.Errorf("vault %s has no pending enrollment request", dir),
@@ -409,173 +442,16 @@ func pendingEnrollment(v vault.Vault, id *secure.LocalIdentity, dir string) (*se
 	if err != nil {
 		return nil, fmt.Errorf("vault %s: pending request: %w", dir, err)
 	}
-	return secure.ResumeEnrollment(id, req, eph)
+	return enroll.ResumeEnrollment(id, req, eph)
 }
 
 // findAnswer returns the answer to the request with hash h.
 func findAnswer(answers [][]byte, h [32]byte) ([]byte, error) {
 	for _, a := range answers {
-		if ah, err := secure.AnswerRequestHash(a); err == nil && ah == h {
+		if ah, err := enroll.AnswerRequestHash(a); err == nil && ah == h {
 			return a, nil
 		}
 	}
 	return nil, withHint(fmt.Errorf("no answer to this device's request %x (of %d answers)", h[:4], len(answers)),
 		"the authority may have refused it: see the output of 'ockam authority process'")
-}
-
-// tokenCreateUsage is the --help text of "ockam enroll token create".
-const tokenCreateUsage = `Usage: ockam enroll token create --vault AUTHORITY_DIR --db FILE --count N
-                                 [--attr KEY=VALUE ...] [--ttl DURATION]
-                                 [--credential-ttl DURATION] --out FILE [--force]
-
-Mints N single-use enrollment tokens of the authority in the vault
-AUTHORITY_DIR, each granting a credential with the given attributes, valid
-for --credential-ttl from enrollment. The tokens are written to FILE, one a
-line (mode 0600: they are secrets); the store FILE keeps only their hashes
-(through the running service, if there is one). Reports progress on stderr.
-A token not used within --ttl expires.
-
-Flags:
-  --vault DIR              the authority's vault directory (required)
-  --db FILE                the authority's store (required)
-  --count N                how many tokens (required)
-  --attr KEY=VALUE         an attribute of the credentials; repeat for more
-  --ttl DURATION           how long the tokens can be used (default 7d)
-  --credential-ttl DURATION
-                           how long the credentials are valid (default 30d)
-  --out FILE               where to write the tokens, "-" for stdout
-                           (required)
-  --force                  replace FILE if it exists
-  --passphrase-file FILE   the file holding the vault passphrase
-`
-
-// defaultTokenTTL is how long a token can be used unless --ttl says otherwise.
-const defaultTokenTTL = 7 * day
-
-// tokenChunk is how many tokens are stored per transaction.
-const tokenChunk = 10_000
-
-// tokenCreate defines "ockam enroll token create".
-func tokenCreate(fs *flag.FlagSet) action {
-	var vf vaultFlags
-	vf.register(fs)
-	db := fs.String("db", "", "store file")
-	count := fs.Int("count", 0, "number of tokens")
-	attrs := attrFlags{}
-	fs.Var(attrs, "attr", "KEY=VALUE attribute (repeatable)")
-	ttl := ttlFlag(defaultTokenTTL)
-	fs.Var(&ttl, "ttl", "token lifetime")
-	credTTL := ttlFlag(defaultCredentialTTL)
-	fs.Var(&credTTL, "credential-ttl", "credential lifetime")
-	out := fs.String("out", "", "token file")
-	force := fs.Bool("force", false, "replace an existing output file")
-	return func(e *env, args []string) error {
-		now, err := begin(e, fs, args, "vault", "db", "out")
-		if err != nil {
-			return err
-		}
-		if *count <= 0 {
-			return usagef("--count must be positive")
-		}
-		if err := secure.CheckAttributes(attrs); err != nil {
-			return fmt.Errorf("--attr: %w", err)
-		}
-		spec := authority.TokenSpec{Attributes: attrs, Expires: now.Add(time.Duration(ttl)), CredentialTTL: time.Duration(credTTL)}
-		w, err := createSecretOutput(e, *out, *force)
-		if err != nil {
-			return err
-		}
-		a, err := openAdmin(e, &vf, *db)
-		if err != nil {
-			w.abort()
-			return err
-		}
-		defer a.Close()
-		p := &progress{e: e, what: "minted", total: *count}
-		for done := 0; done < *count; {
-			n := min(tokenChunk, *count-done)
-			hashes := make([]secure.TokenHash, n)
-			for i := range n {
-				t, err := secure.GenerateToken(a.Identifier(), nil)
-				if err != nil {
-					return err
-				}
-				hashes[i] = t.Hash()
-				w.WriteString(t.Reveal() + "\n")
-			}
-			// The tokens are on disk before their hashes are stored: every
-			// stored hash has its token in FILE.
-			if err := w.sync(); err != nil {
-				return err
-			}
-			if err := a.AddTokens(hashes, spec); err != nil {
-				return fmt.Errorf("store tokens %d to %d: %w (the first %d tokens of %s are valid)", done+1, done+n, err, done, *out)
-			}
-			done += n
-			p.report(done)
-		}
-		if err := w.close(); err != nil {
-			return err
-		}
-		if *out != "-" {
-			fmt.Fprintf(e.stdout, "tokens:  %d\nexpires: %s\n", *count, formatTime(spec.Expires))
-		}
-		return nil
-	}
-}
-
-// secretOutput is the token file: created 0600, written as tokens are
-// minted, synced before their hashes are stored.
-type secretOutput struct {
-	*bufio.Writer
-	f    *os.File // nil for stdout
-	path string
-}
-
-// createSecretOutput creates path (0600; O_EXCL unless force), or uses
-// stdout for "-".
-func createSecretOutput(e *env, path string, force bool) (*secretOutput, error) {
-	if path == "-" {
-		return &secretOutput{Writer: bufio.NewWriter(e.stdout)}, nil
-	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(path, flags, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil, withHint(fmt.Errorf("%s already exists", path), "pass --force to replace it")
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &secretOutput{Writer: bufio.NewWriter(f), f: f, path: path}, nil
-}
-
-func (o *secretOutput) sync() error {
-	if err := o.Flush(); err != nil {
-		return err
-	}
-	if o.f != nil {
-		return o.f.Sync()
-	}
-	return nil
-}
-
-func (o *secretOutput) close() error {
-	if err := o.sync(); err != nil {
-		return err
-	}
-	if o.f != nil {
-		return o.f.Close()
-	}
-	return nil
-}
-
-// abort removes a token file to which nothing was written.
-func (o *secretOutput) abort() {
-	if o.f != nil {
-		o.f.Close()
-		os.Remove(o.path)
-	}
 }

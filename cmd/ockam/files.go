@@ -182,12 +182,21 @@ func readParsed[T any](path string, max int64, parse func([]byte) (T, error)) (T
 }
 
 // checkOutput fails early, before a vault is unlocked, if writeOutput
-// would refuse path.
+// would refuse path: a symbolic link, or an existing path unless force.
 func checkOutput(path string, force bool) error {
-	if path == "-" || force {
+	if path == "-" {
 		return nil
 	}
-	if _, err := os.Lstat(path); err == nil {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return withHint(fmt.Errorf("%s is a symbolic link: ockam does not write through one", path),
+			"name the file itself")
+	case !force:
 		return withHint(fmt.Errorf("%s already exists", path), "pass --force to replace it")
 	}
 	return nil
@@ -214,8 +223,12 @@ func writeOutput(e *env, path string, data []byte, force bool) error {
 // or the new ones, never a part: it writes a temporary file in the same
 // directory, syncs it, then renames it over path (if replace) or hard-links
 // it to path (which fails with fs.ErrExist if path exists), and syncs the
-// directory.
+// directory. It refuses a symbolic link at path (a rename would replace
+// it, not follow it, either way).
 func writeFileAtomic(path string, data []byte, perm fs.FileMode, replace bool) (err error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return withHint(fmt.Errorf("%s is a symbolic link: ockam does not write through one", path), "name the file itself")
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

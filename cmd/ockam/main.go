@@ -46,13 +46,14 @@ func main() {
 // stdout and stderr, and returns the exit code. It reads the environment
 // with os.Getenv and never calls os.Exit, so tests can call it in-process.
 func run(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	e := &env{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	path, err := dispatch(e, root(), args)
 	return e.report(path, err)
 }
 
 // env is what a command may use of the outside world besides files.
 type env struct {
+	stdin          io.Reader // nil: empty
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }

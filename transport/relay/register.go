@@ -10,8 +10,10 @@ import (
 )
 
 // registerContext starts the message a listener signs to register a name:
-// registerContext || challenge (32) || u8 len(name) || name.
-const registerContext = "telegraf-ockam/relay-register/1"
+// registerContext || challenge (32) || u8 len(name) || name. Like every
+// signature context of docs/PROTOCOL.md §2 it ends in one 0x00 byte (the
+// context of version 1, "telegraf-ockam/relay-register/1", did not).
+const registerContext = "telegraf-ockam relay-register v2\x00"
 
 // attributeRelay is the credential attribute that must equal the name.
 const attributeRelay = "relay"
@@ -46,14 +48,18 @@ func (s *Server) register(c *relayConn, f *frame) {
 	s.reply(c, &frame{Type: typeRegistered, Name: f.Name})
 }
 
-// checkRegistration checks a REGISTER: the challenge signed by the identity
-// key, then the credential (trusted issuer, this subject, current, not
+// checkRegistration checks a REGISTER: the identity key (canonical, not of
+// small order), the challenge signed by it, then the credential (trusted issuer, this subject, current, not
 // revoked), then its relay attribute. It returns the registrant and its
 // credential. Each refusal has its own message.
 func (s *Server) checkRegistration(challenge []byte, f *frame) (secure.Identifier, *secure.Credential, error) {
 	var none secure.Identifier
 	if challenge == nil {
 		return none, nil, errors.New("no challenge: send REGISTER_BEGIN first, then REGISTER")
+	}
+	// Under a small-order key one fixed signature verifies every challenge.
+	if err := secure.CheckIdentityKey(f.Key); err != nil {
+		return none, nil, fmt.Errorf("identity key refused: %v", err)
 	}
 	if !ed25519.Verify(f.Key, registerMessage(challenge, f.Name), f.Signature) {
 		return none, nil, errors.New("bad signature: the registration is not signed by its identity key over this challenge")

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -404,6 +406,35 @@ func TestRegistrationRefused(t *testing.T) {
 	defer log.mu.Unlock()
 	for _, line := range log.lines {
 		require.NotContains(t, line, fmt.Sprintf("%x", e.listenerCred.Marshal()[:16]))
+	}
+}
+
+// TestRegistrationSmallOrderKey is issue 23's item 4: the neutral point as
+// identity key, with the one signature that verifies under it for every
+// challenge, and a credential naming its identifier (the CLI of version 1
+// issued credentials to bare identifiers). The relay refuses the key before
+// it checks the signature; the name stays with its holder.
+func TestRegistrationSmallOrderKey(t *testing.T) {
+	e := newEnv(t)
+	log := newTestLog(t)
+	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()}, Logger: log})
+	const name = "plant-9-gateway" // free: nobody holds it
+	neutral := make(ed25519.PublicKey, 32)
+	neutral[0] = 1
+	forged := append(slices.Clone([]byte(neutral)), make([]byte, 32)...) // R = the neutral point, S = 0
+	cred := issue(t, e.authority, secure.IdentifierOf(neutral), map[string]string{"relay": name}, time.Now(), time.Hour)
+	for range 2 { // two challenges: the same signature each time
+		raw := dialRaw(t, relay)
+		raw.send(&frame{Type: typeRegisterBegin})
+		challenge, err := raw.read()
+		require.NoError(t, err)
+		require.Equal(t, typeChallenge, challenge.Type)
+		require.True(t, ed25519.Verify(neutral, registerMessage(challenge.Payload, name), forged), "the forged signature verifies")
+		raw.send(&frame{Type: typeRegister, Name: name, Key: neutral, Credential: cred.Marshal(), Signature: forged})
+		ans, err := raw.read()
+		require.NoError(t, err)
+		require.Equal(t, typeRefused, ans.Type, "%s", ans.Payload)
+		require.Contains(t, string(ans.Payload), "identity key refused")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
@@ -122,5 +123,5 @@ func fetchRevocationList(ctx context.Context, network, address string) (*secure.
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	return secure.FetchRevocationList(nc)
+	return wire.FetchRevocationList(nc)
 }

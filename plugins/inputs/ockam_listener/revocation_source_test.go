@@ -10,11 +10,12 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
 // fakeAuthority serves whatever revocation list body it is given, as the
-// authority service does (secure.ServiceRevocationList), and counts fetches.
+// authority service does (wire.ServiceRevocationList), and counts fetches.
 type fakeAuthority struct {
 	mu      sync.Mutex
 	body    []byte // nil: no list yet
@@ -36,15 +37,15 @@ func newFakeAuthority(t *testing.T) *fakeAuthority {
 			}
 			go func() {
 				defer nc.Close()
-				typ, _, err := secure.ReadServiceFrame(nc, secure.ServiceBodyLimit)
-				if err != nil || typ != secure.ServiceRevocationList {
+				typ, _, err := wire.ReadServiceFrame(nc, wire.ServiceBodyLimit)
+				if err != nil || typ != wire.ServiceRevocationList {
 					return
 				}
 				f.mu.Lock()
 				body := f.body
 				f.fetches++
 				f.mu.Unlock()
-				secure.WriteServiceFrame(nc, typ|secure.ServiceReply, body)
+				wire.WriteServiceFrame(nc, typ|wire.ServiceReply, body)
 			}()
 		}
 	}()
