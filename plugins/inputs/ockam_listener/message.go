@@ -29,6 +29,10 @@ const (
 	refusedUnauthorized = "unauthorized"
 	refusedParse        = "parse"
 	refusedPolicy       = "policy"
+	// A field named like a tag the listener sets (check.go).
+	refusedReservedField = "reserved_field"
+	// A point InfluxDB would refuse for good (check.go).
+	refusedInvalidPoint = "invalid_point"
 )
 
 // handle checks one data message and emits it, or refuses it with a nack.
@@ -69,7 +73,12 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 			return "", true
 		}
 	}
-	// 4. the verified identity and attributes replace the sender's tags
+	// 4. no field poses as a verified tag, and InfluxDB can store every point
+	if r := checkPoints(metrics, l.reserved, c.tags); r != nil {
+		l.refuse(c, m.Batch, r.kind, true, r.reason, errors.New(r.reason))
+		return "", true
+	}
+	// 5. the verified identity and attributes replace the sender's tags
 	if forged, tag := stamp(metrics, c.tags); forged > 0 {
 		l.stats.forgedTags.Incr(int64(forged))
 		if l.refusals.first(c.peer.Identifier.String() + " forged") {
@@ -77,7 +86,7 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 				"further forged tags from this sender are only counted in forged_tags", tag, c.peer.Identifier.Short(), forged)
 		}
 	}
-	// 5. emit, and answer when the outputs are done with it
+	// 6. emit, and answer when the outputs are done with it
 	if len(metrics) == 0 {
 		l.stats.messagesAccepted.Incr(1)
 		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})

@@ -94,6 +94,7 @@ type Listener struct {
 	verifier         *secure.Verifier
 	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
 	policy           *policy
+	reserved         map[string]bool // field keys no point may carry (check.go)
 	stats            *stats
 	revocationFile   *filewatch.Watch       // nil without revocation_list
 	revocations      *secure.RevocationList // the list last applied
@@ -156,6 +157,7 @@ func (l *Listener) Init() error {
 		return err
 	}
 	l.policy = p
+	l.reserved = l.reservedFields()
 	if err := l.loadTrust(); err != nil {
 		l.closeVault()
 		return err
@@ -202,6 +204,9 @@ func (l *Listener) checkSettings() error {
 	case l.RevocationCheckInterval <= 0:
 		return fmt.Errorf("revocation_check_interval must be positive, got %v", time.Duration(l.RevocationCheckInterval))
 	}
+	if l.IdentityTag == reservedKey || l.IdentityTag == BucketTag {
+		return fmt.Errorf("identity_tag: %q is a reserved tag key", l.IdentityTag)
+	}
 	seen := map[string]bool{}
 	for _, k := range l.AttributeTags {
 		switch {
@@ -209,6 +214,8 @@ func (l *Listener) checkSettings() error {
 			return errors.New("attribute_tags: empty tag name")
 		case k == l.IdentityTag:
 			return fmt.Errorf("attribute_tags: %q is also the identity_tag", k)
+		case k == reservedKey || k == BucketTag:
+			return fmt.Errorf("attribute_tags: %q is a reserved tag key", k)
 		case seen[k]:
 			return fmt.Errorf("attribute_tags: %q is listed twice", k)
 		}

@@ -30,7 +30,10 @@ var credentialReasons = map[string]bool{
 }
 
 // Reasons of messages_refused.
-var refusalReasons = []string{refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy}
+var refusalReasons = []string{
+	refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy,
+	refusedReservedField, refusedInvalidPoint,
+}
 
 // Reasons of channels_failed: why an established channel was closed for a
 // protocol error (a tampered, replayed, injected or malformed message).
