@@ -191,19 +191,18 @@ func TestRevocationListUpdates(t *testing.T) {
 	}, 50*20*time.Millisecond, 5*time.Millisecond)
 	a.send(2, "cpu usage=1 1700000000000000000\n")
 	a.requireNack(2, true, reasonRevoked)
+	requireClosedRevoked(t, a) // and its channel is closed
 	legit(2)
 
 	// A damaged list, then the old list put back: logged, and ignored.
 	p.write("revoked.list", []byte("-----BEGIN OCKAM REVOCATION LIST-----\nAAAA\n-----END OCKAM REVOCATION LIST-----\n"))
 	requireLog(t, log, "revocation_list", "malformed")
-	a.send(3, "cpu usage=1 1700000000000000000\n")
-	a.requireNack(3, true, reasonRevoked)
+	requireRevokedHandshake(t, revoked, addr)
 	legit(3)
 
 	p.write("revoked.list", p.revocationList(1))
 	requireLog(t, log, "revocation_list", "stale")
-	a.send(4, "cpu usage=1 1700000000000000000\n")
-	a.requireNack(4, true, reasonRevoked)
+	requireRevokedHandshake(t, revoked, addr)
 	legit(4)
 
 	// A revoked device cannot open a new channel either.
@@ -212,15 +211,24 @@ func TestRevocationListUpdates(t *testing.T) {
 		a2.t = t
 		require.Error(t, a2.requireClosed())
 	}
-	require.Eventually(t, func() bool { return l.stats.handshakesFailed["revoked"].Get() == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return l.stats.handshakesFailed["revoked"].Get() == 3 }, wait, time.Millisecond)
 
-	require.Equal(t, int64(3), l.stats.messagesRefused[refusedRevoked].Get())
+	require.Equal(t, int64(1), l.stats.messagesRefused[refusedRevoked].Get())
 	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
 	out.requireNone()
 	// Each problem is logged once, though checked every 20ms.
 	time.Sleep(100 * time.Millisecond)
 	require.Len(t, logsContaining(log, "stale"), 1)
 	require.Len(t, logsContaining(log, "Refused a message"), 1)
+}
+
+// requireClosedRevoked expects c's channel closed by the listener with the
+// reason "revoked".
+func requireClosedRevoked(t *testing.T, c *client) {
+	t.Helper()
+	err := c.requireClosed()
+	require.ErrorIs(t, err, secure.ErrClosed)
+	require.ErrorContains(t, err, reasonRevoked)
 }
 
 // requireLog waits for a warning containing every part.

@@ -40,16 +40,20 @@ var sampleConfig string
 
 // Defaults of the optional settings.
 const (
-	defaultServiceAddress          = "tcp://:4000"
-	defaultIdentityTag             = "ockam_identity"
-	defaultMaxConnections          = 10000
-	defaultMaxHandshakesPerIP      = 32
-	defaultMaxChannelsPerIdentity  = 16
-	defaultHandshakeTimeout        = 10 * time.Second
-	defaultReadTimeout             = 5 * time.Minute
-	defaultMaxMessageSize          = secure.DefaultMaxMessageSize
-	defaultMaxUndeliveredMessages  = 1000
-	defaultRevocationCheckInterval = time.Second
+	defaultServiceAddress         = "tcp://:4000"
+	defaultIdentityTag            = "ockam_identity"
+	defaultMaxConnections         = 10000
+	defaultMaxHandshakesPerIP     = 32
+	defaultMaxChannelsPerIdentity = 16
+	defaultHandshakeTimeout       = 10 * time.Second
+	defaultReadTimeout            = 5 * time.Minute
+	defaultMaxMessageSize         = secure.DefaultMaxMessageSize
+	defaultMaxUndeliveredMessages = 1000
+	// A device's undelivered metrics, estimated as heap (budget.go): a few
+	// messages of the default size at once, not max_undelivered_messages.
+	defaultMaxUndeliveredBytesPerChannel  = 32 << 20
+	defaultMaxUndeliveredBytesPerIdentity = 64 << 20
+	defaultRevocationCheckInterval        = time.Second
 
 	// maxMessageSizeLimit bounds max_message_size: every connection may hold
 	// one message of that size while it is reassembled and parsed.
@@ -81,7 +85,10 @@ type Listener struct {
 	ReadTimeout             config.Duration `toml:"read_timeout"`
 	MaxMessageSize          config.Size     `toml:"max_message_size"`
 	MaxUndeliveredMessages  int             `toml:"max_undelivered_messages"`
-	Allow                   []AllowRule     `toml:"allow"`
+
+	MaxUndeliveredBytesPerChannel  config.Size `toml:"max_undelivered_bytes_per_channel"`
+	MaxUndeliveredBytesPerIdentity config.Size `toml:"max_undelivered_bytes_per_identity"`
+	Allow                          []AllowRule `toml:"allow"`
 
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
@@ -121,16 +128,19 @@ func init() {
 // newListener returns a Listener with the defaults of the optional settings.
 func newListener() *Listener {
 	return &Listener{
-		ServiceAddress:          defaultServiceAddress,
-		IdentityTag:             defaultIdentityTag,
-		MaxConnections:          defaultMaxConnections,
-		MaxHandshakesPerIP:      defaultMaxHandshakesPerIP,
-		MaxChannelsPerIdentity:  defaultMaxChannelsPerIdentity,
-		HandshakeTimeout:        config.Duration(defaultHandshakeTimeout),
-		ReadTimeout:             config.Duration(defaultReadTimeout),
-		MaxMessageSize:          config.Size(defaultMaxMessageSize),
-		MaxUndeliveredMessages:  defaultMaxUndeliveredMessages,
-		RevocationCheckInterval: config.Duration(defaultRevocationCheckInterval),
+		ServiceAddress:         defaultServiceAddress,
+		IdentityTag:            defaultIdentityTag,
+		MaxConnections:         defaultMaxConnections,
+		MaxHandshakesPerIP:     defaultMaxHandshakesPerIP,
+		MaxChannelsPerIdentity: defaultMaxChannelsPerIdentity,
+		HandshakeTimeout:       config.Duration(defaultHandshakeTimeout),
+		ReadTimeout:            config.Duration(defaultReadTimeout),
+		MaxMessageSize:         config.Size(defaultMaxMessageSize),
+		MaxUndeliveredMessages: defaultMaxUndeliveredMessages,
+
+		MaxUndeliveredBytesPerChannel:  config.Size(defaultMaxUndeliveredBytesPerChannel),
+		MaxUndeliveredBytesPerIdentity: config.Size(defaultMaxUndeliveredBytesPerIdentity),
+		RevocationCheckInterval:        config.Duration(defaultRevocationCheckInterval),
 	}
 }
 
@@ -195,6 +205,10 @@ func (l *Listener) checkSettings() error {
 		return fmt.Errorf("max_channels_per_identity must be positive, got %d", l.MaxChannelsPerIdentity)
 	case l.MaxUndeliveredMessages <= 0:
 		return fmt.Errorf("max_undelivered_messages must be positive, got %d", l.MaxUndeliveredMessages)
+	case l.MaxUndeliveredBytesPerChannel <= 0:
+		return fmt.Errorf("max_undelivered_bytes_per_channel must be positive, got %d", int64(l.MaxUndeliveredBytesPerChannel))
+	case l.MaxUndeliveredBytesPerIdentity <= 0:
+		return fmt.Errorf("max_undelivered_bytes_per_identity must be positive, got %d", int64(l.MaxUndeliveredBytesPerIdentity))
 	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:
 		return fmt.Errorf("max_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxMessageSize))
 	case l.HandshakeTimeout <= 0:

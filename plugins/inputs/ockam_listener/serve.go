@@ -36,6 +36,8 @@ type server struct {
 	// perIdentity counts the open channels of each identity
 	// (max_channels_per_identity).
 	perIdentity *keyedLimit
+	// budget bounds the undelivered bytes per channel and per identity.
+	budget *byteBudget
 
 	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
 	pending map[telegraf.TrackingID]pendingMessage
@@ -44,6 +46,7 @@ type server struct {
 	identityLog rateLimit // channels_over_identity_limit warnings
 	rejectLog   rateLimit // connections_rejected warnings
 	throttleLog rateLimit // connections_throttled warnings
+	stallLog    rateLimit // byte_limit_stalls warnings
 	acceptLog   rateLimit // Accept errors
 }
 
@@ -51,6 +54,7 @@ type server struct {
 type pendingMessage struct {
 	conn  *conn
 	batch uint64
+	size  int64 // taken from budget
 }
 
 // Start listens on service_address and registers at the relay, and serves
@@ -87,6 +91,7 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		connections: make(chan struct{}, l.MaxConnections),
 		handshaking: newKeyedLimit(l.MaxHandshakesPerIP),
 		perIdentity: newKeyedLimit(l.MaxChannelsPerIdentity),
+		budget:      newByteBudget(int64(l.MaxUndeliveredBytesPerChannel), int64(l.MaxUndeliveredBytesPerIdentity)),
 		pending:     make(map[telegraf.TrackingID]pendingMessage),
 	}
 	l.running.Add(2)
@@ -225,6 +230,8 @@ func (l *Listener) deliveryLoop(ctx context.Context) {
 			if !ok {
 				continue // cannot happen: every added group is in pending
 			}
+			l.budget.release(p.conn, p.conn.key, p.size)
+			l.stats.undeliveredBytes.Incr(-p.size)
 			if info.Delivered() {
 				l.stats.messagesDelivered.Incr(1)
 				p.conn.reply(secure.Message{Type: secure.TypeAck, Batch: p.batch})
@@ -277,6 +284,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		return
 	}
 	c.ch, c.peer, c.parser = ch, ch.Peer(), parser
+	c.key = c.peer.Identifier.String()
 	c.grant = l.policy.grant(c.peer.Credential.Attributes)
 	c.tags = l.tagsFor(c.peer)
 	l.stats.handshakesOK.Incr(1)

@@ -58,6 +58,9 @@ type stats struct {
 	connectionsThrottled selfstat.Stat
 	// Added for docs/SECURITY.md W5.
 	channelsOverIdentityLimit selfstat.Stat
+	// Added for docs/SECURITY.md W13.
+	undeliveredBytes selfstat.Stat // estimated bytes emitted and not yet delivered
+	byteLimitStalls  selfstat.Stat // messages that waited for max_undelivered_bytes_*
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -79,6 +82,9 @@ func newStats(c *selfstat.Collector) *stats {
 		connectionsThrottled: reg("connections_throttled"),
 
 		channelsOverIdentityLimit: reg("channels_over_identity_limit"),
+
+		undeliveredBytes: reg("undelivered_bytes"),
+		byteLimitStalls:  reg("byte_limit_stalls"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
