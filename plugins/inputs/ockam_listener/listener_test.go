@@ -11,6 +11,7 @@ import (
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/models"
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -54,23 +55,78 @@ func TestAckOnlyAfterDelivery(t *testing.T) {
 	require.Equal(t, int64(1), l.stats.channelsOpen.Get())
 }
 
-func TestRejectedIsTransientNack(t *testing.T) {
+// TestRejectedIsResentAlone (docs/SECURITY.md, W12): Telegraf reports a
+// group "not delivered" with no reason, both when an output refused the
+// batch that held it for good (the guilty group and every other in that
+// batch) and when a full buffer evicted it. The listener emits a rejected
+// group again, once: delivered then, it is acked (it was collateral);
+// rejected again with no eviction meanwhile, it gets a permanent nack. An
+// eviction keeps the answer transient. Before the fix every rejection was a
+// transient nack, which the sender retries forever.
+func TestRejectedIsResentAlone(t *testing.T) {
 	p := newPKI(t)
 	l := p.listener()
 	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
+	d := p.device(nil)
+	c := d.dial(t, addr)
+	id := d.id.Identifier().String()
+	batch := "cpu usage=1 1700000000000000000\nmem used=2 1700000000000000000\n"
+	want := func(n int) []telegraf.Metric {
+		ms := []telegraf.Metric{
+			metric.New("cpu", map[string]string{"ockam_identity": id}, map[string]any{"usage": 1.0}, ts),
+			metric.New("mem", map[string]string{"ockam_identity": id}, map[string]any{"used": 2.0}, ts),
+		}
+		return ms[:n]
+	}
 
-	c.send(1, "cpu usage=1 1700000000000000000\nmem used=2 1700000000000000000\n")
+	// Collateral: rejected once, delivered when emitted again.
+	c.send(1, batch)
 	ms := out.take(2)
 	ms[0].Accept()
 	ms[1].Reject()
-	c.requireNack(1, false, reasonNotDelivered)
+	testutil.RequireMetricsEqual(t, want(2), out.accept(2)) // the same metrics, emitted again
+	c.requireAck(1)
+	requireStat(t, l.stats.messagesResent, 1)
+
+	// Guilty: rejected twice, with no eviction: refused for good.
+	c.send(2, batch)
+	for range 2 {
+		for _, m := range out.take(2) {
+			m.Reject()
+		}
+	}
+	c.requireNack(2, true, reasonRefusedByOutput)
+	requireStat(t, l.stats.messagesRefused[refusedOutput], 1)
+
+	// Evicted from a full buffer (Telegraf counts it in metrics_dropped):
+	// transient, whether before or after it was emitted again.
+	c.send(3, batch)
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	for _, m := range ms {
+		m.Reject()
+	}
+	c.requireNack(3, false, reasonNotDelivered)
+	c.send(4, batch)
+	for _, m := range out.take(2) {
+		m.Reject()
+	}
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	for _, m := range ms {
+		m.Reject()
+	}
+	c.requireNack(4, false, reasonNotDelivered)
 
 	// The channel stays usable.
-	c.send(2, "cpu usage=1 1700000000000000000\n")
-	out.accept(1)
-	c.requireAck(2)
-	require.Equal(t, int64(1), l.stats.messagesUndelivered.Get())
+	c.send(5, "cpu usage=1 1700000000000000000\n")
+	testutil.RequireMetricsEqual(t, want(1), out.accept(1))
+	c.requireAck(5)
+	out.requireNone()
+	require.Equal(t, int64(2), l.stats.messagesUndelivered.Get())
+	require.Equal(t, int64(3), l.stats.messagesResent.Get())
+	require.Equal(t, int64(2), l.stats.messagesDelivered.Get())
+	require.Equal(t, int64(0), l.stats.undeliveredBytes.Get())
 }
 
 func TestEmptyMessageIsAcked(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/models"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -34,6 +35,8 @@ const (
 	refusedReservedField = "reserved_field"
 	// A point InfluxDB would refuse for good (check.go).
 	refusedInvalidPoint = "invalid_point"
+	// Not delivered twice, without an eviction (outcome.go).
+	refusedOutput = "output"
 )
 
 // handle checks one data message and emits it, or refuses it with a nack.
@@ -61,6 +64,9 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	// 2. room under max_undelivered_bytes_per_channel and _per_identity:
 	// wait for it with the payload only, before parsing
 	size := sizeEstimate(m.Payload, len(c.tags))
+	if l.resend {
+		size *= 2 // and the copy kept to send it again (outcome.go)
+	}
 	if !l.budget.acquire(c.ctx, c, c.key, size, func() { l.stalled(c) }) {
 		return "", false // shut down meanwhile
 	}
@@ -131,6 +137,13 @@ func (l *Listener) emit(c *conn, p pendingMessage, metrics []telegraf.Metric) bo
 	// An empty group (or one whose metrics are all filtered out) reports its
 	// delivery inside AddTrackingMetricGroup: the delivery loop waits on mu
 	// until the message is in pending.
+	if l.resend {
+		p.copies = make([]telegraf.Metric, len(metrics))
+		for i, m := range metrics {
+			p.copies[i] = m.Copy()
+		}
+		p.evicted = models.AgentMetricsDropped.Get()
+	}
 	l.mu.Lock()
 	id := l.acc.AddTrackingMetricGroup(metrics)
 	l.pending[id] = p

@@ -23,6 +23,9 @@ type server struct {
 	stop    func()         // cancels the context of every goroutine
 	running sync.WaitGroup // every goroutine Start began
 	acc     telegraf.TrackingAccumulator
+	// resend: the accumulator's results do not say why a group was not
+	// delivered, so the listener finds out by sending it again (outcome.go).
+	resend bool
 
 	// undelivered is the semaphore of max_undelivered_messages: a slot is
 	// taken before AddTrackingMetricGroup and given back when its delivery
@@ -55,6 +58,13 @@ type pendingMessage struct {
 	conn  *conn
 	batch uint64
 	size  int64 // taken from budget
+
+	// For an accumulator without DeliveryOutcome (Telegraf's): a copy of
+	// the metrics as emitted, to send them again alone once, and
+	// models.AgentMetricsDropped when they were emitted (outcome.go).
+	copies  []telegraf.Metric
+	evicted int64
+	resent  bool
 }
 
 // Start listens on service_address and registers at the relay, and serves
@@ -87,6 +97,7 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		relay:       rl,
 		stop:        cancel,
 		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
+		resend:      !reportsOutcomes(acc),
 		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
 		connections: make(chan struct{}, l.MaxConnections),
 		handshaking: newKeyedLimit(l.MaxHandshakesPerIP),
@@ -213,8 +224,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener) {
 }
 
 // deliveryLoop routes each delivery result to the connection that sent the
-// message: an ack when every output accepted it, a transient nack when one
-// rejected it (or the nack a DeliveryOutcome asks for).
+// message (outcome.go).
 func (l *Listener) deliveryLoop(ctx context.Context) {
 	defer l.running.Done()
 	for {
@@ -222,23 +232,7 @@ func (l *Listener) deliveryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case info := <-l.acc.Delivered():
-			l.mu.Lock()
-			p, ok := l.pending[info.ID()]
-			delete(l.pending, info.ID())
-			l.mu.Unlock()
-			<-l.undelivered
-			if !ok {
-				continue // cannot happen: every added group is in pending
-			}
-			l.budget.release(p.conn, p.conn.key, p.size)
-			l.stats.undeliveredBytes.Incr(-p.size)
-			if info.Delivered() {
-				l.stats.messagesDelivered.Incr(1)
-				p.conn.reply(secure.Message{Type: secure.TypeAck, Batch: p.batch})
-			} else {
-				l.stats.messagesUndelivered.Incr(1)
-				p.conn.reply(nackFor(info, p.batch)) // outcome.go
-			}
+			l.delivered(info)
 		}
 	}
 }

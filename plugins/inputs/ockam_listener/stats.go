@@ -32,7 +32,7 @@ var credentialReasons = map[string]bool{
 // Reasons of messages_refused.
 var refusalReasons = []string{
 	refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy,
-	refusedReservedField, refusedInvalidPoint,
+	refusedReservedField, refusedInvalidPoint, refusedOutput,
 }
 
 // Reasons of channels_failed: why an established channel was closed for a
@@ -61,6 +61,8 @@ type stats struct {
 	// Added for docs/SECURITY.md W13.
 	undeliveredBytes selfstat.Stat // estimated bytes emitted and not yet delivered
 	byteLimitStalls  selfstat.Stat // messages that waited for max_undelivered_bytes_*
+	// Added for docs/SECURITY.md W12.
+	messagesResent selfstat.Stat // not delivered, emitted again alone
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -85,6 +87,7 @@ func newStats(c *selfstat.Collector) *stats {
 
 		undeliveredBytes: reg("undelivered_bytes"),
 		byteLimitStalls:  reg("byte_limit_stalls"),
+		messagesResent:   reg("messages_resent"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
