@@ -59,8 +59,9 @@ func TestAckOnlyAfterDelivery(t *testing.T) {
 // group "not delivered" with no reason, both when an output refused the
 // batch that held it for good (the guilty group and every other in that
 // batch) and when a full buffer evicted it. The listener emits a rejected
-// group again, once: delivered then, it is acked (it was collateral);
-// rejected again with no eviction meanwhile, it gets a permanent nack. An
+// group again, on its own: delivered then, it is acked (it was collateral);
+// rejected again while no other metric was, it gets a permanent nack;
+// rejected again with others, it is tried again, up to maxProbes times. An
 // eviction keeps the answer transient. Before the fix every rejection was a
 // transient nack, which the sender retries forever.
 func TestRejectedIsResentAlone(t *testing.T) {
@@ -78,53 +79,68 @@ func TestRejectedIsResentAlone(t *testing.T) {
 		}
 		return ms[:n]
 	}
+	// reject rejects ms as Telegraf's output buffer does (models/buffer.go),
+	// with others more metrics of other groups rejected in the same batch.
+	reject := func(ms []telegraf.Metric, others int64) {
+		models.AgentMetricsRejected.Incr(others)
+		for _, m := range ms {
+			models.AgentMetricsRejected.Incr(1)
+			m.Reject()
+		}
+	}
 
 	// Collateral: rejected once, delivered when emitted again.
 	c.send(1, batch)
 	ms := out.take(2)
 	ms[0].Accept()
-	ms[1].Reject()
+	reject(ms[1:], 5)
 	testutil.RequireMetricsEqual(t, want(2), out.accept(2)) // the same metrics, emitted again
 	c.requireAck(1)
 	requireStat(t, l.stats.messagesResent, 1)
 
-	// Guilty: rejected twice, with no eviction: refused for good.
+	// Guilty: rejected, then rejected again on its own: refused for good.
 	c.send(2, batch)
-	for range 2 {
-		for _, m := range out.take(2) {
-			m.Reject()
-		}
-	}
+	reject(out.take(2), 5)
+	reject(out.take(2), 0)
 	c.requireNack(2, true, reasonRefusedByOutput)
 	requireStat(t, l.stats.messagesRefused[refusedOutput], 1)
 
-	// Evicted from a full buffer (Telegraf counts it in metrics_dropped):
-	// transient, whether before or after it was emitted again.
+	// Emitted again, and rejected with other metrics: tried again.
 	c.send(3, batch)
-	ms = out.take(2)
-	models.AgentMetricsDropped.Incr(1)
-	for _, m := range ms {
-		m.Reject()
-	}
-	c.requireNack(3, false, reasonNotDelivered)
+	reject(out.take(2), 5)
+	reject(out.take(2), 1)
+	reject(out.take(2), 0)
+	c.requireNack(3, true, reasonRefusedByOutput)
+	// … at most maxProbes times, then the answer is transient.
 	c.send(4, batch)
-	for _, m := range out.take(2) {
-		m.Reject()
-	}
-	ms = out.take(2)
-	models.AgentMetricsDropped.Incr(1)
-	for _, m := range ms {
-		m.Reject()
+	reject(out.take(2), 5)
+	for range maxProbes {
+		reject(out.take(2), 1)
 	}
 	c.requireNack(4, false, reasonNotDelivered)
+	require.Equal(t, int64(1+1+2+maxProbes), l.stats.messagesResent.Get())
+
+	// Evicted from a full buffer (Telegraf counts it in metrics_dropped):
+	// transient, whether before or after it was emitted again.
+	c.send(5, batch)
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	reject(ms, 0)
+	c.requireNack(5, false, reasonNotDelivered)
+	c.send(6, batch)
+	reject(out.take(2), 0)
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	reject(ms, 0)
+	c.requireNack(6, false, reasonNotDelivered)
 
 	// The channel stays usable.
-	c.send(5, "cpu usage=1 1700000000000000000\n")
+	c.send(7, "cpu usage=1 1700000000000000000\n")
 	testutil.RequireMetricsEqual(t, want(1), out.accept(1))
-	c.requireAck(5)
+	c.requireAck(7)
 	out.requireNone()
-	require.Equal(t, int64(2), l.stats.messagesUndelivered.Get())
-	require.Equal(t, int64(3), l.stats.messagesResent.Get())
+	require.Equal(t, int64(3), l.stats.messagesUndelivered.Get())
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedOutput].Get())
 	require.Equal(t, int64(2), l.stats.messagesDelivered.Get())
 	require.Equal(t, int64(0), l.stats.undeliveredBytes.Get())
 }

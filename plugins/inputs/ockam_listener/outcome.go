@@ -47,19 +47,27 @@ func reportsOutcomes(acc telegraf.Accumulator) bool {
 const reasonRefusedByOutput = "refused for good by an output of the gateway (not delivered twice, " +
 	"the second time sent again on its own); the gateway's log has the output's reason"
 
+// maxProbes bounds how often a message is emitted again when other
+// rejections blur the answer; then it gets the transient nack.
+const maxProbes = 3
+
 // delivered answers the message whose group info reports on: an ack when
 // every output accepted it, else a nack.
 //
 // Telegraf says only "not delivered", both when an output refused the
-// batch that held the group for good (influxdb_v2 drops a batch on a 400,
-// which fails every group in it: the guilty one and the others alike) and
-// when a full output buffer evicted it. An eviction is transient: the
-// sender must retry. So a group that was not delivered is emitted again,
-// once, alone, unless a buffer evicted metrics meanwhile
-// (models.AgentMetricsDropped moved): delivered then, it was only
-// collateral and is acked; refused again with no eviction, it is refused
-// for good (a permanent nack). InfluxDB down is no refusal: the output
-// keeps the batch and retries, and no result comes until it is written.
+// batch that held the group for good (influxdb_v2 drops a batch on a 400 or
+// 404, which fails every group in it: the guilty one and the others alike)
+// and when a full output buffer evicted it. An eviction is transient: the
+// sender must retry. So a group that was not delivered, with no eviction
+// meanwhile (models.AgentMetricsDropped did not move), becomes a suspect.
+// Suspects are emitted again one at a time (a probe), so that no two share
+// an output batch: a probe that is delivered was collateral, and is acked;
+// a probe refused while no other metric was rejected (models.
+// AgentMetricsRejected moved by the probe's metrics alone) is refused for
+// good, a permanent nack. A probe refused with others is tried again, up to
+// maxProbes times, then answered with the transient nack. InfluxDB down is
+// no refusal: the output keeps the batch and retries, and no result comes
+// until it is written.
 func (l *Listener) delivered(info telegraf.DeliveryInfo) {
 	l.mu.Lock()
 	p, ok := l.pending[info.ID()]
@@ -69,35 +77,52 @@ func (l *Listener) delivered(info telegraf.DeliveryInfo) {
 		<-l.undelivered
 		return // cannot happen: every added group is in pending
 	}
+	if p.probes > 0 {
+		l.probing = false
+		defer l.nextProbe()
+	}
 	_, outcome := info.(DeliveryOutcome)
-	resend := !info.Delivered() && !outcome && l.resend
-	if resend && models.AgentMetricsDropped.Get() == p.evicted {
-		if !p.resent {
-			l.emitAgain(p) // keeps the max_undelivered_messages slot and the bytes
-			return
-		}
+	switch {
+	case info.Delivered():
+		l.stats.messagesDelivered.Incr(1)
+		l.answer(p, secure.Message{Type: secure.TypeAck, Batch: p.batch})
+	case outcome || !l.resend || models.AgentMetricsDropped.Get() != p.evicted:
+		l.stats.messagesUndelivered.Incr(1)
+		l.answer(p, nackFor(info, p.batch))
+	case p.probes == 0:
+		l.suspects = append(l.suspects, p) // keeps its max_undelivered_messages slot and its bytes
+		l.nextProbe()
+	case models.AgentMetricsRejected.Get()-p.rejected == int64(len(p.copies)):
 		l.answer(p, secure.Message{Type: secure.TypeNack, Batch: p.batch, Permanent: true, Reason: reasonRefusedByOutput})
 		l.stats.messagesRefused[refusedOutput].Incr(1)
 		if l.refusals.first(p.conn.key + " output") {
 			l.Log.Warnf("Refused a message from %s (output): an output refused its metrics twice, the second time "+
 				"sent again on their own; further output refusals for this sender are only counted", p.conn.peer.Identifier.Short())
 		}
-		return
+	case p.probes < maxProbes:
+		l.suspects = append(l.suspects, p)
+	default:
+		l.stats.messagesUndelivered.Incr(1)
+		l.answer(p, nackFor(info, p.batch))
 	}
-	if info.Delivered() {
-		l.stats.messagesDelivered.Incr(1)
-		l.answer(p, secure.Message{Type: secure.TypeAck, Batch: p.batch})
-		return
-	}
-	l.stats.messagesUndelivered.Incr(1)
-	l.answer(p, nackFor(info, p.batch))
 }
 
-// emitAgain adds the copy of a pending message's metrics as a new group,
-// in place of the one that was not delivered.
-func (l *Listener) emitAgain(p pendingMessage) {
-	metrics := p.copies
-	p.copies, p.resent = nil, true
+// nextProbe emits the copy of the next suspect's metrics as a new group, in
+// place of the one that was not delivered, unless a probe is under way.
+func (l *Listener) nextProbe() {
+	if l.probing || len(l.suspects) == 0 {
+		return
+	}
+	p := l.suspects[0]
+	l.suspects[0] = pendingMessage{}
+	l.suspects = l.suspects[1:]
+	metrics := make([]telegraf.Metric, len(p.copies))
+	for i, m := range p.copies {
+		metrics[i] = m.Copy() // p.copies stays for another probe
+	}
+	p.probes++
+	p.evicted, p.rejected = models.AgentMetricsDropped.Get(), models.AgentMetricsRejected.Get()
+	l.probing = true
 	l.stats.messagesResent.Incr(1)
 	l.mu.Lock()
 	id := l.acc.AddTrackingMetricGroup(metrics)

@@ -26,6 +26,9 @@ type server struct {
 	// resend: the accumulator's results do not say why a group was not
 	// delivered, so the listener finds out by sending it again (outcome.go).
 	resend bool
+	// Used by the delivery loop only (outcome.go).
+	suspects []pendingMessage // not delivered, waiting to be probed
+	probing  bool             // a probe is under way
 
 	// undelivered is the semaphore of max_undelivered_messages: a slot is
 	// taken before AddTrackingMetricGroup and given back when its delivery
@@ -60,11 +63,11 @@ type pendingMessage struct {
 	size  int64 // taken from budget
 
 	// For an accumulator without DeliveryOutcome (Telegraf's): a copy of
-	// the metrics as emitted, to send them again alone once, and
-	// models.AgentMetricsDropped when they were emitted (outcome.go).
-	copies  []telegraf.Metric
-	evicted int64
-	resent  bool
+	// the metrics as emitted, to emit them again on their own (outcome.go).
+	copies   []telegraf.Metric
+	evicted  int64 // models.AgentMetricsDropped when (last) emitted
+	rejected int64 // models.AgentMetricsRejected when last emitted as a probe
+	probes   int   // times emitted again as a probe
 }
 
 // Start listens on service_address and registers at the relay, and serves
