@@ -37,7 +37,7 @@ func TestAttackPinMemory(t *testing.T) {
 	// 4 MiB of line protocol: 69 points of a 60,000-byte string field.
 	line := `big,host=a s="` + strings.Repeat("x", 60000) + `" 1700000000000000000` + "\n"
 	payload := []byte(strings.Repeat(line, (4<<20)/len(line)))
-	require.LessOrEqual(t, len(payload), int(l.MaxMessageSize))
+	require.LessOrEqual(t, len(payload), int(l.MaxReceivedMessageSize))
 	estimate := sizeEstimate(payload, 1+len(l.AttributeTags)) // ockam_identity and the attribute tags
 	require.Less(t, estimate, int64(bound)/4, "several messages fit under the bound")
 

@@ -9,7 +9,7 @@ import (
 // byteBudget bounds the memory that messages emitted and not yet delivered
 // pin, per channel (max_undelivered_bytes_per_channel) and per identity
 // (max_undelivered_bytes_per_identity), so that one device cannot hold
-// max_undelivered_messages × max_message_size of the gateway while the
+// max_undelivered_messages × max_received_message_size of the gateway while the
 // outputs are slow (docs/SECURITY.md, W13).
 //
 // A message is counted by sizeEstimate of its payload, before it is parsed:

@@ -601,11 +601,17 @@ func TestCredentialReload(t *testing.T) {
 	p.device(nil).dial(t, addr)
 }
 
-func TestMaxMessageSize(t *testing.T) {
+// TestMaxReceivedMessageSize: a data message over max_received_message_size
+// is read to its end, discarded and refused with a permanent nack; the
+// channel goes on. Before, it closed the channel as a protocol error, and
+// the sender sent the message again on a new channel, forever. The
+// deprecated name max_message_size still sets it.
+func TestMaxReceivedMessageSize(t *testing.T) {
 	p := newPKI(t)
 	l := p.listener()
-	l.MaxMessageSize = 1024
+	l.MaxMessageSize = 1024 // the deprecated name
 	out, addr := start(t, l)
+	require.Equal(t, config.Size(1024), l.MaxReceivedMessageSize)
 	d := p.device(nil)
 
 	c := d.dial(t, addr)
@@ -614,11 +620,17 @@ func TestMaxMessageSize(t *testing.T) {
 	out.accept(1024 / len(line))
 	c.requireAck(1)
 
-	// One byte more is a protocol error: the channel is closed.
+	// One byte more, and 200 KiB (several fragments): refused for good.
 	c.send(2, strings.Repeat(line, 1024/len(line))+"x")
-	require.Error(t, c.requireClosed())
+	c.requireNack(2, true, "data message larger than max_received_message_size (1024 bytes)")
+	c.send(3, strings.Repeat(line, 200<<10/len(line)))
+	c.requireNack(3, true, "data message larger than max_received_message_size (1024 bytes)")
+	c.send(4, line)
+	out.accept(1)
+	c.requireAck(4)
 	out.requireNone()
-	require.Equal(t, int64(1), l.stats.messagesAccepted.Get())
+	require.Equal(t, int64(2), l.stats.messagesAccepted.Get())
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedTooLarge].Get())
 }
 
 // TestRevocationListAppearsLater: a revocation_list that does not exist yet

@@ -22,6 +22,7 @@ const (
 	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
 	reasonBadLine      = "bad line protocol: "
 	reasonPolicy       = "policy: measurement %q is not allowed"
+	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
 )
 
 // Refusal kinds: the reason tag of messages_refused.
@@ -31,6 +32,8 @@ const (
 	refusedUnauthorized = "unauthorized"
 	refusedParse        = "parse"
 	refusedPolicy       = "policy"
+	// A data message over max_received_message_size.
+	refusedTooLarge = "too_large"
 	// A field named like a tag the listener sets (check.go).
 	refusedReservedField = "reserved_field"
 	// A point InfluxDB would refuse for good (check.go).
@@ -61,7 +64,13 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		}
 		return "", true
 	}
-	// 2. room under max_undelivered_bytes_per_channel and _per_identity:
+	// 2. not over max_received_message_size (its payload was discarded)
+	if m.TooLarge {
+		err := fmt.Errorf(reasonTooLarge, int64(l.MaxReceivedMessageSize))
+		l.refuse(c, m.Batch, refusedTooLarge, true, err.Error(), err)
+		return "", true
+	}
+	// 3. room under max_undelivered_bytes_per_channel and _per_identity:
 	// wait for it with the payload only, before parsing
 	size := sizeEstimate(m.Payload, len(c.tags))
 	if l.resend {
@@ -75,7 +84,7 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 			l.budget.release(c, c.key, size)
 		}
 	}()
-	// 3. the payload is line protocol
+	// 4. the payload is line protocol
 	metrics, err := c.parser.Parse(m.Payload)
 	// A parser keeps its last input and metric: the next message gets a new
 	// one, so that an idle channel holds neither (docs/BENCHMARKS.md).
@@ -86,7 +95,7 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		l.refuse(c, m.Batch, refusedParse, true, reasonBadLine+err.Error(), err)
 		return "", true
 	}
-	// 4. the policy allows every measurement
+	// 5. the policy allows every measurement
 	for _, metric := range metrics {
 		if name := metric.Name(); !c.grant.allows(name) {
 			err := fmt.Errorf(reasonPolicy, name)
@@ -94,12 +103,12 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 			return "", true
 		}
 	}
-	// 5. no field poses as a verified tag, and InfluxDB can store every point
+	// 6. no field poses as a verified tag, and InfluxDB can store every point
 	if r := checkPoints(metrics, l.reserved, c.tags); r != nil {
 		l.refuse(c, m.Batch, r.kind, true, r.reason, errors.New(r.reason))
 		return "", true
 	}
-	// 6. the verified identity and attributes replace the sender's tags
+	// 7. the verified identity and attributes replace the sender's tags
 	if forged, tag := stamp(metrics, c.tags); forged > 0 {
 		l.stats.forgedTags.Incr(int64(forged))
 		if l.refusals.first(c.peer.Identifier.String() + " forged") {
@@ -107,7 +116,7 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 				"further forged tags from this sender are only counted in forged_tags", tag, c.peer.Identifier.Short(), forged)
 		}
 	}
-	// 7. emit, and answer when the outputs are done with it
+	// 8. emit, and answer when the outputs are done with it
 	if len(metrics) == 0 {
 		l.stats.messagesAccepted.Incr(1)
 		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})

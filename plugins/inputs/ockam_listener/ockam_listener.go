@@ -47,7 +47,7 @@ const (
 	defaultMaxChannelsPerIdentity = 16
 	defaultHandshakeTimeout       = 10 * time.Second
 	defaultReadTimeout            = 5 * time.Minute
-	defaultMaxMessageSize         = secure.DefaultMaxMessageSize
+	defaultMaxReceivedMessageSize = secure.DefaultMaxMessageSize
 	defaultMaxUndeliveredMessages = 1000
 	// A device's undelivered metrics, estimated as heap (budget.go): a few
 	// messages of the default size at once, not max_undelivered_messages.
@@ -55,7 +55,7 @@ const (
 	defaultMaxUndeliveredBytesPerIdentity = 64 << 20
 	defaultRevocationCheckInterval        = time.Second
 
-	// maxMessageSizeLimit bounds max_message_size: every connection may hold
+	// maxMessageSizeLimit bounds max_received_message_size: every connection may hold
 	// one message of that size while it is reassembled and parsed.
 	maxMessageSizeLimit = 1 << 30
 )
@@ -83,8 +83,11 @@ type Listener struct {
 	MaxChannelsPerIdentity  int             `toml:"max_channels_per_identity"`
 	HandshakeTimeout        config.Duration `toml:"handshake_timeout"`
 	ReadTimeout             config.Duration `toml:"read_timeout"`
-	MaxMessageSize          config.Size     `toml:"max_message_size"`
-	MaxUndeliveredMessages  int             `toml:"max_undelivered_messages"`
+	MaxReceivedMessageSize  config.Size     `toml:"max_received_message_size"`
+	// MaxMessageSize is the old name of MaxReceivedMessageSize (outputs.ockam's
+	// max_message_size is a packing target, not a cap).
+	MaxMessageSize         config.Size `toml:"max_message_size" deprecated:"1.39.0;2.0.0;use 'max_received_message_size' instead"`
+	MaxUndeliveredMessages int         `toml:"max_undelivered_messages"`
 
 	MaxUndeliveredBytesPerChannel  config.Size `toml:"max_undelivered_bytes_per_channel"`
 	MaxUndeliveredBytesPerIdentity config.Size `toml:"max_undelivered_bytes_per_identity"`
@@ -135,7 +138,7 @@ func newListener() *Listener {
 		MaxChannelsPerIdentity: defaultMaxChannelsPerIdentity,
 		HandshakeTimeout:       config.Duration(defaultHandshakeTimeout),
 		ReadTimeout:            config.Duration(defaultReadTimeout),
-		MaxMessageSize:         config.Size(defaultMaxMessageSize),
+		MaxReceivedMessageSize: config.Size(defaultMaxReceivedMessageSize),
 		MaxUndeliveredMessages: defaultMaxUndeliveredMessages,
 
 		MaxUndeliveredBytesPerChannel:  config.Size(defaultMaxUndeliveredBytesPerChannel),
@@ -187,6 +190,9 @@ func (l *Listener) Init() error {
 
 // checkSettings validates the settings that need no file.
 func (l *Listener) checkSettings() error {
+	if err := l.renameMaxMessageSize(); err != nil {
+		return err
+	}
 	if err := l.checkCarriers(); err != nil {
 		return err
 	}
@@ -209,8 +215,8 @@ func (l *Listener) checkSettings() error {
 		return fmt.Errorf("max_undelivered_bytes_per_channel must be positive, got %d", int64(l.MaxUndeliveredBytesPerChannel))
 	case l.MaxUndeliveredBytesPerIdentity <= 0:
 		return fmt.Errorf("max_undelivered_bytes_per_identity must be positive, got %d", int64(l.MaxUndeliveredBytesPerIdentity))
-	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:
-		return fmt.Errorf("max_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxMessageSize))
+	case l.MaxReceivedMessageSize <= 0 || l.MaxReceivedMessageSize > maxMessageSizeLimit:
+		return fmt.Errorf("max_received_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxReceivedMessageSize))
 	case l.HandshakeTimeout <= 0:
 		return fmt.Errorf("handshake_timeout must be positive, got %v", time.Duration(l.HandshakeTimeout))
 	case l.ReadTimeout < 0:
@@ -235,6 +241,22 @@ func (l *Listener) checkSettings() error {
 		}
 		seen[k] = true
 	}
+	return nil
+}
+
+// renameMaxMessageSize takes the deprecated max_message_size as
+// max_received_message_size. Telegraf prints the deprecation notice from
+// the struct tag; ockamd prints its own.
+func (l *Listener) renameMaxMessageSize() error {
+	switch old := l.MaxMessageSize; {
+	case old == 0 || old == l.MaxReceivedMessageSize:
+	case l.MaxReceivedMessageSize != config.Size(defaultMaxReceivedMessageSize):
+		return fmt.Errorf("max_message_size (deprecated) and max_received_message_size are both set, to %d and %d bytes: "+
+			"keep max_received_message_size only", int64(old), int64(l.MaxReceivedMessageSize))
+	default:
+		l.MaxReceivedMessageSize = old
+	}
+	l.MaxMessageSize = 0
 	return nil
 }
 

@@ -273,7 +273,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		return
 	}
 	defer l.perIdentity.release(id.String())
-	ch.SetMaxMessageSize(int(l.MaxMessageSize))
+	ch.SetMaxMessageSize(int(l.MaxReceivedMessageSize))
 	parser, err := newParser()
 	if err != nil { // checked in Init
 		ch.Close("internal error")

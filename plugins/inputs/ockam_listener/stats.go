@@ -31,7 +31,7 @@ var credentialReasons = map[string]bool{
 
 // Reasons of messages_refused.
 var refusalReasons = []string{
-	refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy,
+	refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy, refusedTooLarge,
 	refusedReservedField, refusedInvalidPoint, refusedOutput,
 }
 
