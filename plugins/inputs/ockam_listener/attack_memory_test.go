@@ -38,8 +38,11 @@ func TestAttackPinMemory(t *testing.T) {
 	line := `big,host=a s="` + strings.Repeat("x", 60000) + `" 1700000000000000000` + "\n"
 	payload := []byte(strings.Repeat(line, (4<<20)/len(line)))
 	require.LessOrEqual(t, len(payload), int(l.MaxReceivedMessageSize))
-	estimate := sizeEstimate(payload, 1+len(l.AttributeTags)) // ockam_identity and the attribute tags
-	require.Less(t, estimate, int64(bound)/4, "several messages fit under the bound")
+	// The stamped tags are ockam_identity and the attribute tags; under an
+	// accumulator without DeliveryOutcome (Telegraf's, this test's), the
+	// copy kept to emit a message again counts too.
+	estimate := 2 * sizeEstimate(payload, 1+len(l.AttributeTags))
+	require.Less(t, estimate, int64(bound)/2, "several messages fit under the bound")
 
 	before := heapInUse()
 	sent := make(chan error, 1)
