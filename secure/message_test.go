@@ -185,3 +185,19 @@ func TestReassemblerOwnership(t *testing.T) {
 	require.Equal(t, []byte("abc"), m.Payload)
 	require.False(t, bytes.Equal(m.Payload, m2.Payload))
 }
+
+// TestReassemblerDiscardBound: a message over the bound is discarded as it
+// arrives, but not without end: past maxDiscarded bytes the sender streams
+// rather than sends a message, and the channel fails.
+func TestReassemblerDiscardBound(t *testing.T) {
+	r := reassembler{max: 4}
+	chunk := data(1, true, strings.Repeat("x", maxFragment))
+	n := 0
+	var err error
+	for ; err == nil && n <= maxDiscarded/maxFragment+1; n++ {
+		_, _, err = r.add(chunk)
+	}
+	require.ErrorIs(t, err, ErrMalformed)
+	require.Equal(t, maxDiscarded/maxFragment+1, n, "fragments taken before the error")
+	require.Nil(t, r.buf, "nothing kept")
+}
