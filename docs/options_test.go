@@ -84,7 +84,9 @@ func tomlTags(t reflect.Type) []option {
 	var options []option
 	for _, f := range reflect.VisibleFields(t) {
 		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if !f.IsExported() || tag == "-" || f.Anonymous {
+		// A deprecated option (Telegraf's `deprecated` tag) stays out of
+		// sample.conf, as in Telegraf's own plugins.
+		if !f.IsExported() || tag == "-" || f.Anonymous || f.Tag.Get("deprecated") != "" {
 			continue
 		}
 		if tag == "" {

@@ -95,13 +95,19 @@ echo $((pos + $3)) >"$2"
 // point exactly once: a steady, finite stream.
 func execInputs(t *testing.T, pts []point, perRun int) string {
 	t.Helper()
-	dir := t.TempDir()
-	script := filepath.Join(dir, "next.sh")
-	data := filepath.Join(dir, "points.lp")
 	lines := make([]string, len(pts))
 	for i, p := range pts {
 		lines[i] = p.sent()
 	}
+	return execLines(t, lines, perRun)
+}
+
+// execLines is execInputs of lines of line protocol.
+func execLines(t *testing.T, lines []string, perRun int) string {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "next.sh")
+	data := filepath.Join(dir, "points.lp")
 	if err := os.WriteFile(script, []byte(execScript), 0o700); err != nil {
 		t.Fatal(err)
 	}

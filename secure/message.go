@@ -72,6 +72,11 @@ type Message struct {
 	Permanent bool
 	// Reason explains a nack or close, in UTF-8, at most MaxReason bytes.
 	Reason string
+	// TooLarge is set by Receive on a data message whose reassembled
+	// payload would exceed the bound (SetMaxMessageSize): its fragments were
+	// read to the last and discarded, and Payload is nil. The channel stays
+	// usable; the receiver answers with a permanent nack. Send ignores it.
+	TooLarge bool
 }
 
 // appendFragment appends the plaintext of one data fragment.
@@ -179,12 +184,19 @@ func setReason(m *Message, b []byte) error {
 	return nil
 }
 
-// reassembler joins the fragments of data messages, up to a bound.
+// maxDiscarded bounds the bytes of one data message that the reassembler
+// reads and discards once it is over its bound: beyond, the sender is not
+// sending a message but a stream, and the channel fails.
+const maxDiscarded = 1 << 30
+
+// reassembler joins the fragments of data messages, up to a bound. A
+// message over the bound is read to its last fragment and discarded.
 type reassembler struct {
-	max     int
-	pending bool
-	batch   uint64
-	buf     []byte
+	max       int
+	pending   bool
+	batch     uint64
+	buf       []byte
+	discarded int // bytes of the pending message, once it went over max
 }
 
 // add takes one fragment. It returns the whole message once the last
@@ -199,15 +211,23 @@ func (r *reassembler) add(f fragment) (m Message, ok bool, err error) {
 	if r.pending && f.Batch != r.batch {
 		return m, false, fmt.Errorf("%w: fragment of batch %d inside batch %d", ErrMalformed, f.Batch, r.batch)
 	}
-	if len(r.buf)+len(f.Payload) > r.max {
-		return m, false, fmt.Errorf("%w: data message larger than %d bytes", ErrMalformed, r.max)
+	switch {
+	case r.discarded > 0:
+		r.discarded += len(f.Payload)
+	case len(r.buf)+len(f.Payload) > r.max:
+		r.discarded = len(r.buf) + len(f.Payload)
+		r.buf = nil
+	default:
+		r.buf = append(r.buf, f.Payload...)
 	}
-	r.buf = append(r.buf, f.Payload...)
+	if r.discarded > maxDiscarded {
+		return m, false, fmt.Errorf("%w: data message larger than %d bytes", ErrMalformed, maxDiscarded)
+	}
 	if f.more {
 		r.pending, r.batch = true, f.Batch
 		return m, false, nil
 	}
-	m = Message{Type: TypeData, Batch: f.Batch, Payload: r.buf}
-	r.pending, r.buf = false, nil
+	m = Message{Type: TypeData, Batch: f.Batch, Payload: r.buf, TooLarge: r.discarded > 0}
+	r.pending, r.buf, r.discarded = false, nil, 0
 	return m, true, nil
 }

@@ -121,6 +121,7 @@ func TestReassembler(t *testing.T) {
 	msg := func(batch uint64, payload string) *Message {
 		return &Message{Type: TypeData, Batch: batch, Payload: []byte(payload)}
 	}
+	tooLarge := func(batch uint64) *Message { return &Message{Type: TypeData, Batch: batch, TooLarge: true} }
 	ack := fragment{Message: Message{Type: TypeAck, Batch: 1}}
 	for _, tc := range []struct {
 		name  string
@@ -132,8 +133,14 @@ func TestReassembler(t *testing.T) {
 			{f: data(1, true, "ab")}, {f: data(1, true, "")}, {f: data(1, false, "cd"), want: msg(1, "abcd")},
 		}},
 		{"at the bound", 4, []step{{f: data(1, true, "ab")}, {f: data(1, false, "cd"), want: msg(1, "abcd")}}},
-		{"over the bound", 4, []step{{f: data(1, true, "ab")}, {f: data(1, false, "cde"), err: true}}},
-		{"one fragment over the bound", 4, []step{{f: data(1, false, "abcde"), err: true}}},
+		// Over the bound: read to the last fragment and discarded, then the
+		// next message as usual.
+		{"over the bound", 4, []step{
+			{f: data(1, true, "ab")}, {f: data(1, true, "cde")}, {f: data(1, false, "f"), want: tooLarge(1)},
+			{f: data(2, false, "abcd"), want: msg(2, "abcd")},
+		}},
+		{"one fragment over the bound", 4, []step{{f: data(1, false, "abcde"), want: tooLarge(1)}}},
+		{"over the bound, then another batch inside", 4, []step{{f: data(1, true, "abcde")}, {f: data(2, false, "b"), err: true}}},
 		{"batches back to back", 10, []step{
 			{f: data(1, true, "a")}, {f: data(1, false, "b"), want: msg(1, "ab")},
 			{f: ack, want: &ack.Message},
@@ -177,4 +184,20 @@ func TestReassemblerOwnership(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []byte("abc"), m.Payload)
 	require.False(t, bytes.Equal(m.Payload, m2.Payload))
+}
+
+// TestReassemblerDiscardBound: a message over the bound is discarded as it
+// arrives, but not without end: past maxDiscarded bytes the sender streams
+// rather than sends a message, and the channel fails.
+func TestReassemblerDiscardBound(t *testing.T) {
+	r := reassembler{max: 4}
+	chunk := data(1, true, strings.Repeat("x", maxFragment))
+	n := 0
+	var err error
+	for ; err == nil && n <= maxDiscarded/maxFragment+1; n++ {
+		_, _, err = r.add(chunk)
+	}
+	require.ErrorIs(t, err, ErrMalformed)
+	require.Equal(t, maxDiscarded/maxFragment+1, n, "fragments taken before the error")
+	require.Nil(t, r.buf, "nothing kept")
 }

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"slices"
 	"strings"
@@ -103,6 +104,10 @@ func loadConfig(path string) (*daemonConfig, error) {
 	}
 	if err := unknownKeys(md); err != nil {
 		return nil, err
+	}
+	if md.IsDefined("listener", "max_message_size") {
+		// Telegraf prints this from the struct tag; ockamd decodes itself.
+		log.Printf("W! [ockamd] [listener] max_message_size is deprecated: use max_received_message_size instead")
 	}
 	if !md.IsDefined("listener", "vault_passphrase") {
 		if p, ok := os.LookupEnv(envVaultPassphrase); ok {

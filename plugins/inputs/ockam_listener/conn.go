@@ -55,6 +55,9 @@ type conn struct {
 	parser *influx.Parser
 	grant  grant             // what the policy lets this peer write
 	tags   map[string]string // tags to stamp; "" values are removed
+	key    string            // the peer's identifier, the key of its byte budget
+
+	heldBytes int64 // of the byte budget, guarded by its mu
 
 	inflight   atomic.Int64 // data messages received and not yet answered
 	lastActive atomic.Int64 // Unix nanoseconds of the last message in or out

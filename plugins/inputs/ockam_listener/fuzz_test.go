@@ -63,7 +63,7 @@ func FuzzHandleMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, batch uint64, payload []byte) {
 		acc := &testutil.Accumulator{}
 		l.server = server{acc: acc.WithTracking(1), undelivered: make(chan struct{}, 1),
-			pending: make(map[telegraf.TrackingID]pendingMessage)}
+			pending: make(map[telegraf.TrackingID]pendingMessage), budget: newByteBudget(1<<40, 1<<40)}
 		a, b := net.Pipe()
 		defer a.Close()
 		defer b.Close()
@@ -72,7 +72,7 @@ func FuzzHandleMessage(f *testing.F) {
 		parser, err := newParser()
 		require.NoError(t, err)
 		parser.SetTimeFunc(fuzzNow) // a line without a timestamp gets this one
-		c.peer, c.parser = peer, parser
+		c.peer, c.parser, c.key = peer, parser, id
 		c.grant, c.tags = l.policy.grant(peer.Credential.Attributes), l.tagsFor(peer)
 
 		reason, ok := l.handle(c, secure.Message{Type: secure.TypeData, Batch: batch, Payload: payload})

@@ -106,8 +106,10 @@ func TestInitErrors(t *testing.T) {
 		}, "allow[0]: measurements is empty", nil},
 		{"max_connections", func(_ *pki, l *Listener) { l.MaxConnections = 0 }, "max_connections", nil},
 		{"max_undelivered_messages", func(_ *pki, l *Listener) { l.MaxUndeliveredMessages = -1 }, "max_undelivered_messages", nil},
-		{"max_message_size", func(_ *pki, l *Listener) { l.MaxMessageSize = 0 }, "max_message_size", nil},
-		{"max_message_size too large", func(_ *pki, l *Listener) { l.MaxMessageSize = 2 << 30 }, "max_message_size", nil},
+		{"max_received_message_size", func(_ *pki, l *Listener) { l.MaxReceivedMessageSize = 0 }, "max_received_message_size", nil},
+		{"max_received_message_size too large", func(_ *pki, l *Listener) { l.MaxReceivedMessageSize = 2 << 30 }, "max_received_message_size", nil},
+		{"max_message_size too large (deprecated name)", func(_ *pki, l *Listener) { l.MaxMessageSize = 2 << 30 }, "max_received_message_size", nil},
+		{"both names", func(_ *pki, l *Listener) { l.MaxMessageSize, l.MaxReceivedMessageSize = 1000, 2000 }, "keep max_received_message_size only", nil},
 		{"handshake_timeout", func(_ *pki, l *Listener) { l.HandshakeTimeout = 0 }, "handshake_timeout", nil},
 		{"read_timeout", func(_ *pki, l *Listener) { l.ReadTimeout = config.Duration(-time.Second) }, "read_timeout", nil},
 		{"revocation_check_interval", func(_ *pki, l *Listener) { l.RevocationCheckInterval = 0 }, "revocation_check_interval", nil},
@@ -207,10 +209,10 @@ func TestSampleConfig(t *testing.T) {
 // TOML key; Init never sees an unparsable duration or size.
 func TestConfigErrors(t *testing.T) {
 	for bad, want := range map[string]string{
-		`handshake_timeout = "ten seconds"`: "line 2: (ockam_listener.Listener.HandshakeTimeout)",
-		`read_timeout = "5 minutes"`:        "line 2: (ockam_listener.Listener.ReadTimeout)",
-		`max_message_size = "4 elephants"`:  "line 2: (ockam_listener.Listener.MaxMessageSize)",
-		`no_such_option = 1`:                "no_such_option",
+		`handshake_timeout = "ten seconds"`:         "line 2: (ockam_listener.Listener.HandshakeTimeout)",
+		`read_timeout = "5 minutes"`:                "line 2: (ockam_listener.Listener.ReadTimeout)",
+		`max_received_message_size = "4 elephants"`: "line 2: (ockam_listener.Listener.MaxReceivedMessageSize)",
+		`no_such_option = 1`:                        "no_such_option",
 	} {
 		t.Run(bad, func(t *testing.T) {
 			c := config.NewConfig()

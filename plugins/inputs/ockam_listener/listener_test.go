@@ -11,6 +11,7 @@ import (
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/models"
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -54,23 +55,94 @@ func TestAckOnlyAfterDelivery(t *testing.T) {
 	require.Equal(t, int64(1), l.stats.channelsOpen.Get())
 }
 
-func TestRejectedIsTransientNack(t *testing.T) {
+// TestRejectedIsResentAlone (docs/SECURITY.md, W12): Telegraf reports a
+// group "not delivered" with no reason, both when an output refused the
+// batch that held it for good (the guilty group and every other in that
+// batch) and when a full buffer evicted it. The listener emits a rejected
+// group again, on its own: delivered then, it is acked (it was collateral);
+// rejected again while no other metric was, it gets a permanent nack;
+// rejected again with others, it is tried again, up to maxProbes times. An
+// eviction keeps the answer transient. Before the fix every rejection was a
+// transient nack, which the sender retries forever.
+func TestRejectedIsResentAlone(t *testing.T) {
 	p := newPKI(t)
 	l := p.listener()
 	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
+	d := p.device(nil)
+	c := d.dial(t, addr)
+	id := d.id.Identifier().String()
+	batch := "cpu usage=1 1700000000000000000\nmem used=2 1700000000000000000\n"
+	want := func(n int) []telegraf.Metric {
+		ms := []telegraf.Metric{
+			metric.New("cpu", map[string]string{"ockam_identity": id}, map[string]any{"usage": 1.0}, ts),
+			metric.New("mem", map[string]string{"ockam_identity": id}, map[string]any{"used": 2.0}, ts),
+		}
+		return ms[:n]
+	}
+	// reject rejects ms as Telegraf's output buffer does (models/buffer.go),
+	// with others more metrics of other groups rejected in the same batch.
+	reject := func(ms []telegraf.Metric, others int64) {
+		models.AgentMetricsRejected.Incr(others)
+		for _, m := range ms {
+			models.AgentMetricsRejected.Incr(1)
+			m.Reject()
+		}
+	}
 
-	c.send(1, "cpu usage=1 1700000000000000000\nmem used=2 1700000000000000000\n")
+	// Collateral: rejected once, delivered when emitted again.
+	c.send(1, batch)
 	ms := out.take(2)
 	ms[0].Accept()
-	ms[1].Reject()
-	c.requireNack(1, false, reasonNotDelivered)
+	reject(ms[1:], 5)
+	testutil.RequireMetricsEqual(t, want(2), out.accept(2)) // the same metrics, emitted again
+	c.requireAck(1)
+	requireStat(t, l.stats.messagesResent, 1)
+
+	// Guilty: rejected, then rejected again on its own: refused for good.
+	c.send(2, batch)
+	reject(out.take(2), 5)
+	reject(out.take(2), 0)
+	c.requireNack(2, true, reasonRefusedByOutput)
+	requireStat(t, l.stats.messagesRefused[refusedOutput], 1)
+
+	// Emitted again, and rejected with other metrics: tried again.
+	c.send(3, batch)
+	reject(out.take(2), 5)
+	reject(out.take(2), 1)
+	reject(out.take(2), 0)
+	c.requireNack(3, true, reasonRefusedByOutput)
+	// … at most maxProbes times, then the answer is transient.
+	c.send(4, batch)
+	reject(out.take(2), 5)
+	for range maxProbes {
+		reject(out.take(2), 1)
+	}
+	c.requireNack(4, false, reasonNotDelivered)
+	require.Equal(t, int64(1+1+2+maxProbes), l.stats.messagesResent.Get())
+
+	// Evicted from a full buffer (Telegraf counts it in metrics_dropped):
+	// transient, whether before or after it was emitted again.
+	c.send(5, batch)
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	reject(ms, 0)
+	c.requireNack(5, false, reasonNotDelivered)
+	c.send(6, batch)
+	reject(out.take(2), 0)
+	ms = out.take(2)
+	models.AgentMetricsDropped.Incr(1)
+	reject(ms, 0)
+	c.requireNack(6, false, reasonNotDelivered)
 
 	// The channel stays usable.
-	c.send(2, "cpu usage=1 1700000000000000000\n")
-	out.accept(1)
-	c.requireAck(2)
-	require.Equal(t, int64(1), l.stats.messagesUndelivered.Get())
+	c.send(7, "cpu usage=1 1700000000000000000\n")
+	testutil.RequireMetricsEqual(t, want(1), out.accept(1))
+	c.requireAck(7)
+	out.requireNone()
+	require.Equal(t, int64(3), l.stats.messagesUndelivered.Get())
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedOutput].Get())
+	require.Equal(t, int64(2), l.stats.messagesDelivered.Get())
+	require.Equal(t, int64(0), l.stats.undeliveredBytes.Get())
 }
 
 func TestEmptyMessageIsAcked(t *testing.T) {
@@ -191,19 +263,18 @@ func TestRevocationListUpdates(t *testing.T) {
 	}, 50*20*time.Millisecond, 5*time.Millisecond)
 	a.send(2, "cpu usage=1 1700000000000000000\n")
 	a.requireNack(2, true, reasonRevoked)
+	requireClosedRevoked(t, a) // and its channel is closed
 	legit(2)
 
 	// A damaged list, then the old list put back: logged, and ignored.
 	p.write("revoked.list", []byte("-----BEGIN OCKAM REVOCATION LIST-----\nAAAA\n-----END OCKAM REVOCATION LIST-----\n"))
 	requireLog(t, log, "revocation_list", "malformed")
-	a.send(3, "cpu usage=1 1700000000000000000\n")
-	a.requireNack(3, true, reasonRevoked)
+	requireRevokedHandshake(t, revoked, addr)
 	legit(3)
 
 	p.write("revoked.list", p.revocationList(1))
 	requireLog(t, log, "revocation_list", "stale")
-	a.send(4, "cpu usage=1 1700000000000000000\n")
-	a.requireNack(4, true, reasonRevoked)
+	requireRevokedHandshake(t, revoked, addr)
 	legit(4)
 
 	// A revoked device cannot open a new channel either.
@@ -212,15 +283,24 @@ func TestRevocationListUpdates(t *testing.T) {
 		a2.t = t
 		require.Error(t, a2.requireClosed())
 	}
-	require.Eventually(t, func() bool { return l.stats.handshakesFailed["revoked"].Get() == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return l.stats.handshakesFailed["revoked"].Get() == 3 }, wait, time.Millisecond)
 
-	require.Equal(t, int64(3), l.stats.messagesRefused[refusedRevoked].Get())
+	require.Equal(t, int64(1), l.stats.messagesRefused[refusedRevoked].Get())
 	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
 	out.requireNone()
 	// Each problem is logged once, though checked every 20ms.
 	time.Sleep(100 * time.Millisecond)
 	require.Len(t, logsContaining(log, "stale"), 1)
 	require.Len(t, logsContaining(log, "Refused a message"), 1)
+}
+
+// requireClosedRevoked expects c's channel closed by the listener with the
+// reason "revoked".
+func requireClosedRevoked(t *testing.T, c *client) {
+	t.Helper()
+	err := c.requireClosed()
+	require.ErrorIs(t, err, secure.ErrClosed)
+	require.ErrorContains(t, err, reasonRevoked)
 }
 
 // requireLog waits for a warning containing every part.
@@ -521,11 +601,17 @@ func TestCredentialReload(t *testing.T) {
 	p.device(nil).dial(t, addr)
 }
 
-func TestMaxMessageSize(t *testing.T) {
+// TestMaxReceivedMessageSize: a data message over max_received_message_size
+// is read to its end, discarded and refused with a permanent nack; the
+// channel goes on. Before, it closed the channel as a protocol error, and
+// the sender sent the message again on a new channel, forever. The
+// deprecated name max_message_size still sets it.
+func TestMaxReceivedMessageSize(t *testing.T) {
 	p := newPKI(t)
 	l := p.listener()
-	l.MaxMessageSize = 1024
+	l.MaxMessageSize = 1024 // the deprecated name
 	out, addr := start(t, l)
+	require.Equal(t, config.Size(1024), l.MaxReceivedMessageSize)
 	d := p.device(nil)
 
 	c := d.dial(t, addr)
@@ -534,11 +620,17 @@ func TestMaxMessageSize(t *testing.T) {
 	out.accept(1024 / len(line))
 	c.requireAck(1)
 
-	// One byte more is a protocol error: the channel is closed.
+	// One byte more, and 200 KiB (several fragments): refused for good.
 	c.send(2, strings.Repeat(line, 1024/len(line))+"x")
-	require.Error(t, c.requireClosed())
+	c.requireNack(2, true, "data message larger than max_received_message_size (1024 bytes)")
+	c.send(3, strings.Repeat(line, 200<<10/len(line)))
+	c.requireNack(3, true, "data message larger than max_received_message_size (1024 bytes)")
+	c.send(4, line)
+	out.accept(1)
+	c.requireAck(4)
 	out.requireNone()
-	require.Equal(t, int64(1), l.stats.messagesAccepted.Get())
+	require.Equal(t, int64(2), l.stats.messagesAccepted.Get())
+	require.Equal(t, int64(2), l.stats.messagesRefused[refusedTooLarge].Get())
 }
 
 // TestRevocationListAppearsLater: a revocation_list that does not exist yet

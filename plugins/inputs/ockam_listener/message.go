@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/models"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -20,6 +22,7 @@ const (
 	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
 	reasonBadLine      = "bad line protocol: "
 	reasonPolicy       = "policy: measurement %q is not allowed"
+	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
 )
 
 // Refusal kinds: the reason tag of messages_refused.
@@ -29,6 +32,14 @@ const (
 	refusedUnauthorized = "unauthorized"
 	refusedParse        = "parse"
 	refusedPolicy       = "policy"
+	// A data message over max_received_message_size.
+	refusedTooLarge = "too_large"
+	// A field named like a tag the listener sets (check.go).
+	refusedReservedField = "reserved_field"
+	// A point InfluxDB would refuse for good (check.go).
+	refusedInvalidPoint = "invalid_point"
+	// Not delivered twice, without an eviction (outcome.go).
+	refusedOutput = "output"
 )
 
 // handle checks one data message and emits it, or refuses it with a nack.
@@ -40,7 +51,10 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	if err := l.verifier.Authorize(c.peer, l.now()); err != nil {
 		switch {
 		case errors.Is(err, secure.ErrRevoked):
+			// Nothing from this identity is accepted again: close the
+			// channel, as for an expired credential.
 			l.refuse(c, m.Batch, refusedRevoked, true, reasonRevoked, err)
+			return reasonRevoked, false
 		case errors.Is(err, secure.ErrExpired):
 			// The sender reloads its credential and opens a new channel.
 			l.refuse(c, m.Batch, refusedExpired, false, reasonExpired, err)
@@ -50,7 +64,27 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		}
 		return "", true
 	}
-	// 2. the payload is line protocol
+	// 2. not over max_received_message_size (its payload was discarded)
+	if m.TooLarge {
+		err := fmt.Errorf(reasonTooLarge, int64(l.MaxReceivedMessageSize))
+		l.refuse(c, m.Batch, refusedTooLarge, true, err.Error(), err)
+		return "", true
+	}
+	// 3. room under max_undelivered_bytes_per_channel and _per_identity:
+	// wait for it with the payload only, before parsing
+	size := sizeEstimate(m.Payload, len(c.tags))
+	if l.resend {
+		size *= 2 // and the copy kept to send it again (outcome.go)
+	}
+	if !l.budget.acquire(c.ctx, c, c.key, size, func() { l.stalled(c) }) {
+		return "", false // shut down meanwhile
+	}
+	defer func() {
+		if size > 0 { // not handed over to a pending message
+			l.budget.release(c, c.key, size)
+		}
+	}()
+	// 4. the payload is line protocol
 	metrics, err := c.parser.Parse(m.Payload)
 	// A parser keeps its last input and metric: the next message gets a new
 	// one, so that an idle channel holds neither (docs/BENCHMARKS.md).
@@ -61,7 +95,7 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		l.refuse(c, m.Batch, refusedParse, true, reasonBadLine+err.Error(), err)
 		return "", true
 	}
-	// 3. the policy allows every measurement
+	// 5. the policy allows every measurement
 	for _, metric := range metrics {
 		if name := metric.Name(); !c.grant.allows(name) {
 			err := fmt.Errorf(reasonPolicy, name)
@@ -69,7 +103,12 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 			return "", true
 		}
 	}
-	// 4. the verified identity and attributes replace the sender's tags
+	// 6. no field poses as a verified tag, and InfluxDB can store every point
+	if r := checkPoints(metrics, l.reserved, c.tags); r != nil {
+		l.refuse(c, m.Batch, r.kind, true, r.reason, errors.New(r.reason))
+		return "", true
+	}
+	// 7. the verified identity and attributes replace the sender's tags
 	if forged, tag := stamp(metrics, c.tags); forged > 0 {
 		l.stats.forgedTags.Incr(int64(forged))
 		if l.refusals.first(c.peer.Identifier.String() + " forged") {
@@ -77,22 +116,23 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 				"further forged tags from this sender are only counted in forged_tags", tag, c.peer.Identifier.Short(), forged)
 		}
 	}
-	// 5. emit, and answer when the outputs are done with it
+	// 8. emit, and answer when the outputs are done with it
 	if len(metrics) == 0 {
 		l.stats.messagesAccepted.Incr(1)
 		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})
 		return "", true
 	}
-	if !l.emit(c, m.Batch, metrics) {
+	if !l.emit(c, pendingMessage{conn: c, batch: m.Batch, size: size}, metrics) {
 		return "", false
 	}
+	size = 0 // released when the delivery result comes
 	return "", true
 }
 
 // emit adds the metrics of one message as a tracking group and records the
 // message as pending. It waits for a free max_undelivered_messages slot,
 // and returns false if the connection is shut down meanwhile.
-func (l *Listener) emit(c *conn, batch uint64, metrics []telegraf.Metric) bool {
+func (l *Listener) emit(c *conn, p pendingMessage, metrics []telegraf.Metric) bool {
 	select {
 	case l.undelivered <- struct{}{}:
 	case <-c.ctx.Done():
@@ -106,13 +146,32 @@ func (l *Listener) emit(c *conn, batch uint64, metrics []telegraf.Metric) bool {
 	// An empty group (or one whose metrics are all filtered out) reports its
 	// delivery inside AddTrackingMetricGroup: the delivery loop waits on mu
 	// until the message is in pending.
+	if l.resend {
+		p.copies = make([]telegraf.Metric, len(metrics))
+		for i, m := range metrics {
+			p.copies[i] = m.Copy()
+		}
+		p.evicted = models.AgentMetricsDropped.Get()
+	}
 	l.mu.Lock()
 	id := l.acc.AddTrackingMetricGroup(metrics)
-	l.pending[id] = pendingMessage{conn: c, batch: batch}
+	l.pending[id] = p
 	l.mu.Unlock()
+	l.stats.undeliveredBytes.Incr(p.size)
 	l.stats.messagesAccepted.Incr(1)
 	l.stats.metricsEmitted.Incr(int64(n))
 	return true
+}
+
+// stalled counts and logs (at most once a minute) a reader that waits for
+// room under max_undelivered_bytes_per_channel or _per_identity.
+func (l *Listener) stalled(c *conn) {
+	l.stats.byteLimitStalls.Incr(1)
+	if l.stallLog.allow(time.Now(), time.Minute) {
+		l.Log.Warnf("Stopped reading the channel of %s until the outputs deliver what it sent: "+
+			"max_undelivered_bytes_per_channel or max_undelivered_bytes_per_identity reached; "+
+			"further stalls are counted in byte_limit_stalls and logged at most once a minute", c.peer.Identifier.Short())
+	}
 }
 
 // refuse counts a refused message, logs the first refusal of each kind per

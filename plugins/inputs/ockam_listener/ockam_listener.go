@@ -40,18 +40,22 @@ var sampleConfig string
 
 // Defaults of the optional settings.
 const (
-	defaultServiceAddress          = "tcp://:4000"
-	defaultIdentityTag             = "ockam_identity"
-	defaultMaxConnections          = 10000
-	defaultMaxHandshakesPerIP      = 32
-	defaultMaxChannelsPerIdentity  = 16
-	defaultHandshakeTimeout        = 10 * time.Second
-	defaultReadTimeout             = 5 * time.Minute
-	defaultMaxMessageSize          = secure.DefaultMaxMessageSize
-	defaultMaxUndeliveredMessages  = 1000
-	defaultRevocationCheckInterval = time.Second
+	defaultServiceAddress         = "tcp://:4000"
+	defaultIdentityTag            = "ockam_identity"
+	defaultMaxConnections         = 10000
+	defaultMaxHandshakesPerIP     = 32
+	defaultMaxChannelsPerIdentity = 16
+	defaultHandshakeTimeout       = 10 * time.Second
+	defaultReadTimeout            = 5 * time.Minute
+	defaultMaxReceivedMessageSize = secure.DefaultMaxMessageSize
+	defaultMaxUndeliveredMessages = 1000
+	// A device's undelivered metrics, estimated as heap (budget.go): a few
+	// messages of the default size at once, not max_undelivered_messages.
+	defaultMaxUndeliveredBytesPerChannel  = 32 << 20
+	defaultMaxUndeliveredBytesPerIdentity = 64 << 20
+	defaultRevocationCheckInterval        = time.Second
 
-	// maxMessageSizeLimit bounds max_message_size: every connection may hold
+	// maxMessageSizeLimit bounds max_received_message_size: every connection may hold
 	// one message of that size while it is reassembled and parsed.
 	maxMessageSizeLimit = 1 << 30
 )
@@ -79,9 +83,15 @@ type Listener struct {
 	MaxChannelsPerIdentity  int             `toml:"max_channels_per_identity"`
 	HandshakeTimeout        config.Duration `toml:"handshake_timeout"`
 	ReadTimeout             config.Duration `toml:"read_timeout"`
-	MaxMessageSize          config.Size     `toml:"max_message_size"`
-	MaxUndeliveredMessages  int             `toml:"max_undelivered_messages"`
-	Allow                   []AllowRule     `toml:"allow"`
+	MaxReceivedMessageSize  config.Size     `toml:"max_received_message_size"`
+	// MaxMessageSize is the old name of MaxReceivedMessageSize (outputs.ockam's
+	// max_message_size is a packing target, not a cap).
+	MaxMessageSize         config.Size `toml:"max_message_size" deprecated:"1.39.0;2.0.0;use 'max_received_message_size' instead"`
+	MaxUndeliveredMessages int         `toml:"max_undelivered_messages"`
+
+	MaxUndeliveredBytesPerChannel  config.Size `toml:"max_undelivered_bytes_per_channel"`
+	MaxUndeliveredBytesPerIdentity config.Size `toml:"max_undelivered_bytes_per_identity"`
+	Allow                          []AllowRule `toml:"allow"`
 
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
@@ -94,6 +104,7 @@ type Listener struct {
 	verifier         *secure.Verifier
 	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
 	policy           *policy
+	reserved         map[string]bool // field keys no point may carry (check.go)
 	stats            *stats
 	revocationFile   *filewatch.Watch       // nil without revocation_list
 	revocations      *secure.RevocationList // the list last applied
@@ -120,16 +131,19 @@ func init() {
 // newListener returns a Listener with the defaults of the optional settings.
 func newListener() *Listener {
 	return &Listener{
-		ServiceAddress:          defaultServiceAddress,
-		IdentityTag:             defaultIdentityTag,
-		MaxConnections:          defaultMaxConnections,
-		MaxHandshakesPerIP:      defaultMaxHandshakesPerIP,
-		MaxChannelsPerIdentity:  defaultMaxChannelsPerIdentity,
-		HandshakeTimeout:        config.Duration(defaultHandshakeTimeout),
-		ReadTimeout:             config.Duration(defaultReadTimeout),
-		MaxMessageSize:          config.Size(defaultMaxMessageSize),
-		MaxUndeliveredMessages:  defaultMaxUndeliveredMessages,
-		RevocationCheckInterval: config.Duration(defaultRevocationCheckInterval),
+		ServiceAddress:         defaultServiceAddress,
+		IdentityTag:            defaultIdentityTag,
+		MaxConnections:         defaultMaxConnections,
+		MaxHandshakesPerIP:     defaultMaxHandshakesPerIP,
+		MaxChannelsPerIdentity: defaultMaxChannelsPerIdentity,
+		HandshakeTimeout:       config.Duration(defaultHandshakeTimeout),
+		ReadTimeout:            config.Duration(defaultReadTimeout),
+		MaxReceivedMessageSize: config.Size(defaultMaxReceivedMessageSize),
+		MaxUndeliveredMessages: defaultMaxUndeliveredMessages,
+
+		MaxUndeliveredBytesPerChannel:  config.Size(defaultMaxUndeliveredBytesPerChannel),
+		MaxUndeliveredBytesPerIdentity: config.Size(defaultMaxUndeliveredBytesPerIdentity),
+		RevocationCheckInterval:        config.Duration(defaultRevocationCheckInterval),
 	}
 }
 
@@ -156,6 +170,7 @@ func (l *Listener) Init() error {
 		return err
 	}
 	l.policy = p
+	l.reserved = l.reservedFields()
 	if err := l.loadTrust(); err != nil {
 		l.closeVault()
 		return err
@@ -175,6 +190,9 @@ func (l *Listener) Init() error {
 
 // checkSettings validates the settings that need no file.
 func (l *Listener) checkSettings() error {
+	if err := l.renameMaxMessageSize(); err != nil {
+		return err
+	}
 	if err := l.checkCarriers(); err != nil {
 		return err
 	}
@@ -193,14 +211,21 @@ func (l *Listener) checkSettings() error {
 		return fmt.Errorf("max_channels_per_identity must be positive, got %d", l.MaxChannelsPerIdentity)
 	case l.MaxUndeliveredMessages <= 0:
 		return fmt.Errorf("max_undelivered_messages must be positive, got %d", l.MaxUndeliveredMessages)
-	case l.MaxMessageSize <= 0 || l.MaxMessageSize > maxMessageSizeLimit:
-		return fmt.Errorf("max_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxMessageSize))
+	case l.MaxUndeliveredBytesPerChannel <= 0:
+		return fmt.Errorf("max_undelivered_bytes_per_channel must be positive, got %d", int64(l.MaxUndeliveredBytesPerChannel))
+	case l.MaxUndeliveredBytesPerIdentity <= 0:
+		return fmt.Errorf("max_undelivered_bytes_per_identity must be positive, got %d", int64(l.MaxUndeliveredBytesPerIdentity))
+	case l.MaxReceivedMessageSize <= 0 || l.MaxReceivedMessageSize > maxMessageSizeLimit:
+		return fmt.Errorf("max_received_message_size must be between 1 and %d bytes, got %d", maxMessageSizeLimit, int64(l.MaxReceivedMessageSize))
 	case l.HandshakeTimeout <= 0:
 		return fmt.Errorf("handshake_timeout must be positive, got %v", time.Duration(l.HandshakeTimeout))
 	case l.ReadTimeout < 0:
 		return fmt.Errorf("read_timeout must not be negative (0 disables it), got %v", time.Duration(l.ReadTimeout))
 	case l.RevocationCheckInterval <= 0:
 		return fmt.Errorf("revocation_check_interval must be positive, got %v", time.Duration(l.RevocationCheckInterval))
+	}
+	if l.IdentityTag == reservedKey || l.IdentityTag == BucketTag {
+		return fmt.Errorf("identity_tag: %q is a reserved tag key", l.IdentityTag)
 	}
 	seen := map[string]bool{}
 	for _, k := range l.AttributeTags {
@@ -209,11 +234,29 @@ func (l *Listener) checkSettings() error {
 			return errors.New("attribute_tags: empty tag name")
 		case k == l.IdentityTag:
 			return fmt.Errorf("attribute_tags: %q is also the identity_tag", k)
+		case k == reservedKey || k == BucketTag:
+			return fmt.Errorf("attribute_tags: %q is a reserved tag key", k)
 		case seen[k]:
 			return fmt.Errorf("attribute_tags: %q is listed twice", k)
 		}
 		seen[k] = true
 	}
+	return nil
+}
+
+// renameMaxMessageSize takes the deprecated max_message_size as
+// max_received_message_size. Telegraf prints the deprecation notice from
+// the struct tag; ockamd prints its own.
+func (l *Listener) renameMaxMessageSize() error {
+	switch old := l.MaxMessageSize; {
+	case old == 0 || old == l.MaxReceivedMessageSize:
+	case l.MaxReceivedMessageSize != config.Size(defaultMaxReceivedMessageSize):
+		return fmt.Errorf("max_message_size (deprecated) and max_received_message_size are both set, to %d and %d bytes: "+
+			"keep max_received_message_size only", int64(old), int64(l.MaxReceivedMessageSize))
+	default:
+		l.MaxReceivedMessageSize = old
+	}
+	l.MaxMessageSize = 0
 	return nil
 }
 

@@ -109,6 +109,7 @@ func TestRevocationSource(t *testing.T) {
 	}, wait, time.Millisecond)
 	a.send(2, "cpu usage=1 1700000000000000000\n")
 	a.requireNack(2, true, reasonRevoked)
+	requireClosedRevoked(t, a)
 	legit(2)
 
 	// Going back is refused: an older list, a forged one, another
@@ -128,8 +129,7 @@ func TestRevocationSource(t *testing.T) {
 		src.fetchedTwice(t)
 		requireLog(t, log, "revocation_source", tc.log)
 		require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
-		a.send(3, "cpu usage=1 1700000000000000000\n")
-		a.requireNack(3, true, reasonRevoked)
+		requireRevokedHandshake(t, revoked, addr)
 	}
 	legit(3)
 }

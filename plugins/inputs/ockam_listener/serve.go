@@ -23,6 +23,12 @@ type server struct {
 	stop    func()         // cancels the context of every goroutine
 	running sync.WaitGroup // every goroutine Start began
 	acc     telegraf.TrackingAccumulator
+	// resend: the accumulator's results do not say why a group was not
+	// delivered, so the listener finds out by sending it again (outcome.go).
+	resend bool
+	// Used by the delivery loop only (outcome.go).
+	suspects []pendingMessage // not delivered, waiting to be probed
+	probing  bool             // a probe is under way
 
 	// undelivered is the semaphore of max_undelivered_messages: a slot is
 	// taken before AddTrackingMetricGroup and given back when its delivery
@@ -36,6 +42,8 @@ type server struct {
 	// perIdentity counts the open channels of each identity
 	// (max_channels_per_identity).
 	perIdentity *keyedLimit
+	// budget bounds the undelivered bytes per channel and per identity.
+	budget *byteBudget
 
 	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
 	pending map[telegraf.TrackingID]pendingMessage
@@ -44,6 +52,7 @@ type server struct {
 	identityLog rateLimit // channels_over_identity_limit warnings
 	rejectLog   rateLimit // connections_rejected warnings
 	throttleLog rateLimit // connections_throttled warnings
+	stallLog    rateLimit // byte_limit_stalls warnings
 	acceptLog   rateLimit // Accept errors
 }
 
@@ -51,6 +60,14 @@ type server struct {
 type pendingMessage struct {
 	conn  *conn
 	batch uint64
+	size  int64 // taken from budget
+
+	// For an accumulator without DeliveryOutcome (Telegraf's): a copy of
+	// the metrics as emitted, to emit them again on their own (outcome.go).
+	copies   []telegraf.Metric
+	evicted  int64 // models.AgentMetricsDropped when (last) emitted
+	rejected int64 // models.AgentMetricsRejected when last emitted as a probe
+	probes   int   // times emitted again as a probe
 }
 
 // Start listens on service_address and registers at the relay, and serves
@@ -83,10 +100,12 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 		relay:       rl,
 		stop:        cancel,
 		acc:         acc.WithTracking(l.MaxUndeliveredMessages),
+		resend:      !reportsOutcomes(acc),
 		undelivered: make(chan struct{}, l.MaxUndeliveredMessages),
 		connections: make(chan struct{}, l.MaxConnections),
 		handshaking: newKeyedLimit(l.MaxHandshakesPerIP),
 		perIdentity: newKeyedLimit(l.MaxChannelsPerIdentity),
+		budget:      newByteBudget(int64(l.MaxUndeliveredBytesPerChannel), int64(l.MaxUndeliveredBytesPerIdentity)),
 		pending:     make(map[telegraf.TrackingID]pendingMessage),
 	}
 	l.running.Add(2)
@@ -208,8 +227,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener) {
 }
 
 // deliveryLoop routes each delivery result to the connection that sent the
-// message: an ack when every output accepted it, a transient nack when one
-// rejected it (or the nack a DeliveryOutcome asks for).
+// message (outcome.go).
 func (l *Listener) deliveryLoop(ctx context.Context) {
 	defer l.running.Done()
 	for {
@@ -217,21 +235,7 @@ func (l *Listener) deliveryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case info := <-l.acc.Delivered():
-			l.mu.Lock()
-			p, ok := l.pending[info.ID()]
-			delete(l.pending, info.ID())
-			l.mu.Unlock()
-			<-l.undelivered
-			if !ok {
-				continue // cannot happen: every added group is in pending
-			}
-			if info.Delivered() {
-				l.stats.messagesDelivered.Incr(1)
-				p.conn.reply(secure.Message{Type: secure.TypeAck, Batch: p.batch})
-			} else {
-				l.stats.messagesUndelivered.Incr(1)
-				p.conn.reply(nackFor(info, p.batch)) // outcome.go
-			}
+			l.delivered(info)
 		}
 	}
 }
@@ -269,7 +273,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		return
 	}
 	defer l.perIdentity.release(id.String())
-	ch.SetMaxMessageSize(int(l.MaxMessageSize))
+	ch.SetMaxMessageSize(int(l.MaxReceivedMessageSize))
 	parser, err := newParser()
 	if err != nil { // checked in Init
 		ch.Close("internal error")
@@ -277,6 +281,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		return
 	}
 	c.ch, c.peer, c.parser = ch, ch.Peer(), parser
+	c.key = c.peer.Identifier.String()
 	c.grant = l.policy.grant(c.peer.Credential.Attributes)
 	c.tags = l.tagsFor(c.peer)
 	l.stats.handshakesOK.Incr(1)

@@ -30,7 +30,10 @@ var credentialReasons = map[string]bool{
 }
 
 // Reasons of messages_refused.
-var refusalReasons = []string{refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy}
+var refusalReasons = []string{
+	refusedRevoked, refusedExpired, refusedUnauthorized, refusedParse, refusedPolicy, refusedTooLarge,
+	refusedReservedField, refusedInvalidPoint, refusedOutput,
+}
 
 // Reasons of channels_failed: why an established channel was closed for a
 // protocol error (a tampered, replayed, injected or malformed message).
@@ -55,6 +58,11 @@ type stats struct {
 	connectionsThrottled selfstat.Stat
 	// Added for docs/SECURITY.md W5.
 	channelsOverIdentityLimit selfstat.Stat
+	// Added for docs/SECURITY.md W13.
+	undeliveredBytes selfstat.Stat // estimated bytes emitted and not yet delivered
+	byteLimitStalls  selfstat.Stat // messages that waited for max_undelivered_bytes_*
+	// Added for docs/SECURITY.md W12.
+	messagesResent selfstat.Stat // not delivered, emitted again alone
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -76,6 +84,10 @@ func newStats(c *selfstat.Collector) *stats {
 		connectionsThrottled: reg("connections_throttled"),
 
 		channelsOverIdentityLimit: reg("channels_over_identity_limit"),
+
+		undeliveredBytes: reg("undelivered_bytes"),
+		byteLimitStalls:  reg("byte_limit_stalls"),
+		messagesResent:   reg("messages_resent"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})

@@ -101,7 +101,10 @@ type job struct {
 	metrics []telegraf.Metric
 }
 
-var _ telegraf.TrackingAccumulator = (*Accumulator)(nil)
+var (
+	_ telegraf.TrackingAccumulator   = (*Accumulator)(nil)
+	_ ockam_listener.OutcomeReporter = (*Accumulator)(nil)
+)
 
 // New returns an Accumulator that writes with w, workers groups at a time.
 func New(w GroupWriter, workers int, log telegraf.Logger) *Accumulator {
@@ -300,3 +303,8 @@ func (a *Accumulator) AddError(err error) {
 		a.log.Errorf("Error in the listener: %v", err)
 	}
 }
+
+// ReportsOutcomes reports true: every result on Delivered() implements
+// ockam_listener.DeliveryOutcome, so the listener keeps no copy of a
+// message to send it again.
+func (*Accumulator) ReportsOutcomes() bool { return true }
