@@ -130,7 +130,7 @@ type scaleTopology struct {
 	tools     scaleTools
 	cli       *ockamCLI
 	authority *member
-	authDB    string   // the authority service's store
+	authDB    string // the authority service's store
 	db        *influxDB
 	nats      []*natsNode
 	natsURLs  string // TOML array of the nodes' client URLs
