@@ -29,9 +29,10 @@ import (
 // sent, exactly once, with the values sent: stored == sent. Duplicates in
 // the log (a batch resent after a lost ack, a message redelivered to a
 // consumer) collapse in InfluxDB: TestScaleDuplicatesCollapse shows the rule
-// on its own.
+// before the devices start (duplicatesCollapse).
 func TestScaleOutFaults(t *testing.T) {
 	s := startScaleTopology(t, 2)
+	duplicatesCollapse(t, s)
 
 	const perRun = 10 // every 500 ms: 20 metrics/s per device
 	var devices []*scaleDevice
@@ -170,10 +171,7 @@ func TestScaleOutFaults(t *testing.T) {
 	for i, d := range devices {
 		ackedDown += d.acked() - ackedBefore[i]
 	}
-	backlog, err := s.streamInfo()
-	if err != nil {
-		t.Fatalf("stream info: %v", err)
-	}
+	backlog := s.consumerBacklog()
 	s.db.restart()
 	backAt := time.Now()
 
@@ -220,9 +218,9 @@ func TestScaleOutFaults(t *testing.T) {
 		total += n
 	}
 	figures = append(figures,
-		fmt.Sprintf("InfluxDB down %.1fs: devices acked %d metrics meanwhile; the stream held %d messages (%d bytes); "+
+		fmt.Sprintf("InfluxDB down %.1fs: devices acked %d metrics meanwhile; %d messages (%d bytes) waited in the stream; "+
 			"rows %d before, %d when caught up %.1fs after influxd was back (%.0f rows/s, all three streams still running)",
-			down.Seconds(), ackedDown, backlog.State.Msgs, backlog.State.Bytes, rowsBefore, rowsAfter, caughtUp.Seconds(),
+			down.Seconds(), ackedDown, backlog.msgs, backlog.bytes, rowsBefore, rowsAfter, caughtUp.Seconds(),
 			float64(rowsAfter-rowsBefore)/caughtUp.Seconds()),
 		fmt.Sprintf("%d points sent, %d stored, each once; consumers wrote %d points to InfluxDB (%d duplicates collapsed)",
 			total, len(rows), written, written-total))
@@ -288,4 +286,51 @@ func revokeEverywhere(t *testing.T, s *scaleTopology) string {
 	}
 	return fmt.Sprintf("device revoked at the authority service: applied by the gateways %s after `ockam revocation add` "+
 		"returned (revocation_poll_interval 500ms); each then refused its handshake", strings.Join(ms, ", "))
+}
+
+// duplicatesCollapse checks the duplicate rule of docs/SCALING.md on the
+// whole path from the stream to InfluxDB: a batch published twice (as a
+// gateway does when it resends after a lost publish ack, or as JetStream
+// redelivers a message whose consumer ack was lost) is written twice by the
+// consumers and stored once, since InfluxDB keeps one point per series and
+// timestamp; and a point with the same series and timestamp but another
+// value replaces the first (its fields are merged, the last write wins).
+// It runs before any device sends, so the consumers write nothing else.
+func duplicatesCollapse(t *testing.T, s *scaleTopology) {
+	t.Helper()
+	ts := time.Now().Add(-2 * time.Hour).Truncate(time.Second).UnixNano()
+	batch := fmt.Sprintf("e2e_dup,src=e2e value=1 %d\ne2e_dup,src=e2e value=2 %d\ne2e_dup,src=e2e value=3 %d\n", ts, ts+1e9, ts+2e9)
+	publish := func(payload string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := s.js.Publish(ctx, scaleSubject, []byte(payload)); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	written := func(k int) {
+		t.Helper()
+		eventually(t, 60*time.Second, fmt.Sprintf("the consumers to write %d points", k), func() (bool, string) {
+			n := sumMatches(consumerWrites, s.consumers...)
+			return n >= k, fmt.Sprint(n)
+		})
+	}
+	publish(batch)
+	publish(batch)
+	written(6)
+	want := []string{
+		fmt.Sprintf("e2e_dup,src=e2e value=1 %d", ts),
+		fmt.Sprintf("e2e_dup,src=e2e value=2 %d", ts+1e9),
+		fmt.Sprintf("e2e_dup,src=e2e value=3 %d", ts+2e9),
+	}
+	if rows := s.db.rows("e2e_dup"); !slices.Equal(rows, want) {
+		t.Fatalf("a batch written twice: InfluxDB holds %q, want each point once: %q", rows, want)
+	}
+	publish(fmt.Sprintf("e2e_dup,src=e2e value=7 %d\n", ts))
+	written(7)
+	want[0] = fmt.Sprintf("e2e_dup,src=e2e value=7 %d", ts)
+	slices.Sort(want)
+	if rows := s.db.rows("e2e_dup"); !slices.Equal(rows, want) {
+		t.Fatalf("a point rewritten with another value: InfluxDB holds %q, want the last write: %q", rows, want)
+	}
 }

@@ -30,6 +30,9 @@ const (
 	// deploy/scale/gateway.conf.tmpl and consumer.conf.tmpl.
 	scaleStream  = "OCKAM_METRICS"
 	scaleSubject = "ockam.metrics"
+	// scaleConsumer is the durable consumer inputs.nats_consumer creates:
+	// named after its queue_group.
+	scaleConsumer = "influxdb_writers"
 )
 
 var (
@@ -303,6 +306,37 @@ func (s *scaleTopology) streamInfo() (*jetstream.StreamInfo, error) {
 		return nil, err
 	}
 	return st.Info(ctx)
+}
+
+// backlog is what a consumer has yet to get acked.
+type backlog struct{ msgs, bytes uint64 }
+
+// consumerBacklog returns how many messages of the stream the consumers'
+// durable consumer (queue_group of consumer.conf.tmpl) has not had acked
+// yet: not delivered, or delivered and awaiting the ack. Bytes are the
+// stream's, as an order of magnitude.
+func (s *scaleTopology) consumerBacklog() backlog {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := s.js.PushConsumer(ctx, scaleStream, scaleConsumer)
+	if err != nil {
+		s.t.Fatalf("consumer %s: %v", scaleConsumer, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		s.t.Fatalf("consumer %s: %v", scaleConsumer, err)
+	}
+	st, err := s.streamInfo()
+	if err != nil {
+		s.t.Fatalf("stream %s: %v", scaleStream, err)
+	}
+	msgs := info.NumPending + uint64(info.NumAckPending)
+	var bytes uint64
+	if st.State.Msgs > 0 {
+		bytes = st.State.Bytes * msgs / st.State.Msgs
+	}
+	return backlog{msgs: msgs, bytes: bytes}
 }
 
 // gatewayOf returns the gateway whose short identifier is short.
