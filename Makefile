@@ -96,5 +96,11 @@ bench: build tools
 demo: build tools
 	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) scripts/demo.sh
 
+## scale-demo: HAProxy, 3 gateways, a NATS JetStream R3 stream, 2 consumers, InfluxDB, 2 devices on loopback;
+## kills one gateway halfway (DEMO_SECONDS=30, docs/SCALING.md)
+.PHONY: scale-demo
+scale-demo: build tools
+	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) NATS_SERVER=$(NATS_SERVER) HAPROXY=$(HAPROXY) scripts/scale-demo.sh
+
 clean:
 	rm -rf $(BIN)
