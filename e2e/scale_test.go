@@ -201,6 +201,7 @@ func startScaleTopology(t *testing.T, consumers int) *scaleTopology {
 	renderTemplate(t, "scale/consumer.conf.tmpl", conf, map[string]string{
 		"NatsServers": s.natsURLs,
 		"InfluxURL":   s.db.url(),
+		"Bucket":      bucket,
 	})
 	for i := 1; i <= consumers; i++ {
 		c := startProcess(t, fmt.Sprintf("consumer-%d", i), s.bin.telegraf, "--config", conf)

@@ -195,7 +195,7 @@ wait_for 30 "HAProxy to listen" bash -c "exec 3<>/dev/tcp/${proxy%:*}/${proxy#*:
 echo "devices dial $proxy"
 
 step "two consumers: inputs.nats_consumer (JetStream, tracking) → outputs.influxdb_v2"
-render scale/consumer.conf.tmpl consumer.conf NatsServers="$nats_servers" InfluxURL="http://$influx"
+render scale/consumer.conf.tmpl consumer.conf NatsServers="$nats_servers" InfluxURL="http://$influx" Bucket=db/autogen
 # One after the other: the first creates the durable consumer (named after
 # queue_group); two creating it at once can fail one of them at start.
 for i in 1 2; do
