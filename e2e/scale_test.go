@@ -82,14 +82,20 @@ type natsNode struct {
 	starts int
 }
 
-// start renders the node's configuration and runs it until it is ready.
+// start runs the node until it is ready.
 func (n *natsNode) start() {
+	n.t.Helper()
+	n.launch()
+	n.proc.waitLog(natsReady, 30*time.Second)
+}
+
+// launch renders the node's configuration and runs it.
+func (n *natsNode) launch() {
 	n.t.Helper()
 	n.starts++
 	conf := filepath.Join(n.t.TempDir(), n.name+".conf")
 	renderTemplate(n.t, "scale/nats.conf.tmpl", conf, n.data)
 	n.proc = startProcess(n.t, fmt.Sprintf("%s-%d", n.name, n.starts), n.bin, "-c", conf)
-	n.proc.waitLog(natsReady, 30*time.Second)
 }
 
 // url is the node's client URL.
@@ -104,7 +110,6 @@ type gatewayProc struct {
 	member *member
 	data   map[string]string
 	proc   *process
-	procs  []*process // every run, for the figures
 	starts int
 }
 
@@ -116,7 +121,6 @@ func (g *gatewayProc) start() {
 	conf := filepath.Join(g.t.TempDir(), "gateway.conf")
 	renderTemplate(g.t, "scale/gateway.conf.tmpl", conf, g.data)
 	g.proc = startProcess(g.t, fmt.Sprintf("gateway-%d-%d", g.index, g.starts), g.bin, "--config", conf)
-	g.procs = append(g.procs, g.proc)
 	m := g.proc.waitLog(listeningOckam, 30*time.Second)
 	if m[2] != g.member.id {
 		g.t.Fatalf("gateway-%d runs as %s, want %s", g.index, m[2], g.member.id)
@@ -143,12 +147,13 @@ type scaleTopology struct {
 	proxyConf string
 	proxyAddr string
 	consumers []*process
-	proxyRuns []*process
+	proxyRuns int // HAProxy starts, to name their logs
 }
 
 // startScaleTopology starts influxd, the authority service, three NATS
-// nodes with the stream, three gateways enrolled by the authority, HAProxy
-// in front of them and consumers consumer Telegrafs.
+// nodes with the stream, three gateways with credentials from the
+// authority, HAProxy in front of them and the given number of consumer
+// Telegrafs.
 func startScaleTopology(t *testing.T, consumers int) *scaleTopology {
 	t.Helper()
 	s := &scaleTopology{t: t, bin: requireBinaries(t)}
@@ -235,10 +240,7 @@ func (s *scaleTopology) startNATS() {
 		s.nats = append(s.nats, n)
 	}
 	for _, n := range s.nats { // all at once: each waits for the others' routes
-		n.starts++
-		conf := filepath.Join(t.TempDir(), n.name+".conf")
-		renderTemplate(t, "scale/nats.conf.tmpl", conf, n.data)
-		n.proc = startProcess(t, fmt.Sprintf("%s-%d", n.name, n.starts), n.bin, "-c", conf)
+		n.launch()
 	}
 	for _, n := range s.nats {
 		n.proc.waitLog(natsReady, 30*time.Second)
@@ -277,8 +279,8 @@ func (s *scaleTopology) startNATS() {
 // startProxy runs HAProxy and waits until it reports every gateway up.
 func (s *scaleTopology) startProxy() {
 	s.t.Helper()
-	s.proxy = startProcess(s.t, fmt.Sprintf("haproxy-%d", len(s.proxyRuns)+1), s.tools.haproxy, "-db", "-f", s.proxyConf)
-	s.proxyRuns = append(s.proxyRuns, s.proxy)
+	s.proxyRuns++
+	s.proxy = startProcess(s.t, fmt.Sprintf("haproxy-%d", s.proxyRuns), s.tools.haproxy, "-db", "-f", s.proxyConf)
 	s.waitProxyAlive()
 }
 
