@@ -102,5 +102,11 @@ demo: build tools
 scale-demo: build tools
 	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) NATS_SERVER=$(NATS_SERVER) HAPROXY=$(HAPROXY) scripts/scale-demo.sh
 
+## scale-figures: metrics/s, CPU per metric, ack latency of the scaled-out topology (docs/SCALING.md, about 70 s)
+.PHONY: scale-figures
+scale-figures: build tools
+	OCKAM_E2E=1 OCKAM_SCALE_FIGURES=1 OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) \
+		$(GO) test -count=1 -run '^TestScaleFigures$$' -v ./e2e/
+
 clean:
 	rm -rf $(BIN)
