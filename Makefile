@@ -7,11 +7,15 @@ INFLUXD  := $(TOOLS)/influxd
 PKCS11_MODULE := /usr/lib/softhsm/libsofthsm2.so
 # mosquitto, the MQTT broker of the transport/mqtt tests: from PATH, else where Debian puts it.
 MOSQUITTO := $(or $(shell command -v mosquitto 2>/dev/null),/usr/sbin/mosquitto)
+# HAProxy (Debian's) and nats-server, the load balancer and the replicated log of the scaled-out topology
+# (docs/SCALING.md): from PATH, else where Debian and `make nats-server` put them.
+HAPROXY     := $(or $(shell command -v haproxy 2>/dev/null),/usr/sbin/haproxy)
+NATS_SERVER := $(TOOLS)/nats-server
 FUZZTIME ?= 30s
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
 LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
-.PHONY: all build tools softhsm mosquitto test unit fuzz fuzz-brief lint demo bench clean
+.PHONY: all build tools softhsm mosquitto haproxy nats-server test unit fuzz fuzz-brief lint demo bench clean
 
 all: build
 
@@ -19,8 +23,9 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2; mosquitto
-tools: $(INFLUXD) softhsm mosquitto
+## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2; mosquitto;
+## HAProxy and nats-server
+tools: $(INFLUXD) softhsm mosquitto haproxy nats-server
 
 ## softhsm: SoftHSM2 and OpenSC (pkcs11-tool) from Debian, unless softhsm2-util is there (needs root)
 softhsm:
@@ -33,6 +38,18 @@ mosquitto:
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto)
 
+## haproxy: HAProxy from Debian, unless it is in PATH or /usr/sbin (needs root)
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		(apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends haproxy)
+
+## nats-server: NATS v2.15.3 (pure Go, JetStream) into .tools/bin, unless it is there
+nats-server: $(NATS_SERVER)
+
+$(NATS_SERVER):
+	GOBIN=$(TOOLS) $(GO) install github.com/nats-io/nats-server/v2@v2.15.3
+
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
@@ -40,6 +57,7 @@ $(INFLUXD):
 test: build tools
 	$(GO) vet ./...
 	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) OCKAM_MOSQUITTO=$(MOSQUITTO) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
+		HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) \
 		$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-brief
 
@@ -77,6 +95,18 @@ bench: build tools
 ## demo: an authority, a listener, two devices and an impostor on loopback (DEMO_SECONDS=20)
 demo: build tools
 	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) scripts/demo.sh
+
+## scale-demo: HAProxy, 3 gateways, a NATS JetStream R3 stream, 2 consumers, InfluxDB, 2 devices on loopback;
+## kills one gateway halfway (DEMO_SECONDS=30, docs/SCALING.md)
+.PHONY: scale-demo
+scale-demo: build tools
+	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) NATS_SERVER=$(NATS_SERVER) HAPROXY=$(HAPROXY) scripts/scale-demo.sh
+
+## scale-figures: metrics/s, CPU per metric, ack latency of the scaled-out topology (docs/SCALING.md, about 70 s)
+.PHONY: scale-figures
+scale-figures: build tools
+	OCKAM_E2E=1 OCKAM_SCALE_FIGURES=1 OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) \
+		$(GO) test -count=1 -run '^TestScaleFigures$$' -v ./e2e/
 
 clean:
 	rm -rf $(BIN)

@@ -169,11 +169,14 @@ func TestComposeVolumes(t *testing.T) {
 	require.Equal(t, map[string]string{"/ockam/public": "ockam-public:ro"}, mounts(relayService))
 	require.Equal(t, map[string]string{"/var/lib/influxdb": "influxdb-data"}, mounts("influxdb"))
 
-	// Every declared volume is used; compose-go already refuses undeclared ones.
+	// Every declared volume is used, by a service of the default set or of
+	// a profile (scale); compose-go already refuses undeclared ones.
 	used := map[string]bool{}
-	for _, s := range p.Services {
-		for _, v := range s.Volumes {
-			used[v.Source] = true
+	for _, services := range []types.Services{p.Services, p.DisabledServices} {
+		for _, s := range services {
+			for _, v := range s.Volumes {
+				used[v.Source] = true
+			}
 		}
 	}
 	for name := range p.Volumes {

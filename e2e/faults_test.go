@@ -24,16 +24,7 @@ var (
 
 // written returns how many points the listener processes wrote to
 // InfluxDB, duplicates included.
-func written(procs ...*process) int {
-	n := 0
-	for _, p := range procs {
-		for _, m := range listenerWrites.FindAllStringSubmatch(p.text(), -1) {
-			k, _ := strconv.Atoi(m[1])
-			n += k
-		}
-	}
-	return n
-}
+func written(procs ...*process) int { return sumMatches(listenerWrites, procs...) }
 
 // requireDrained waits until the device's last flush left its outputs.ockam
 // buffer empty, and fails t if the buffer ever overflowed (metrics dropped).

@@ -19,7 +19,7 @@ const deployDir = "../deploy"
 // a field missing from data is an error.
 func renderTemplate(t *testing.T, name, out string, data map[string]string) {
 	t.Helper()
-	tmpl, err := template.New(name).Option("missingkey=error").ParseFiles(filepath.Join(deployDir, name))
+	tmpl, err := template.New(filepath.Base(name)).Option("missingkey=error").ParseFiles(filepath.Join(deployDir, name))
 	if err != nil {
 		t.Fatalf("template: %v", err)
 	}

@@ -53,10 +53,10 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 func TestPluginsRegistered(t *testing.T) {
-	for _, name := range []string{"ockam_listener", "internal", "cpu", "mem", "disk", "system", "net", "file", "exec"} {
+	for _, name := range []string{"ockam_listener", "internal", "cpu", "mem", "disk", "system", "net", "file", "exec", "nats_consumer"} {
 		require.Contains(t, inputs.Inputs, name)
 	}
-	for _, name := range []string{"ockam", "influxdb", "influxdb_v2", "file"} {
+	for _, name := range []string{"ockam", "influxdb", "influxdb_v2", "file", "nats"} {
 		require.Contains(t, outputs.Outputs, name)
 	}
 	require.Contains(t, parsers.Parsers, "influx")
