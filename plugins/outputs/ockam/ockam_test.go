@@ -675,7 +675,7 @@ func waitChannel(t *testing.T, o *Ockam) {
 // write then uses: the write can return first.
 func requireStat(t *testing.T, s selfstat.Stat, want int64) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); s.Get() != want && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); s.Get() != want && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	require.Equal(t, want, s.Get(), "%s", s.FieldName())
