@@ -2,10 +2,12 @@ package ockam_listener
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -404,79 +406,107 @@ func TestStopWithPendingMessages(t *testing.T) {
 	l.Stop()
 }
 
+// TestStopWhileBlocked runs on the bubble's clock (testing/synctest): the
+// second message is known to wait for a slot, and Stop to wait for no timer.
 func TestStopWhileBlocked(t *testing.T) {
-	p := newPKI(t)
-	goroutines := runtime.NumGoroutine()
-	l := p.listener()
-	l.MaxUndeliveredMessages = 1
-	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
-	c.send(1, "cpu usage=1 1700000000000000000\n")
-	out.take(1)
-	c.send(2, "cpu usage=2 1700000000000000000\n") // waits for a slot
-	time.Sleep(50 * time.Millisecond)
-	silent := rawConn(t, addr) // in its handshake
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		goroutines := runtime.NumGoroutine()
+		l := p.listener()
+		l.MaxUndeliveredMessages = 1
+		out, dial := startPiped(t, l)
+		c := p.device(nil).dialPiped(t, dial)
+		c.send(1, "cpu usage=1 1700000000000000000\n")
+		out.take(1)
+		c.send(2, "cpu usage=2 1700000000000000000\n") // waits for a slot
+		silent := dial()                               // in its handshake
+		synctest.Wait()
+		requireStat(t, l.stats.bytesReceived, 2*int64(len("cpu usage=1 1700000000000000000\n")))
+		out.requireNone()
 
-	started := time.Now()
-	l.Stop()
-	require.Less(t, time.Since(started), time.Second)
-	c.requireClosed()
-	requireClosedByPeer(t, silent, time.Second)
-	out.requireNone()
+		started := time.Now()
+		l.Stop()
+		require.Zero(t, time.Since(started), "Stop waits for no timer")
+		c.requireClosed()
+		_, err := silent.Read(make([]byte, 1)) // a pipe says EOF once the listener closed its end
+		require.ErrorIs(t, err, io.EOF)
+		out.requireNone()
 
-	// Nothing of the listener is left running.
-	silent.Close()
-	// (Polled here: require.Eventually runs its condition in a goroutine.)
-	deadline := time.Now().Add(wait)
-	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
+		// Nothing of the listener is left running.
+		silent.Close()
+		synctest.Wait()
+		require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
+	})
 }
 
+// TestBackpressure runs on the bubble's clock (testing/synctest), so that
+// "nothing more is emitted" is checked once the listener can do nothing
+// more, not after a while.
 func TestBackpressure(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.MaxUndeliveredMessages = 2
-	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
-	for i := range 5 {
-		c.send(uint64(i), fmt.Sprintf("cpu usage=%d 1700000000000000000\n", i))
-	}
-	// Only two messages are emitted until one is delivered.
-	ms := out.take(2)
-	time.Sleep(50 * time.Millisecond)
-	out.requireNone()
-	for i := range 5 {
-		if i >= 2 {
-			ms = append(ms, out.take(1)...)
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		l := p.listener()
+		l.MaxUndeliveredMessages = 2
+		out, dial := startPiped(t, l)
+		c := p.device(nil).dialPiped(t, dial)
+		sent := make(chan error, 1)
+		go func() { // a net.Pipe holds no bytes: a send waits for the listener's read
+			for i := range 5 {
+				if err := c.ch.Send(secure.Message{Type: secure.TypeData, Batch: uint64(i),
+					Payload: fmt.Appendf(nil, "cpu usage=%d 1700000000000000000\n", i)}); err != nil {
+					sent <- err
+					return
+				}
+			}
+			sent <- nil
+		}()
+		// Only two messages are emitted until one is delivered.
+		ms := out.take(2)
+		synctest.Wait()
+		out.requireNone()
+		for i := range 5 {
+			if i >= 2 {
+				ms = append(ms, out.take(1)...)
+			}
+			require.Equal(t, map[string]any{"usage": float64(i)}, ms[i].Fields())
+			ms[i].Accept()
+			c.requireAck(uint64(i))
 		}
-		require.Equal(t, map[string]any{"usage": float64(i)}, ms[i].Fields())
-		ms[i].Accept()
-		c.requireAck(uint64(i))
-	}
-	out.requireNone()
+		require.NoError(t, <-sent)
+		synctest.Wait()
+		out.requireNone()
+	})
 }
 
+// TestIdleTimeout runs on the bubble's clock (testing/synctest): the idle
+// timer fires many times while a message awaits delivery, and closes the
+// channel exactly read_timeout after its last answer.
 func TestIdleTimeout(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.ReadTimeout = config.Duration(200 * time.Millisecond)
-	out, addr := start(t, l)
-	d := p.device(nil)
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		l := p.listener()
+		const idle = 200 * time.Millisecond
+		l.ReadTimeout = config.Duration(idle)
+		out, dial := startPiped(t, l)
+		d := p.device(nil)
 
-	// A message awaiting delivery keeps the channel open.
-	busy := d.dial(t, addr)
-	busy.send(1, "cpu usage=1 1700000000000000000\n")
-	ms := out.take(1)
-	time.Sleep(500 * time.Millisecond)
-	ms[0].Accept()
-	busy.requireAck(1)
+		// A message awaiting delivery keeps the channel open.
+		busy := d.dialPiped(t, dial)
+		busy.send(1, "cpu usage=1 1700000000000000000\n")
+		ms := out.take(1)
+		time.Sleep(10 * idle)
+		synctest.Wait()
+		busy.requireOpen()
+		ms[0].Accept()
+		busy.requireAck(1)
+		acked := time.Now()
 
-	// Then, with nothing to do, it is closed.
-	err := busy.requireClosed()
-	require.ErrorIs(t, err, secure.ErrClosed)
-	require.ErrorContains(t, err, closeIdle)
+		// Then, with nothing to do, it is closed.
+		err := busy.requireClosed()
+		require.ErrorIs(t, err, secure.ErrClosed)
+		require.ErrorContains(t, err, closeIdle)
+		require.Equal(t, idle, time.Since(acked), "closed read_timeout after the ack")
+	})
 }
 
 func TestPeerClosesWithPendingMessages(t *testing.T) {
