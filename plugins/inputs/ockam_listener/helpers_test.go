@@ -24,8 +24,9 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
-// wait bounds every wait for something that should happen promptly.
-const wait = 5 * time.Second
+// wait bounds every wait for something that should happen promptly, with
+// room for a loaded machine: only a failing test waits that long.
+const wait = 30 * time.Second
 
 // pki is one authority and the files a listener needs, in a temporary
 // directory.
@@ -420,4 +421,27 @@ func (c *client) requireOpen() {
 		c.t.Fatalf("unexpected reply %+v", m)
 	default:
 	}
+}
+
+// checkCounter counts the reads of a listener's clock. The watch loop reads
+// it once at the start of each check of its files, so a test that waits for
+// n more reads (while no channel is busy) knows that n-1 checks ran in full.
+type checkCounter struct{ reads atomic.Int64 }
+
+// countChecks makes l's clock count its reads; call it before Init.
+func countChecks(l *Listener) *checkCounter {
+	c := &checkCounter{}
+	l.now = func() time.Time {
+		c.reads.Add(1)
+		return time.Now()
+	}
+	return c
+}
+
+// waitChecks waits until the watch loop ran at least n more checks in full.
+func (c *checkCounter) waitChecks(t *testing.T, n int64) {
+	t.Helper()
+	from := c.reads.Load()
+	require.Eventually(t, func() bool { return c.reads.Load() > from+n }, wait, time.Millisecond,
+		"waiting for %d checks of the files", n)
 }
