@@ -15,7 +15,7 @@ FUZZTIME ?= 30s
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
 LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
-.PHONY: all build tools softhsm mosquitto haproxy nats-server test unit fuzz fuzz-brief lint demo bench clean
+.PHONY: all build tools softhsm mosquitto haproxy nats-server test stress unit fuzz fuzz-brief lint demo bench clean
 
 all: build
 
@@ -60,6 +60,13 @@ test: build tools
 		HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) \
 		$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-brief
+
+## stress: every package's tests -race -count=5 (e2e -count=2) with a busy loop per core; prints the failures
+## (STRESS_PKGS narrows it, e.g. make stress STRESS_PKGS=./secure/...; STRESS_COUNT, STRESS_E2E_COUNT)
+STRESS_PKGS ?= ./...
+stress: build tools
+	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) OCKAM_MOSQUITTO=$(MOSQUITTO) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
+		HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) scripts/stress.sh $(STRESS_PKGS)
 
 ## unit: only the Go tests
 unit:

@@ -71,7 +71,7 @@ func TestComposeOnLoopback(t *testing.T) {
 	// sides say so.
 	gateway.waitLog(regexp.MustCompile(`\[inputs\.ockam_listener\] Registered "`+relayName+`" at relay `+
 		regexp.QuoteMeta(relayAddr)), 30*time.Second)
-	relay.waitLog(regexp.MustCompile(`Registered "`+relayName+`" for `+regexp.QuoteMeta(gatewayID[:9])), 10*time.Second)
+	relay.waitLog(regexp.MustCompile(`Registered "`+relayName+`" for `+regexp.QuoteMeta(gatewayID[:9])), 30*time.Second)
 
 	devices := map[string]string{} // identifier → site
 	channels := map[*process]*regexp.Regexp{}
@@ -404,7 +404,7 @@ func startInfluxDB(t *testing.T, bin, db string) *influxDB {
 	// Flux's standard library takes seconds of CPU to initialise before the bind.
 	addr := p.waitLog(regexp.MustCompile(`msg="Listening on HTTP".* addr=(\S+)`), 90*time.Second)[1]
 	d := &influxDB{url: "http://" + addr, db: db}
-	eventually(t, 10*time.Second, "influxd /ping", func() (bool, string) {
+	eventually(t, 30*time.Second, "influxd /ping", func() (bool, string) {
 		resp, err := http.Get(d.url + "/ping")
 		if err != nil {
 			return false, err.Error()

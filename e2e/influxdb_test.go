@@ -64,7 +64,7 @@ func (db *influxDB) start(bind string) {
 	db.proc = startProcess(t, fmt.Sprintf("influxd-%d", db.starts), db.bin, "-config", conf)
 	// Flux's standard library takes ~5 s of CPU to initialise before the bind.
 	db.addr = db.proc.waitLog(listeningHTTP, 60*time.Second)[1]
-	eventually(t, 10*time.Second, "influxd /ping", func() (bool, string) {
+	eventually(t, 30*time.Second, "influxd /ping", func() (bool, string) {
 		resp, err := http.Get(db.url() + "/ping")
 		if err != nil {
 			return false, err.Error()

@@ -20,7 +20,7 @@ func TestInletStopFinishesWrites(t *testing.T) {
 	f := newInletFleet(t)
 	l := startListener(t, f.bin.telegraf, f.gateway, f.authority, f.db, `["e2e_*"]`, "")
 	in := startInlet(t, f.bin.ockam, f.device, f.authority, l)
-	in.proc.waitLog(regexp.MustCompile(`Channel open to listener`), 10*time.Second)
+	in.proc.waitLog(regexp.MustCompile(`Channel open to listener`), 30*time.Second)
 
 	require.NoError(t, l.proc.cmd.Process.Signal(syscall.SIGSTOP))
 	resumed := false
@@ -45,11 +45,11 @@ func TestInletStopFinishesWrites(t *testing.T) {
 		status <- resp.StatusCode
 	}()
 	// The write reached the inlet, which sent it and waits for the frozen gateway.
-	eventually(t, 10*time.Second, "the write in flight", func() (bool, string) {
+	eventually(t, 30*time.Second, "the write in flight", func() (bool, string) {
 		return in.counter(t, "ockam.messages_sent") == 1, ""
 	})
 	require.NoError(t, in.proc.cmd.Process.Signal(syscall.SIGTERM))
-	in.proc.waitLog(regexp.MustCompile(`Stopping: no new writes; waiting for those in flight`), 10*time.Second)
+	in.proc.waitLog(regexp.MustCompile(`Stopping: no new writes; waiting for those in flight`), 30*time.Second)
 	time.Sleep(time.Second)
 	require.False(t, in.proc.exited(), "the inlet waits for the write in flight")
 	resume()

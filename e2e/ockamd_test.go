@@ -69,7 +69,7 @@ health_address = "127.0.0.1:0"
 	}
 	return &ockamd{
 		listener: &listener{t: t, member: m, addr: listening[1], proc: proc},
-		health:   proc.waitLog(servingHealth, 5*time.Second)[1],
+		health:   proc.waitLog(servingHealth, 30*time.Second)[1],
 	}
 }
 
@@ -211,7 +211,7 @@ func TestOckamdInfluxDBDown(t *testing.T) {
 	if want := storedAll(pts, sensor.id, "plant-7"); !slices.Equal(rows, want) {
 		t.Fatalf("InfluxDB holds %d rows, want exactly the %d sent", len(rows), len(want))
 	}
-	d.proc.waitLog(regexp.MustCompile(`I! \[ockamd\.influxdb\] InfluxDB accepts writes again`), 5*time.Second)
+	d.proc.waitLog(regexp.MustCompile(`I! \[ockamd\.influxdb\] InfluxDB accepts writes again`), 30*time.Second)
 	failed := d.stat("internal_ockamd,reason=unreachable", "groups_failed")
 	require.Positive(t, failed)
 	d.stopCleanly()

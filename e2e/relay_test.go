@@ -435,8 +435,8 @@ func TestRelayRevokedGatewayLosesItsName(t *testing.T) {
 
 	start := time.Now()
 	cli.revoke(f.authority, list, f.gateway)
-	r.proc.waitLog(regexp.MustCompile(`Credential of "`+gatewayName+`" \(\S+ from \S+\) revoked: closing its connection`), 15*time.Second)
-	l.proc.waitLog(regexp.MustCompile(`refused to register "`+gatewayName+`": credential revoked`), 15*time.Second)
+	r.proc.waitLog(regexp.MustCompile(`Credential of "`+gatewayName+`" \(\S+ from \S+\) revoked: closing its connection`), 30*time.Second)
+	l.proc.waitLog(regexp.MustCompile(`refused to register "`+gatewayName+`": credential revoked`), 30*time.Second)
 	took := time.Since(start)
 	if n := r.proc.count(regexp.MustCompile(`Applied revocation list 2 `)); n != 1 {
 		t.Fatalf("the relay applied the new list %d times, want 1", n)

@@ -68,12 +68,12 @@ func TestThroughChannel(t *testing.T) {
 
 	// No listener: 503 without waiting for the timeout.
 	f.stop()
-	require.Eventually(t, func() bool { _, err := h.sender.Peer(); return err != nil }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { _, err := h.sender.Peer(); return err != nil }, senderTimeout, time.Millisecond)
 	start := time.Now()
 	status, body = post("/api/v2/write?bucket=b", "cpu v=1\n")
 	require.Equal(t, http.StatusServiceUnavailable, status)
 	require.Contains(t, body["message"], "not delivered, retry later")
-	require.Less(t, time.Since(start), 2*time.Second)
+	require.Less(t, time.Since(start), senderTimeout, "without waiting for the timeout")
 
 	counters := h.Counters()
 	require.Equal(t, int64(1), counters["ockam_inlet.writes_acked"])

@@ -441,7 +441,7 @@ func TestConcurrentWritesAreBounded(t *testing.T) {
 	for range writes {
 		wg.Go(func() { codes <- do(h, request{target: "/write?db=b", body: "t v=1"}).StatusCode })
 	}
-	require.Eventually(t, func() bool { return inFlight.Load() == maxConcurrentWrites }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return inFlight.Load() == maxConcurrentWrites }, 30*time.Second, time.Millisecond)
 	close(release)
 	wg.Wait()
 	close(codes)

@@ -65,6 +65,10 @@ func newChannelFixture(t testing.TB, keep bool) *channelFixture {
 	return f
 }
 
+// senderTimeout is the sender's timeout: no dial and no answer runs out of
+// it on a loaded machine.
+const senderTimeout = 30 * time.Second
+
 // sender returns an outputs.ockam for the device, connected to the listener
 // and closed when the test ends.
 func (f *channelFixture) sender(t testing.TB, stats *selfstat.Collector) *ockam.Ockam {
@@ -74,7 +78,7 @@ func (f *channelFixture) sender(t testing.TB, stats *selfstat.Collector) *ockam.
 		VaultPath:      f.device.VaultPath,
 		CredentialPath: f.device.CredentialPath,
 		AuthorityPath:  f.fleet.AuthorityFile,
-		Timeout:        config.Duration(2 * time.Second),
+		Timeout:        config.Duration(senderTimeout),
 		Log:            testutil.Logger{Quiet: true},
 		Statistics:     stats,
 	}
@@ -121,7 +125,7 @@ func (f *channelFixture) accept() {
 
 func (f *channelFixture) serve(conn net.Conn) {
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), senderTimeout)
 	ch, err := secure.Accept(ctx, secure.NewStreamTransport(conn), f.cfg)
 	cancel()
 	if err != nil {

@@ -405,33 +405,37 @@ func TestChannelClose(t *testing.T) {
 
 // TestChannelCloseWhileSendBlocks: Close must not wait for a Send that is
 // blocked on a peer that stopped reading; closing the carrier releases it.
+// It runs on the bubble's clock (testing/synctest): a Close or Send that
+// waited would leave every goroutine blocked, and the 5 s would pass at once.
 func TestChannelCloseWhileSendBlocks(t *testing.T) {
 	e := newTestEnv(t)
-	dt, lt := newMemPipe(0) // every write waits for the reader
-	dev, _, derr, lerr := dialAccept(t, dt, lt, e.deviceConfig(), e.listenerConfig())
-	require.NoError(t, derr)
-	require.NoError(t, lerr)
-	sent := sendAsync(dev, Message{Type: TypeData, Batch: 1, Payload: []byte("x")})
-	for dt.waiting.Load() == 0 {
-		time.Sleep(time.Millisecond) // until Send blocks in the carrier
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dt, lt := newMemPipe(0) // every write waits for the reader
+		dev, _, derr, lerr := dialAccept(t, dt, lt, e.deviceConfig(), e.listenerConfig())
+		require.NoError(t, derr)
+		require.NoError(t, lerr)
+		sent := sendAsync(dev, Message{Type: TypeData, Batch: 1, Payload: []byte("x")})
+		for dt.waiting.Load() == 0 {
+			time.Sleep(time.Millisecond) // until Send blocks in the carrier
+		}
 
-	closed := make(chan error, 1)
-	go func() { closed <- dev.Close("shutdown") }()
-	select {
-	case err := <-closed:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		lt.Close() // release the test's goroutines
-		t.Fatal("Close waits for a Send blocked on the peer")
-	}
-	select {
-	case err := <-sent:
-		require.Error(t, err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Send still blocked after Close")
-	}
-	lt.Close()
+		closed := make(chan error, 1)
+		go func() { closed <- dev.Close("shutdown") }()
+		select {
+		case err := <-closed:
+			require.NoError(t, err)
+		case <-time.After(5 * time.Second):
+			lt.Close() // release the test's goroutines
+			t.Fatal("Close waits for a Send blocked on the peer")
+		}
+		select {
+		case err := <-sent:
+			require.Error(t, err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("Send still blocked after Close")
+		}
+		lt.Close()
+	})
 }
 
 func TestChannelSendErrors(t *testing.T) {

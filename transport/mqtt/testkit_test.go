@@ -18,7 +18,7 @@ import (
 const base = "ockam/plant-7"
 
 // waitFor bounds every wait of the tests on the broker.
-const waitFor = 10 * time.Second
+const waitFor = 30 * time.Second
 
 // newBroker starts a broker and returns it with the address of base on it.
 func newBroker(t *testing.T) (*mqtttest.B, string) {

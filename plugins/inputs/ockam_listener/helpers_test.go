@@ -24,8 +24,9 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
-// wait bounds every wait for something that should happen promptly.
-const wait = 5 * time.Second
+// wait bounds every wait for something that should happen promptly, with
+// room for a loaded machine: only a failing test waits that long.
+const wait = 30 * time.Second
 
 // pki is one authority and the files a listener needs, in a temporary
 // directory.
@@ -375,3 +376,72 @@ func (c *clock) Add(d time.Duration) {
 
 // secret wraps a passphrase as Telegraf's config would.
 func secret(s string) config.Secret { return config.NewSecret([]byte(s)) }
+
+// startPiped starts l for a test inside a testing/synctest bubble, where
+// the listener's timers run on the bubble's clock. Its TCP port is closed
+// at once (a goroutine in a real Accept never counts as blocked, so the
+// clock would not move), and each call of dial hands one end of a net.Pipe
+// to the listener's serve, as its accept loop does with a connection. l
+// stops when the test ends.
+func startPiped(t *testing.T, l *Listener) (out *outputs, dial func() net.Conn) {
+	t.Helper()
+	out, _ = start(t, l)
+	require.NoError(t, l.ln.Close())
+	// Stop ends the piped connections as it ends accepted ones.
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := l.stop
+	l.stop = func() { stop(); cancel() }
+	return out, func() net.Conn {
+		dev, srv := net.Pipe()
+		l.connections <- struct{}{}
+		l.running.Add(1)
+		go l.serve(ctx, srv, func() {})
+		t.Cleanup(func() { dev.Close() })
+		return dev
+	}
+}
+
+// dialPiped opens a channel over a connection of startPiped.
+func (d *device) dialPiped(t *testing.T, dial func() net.Conn) *client {
+	t.Helper()
+	c, err := d.handshakeOver(dial(), secure.Identifier{})
+	require.NoError(t, err)
+	c.t = t
+	t.Cleanup(func() { c.ch.Close("test done") })
+	return c
+}
+
+// requireOpen checks that the listener neither answered nor closed c.
+func (c *client) requireOpen() {
+	c.t.Helper()
+	select {
+	case <-c.done:
+		c.t.Fatalf("channel closed: %v", c.err)
+	case m := <-c.replies:
+		c.t.Fatalf("unexpected reply %+v", m)
+	default:
+	}
+}
+
+// checkCounter counts the reads of a listener's clock. The watch loop reads
+// it once at the start of each check of its files, so a test that waits for
+// n more reads (while no channel is busy) knows that n-1 checks ran in full.
+type checkCounter struct{ reads atomic.Int64 }
+
+// countChecks makes l's clock count its reads; call it before Init.
+func countChecks(l *Listener) *checkCounter {
+	c := &checkCounter{}
+	l.now = func() time.Time {
+		c.reads.Add(1)
+		return time.Now()
+	}
+	return c
+}
+
+// waitChecks waits until the watch loop ran at least n more checks in full.
+func (c *checkCounter) waitChecks(t *testing.T, n int64) {
+	t.Helper()
+	from := c.reads.Load()
+	require.Eventually(t, func() bool { return c.reads.Load() > from+n }, wait, time.Millisecond,
+		"waiting for %d checks of the files", n)
+}

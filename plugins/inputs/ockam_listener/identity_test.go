@@ -66,6 +66,7 @@ func TestListenerKeepsKeyWhenVaultBreaks(t *testing.T) {
 	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
 	log := &testutil.CaptureLogger{Name: "ockam_listener"}
 	l.Log = log
+	checks := countChecks(l)
 	out, addr := start(t, l)
 	inUse := l.identity.Load()
 
@@ -74,7 +75,7 @@ func TestListenerKeepsKeyWhenVaultBreaks(t *testing.T) {
 	require.NoError(t, v.WriteRecord("purpose.attestation", []byte("not an attestation")))
 	require.Eventually(t, func() bool { return len(logged(log, "new channels keep the purpose key in use")) > 0 },
 		wait, 5*time.Millisecond)
-	time.Sleep(100 * time.Millisecond) // several more checks
+	checks.waitChecks(t, 5)
 	require.Len(t, logged(log, "new channels keep the purpose key in use"), 1, "logged once")
 	require.Same(t, inUse, l.identity.Load())
 

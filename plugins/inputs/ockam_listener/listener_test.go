@@ -2,10 +2,12 @@ package ockam_listener
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -240,6 +242,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	l.Log = log
 	l.RevocationList = p.write("revoked.list", p.revocationList(1))
 	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
+	checks := countChecks(l)
 	out, addr := start(t, l)
 
 	revoked := p.device(map[string]string{"role": "sensor"})
@@ -260,7 +263,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	p.write("revoked.list", p.revocationList(2, revoked.id.Identifier()))
 	require.Eventually(t, func() bool {
 		return l.verifier.RevocationSequence(p.authority.Identifier()) == 2
-	}, 50*20*time.Millisecond, 5*time.Millisecond)
+	}, wait, 5*time.Millisecond)
 	a.send(2, "cpu usage=1 1700000000000000000\n")
 	a.requireNack(2, true, reasonRevoked)
 	requireClosedRevoked(t, a) // and its channel is closed
@@ -289,7 +292,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
 	out.requireNone()
 	// Each problem is logged once, though checked every 20ms.
-	time.Sleep(100 * time.Millisecond)
+	checks.waitChecks(t, 5)
 	require.Len(t, logsContaining(log, "stale"), 1)
 	require.Len(t, logsContaining(log, "Refused a message"), 1)
 }
@@ -357,7 +360,7 @@ func TestMaxConnections(t *testing.T) {
 	silent := rawConn(t, addr) // holds the second slot, in its handshake
 
 	for range 3 {
-		requireClosedByPeer(t, rawConn(t, addr), time.Second)
+		requireClosedByPeer(t, rawConn(t, addr), wait)
 	}
 	require.Equal(t, int64(3), l.stats.connectionsRejected.Get())
 
@@ -417,7 +420,7 @@ func TestNotAHandshake(t *testing.T) {
 			nc := rawConn(t, addr)
 			_, err := nc.Write([]byte(data))
 			require.NoError(t, err)
-			requireClosedByPeer(t, nc, time.Second)
+			requireClosedByPeer(t, nc, wait) // malformed (below), not timeout
 
 			require.Eventually(t, func() bool { return l.stats.handshakesFailed["malformed"].Get() == 1 }, wait, time.Millisecond)
 			out.requireNone()
@@ -470,9 +473,7 @@ func TestStopWithPendingMessages(t *testing.T) {
 	c.send(1, "cpu usage=1 1700000000000000000\n")
 	ms := out.take(1)
 
-	started := time.Now()
-	l.Stop()
-	require.Less(t, time.Since(started), time.Second)
+	l.Stop() // returns without the delivery, which comes only after it
 
 	err := c.requireClosed()
 	require.ErrorIs(t, err, secure.ErrClosed)
@@ -484,79 +485,107 @@ func TestStopWithPendingMessages(t *testing.T) {
 	l.Stop()
 }
 
+// TestStopWhileBlocked runs on the bubble's clock (testing/synctest): the
+// second message is known to wait for a slot, and Stop to wait for no timer.
 func TestStopWhileBlocked(t *testing.T) {
-	p := newPKI(t)
-	goroutines := runtime.NumGoroutine()
-	l := p.listener()
-	l.MaxUndeliveredMessages = 1
-	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
-	c.send(1, "cpu usage=1 1700000000000000000\n")
-	out.take(1)
-	c.send(2, "cpu usage=2 1700000000000000000\n") // waits for a slot
-	time.Sleep(50 * time.Millisecond)
-	silent := rawConn(t, addr) // in its handshake
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		goroutines := runtime.NumGoroutine()
+		l := p.listener()
+		l.MaxUndeliveredMessages = 1
+		out, dial := startPiped(t, l)
+		c := p.device(nil).dialPiped(t, dial)
+		c.send(1, "cpu usage=1 1700000000000000000\n")
+		out.take(1)
+		c.send(2, "cpu usage=2 1700000000000000000\n") // waits for a slot
+		silent := dial()                               // in its handshake
+		synctest.Wait()
+		requireStat(t, l.stats.bytesReceived, 2*int64(len("cpu usage=1 1700000000000000000\n")))
+		out.requireNone()
 
-	started := time.Now()
-	l.Stop()
-	require.Less(t, time.Since(started), time.Second)
-	c.requireClosed()
-	requireClosedByPeer(t, silent, time.Second)
-	out.requireNone()
+		started := time.Now()
+		l.Stop()
+		require.Zero(t, time.Since(started), "Stop waits for no timer")
+		c.requireClosed()
+		_, err := silent.Read(make([]byte, 1)) // a pipe says EOF once the listener closed its end
+		require.ErrorIs(t, err, io.EOF)
+		out.requireNone()
 
-	// Nothing of the listener is left running.
-	silent.Close()
-	// (Polled here: require.Eventually runs its condition in a goroutine.)
-	deadline := time.Now().Add(wait)
-	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
+		// Nothing of the listener is left running.
+		silent.Close()
+		synctest.Wait()
+		require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
+	})
 }
 
+// TestBackpressure runs on the bubble's clock (testing/synctest), so that
+// "nothing more is emitted" is checked once the listener can do nothing
+// more, not after a while.
 func TestBackpressure(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.MaxUndeliveredMessages = 2
-	out, addr := start(t, l)
-	c := p.device(nil).dial(t, addr)
-	for i := range 5 {
-		c.send(uint64(i), fmt.Sprintf("cpu usage=%d 1700000000000000000\n", i))
-	}
-	// Only two messages are emitted until one is delivered.
-	ms := out.take(2)
-	time.Sleep(50 * time.Millisecond)
-	out.requireNone()
-	for i := range 5 {
-		if i >= 2 {
-			ms = append(ms, out.take(1)...)
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		l := p.listener()
+		l.MaxUndeliveredMessages = 2
+		out, dial := startPiped(t, l)
+		c := p.device(nil).dialPiped(t, dial)
+		sent := make(chan error, 1)
+		go func() { // a net.Pipe holds no bytes: a send waits for the listener's read
+			for i := range 5 {
+				if err := c.ch.Send(secure.Message{Type: secure.TypeData, Batch: uint64(i),
+					Payload: fmt.Appendf(nil, "cpu usage=%d 1700000000000000000\n", i)}); err != nil {
+					sent <- err
+					return
+				}
+			}
+			sent <- nil
+		}()
+		// Only two messages are emitted until one is delivered.
+		ms := out.take(2)
+		synctest.Wait()
+		out.requireNone()
+		for i := range 5 {
+			if i >= 2 {
+				ms = append(ms, out.take(1)...)
+			}
+			require.Equal(t, map[string]any{"usage": float64(i)}, ms[i].Fields())
+			ms[i].Accept()
+			c.requireAck(uint64(i))
 		}
-		require.Equal(t, map[string]any{"usage": float64(i)}, ms[i].Fields())
-		ms[i].Accept()
-		c.requireAck(uint64(i))
-	}
-	out.requireNone()
+		require.NoError(t, <-sent)
+		synctest.Wait()
+		out.requireNone()
+	})
 }
 
+// TestIdleTimeout runs on the bubble's clock (testing/synctest): the idle
+// timer fires many times while a message awaits delivery, and closes the
+// channel exactly read_timeout after its last answer.
 func TestIdleTimeout(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.ReadTimeout = config.Duration(200 * time.Millisecond)
-	out, addr := start(t, l)
-	d := p.device(nil)
+	synctest.Test(t, func(t *testing.T) {
+		p := newPKI(t)
+		l := p.listener()
+		const idle = 200 * time.Millisecond
+		l.ReadTimeout = config.Duration(idle)
+		out, dial := startPiped(t, l)
+		d := p.device(nil)
 
-	// A message awaiting delivery keeps the channel open.
-	busy := d.dial(t, addr)
-	busy.send(1, "cpu usage=1 1700000000000000000\n")
-	ms := out.take(1)
-	time.Sleep(500 * time.Millisecond)
-	ms[0].Accept()
-	busy.requireAck(1)
+		// A message awaiting delivery keeps the channel open.
+		busy := d.dialPiped(t, dial)
+		busy.send(1, "cpu usage=1 1700000000000000000\n")
+		ms := out.take(1)
+		time.Sleep(10 * idle)
+		synctest.Wait()
+		busy.requireOpen()
+		ms[0].Accept()
+		busy.requireAck(1)
+		acked := time.Now()
 
-	// Then, with nothing to do, it is closed.
-	err := busy.requireClosed()
-	require.ErrorIs(t, err, secure.ErrClosed)
-	require.ErrorContains(t, err, closeIdle)
+		// Then, with nothing to do, it is closed.
+		err := busy.requireClosed()
+		require.ErrorIs(t, err, secure.ErrClosed)
+		require.ErrorContains(t, err, closeIdle)
+		require.Equal(t, idle, time.Since(acked), "closed read_timeout after the ack")
+	})
 }
 
 func TestPeerClosesWithPendingMessages(t *testing.T) {
@@ -655,7 +684,7 @@ func TestRevocationListAppearsLater(t *testing.T) {
 	p.write("revoked.list", p.revocationList(1, d.id.Identifier()))
 	require.Eventually(t, func() bool {
 		return l.verifier.RevocationSequence(p.authority.Identifier()) == 1
-	}, 50*20*time.Millisecond, 5*time.Millisecond)
+	}, wait, 5*time.Millisecond)
 	c.send(2, "cpu usage=1 1700000000000000000\n")
 	c.requireNack(2, true, reasonRevoked)
 	out.requireNone()

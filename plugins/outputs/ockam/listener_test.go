@@ -158,7 +158,7 @@ func (c *countingTransport) ReadMessage() ([]byte, error) {
 func (l *fakeListener) serve(conn net.Conn) {
 	defer conn.Close()
 	ct := &countingTransport{Transport: secure.NewStreamTransport(conn)}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	ch, err := secure.Accept(ctx, ct, l.cfg)
 	cancel()
 	hs := handshake{reads: ct.reads, err: err}
@@ -232,7 +232,7 @@ func (l *fakeListener) handshakeLog() []handshake {
 // waitHandshakes waits until n handshakes ended.
 func (l *fakeListener) waitHandshakes(t *testing.T, n int) []handshake {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(l.handshakeLog()) >= n }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(l.handshakeLog()) >= n }, 30*time.Second, 10*time.Millisecond)
 	return l.handshakeLog()
 }
 
@@ -254,7 +254,7 @@ func (l *fakeListener) channels() int {
 // listener's goroutine in its own time.
 func (l *fakeListener) waitMessages(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(l.messages()) >= n }, 5*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return len(l.messages()) >= n }, 30*time.Second, time.Millisecond,
 		"waiting for %d messages", n)
 }
 

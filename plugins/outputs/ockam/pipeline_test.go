@@ -121,7 +121,9 @@ func newPipelineOutput(t *testing.T, addr, vaultPath, credPath string, authoriti
 	o.Address = "tcp://" + addr
 	o.VaultPath, o.CredentialPath = vaultPath, credPath
 	o.AuthorityPath, o.AuthorityPaths = authorities[0], authorities[1:]
-	o.Timeout = config.Duration(3 * time.Second)
+	// Long enough that no answer and no handshake runs out of time on a
+	// loaded machine: a timeout would end the channel and count a reconnect.
+	o.Timeout = config.Duration(30 * time.Second)
 	o.Log = &testutil.CaptureLogger{Name: "outputs.ockam"}
 	o.Statistics = selfstat.NewCollector(map[string]string{"pipeline": fmt.Sprint(pipelines.Add(1))})
 	require.NoError(t, o.Init())
@@ -145,7 +147,7 @@ func sequence(from, n int) []telegraf.Metric {
 func writeAll(t *testing.T, o *Ockam, ms []telegraf.Metric) int {
 	t.Helper()
 	failed := 0
-	for deadline := time.Now().Add(15 * time.Second); ; failed++ {
+	for deadline := time.Now().Add(60 * time.Second); ; failed++ {
 		err := o.Write(ms)
 		if err == nil {
 			return failed
@@ -176,7 +178,14 @@ func waitChannelEnd(t *testing.T, o *Ockam) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		return o.link == nil || o.link.ended()
-	}, 5*time.Second, 5*time.Millisecond)
+	}, 30*time.Second, 5*time.Millisecond)
+}
+
+// currentLink returns o's channel now (nil when it has none).
+func currentLink(o *Ockam) *link {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.link
 }
 
 // want returns "id=seq" (as seqs formats it) for seq from, ..., from+n-1.

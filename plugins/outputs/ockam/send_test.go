@@ -136,11 +136,11 @@ func TestPeer(t *testing.T) {
 	require.Eventually(t, func() bool {
 		id, err := o.Peer()
 		return err == nil && id == f.listener.Identifier()
-	}, 5*time.Second, 10*time.Millisecond)
+	}, 30*time.Second, 10*time.Millisecond)
 
 	l.stop()
 	require.Eventually(t, func() bool {
 		_, err := o.Peer()
 		return err != nil && !errors.Is(err, context.Canceled)
-	}, 5*time.Second, 10*time.Millisecond)
+	}, 30*time.Second, 10*time.Millisecond)
 }

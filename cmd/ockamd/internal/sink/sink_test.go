@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -14,8 +15,9 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 )
 
-// wait bounds every wait for something that should happen promptly.
-const wait = 5 * time.Second
+// wait bounds every wait for something that should happen promptly, with
+// room for a loaded machine: only a failing test waits that long.
+const wait = 30 * time.Second
 
 // fakeWriter answers each group with outcome(group). While gate is open
 // (not closed), writes wait for it or for their context.
@@ -131,52 +133,61 @@ func TestAccumulatorEmptyGroup(t *testing.T) {
 	require.Empty(t, w.written)
 }
 
+// TestAccumulatorParallelWrites runs on the bubble's clock (testing/synctest):
+// once every worker is blocked, no fourth write can start.
 func TestAccumulatorParallelWrites(t *testing.T) {
-	w := &fakeWriter{gate: make(chan struct{})}
-	_, acc := newTestAccumulator(t, w, 3, 10)
-	for i := range 8 {
-		acc.AddTrackingMetricGroup(group(float64(i)))
-	}
-	require.Eventually(t, func() bool { return w.active.Load() == 3 }, wait, time.Millisecond)
-	time.Sleep(20 * time.Millisecond) // a fourth would have started by now
-	require.Equal(t, int64(3), w.maxActive.Load())
-	require.Empty(t, acc.Delivered(), "nothing is answered before it is written")
-	close(w.gate)
-	results(t, acc, 8)
-	require.Equal(t, int64(3), w.maxActive.Load())
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{gate: make(chan struct{})}
+		_, acc := newTestAccumulator(t, w, 3, 10)
+		for i := range 8 {
+			acc.AddTrackingMetricGroup(group(float64(i)))
+		}
+		synctest.Wait() // every worker is in a write, or idle
+		require.Equal(t, int64(3), w.active.Load())
+		require.Equal(t, int64(3), w.maxActive.Load())
+		require.Empty(t, acc.Delivered(), "nothing is answered before it is written")
+		close(w.gate)
+		results(t, acc, 8)
+		require.Equal(t, int64(3), w.maxActive.Load())
+	})
 }
 
+// TestAccumulatorDrain runs on the bubble's clock (testing/synctest): Drain
+// is seen still waiting once nothing else can move.
 func TestAccumulatorDrain(t *testing.T) {
-	w := &fakeWriter{gate: make(chan struct{})}
-	a, acc := newTestAccumulator(t, w, 1, 10)
-	first := acc.AddTrackingMetricGroup(group(1))
-	queued := acc.AddTrackingMetricGroup(group(2))
-	require.Eventually(t, func() bool { return w.active.Load() == 1 }, wait, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{gate: make(chan struct{})}
+		a, acc := newTestAccumulator(t, w, 1, 10)
+		first := acc.AddTrackingMetricGroup(group(1))
+		queued := acc.AddTrackingMetricGroup(group(2))
+		synctest.Wait()
+		require.Equal(t, int64(1), w.active.Load())
 
-	drained := make(chan error, 1)
-	go func() { drained <- a.Drain(context.Background()) }()
-	// Once draining, a new group is refused at once; the queued ones wait.
-	require.Eventually(t, func() bool {
+		drained := make(chan error, 1)
+		go func() { drained <- a.Drain(context.Background()) }()
+		// Once draining, a new group is refused at once; the queued ones wait.
+		synctest.Wait()
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.state == draining
-	}, wait, time.Millisecond)
-	late := acc.AddTrackingMetricGroup(group(3))
-	requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned %v with writes under way", err)
-	case <-time.After(20 * time.Millisecond):
-	}
+		require.Equal(t, draining, a.state)
+		a.mu.Unlock()
+		late := acc.AddTrackingMetricGroup(group(3))
+		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
+		synctest.Wait()
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned %v with writes under way", err)
+		default:
+		}
 
-	close(w.gate)
-	require.NoError(t, <-drained)
-	// Every result is on Delivered() when Drain returns.
-	require.Len(t, acc.Delivered(), 2)
-	got := results(t, acc, 2)
-	requireOutcome(t, Outcome{Delivered: true}, got[first])
-	requireOutcome(t, Outcome{Delivered: true}, got[queued])
-	require.Len(t, w.written, 2)
+		close(w.gate)
+		require.NoError(t, <-drained)
+		// Every result is on Delivered() when Drain returns.
+		require.Len(t, acc.Delivered(), 2)
+		got := results(t, acc, 2)
+		requireOutcome(t, Outcome{Delivered: true}, got[first])
+		requireOutcome(t, Outcome{Delivered: true}, got[queued])
+		require.Len(t, w.written, 2)
+	})
 }
 
 func TestAccumulatorDrainIdle(t *testing.T) {
@@ -185,24 +196,32 @@ func TestAccumulatorDrainIdle(t *testing.T) {
 	require.NoError(t, a.Drain(context.Background()), "twice")
 }
 
+// TestAccumulatorCloseCancelsWrites runs on the bubble's clock
+// (testing/synctest): Drain's deadline passes while the write hangs.
 func TestAccumulatorCloseCancelsWrites(t *testing.T) {
-	w := &fakeWriter{gate: make(chan struct{})} // never opens: InfluxDB hangs
-	a, acc := newTestAccumulator(t, w, 1, 10)
-	inFlight := acc.AddTrackingMetricGroup(group(1))
-	queued := acc.AddTrackingMetricGroup(group(2))
-	require.Eventually(t, func() bool { return w.active.Load() == 1 }, wait, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{gate: make(chan struct{})} // never opens: InfluxDB hangs
+		a, acc := newTestAccumulator(t, w, 1, 10)
+		inFlight := acc.AddTrackingMetricGroup(group(1))
+		queued := acc.AddTrackingMetricGroup(group(2))
+		synctest.Wait()
+		require.Equal(t, int64(1), w.active.Load())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	require.ErrorIs(t, a.Drain(ctx), context.DeadlineExceeded)
+		const deadline = 30 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		started := time.Now()
+		require.ErrorIs(t, a.Drain(ctx), context.DeadlineExceeded)
+		require.Equal(t, deadline, time.Since(started), "Drain gives up at its deadline")
 
-	a.Close()
-	got := results(t, acc, 2)
-	requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[inFlight])
-	requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[queued])
-	late := acc.AddTrackingMetricGroup(group(3))
-	requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
-	a.Close() // twice is fine
+		a.Close()
+		got := results(t, acc, 2)
+		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[inFlight])
+		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[queued])
+		late := acc.AddTrackingMetricGroup(group(3))
+		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
+		a.Close() // twice is fine
+	})
 }
 
 func TestAccumulatorCallerBugsPanic(t *testing.T) {
