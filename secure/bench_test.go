@@ -76,7 +76,7 @@ func benchPeer(b *testing.B) (*Verifier, *Peer) {
 	for i := range revoked {
 		rand.Read(revoked[i][:])
 	}
-	list, err := NewRevocationList(authority.Signer(), 1, now, revoked, nil)
+	list, err := NewRevocationList(authority.Signer(), 1, now, now.Add(DefaultRevocationListValidity), revoked, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

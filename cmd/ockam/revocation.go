@@ -103,7 +103,7 @@ func revocationAdd(fs *flag.FlagSet) action {
 			subjects = append(subjects, old.Subjects()...)
 			credentials = append(credentials, old.Credentials()...)
 		}
-		l, err := secure.NewRevocationList(authority.Signer(), seq, now, subjects, credentials)
+		l, err := secure.NewRevocationList(authority.Signer(), seq, now, now.Add(secure.DefaultRevocationListValidity), subjects, credentials)
 		if err != nil {
 			return fmt.Errorf("sign revocation list: %w", err)
 		}

@@ -70,7 +70,7 @@ func (f *fakeAuthority) fetchedTwice(t *testing.T) {
 // listBytes is the binary encoding of a list of the authority.
 func (p *pki) listBytes(seq uint64, revoked ...secure.Identifier) []byte {
 	p.t.Helper()
-	l, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, revoked, nil)
+	l, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, p.now.Add(secure.DefaultRevocationListValidity), revoked, nil)
 	require.NoError(p.t, err)
 	return l.Marshal()
 }
