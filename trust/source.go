@@ -90,6 +90,8 @@ type source struct {
 	network, address string
 	state            string // the state file
 
+	readyCh chan struct{} // closed when ready becomes true
+
 	mu       sync.Mutex
 	current  *secure.RevocationList // the newest list from the source or the state file
 	ready    bool                   // a list at least as new as the persisted one is applied
@@ -110,7 +112,7 @@ func newSource(t *Trust) (*source, error) {
 		cfg.PollInterval = DefaultPollInterval
 	}
 	s := &source{t: t, cfg: cfg, option: t.names.RevocationSource, network: network, address: address,
-		state: cfg.State}
+		state: cfg.State, readyCh: make(chan struct{})}
 	if s.state == "" {
 		s.state = DefaultStatePath(t.cfg.Credential)
 	}
@@ -124,11 +126,12 @@ func newSource(t *Trust) (*source, error) {
 		if err := t.verifier.UpdateRevocations(list); err != nil {
 			return nil, fmt.Errorf("%s %q: %w", t.names.RevocationState, s.state, err)
 		}
-		s.current, s.ready = list, true
+		s.current = list
+		s.setReady()
 		t.log.Infof("Revocation list sequence %d from %s %q applied; %s %q is asked every %v",
 			list.Sequence, t.names.RevocationState, s.state, s.option, cfg.Source, cfg.PollInterval)
 	case cfg.FailOpen:
-		s.ready = true
+		s.setReady()
 		t.log.Errorf("No revocation list was kept in %s %q and revocation_fail_open is set: every credential "+
 			"is trusted until %s %q answers", t.names.RevocationState, s.state, s.option, cfg.Source)
 	default:
@@ -159,6 +162,27 @@ func (t *Trust) Ready() error {
 	return nil
 }
 
+// setReady marks the source ready; s.mu is held or s is not shared yet.
+func (s *source) setReady() {
+	if !s.ready {
+		s.ready = true
+		close(s.readyCh)
+	}
+}
+
+// WaitReady waits until Ready would not fail for want of a first list, or
+// ctx ends, and then returns Ready's answer: a connection that arrives
+// while the first list is being fetched waits for it rather than failing.
+func (t *Trust) WaitReady(ctx context.Context) error {
+	if s := t.source; s != nil {
+		select {
+		case <-s.readyCh:
+		case <-ctx.Done():
+		}
+	}
+	return t.Ready()
+}
+
 // poll fetches the authority's current list at once, then every poll
 // interval, until ctx ends. A list is applied only if it is signed by a
 // trusted authority and its sequence number is not below the current one:
@@ -172,7 +196,10 @@ func (s *source) poll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		switch {
+		case err == nil && list == nil:
+			err = s.applyNone()
+		case err == nil:
 			err = s.apply(list)
 		}
 		s.report(err)
@@ -198,7 +225,7 @@ func (s *source) apply(list *secure.RevocationList) error {
 		return nil
 	}
 	wasReady := s.ready
-	s.ready = true
+	s.setReady()
 	if s.current != nil && s.current.Sequence == list.Sequence && s.current.Issuer == list.Issuer {
 		if !wasReady {
 			s.t.log.Infof("%s %q answered: channels are accepted", s.option, s.cfg.Source)
@@ -223,6 +250,23 @@ func (s *source) apply(list *secure.RevocationList) error {
 		}
 		s.saveProb = msg
 	}
+	return nil
+}
+
+// applyNone takes in the source's answer that it has no list: nobody is
+// revoked, unless a list was persisted, which then stays (an authority
+// that lost its store, or someone who answers in its place).
+func (s *source) applyNone() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		return fmt.Errorf("it has no revocation list, but sequence %d was applied before: %w",
+			s.current.Sequence, secure.ErrStaleRevocationList)
+	}
+	if !s.ready {
+		s.t.log.Infof("%s %q has no revocation list yet (nobody is revoked): channels are accepted", s.option, s.cfg.Source)
+	}
+	s.setReady()
 	return nil
 }
 

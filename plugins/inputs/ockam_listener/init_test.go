@@ -36,7 +36,7 @@ func TestInitErrors(t *testing.T) {
 		{"address without scheme", func(_ *pki, l *Listener) { l.ServiceAddress = ":4000" }, "service_address", nil},
 		{"address without port", func(_ *pki, l *Listener) { l.ServiceAddress = "tcp://localhost" }, "service_address", nil},
 		{"address with path", func(_ *pki, l *Listener) { l.ServiceAddress = "tcp://:4000/x" }, "service_address", nil},
-		{"no vault_path", func(_ *pki, l *Listener) { l.VaultPath = "" }, "vault_path is required", nil},
+		{"no vault_path", func(_ *pki, l *Listener) { l.VaultPath = "" }, `option "vault_path" is required`, nil},
 		{"vault_path missing", func(p *pki, l *Listener) { l.VaultPath = filepath.Join(p.dir, "nope") }, "vault_path", fs.ErrNotExist},
 		{"vault_path is a file", func(p *pki, l *Listener) { l.VaultPath = p.authorityFile }, "vault_path", nil},
 		{"empty vault", func(p *pki, l *Listener) {
@@ -60,7 +60,7 @@ func TestInitErrors(t *testing.T) {
 			require.NoError(p.t, err)
 			l.VaultPath, l.CredentialPath = dir, p.write("old.cred", c.MarshalFile())
 		}, "purpose-key attestation", secure.ErrExpired},
-		{"no credential_path", func(_ *pki, l *Listener) { l.CredentialPath = "" }, "credential_path is required", nil},
+		{"no credential_path", func(_ *pki, l *Listener) { l.CredentialPath = "" }, `option "credential_path" is required`, nil},
 		{"credential missing", func(p *pki, l *Listener) { l.CredentialPath = filepath.Join(p.dir, "nope") }, "credential_path", fs.ErrNotExist},
 		{"credential malformed", func(p *pki, l *Listener) { l.CredentialPath = p.authorityFile }, "credential_path", secure.ErrMalformed},
 		{"credential of another authority", func(p *pki, l *Listener) {
