@@ -76,11 +76,6 @@ type Config struct {
 	// and trusted; see RevocationConfig.
 	Revocation RevocationConfig
 
-	// AlwaysRead makes Refresh read the credential and list files even
-	// when their size and mtime did not change: for a caller that
-	// refreshes once per connection rather than every second.
-	AlwaysRead bool
-
 	Names Names
 	Log   Logger
 	// Now is the clock; time.Now if nil.
@@ -351,11 +346,26 @@ func (t *Trust) Check(now time.Time) error {
 func (t *Trust) Refresh(now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.refresh(now)
+}
+
+// Reload is Refresh, but it reads the credential and list files even when
+// their size and mtime did not change, for a caller about to open a
+// channel: a file rewritten within the file system's mtime resolution is
+// not missed.
+func (t *Trust) Reload(now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.credentialFile.Forget()
+	if t.listFile != nil {
+		t.listFile.Forget()
+	}
+	return t.refresh(now)
+}
+
+func (t *Trust) refresh(now time.Time) error {
 	t.reloadIdentity(now)
 	if w := t.listFile; w != nil {
-		if t.cfg.AlwaysRead {
-			w.Forget()
-		}
 		err := w.Check(now, func(data []byte) error {
 			if err := t.applyListFile(data); err != nil {
 				return err
@@ -374,9 +384,6 @@ func (t *Trust) Refresh(now time.Time) error {
 	t.source.checkStale(now)
 
 	w := t.credentialFile
-	if t.cfg.AlwaysRead {
-		w.Forget()
-	}
 	err := w.Check(now, func(data []byte) error {
 		if err := t.applyCredential(now)(data); err != nil {
 			return err

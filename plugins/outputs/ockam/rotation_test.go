@@ -35,7 +35,7 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	require.NoError(t, err)
 
 	writeAll(t, o, sequence(0, 50))
-	oldKey := o.identity.Public().Attestation().PurposeKey
+	oldKey := o.trust.Current().Identity.Public().Attestation().PurposeKey
 
 	// The operator rotates the key on the running device.
 	v, err := vault.OpenFile(dev.VaultPath, nil)
@@ -48,12 +48,12 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 
 	// The open channel keeps its session keys...
 	writeAll(t, o, sequence(50, 50))
-	require.Equal(t, oldKey, o.identity.Public().Attestation().PurposeKey, "no new channel yet")
+	require.Equal(t, oldKey, o.trust.Current().Identity.Public().Attestation().PurposeKey, "no new channel yet")
 	// ...and the next one is opened with the new key.
 	waitChannelEnd(t, o)
 	writeAll(t, o, sequence(100, 50))
-	require.Equal(t, newKey, o.identity.Public().Attestation().PurposeKey, "the channel after the rotation")
-	require.Equal(t, dev.Identity.Identifier(), o.identity.Identifier())
+	require.Equal(t, newKey, o.trust.Current().Identity.Public().Attestation().PurposeKey, "the channel after the rotation")
+	require.Equal(t, dev.Identity.Identifier(), o.trust.Current().Identity.Identifier())
 	requireStat(t, o.stats.reconnects.s, 1)
 
 	require.Equal(t, want(dev.Identity.Identifier().String(), 0, 150), l.seqs("ockam_identity"),
