@@ -103,13 +103,3 @@ next:
 	return found
 }
 
-// TestVaultSpecErrorsHideValues: a PIN written into a pkcs11 spec by
-// mistake is refused, and the error does not repeat it.
-func TestVaultSpecErrorsHideValues(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.VaultPath = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=ockam;pin-value=31337;dir=" + l.VaultPath
-	err := l.Init()
-	require.ErrorContains(t, err, "the PIN must not be written in the spec")
-	require.NotContains(t, err.Error(), "31337")
-}

@@ -252,33 +252,6 @@ func TestInitErrors(t *testing.T) {
 	}
 }
 
-func TestInitEncryptedVault(t *testing.T) {
-	f := newFixture(t)
-	now := time.Now()
-	path := filepath.Join(f.dir, "locked")
-	v, err := vault.OpenFile(path, []byte("correct horse"))
-	require.NoError(t, err)
-	dev, err := secure.CreateIdentity(v, now)
-	require.NoError(t, err)
-	f.writeCredential(t, f.issue(t, f.authority, dev.Identifier(), now, time.Hour))
-
-	init := func(passphrase string) error {
-		o := outputs.Outputs["ockam"]().(*Ockam)
-		o.Address = "tcp://127.0.0.1:4000"
-		o.VaultPath, o.CredentialPath, o.AuthorityPath = path, f.credPath, f.authorityPath
-		o.VaultPassphrase = config.NewSecret([]byte(passphrase))
-		o.Log = testutil.Logger{}
-		err := o.Init()
-		if err == nil {
-			require.Equal(t, dev.Identifier(), o.trust.Current().Identity.Identifier())
-		}
-		return err
-	}
-	require.NoError(t, init("correct horse"))
-	require.ErrorIs(t, init("wrong"), vault.ErrPassphrase)
-	require.ErrorIs(t, init(""), vault.ErrPassphrase)
-}
-
 func TestWriteAck(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")

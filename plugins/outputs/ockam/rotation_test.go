@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/influxdata/telegraf/plugins/outputs"
-	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
@@ -160,16 +158,3 @@ func TestAuthorityRotationOverlap(t *testing.T) {
 	require.Equal(t, all, got, "every metric delivered once")
 }
 
-// TestVaultSpecErrorsHideValues: a PIN written into a pkcs11 spec by
-// mistake is refused, and the error does not repeat it.
-func TestVaultSpecErrorsHideValues(t *testing.T) {
-	f := newFixture(t)
-	o := outputs.Outputs["ockam"]().(*Ockam)
-	o.Address = "tcp://127.0.0.1:4000"
-	o.VaultPath = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=ockam;pin-value=31337;dir=" + f.vaultPath
-	o.CredentialPath, o.AuthorityPath = f.credPath, f.authorityPath
-	o.Log = testutil.Logger{}
-	err := o.Init()
-	require.ErrorContains(t, err, "the PIN must not be written in the spec")
-	require.NotContains(t, err.Error(), "31337")
-}
