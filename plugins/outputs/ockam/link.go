@@ -120,11 +120,12 @@ func (l *link) shutdown(reason string, timeout time.Duration) {
 	_ = l.ch.Close(reason)
 }
 
-// fail ends the link after an error. Closing the connection first unblocks
-// a concurrent send at once.
+// fail ends the link after an error, then closes the connection, which
+// unblocks a concurrent send and the reader at once. The first cause is
+// kept: the reader's error on the closed connection does not replace it.
 func (l *link) fail(err error) {
-	_ = l.conn.Close()
 	l.end(err, false)
+	_ = l.conn.Close()
 }
 
 func (l *link) end(err error, local bool) {
