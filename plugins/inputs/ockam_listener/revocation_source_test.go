@@ -24,7 +24,13 @@ type fakeAuthority struct {
 
 func newFakeAuthority(t *testing.T) *fakeAuthority {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeAuthorityAt(t, "127.0.0.1:0")
+}
+
+// newFakeAuthorityAt serves at addr (host:port).
+func newFakeAuthorityAt(t *testing.T, addr string) *fakeAuthority {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
 	f := &fakeAuthority{addr: ln.Addr().String()}
