@@ -102,4 +102,3 @@ next:
 	}
 	return found
 }
-

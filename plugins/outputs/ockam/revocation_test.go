@@ -1,6 +1,7 @@
 package ockam
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -66,15 +67,27 @@ func TestListenerRevokedDuringBatch(t *testing.T) {
 	require.NoError(t, o.Connect())
 	require.NoError(t, o.Write(testMetrics(1)), "before the revocation")
 
+	revoking, err := secure.NewRevocationList(f.authority.Signer(), 2, time.Now(), time.Now().Add(time.Hour),
+		[]secure.Identifier{f.listener.Identifier()}, nil)
+	require.NoError(t, err)
+	verifier := o.trust.Verifier()
 	l.setReply(func(secure.Message) reply {
 		// The authority revokes the gateway; the device applies the list
 		// before the gateway's ack reaches it.
-		f.writeList(t, list, 2, f.listener.Identifier())
-		require.Eventually(t, func() bool { return o.trust.Verifier().RevocationSequence(f.authority.Identifier()) == 2 },
-			30*time.Second, time.Millisecond)
+		// (This runs on the fake listener's goroutine: no require here.)
+		if err := os.WriteFile(list, revoking.MarshalFile(), 0o600); err != nil {
+			t.Errorf("write the list: %v", err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); verifier.RevocationSequence(f.authority.Identifier()) != 2; {
+			if time.Now().After(deadline) {
+				t.Errorf("the device did not apply the list")
+				break
+			}
+			time.Sleep(time.Millisecond) // polling a condition
+		}
 		return replyAck
 	})
-	err := o.Write(testMetrics(2))
+	err = o.Write(testMetrics(2))
 	require.ErrorIs(t, err, secure.ErrRevoked)
 	require.ErrorContains(t, err, "unanswered")
 	require.Len(t, l.messages(), 2, "the batch reached the gateway, but its ack did not count")

@@ -157,4 +157,3 @@ func TestAuthorityRotationOverlap(t *testing.T) {
 	slices.Sort(all)
 	require.Equal(t, all, got, "every metric delivered once")
 }
-
