@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,4 +80,92 @@ func TestRevocationStopsDevice(t *testing.T) {
 	t.Logf("figures: list applied %.1fs after ockam revocation add; A had %d rows when revoked, "+
 		"%d after the grace period (%d in flight), %d at the end; B went %d → %d → %d; test window %.1fs",
 		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds())
+}
+
+// startDeviceWithList runs a device like startDevice whose outputs.ockam
+// also holds revocation_list (checked every second): the gateway's
+// credential is checked against it.
+func startDeviceWithList(t *testing.T, bin string, m, authority *member, l *listener, inputs, list string) *process {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), m.name+".conf")
+	renderTemplate(t, "device.conf.tmpl", conf, map[string]string{
+		"Interval": "500ms", "Inputs": inputs, "ListenerAddress": l.addr, "ListenerIdentity": l.member.id,
+		"VaultPath": m.vault, "VaultPassphrase": m.passphrase, "CredentialPath": m.credential,
+		"AuthorityPath": authority.identity,
+	})
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const last = "  timeout = \"10s\"\n"
+	if !strings.HasSuffix(string(data), last) {
+		t.Fatalf("device.conf.tmpl no longer ends its [[outputs.ockam]] with %q", last)
+	}
+	data = append(data, fmt.Sprintf("  revocation_list = %q\n  revocation_check_interval = \"1s\"\n", list)...)
+	if err := os.WriteFile(conf, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startProcess(t, m.name, bin, "--config", conf)
+}
+
+// TestDeviceRefusesRevokedGateway (docs/SECURITY.md W11) runs the real
+// binaries: a gateway whose key was stolen keeps running without any list,
+// and the authority revokes it. Device A holds the authority's list: once
+// it re-read it, it closes its channel and delivers nothing more; device C,
+// started with the list, never delivers anything; both logs say "revoked".
+// Device B holds no list and keeps delivering (it counts the time). Before
+// the fix outputs.ockam had no revocation_list and delivered to the
+// revoked gateway.
+func TestDeviceRefusesRevokedGateway(t *testing.T) {
+	bin := requireBinaries(t)
+	db := startInfluxDB(t, bin.influxd)
+	cli := newOckamCLI(t, bin.ockam)
+	authority := cli.identity("authority", "")
+	gateway := cli.identity("listener", "")
+	cli.issue(authority, gateway, "720h", "role=listener")
+	members := map[string]*member{}
+	for _, name := range []string{"device-a", "device-b", "device-c"} {
+		members[name] = cli.identity(name, "")
+		cli.issue(authority, members[name], "720h", "role=sensor", "site=plant-7")
+	}
+	a, b, c := members["device-a"], members["device-b"], members["device-c"]
+	dir := t.TempDir()
+	list := filepath.Join(dir, "revoked.list")
+	cli.revoke(authority, list, cli.identity("retired", ""))
+
+	const n, perRun = 3000, 10
+	// The stolen gateway runs with no list of its own (the file never
+	// appears).
+	l := startListener(t, bin.telegraf, gateway, authority, db, `["e2e_*"]`, filepath.Join(dir, "gateway.list"))
+	devA := startDeviceWithList(t, bin.telegraf, a, authority, l, execInputs(t, sequence("e2e_seq", n), perRun), list)
+	startDevice(t, bin.telegraf, b, authority, l, "500ms", execInputs(t, sequence("e2e_seq", n), perRun))
+	counts := func() (int, int, int) {
+		s := db.seqs("e2e_seq")
+		return len(s[a.id]), len(s[b.id]), len(s[c.id])
+	}
+	eventually(t, 60*time.Second, "rows from devices A and B", func() (bool, string) {
+		na, nb, _ := counts()
+		return na >= 40 && nb >= 40, ""
+	})
+
+	cli.revoke(authority, list, gateway)
+	revokedAt := time.Now()
+	devA.waitLog(regexp.MustCompile(`Channel to listener .* lost: listener .* is no longer trusted, channel closed: .*revoked`),
+		30*time.Second)
+	closedAfter := time.Since(revokedAt)
+	devA.waitLog(regexp.MustCompile(`Cannot open a channel: .*the listener's credential is revoked`), 30*time.Second)
+	devC := startDeviceWithList(t, bin.telegraf, c, authority, l, execInputs(t, sequence("e2e_seq", n), perRun), list)
+	devC.waitLog(regexp.MustCompile(`Cannot open a channel: .*the listener's credential is revoked`), 60*time.Second)
+
+	a1, b1, c1 := counts()
+	eventually(t, 30*time.Second, "device B to keep sending", func() (bool, string) {
+		_, nb, _ := counts()
+		return nb >= b1+60, ""
+	})
+	a2, b2, c2 := counts()
+	if a2 != a1 || c1 != 0 || c2 != 0 {
+		t.Errorf("the gateway is revoked, yet rows reached it: A %d → %d, C %d → %d (B %d → %d)", a1, a2, c1, c2, b1, b2)
+	}
+	t.Logf("figures: device A closed its channel %.1fs after ockam revocation add; A had %d rows, C %d; B went %d → %d",
+		closedAfter.Seconds(), a2, c2, b1, b2)
 }
