@@ -169,3 +169,79 @@ func TestDeviceRefusesRevokedGateway(t *testing.T) {
 	t.Logf("figures: device A closed its channel %.1fs after ockam revocation add; A had %d rows, C %d; B went %d → %d",
 		closedAfter.Seconds(), a2, c2, b1, b2)
 }
+
+// startListenerWithSource runs the gateway like startListener, asking the
+// authority service at source for its list every second; the list is kept
+// in the default revocation_state next to m's credential.
+func startListenerWithSource(t *testing.T, bin string, m, authority *member, db *influxDB, source, name string) *listener {
+	t.Helper()
+	l := &listener{t: t, bin: bin, member: m, data: map[string]string{
+		"ListenAddress": "127.0.0.1:0", "VaultPath": m.vault, "VaultPassphrase": m.passphrase,
+		"CredentialPath": m.credential, "AuthorityPath": authority.identity,
+		"RevocationList":    filepath.Join(t.TempDir(), "none.list"), // never appears
+		"AllowMeasurements": `["e2e_*"]`, "InfluxURL": db.url(),
+	}}
+	conf := filepath.Join(t.TempDir(), "listener.conf")
+	renderTemplate(t, "listener.conf.tmpl", conf, l.data)
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const after = "  revocation_check_interval = \"1s\"\n"
+	if !strings.Contains(string(data), after) {
+		t.Fatalf("listener.conf.tmpl no longer has %q", after)
+	}
+	extra := fmt.Sprintf("  revocation_source = %q\n  revocation_poll_interval = \"1s\"\n", source)
+	data = []byte(strings.Replace(string(data), after, after+extra, 1))
+	if err := os.WriteFile(conf, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.proc = startProcess(t, name, bin, "--config", conf)
+	l.addr = l.proc.waitLog(listeningOckam, 30*time.Second)[1]
+	return l
+}
+
+// TestRevocationSurvivesRestart (docs/SECURITY.md W12) runs the real
+// binaries: the gateway gets the list revoking device A from the authority
+// service, then restarts while the service is down. The restarted gateway
+// applies the list it kept and refuses A, while device B delivers. Before
+// the fix the list lived in memory only and A was accepted after the
+// restart.
+func TestRevocationSurvivesRestart(t *testing.T) {
+	bin := requireBinaries(t)
+	db := startInfluxDB(t, bin.influxd)
+	cli := newOckamCLI(t, bin.ockam)
+	authority := cli.identity("authority", "")
+	store := filepath.Join(cli.dir, "authority.db")
+	svc := startProcess(t, "authority-service", bin.ockam, "authority", "serve", "--vault", authority.vault,
+		"--db", store, "--listen", "tcp://127.0.0.1:0")
+	source := "tcp://" + svc.waitLog(listeningAuthority, 30*time.Second)[1]
+	gateway := cli.identity("listener", "")
+	cli.issue(authority, gateway, "720h", "role=listener")
+	a, b := cli.identity("device-a", ""), cli.identity("device-b", "")
+	cli.issue(authority, a, "720h", "role=sensor", "site=plant-7")
+	cli.issue(authority, b, "720h", "role=sensor", "site=plant-9")
+	cli.run(authority.passphrase, "revocation", "add", "--vault", authority.vault, "--db", store, "--subject", a.id)
+
+	first := startListenerWithSource(t, bin.telegraf, gateway, authority, db, source, "listener-1")
+	first.proc.waitLog(regexp.MustCompile(`Revocation list from revocation_source .* applied: sequence 1, 1 subjects`),
+		30*time.Second)
+	first.proc.stop()
+	svc.stop()
+
+	// The authority is down: its address refuses connections.
+	l := startListenerWithSource(t, bin.telegraf, gateway, authority, db, source, "listener-2")
+	l.proc.waitLog(regexp.MustCompile(`Revocation list sequence 1 from revocation_state .* applied`), 30*time.Second)
+	const n, perRun = 3000, 10
+	startDevice(t, bin.telegraf, a, authority, l, "500ms", execInputs(t, sequence("e2e_seq", n), perRun))
+	startDevice(t, bin.telegraf, b, authority, l, "500ms", execInputs(t, sequence("e2e_seq", n), perRun))
+	l.proc.waitLog(regexp.MustCompile(`Handshake from .* failed \(revoked\)`), 60*time.Second)
+	eventually(t, 60*time.Second, "device B's rows", func() (bool, string) {
+		return len(db.seqs("e2e_seq")[b.id]) >= 60, ""
+	})
+	if got := len(db.seqs("e2e_seq")[a.id]); got != 0 {
+		t.Errorf("device A is revoked, yet %d of its rows reached InfluxDB after the restart", got)
+	}
+	// And it says that it keeps the kept list while the source is down.
+	l.proc.waitLog(regexp.MustCompile(`revocation_source .*keeping the current list \(sequence 1\)`), 30*time.Second)
+}
