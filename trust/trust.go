@@ -76,6 +76,15 @@ type Config struct {
 	// and trusted; see RevocationConfig.
 	Revocation RevocationConfig
 
+	// Peers names who relies on this party's credential, in the message
+	// logged when it is no longer valid: "devices" for a listener, "the
+	// listener" for a device; "peers" if empty.
+	Peers string
+	// StrictCredential says that the caller opens no channel while the
+	// credential file holds a credential it cannot use (Refresh's error),
+	// rather than going on with the one in use; it changes what is logged.
+	StrictCredential bool
+
 	Names Names
 	Log   Logger
 	// Now is the clock; time.Now if nil.
@@ -254,6 +263,9 @@ func (t *Trust) openVault(now time.Time) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w (create the identity with: ockam identity create --vault %s)", name, err, spec)
 	}
+	if errors.Is(err, vault.ErrPassphrase) {
+		return fmt.Errorf("%s: %w (check %s)", name, err, t.names.Passphrase)
+	}
 	if err != nil {
 		// Not the value: a spec that failed to parse may hold a PIN
 		// written in by mistake, and the error names what is wrong with it.
@@ -261,12 +273,19 @@ func (t *Trust) openVault(now time.Time) error {
 	}
 	t.vault = v
 	id, err := secure.LoadIdentity(v)
-	if err == nil {
-		err = id.CheckAttestation(now)
+	switch {
+	case errors.Is(err, vault.ErrPassphrase):
+		err = fmt.Errorf("%s %q: %w (check %s)", name, spec, err, t.names.Passphrase)
+	case err != nil:
+		err = fmt.Errorf("%s %q: %w", name, spec, err)
+	default:
+		if aerr := id.CheckAttestation(now); aerr != nil {
+			err = fmt.Errorf("%s %q: own %w; rotate it with: ockam purpose-key rotate --vault %s", name, spec, aerr, spec)
+		}
 	}
 	if err != nil {
 		t.closeVault()
-		return fmt.Errorf("%s %q: own %w", name, spec, err)
+		return err
 	}
 	t.identity.Store(id)
 	return nil
@@ -391,7 +410,11 @@ func (t *Trust) refresh(now time.Time) error {
 		t.log.Infof("Credential %q loaded, valid until %s", w.Path, t.credential.Load().ExpiresAt.Format(time.RFC3339))
 		return nil
 	})
-	t.report(w, t.names.Credential, err, "keeping the current credential")
+	consequence := "keeping the current credential"
+	if t.cfg.StrictCredential {
+		consequence = "no new channel until it holds a valid one"
+	}
+	t.report(w, t.names.Credential, err, consequence)
 
 	// The credential in use may have expired or been revoked since.
 	alarm := ""
@@ -400,8 +423,12 @@ func (t *Trust) refresh(now time.Time) error {
 	}
 	if alarm != t.credentialAlarm {
 		if alarm != "" {
-			t.log.Errorf("The credential in use is no longer valid, peers will refuse new channels "+
-				"until %s %q holds a valid one: %s", t.names.Credential, w.Path, alarm)
+			peers := t.cfg.Peers
+			if peers == "" {
+				peers = "peers"
+			}
+			t.log.Errorf("The credential in use is no longer valid, %s will refuse new channels "+
+				"until %s %q holds a valid one: %s", peers, t.names.Credential, w.Path, alarm)
 		} else {
 			t.log.Infof("The credential in use is valid again")
 		}

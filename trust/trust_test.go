@@ -136,6 +136,7 @@ func TestOpenEncryptedVault(t *testing.T) {
 	require.Equal(t, uint64(1), tr.Verifier().RevocationSequence(p.authority.Identifier()))
 	_, err = open("wrong")
 	require.ErrorIs(t, err, vault.ErrPassphrase)
+	require.ErrorContains(t, err, "(check vault_passphrase)")
 	_, err = open("")
 	require.ErrorIs(t, err, vault.ErrPassphrase)
 }
@@ -210,4 +211,9 @@ func TestRefreshKeepsCurrent(t *testing.T) {
 	require.NoError(t, tr.Refresh(later))
 	require.NoError(t, tr.Refresh(later))
 	require.Len(t, log.find("E!", "no longer valid, peers will refuse new channels"), 1)
+	_ = os.Remove(p.credFile) // for the listener: devices
+	tr.cfg.Peers = "devices"
+	tr.credentialAlarm = ""
+	require.Error(t, tr.Refresh(later))
+	require.Len(t, log.find("E!", "The credential in use is no longer valid, devices will refuse new channels until credential_path"), 1)
 }

@@ -275,8 +275,9 @@ func (l *Listener) loadTrust() error {
 			StaleRefuses: l.RevocationRefuseStale,
 			Stale:        func() { l.stats.revocationListStale.Incr(1) },
 		},
-		Log: l.Log,
-		Now: l.now,
+		Peers: "devices",
+		Log:   l.Log,
+		Now:   l.now,
 	})
 	if err != nil {
 		return err

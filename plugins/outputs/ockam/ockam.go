@@ -213,8 +213,12 @@ func (o *Ockam) loadTrust() error {
 			StaleRefuses: o.RevocationRefuseStale,
 			Stale:        func() { o.stats.revocationListStale.Incr(1) },
 		},
-		Names: names,
-		Log:   o.Log,
+		// Every dial re-reads credential_path, and dials only with what it
+		// holds now (TestRenewedCredentialMustBeValid).
+		Peers:            "the listener",
+		StrictCredential: true,
+		Names:            names,
+		Log:              o.Log,
 	})
 	if err != nil {
 		return err
