@@ -249,3 +249,17 @@ func TestAuthorizeConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestCheckCurrent: the check of a credential in use sees a new list and
+// the expiry, and nothing else (the signature was checked before).
+func TestCheckCurrent(t *testing.T) {
+	e := newTestEnv(t)
+	v := newVerifier(t, e.authority)
+	c := e.deviceCred
+	require.NoError(t, v.CheckCurrent(c, t0))
+	require.ErrorIs(t, v.CheckCurrent(c, c.ExpiresAt), ErrExpired)
+	l, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{c.Subject}, nil)
+	require.NoError(t, err)
+	require.NoError(t, v.UpdateRevocations(l))
+	require.ErrorIs(t, v.CheckCurrent(c, t0), ErrRevoked)
+}

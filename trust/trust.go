@@ -26,7 +26,6 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
-	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
 )
 
 // MaxFileSize bounds every file the loader reads. The largest is a
@@ -254,79 +253,6 @@ func (t *Trust) applyListFile(data []byte) error {
 	return nil
 }
 
-// openVault opens the vault and loads the identity, whose purpose-key
-// attestation must be valid now.
-func (t *Trust) openVault(now time.Time) error {
-	name, spec := t.names.Vault, t.cfg.Vault
-	// A missing directory is refused rather than created empty.
-	v, err := vaults.OpenExisting(spec, t.cfg.Passphrase)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w (create the identity with: ockam identity create --vault %s)", name, err, spec)
-	}
-	if errors.Is(err, vault.ErrPassphrase) {
-		return fmt.Errorf("%s: %w (check %s)", name, err, t.names.Passphrase)
-	}
-	if err != nil {
-		// Not the value: a spec that failed to parse may hold a PIN
-		// written in by mistake, and the error names what is wrong with it.
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	t.vault = v
-	id, err := secure.LoadIdentity(v)
-	switch {
-	case errors.Is(err, vault.ErrPassphrase):
-		err = fmt.Errorf("%s %q: %w (check %s)", name, spec, err, t.names.Passphrase)
-	case err != nil:
-		err = fmt.Errorf("%s %q: %w", name, spec, err)
-	default:
-		if aerr := id.CheckAttestation(now); aerr != nil {
-			err = fmt.Errorf("%s %q: own %w; rotate it with: ockam purpose-key rotate --vault %s", name, spec, aerr, spec)
-		}
-	}
-	if err != nil {
-		t.closeVault()
-		return err
-	}
-	t.identity.Store(id)
-	return nil
-}
-
-// applyCredential returns the apply function of the credential file: it
-// parses and verifies a credential and makes it current.
-func (t *Trust) applyCredential(now time.Time) func([]byte) error {
-	return func(data []byte) error {
-		c, err := secure.ParseCredentialFile(data)
-		if err != nil {
-			return err
-		}
-		if err := t.verifier.VerifyCredential(c, t.identity.Load().Identifier(), now); err != nil {
-			return err
-		}
-		t.credential.Store(c)
-		return nil
-	}
-}
-
-// credentialError words a problem with the credential file: what is wrong
-// and what to do.
-func (t *Trust) credentialError(err error) error {
-	n, path := t.names, t.cfg.Credential
-	switch {
-	case errors.Is(err, secure.ErrUnknownIssuer), errors.Is(err, secure.ErrBadSignature):
-		return fmt.Errorf("%s %s was not issued by the authority in %s %s: %w", n.Credential, path, n.Authority, t.authorities, err)
-	case errors.Is(err, secure.ErrWrongSubject):
-		return fmt.Errorf("%s %s was issued to another identity than this one (%s in %s %s): %w",
-			n.Credential, path, t.identity.Load().Identifier(), n.Vault, t.cfg.Vault, err)
-	case errors.Is(err, secure.ErrExpired):
-		return fmt.Errorf("%s %s: %w; renew it with ockam credential issue", n.Credential, path, err)
-	case errors.Is(err, secure.ErrNotYetValid):
-		return fmt.Errorf("%s %s: %w; check this machine's clock", n.Credential, path, err)
-	case errors.Is(err, secure.ErrRevoked):
-		return fmt.Errorf("%s %s: %w; the authority revoked this identity", n.Credential, path, err)
-	}
-	return fmt.Errorf("%s %s: %w", n.Credential, path, err)
-}
-
 // Current returns the identity, credential and verifier as of now.
 func (t *Trust) Current() Snapshot {
 	return Snapshot{Identity: t.identity.Load(), Credential: t.credential.Load(), Verifier: t.verifier}
@@ -339,20 +265,6 @@ func (t *Trust) Verifier() *secure.Verifier { return t.verifier }
 // Authorities describes the trusted authorities (files and identifiers),
 // for messages.
 func (t *Trust) Authorities() string { return t.authorities }
-
-// Check reports whether the identity and credential in use are valid at
-// now: the purpose key's attestation and the credential's validity and
-// revocation. The error says what to do.
-func (t *Trust) Check(now time.Time) error {
-	cur := t.Current()
-	if err := cur.Identity.CheckAttestation(now); err != nil {
-		return fmt.Errorf("%s %s: own %w", t.names.Vault, t.cfg.Vault, err)
-	}
-	if err := t.verifier.VerifyCredential(cur.Credential, cur.Identity.Identifier(), now); err != nil {
-		return t.credentialError(err)
-	}
-	return nil
-}
 
 // Refresh re-reads what may have changed since: the purpose key in the
 // vault, the revocation list file and the credential file. A file that
@@ -440,39 +352,6 @@ func (t *Trust) refresh(now time.Time) error {
 	return nil
 }
 
-// reloadIdentity makes a purpose key rotated in the vault (ockam
-// purpose-key rotate) the one new channels use; channels already open keep
-// their session keys. Unless the vault changed, it reads one 146-byte
-// record. A vault that cannot be read, or that holds another identity, is
-// logged once and the key in use is kept; so is an expired attestation of
-// the key in use, which peers refuse.
-func (t *Trust) reloadIdentity(now time.Time) {
-	cur := t.identity.Load()
-	id, err := cur.Reload(t.vault)
-	if err == nil {
-		err = id.CheckAttestation(now)
-	}
-	problem := ""
-	if err != nil {
-		problem = err.Error()
-	}
-	if problem != t.identityProblem {
-		if problem != "" {
-			t.log.Errorf("%s %q: %s; new channels keep the purpose key in use", t.names.Vault, t.cfg.Vault, problem)
-		} else {
-			t.log.Infof("%s %q: OK again", t.names.Vault, t.cfg.Vault)
-		}
-		t.identityProblem = problem
-	}
-	if err != nil || id == cur {
-		return
-	}
-	t.identity.Store(id)
-	a := id.Public().Attestation()
-	t.log.Infof("Loaded the rotated purpose key %x… of %s from %s %q, valid until %s; new channels use it",
-		a.PurposeKey[:4], id.Identifier().Short(), t.names.Vault, t.cfg.Vault, a.Expires.Format(time.RFC3339))
-}
-
 // report logs a new problem with a watched file once, and its end.
 func (t *Trust) report(w *filewatch.Watch, option string, err error, consequence string) {
 	msg, changed := w.Report(err)
@@ -513,18 +392,6 @@ func (t *Trust) Run(ctx context.Context, interval time.Duration) {
 // nothing). The snapshots already handed out stay usable.
 func (t *Trust) Close() error {
 	return t.closeVault()
-}
-
-func (t *Trust) closeVault() error {
-	c, ok := t.vault.(io.Closer)
-	t.vault = nil
-	if !ok {
-		return nil
-	}
-	if err := c.Close(); err != nil {
-		return fmt.Errorf("%s: %w", t.names.Vault, err)
-	}
-	return nil
 }
 
 // readFile reads a file of at most MaxFileSize bytes.

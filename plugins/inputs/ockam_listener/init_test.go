@@ -259,3 +259,20 @@ func TestReadmeHasSampleConfig(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block)
 }
+
+// TestAuthorityPath: the listener takes authority_path, as outputs.ockam
+// does, alone or with authority_paths (issue 16: it used to refuse it).
+func TestAuthorityPath(t *testing.T) {
+	p := newPKI(t)
+	other := newPKI(t)
+	l := p.listener()
+	l.AuthorityPath, l.AuthorityPaths = p.authorityFile, nil
+	require.NoError(t, l.Init())
+	require.True(t, l.verifier.Trusts(p.authority.Identifier()))
+
+	l2 := newPKI(t).listener()
+	l2.AuthorityPath = other.authorityFile
+	require.NoError(t, l2.Init())
+	require.True(t, l2.verifier.Trusts(other.authority.Identifier()))
+	require.Len(t, l2.AuthorityPaths, 1, "and authority_paths")
+}

@@ -81,10 +81,11 @@ func (l *link) read(log telegraf.Logger) {
 	}
 }
 
-// checkPeer checks the listener's credential against the current
-// revocation lists and its validity period; it is safe for concurrent use.
+// checkPeer checks the listener's credential, verified in the handshake,
+// against the current revocation lists and its expiry; it is cheap and
+// safe for concurrent use.
 func (l *link) checkPeer(now time.Time) error {
-	if err := l.verifier.VerifyCredential(l.peerCred, l.peer, now); err != nil {
+	if err := l.verifier.CheckCurrent(l.peerCred, now); err != nil {
 		return fmt.Errorf("listener %s is no longer trusted, channel closed: %w", l.peer.Short(), err)
 	}
 	return nil
