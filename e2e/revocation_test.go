@@ -245,3 +245,33 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	// And it says that it keeps the kept list while the source is down.
 	l.proc.waitLog(regexp.MustCompile(`revocation_source .*keeping the current list \(sequence 1\)`), 30*time.Second)
 }
+
+// TestInletRefusesRevokedGateway (W11): `ockam inlet influxdb
+// --revocation-list` with a list that revokes the gateway answers writes
+// with 503 (no channel), stores nothing, and logs "revoked".
+func TestInletRefusesRevokedGateway(t *testing.T) {
+	f := newInletFleet(t)
+	list := filepath.Join(t.TempDir(), "revoked.list")
+	f.cli.revoke(f.authority, list, f.gateway)
+	l := startListener(t, f.bin.telegraf, f.gateway, f.authority, f.db, `["e2e_*"]`, "")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(inletToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, "device-inlet", f.bin.ockam, "inlet", "influxdb", "--listen", "127.0.0.1:0",
+		"--vault", f.device.vault, "--credential", f.device.credential, "--authority", f.authority.identity,
+		"--address", "tcp://"+l.addr, "--token-file", token, "--timeout", "5s", "--revocation-list", list)
+	in := &inlet{proc: p, url: "http://" + p.waitLog(listeningInlet, 30*time.Second)[1]}
+
+	status, body := in.post(t, "/api/v2/write?bucket="+inletBucket+"&precision=s", "e2e_inlet value=1 1700000000\n")
+	if status != 503 {
+		t.Fatalf("a write to a revoked gateway: status %d %v, want 503", status, body)
+	}
+	p.waitLog(regexp.MustCompile(`Cannot open a channel: .*the listener's credential is revoked`), 30*time.Second)
+	if rows := f.db.rowsIn(inletBucket, "e2e_inlet"); len(rows) != 0 {
+		t.Fatalf("the revoked gateway stored %d rows", len(rows))
+	}
+	if n := l.proc.count(regexp.MustCompile(`Channel from .* open`)); n != 0 {
+		t.Fatalf("the gateway opened %d channels", n)
+	}
+}
