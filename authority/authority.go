@@ -350,5 +350,22 @@ func (a *Authority) purge() error {
 	if deleted > 0 {
 		a.log.Debug("purged expired one-time prekeys", "count", deleted)
 	}
+	return a.renewRevocationList(now)
+}
+
+// renewRevocationList signs the list again, with the next sequence number
+// and the same entries, once half the time to its next update has passed:
+// parties that poll the service then never hold a stale list while it
+// runs (docs/PROTOCOL.md §5).
+func (a *Authority) renewRevocationList(now time.Time) error {
+	l := a.revoked.Load()
+	if l == nil || now.Before(l.IssuedAt.Add(l.NextUpdate.Sub(l.IssuedAt)/2)) {
+		return nil
+	}
+	renewed, err := a.Revoke(nil, nil)
+	if err != nil {
+		return fmt.Errorf("renew the revocation list: %w", err)
+	}
+	a.log.Info("revocation list renewed", "sequence", renewed.Sequence, "next_update", renewed.NextUpdate)
 	return nil
 }

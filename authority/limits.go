@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults of the service's per-address limits (docs/SECURITY.md W13,
+// Defaults of the service's per-address limits (docs/SECURITY.md W23,
 // consistent with the listener's W1 and the relay's W8).
 const (
 	// DefaultMaxConnectionsPerIP bounds the connections open from one

@@ -399,7 +399,7 @@ func (s *Store) revoke(signer vault.Signer, subjects []secure.Identifier, creden
 			credentials = append(credentials, old.Credentials()...)
 		}
 		var err error
-		if l, err = secure.NewRevocationList(signer, seq, now, subjects, credentials); err != nil {
+		if l, err = secure.NewRevocationList(signer, seq, now, now.Add(secure.DefaultRevocationListValidity), subjects, credentials); err != nil {
 			return err
 		}
 		return b.Put(keyList, l.Marshal())

@@ -15,11 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The end-to-end tests of docs/SECURITY.md W11 and W12: what a device can
+// The end-to-end tests of docs/SECURITY.md W12 and W13: what a device can
 // put in its points that InfluxDB, or an InfluxQL query, would take for
 // something else.
 
-// TestProvenanceThroughFields (W11): an attacker with a valid credential
+// TestProvenanceThroughFields (W12): an attacker with a valid credential
 // (site=plant-9) writes fields named ockam_identity and site, with the
 // victim's identifier and site, next to a victim (site=plant-7) writing
 // usage. InfluxQL resolves a name that is both a tag and a field to the
@@ -74,7 +74,7 @@ func TestProvenanceThroughFields(t *testing.T) {
 	}
 }
 
-// TestPoisonPointsThroughGateway (W12): device A writes, among good
+// TestPoisonPointsThroughGateway (W13): device A writes, among good
 // points, a point influxd refuses for good because of its shape (a tag
 // named time), then one it refuses because of the stored data (a field
 // type conflict), while device B writes good points every 500 ms to the

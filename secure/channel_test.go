@@ -489,7 +489,7 @@ func TestChannelAuthorize(t *testing.T) {
 	require.NoError(t, e.verifier.Authorize(lis.Peer(), t0))
 	require.NoError(t, e.verifier.Authorize(dev.Peer(), t0))
 
-	l, err := NewRevocationList(e.authority.Signer(), 1, t0, []Identifier{e.device.Identifier()}, nil)
+	l, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{e.device.Identifier()}, nil)
 	require.NoError(t, err)
 	require.NoError(t, e.verifier.UpdateRevocations(l))
 	require.ErrorIs(t, e.verifier.Authorize(lis.Peer(), t0.Add(time.Second)), ErrRevoked)

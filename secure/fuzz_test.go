@@ -80,8 +80,8 @@ func FuzzParseRevocationList(f *testing.F) {
 			return
 		}
 		require.Equal(t, b, l.Marshal())
-		body := revocationBody(revocationVersion, l.Issuer, l.Sequence, uint64(l.IssuedAt.Unix()),
-			uint32(len(l.subjects)), l.subjects, uint32(len(l.credentials)), l.credentials)
+		body := revocationBodyNext(revocationVersion, l.Issuer, l.Sequence, uint64(l.IssuedAt.Unix()),
+			uint64(l.NextUpdate.Unix()), uint32(len(l.subjects)), l.subjects, uint32(len(l.credentials)), l.credentials)
 		require.Equal(t, b[:len(b)-64], body, "the fields encode to the same bytes")
 		_ = newVerifier(t, fx.authority).UpdateRevocations(l)
 	})
@@ -197,7 +197,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	cred := fx.deviceCred.Marshal()
 	att := fx.device.Public().Attestation().Marshal()
 	list := fx.list.Marshal()
-	empty, err := NewRevocationList(fx.authority.Signer(), 1, vectorCreated, nil, nil)
+	empty, err := NewRevocationList(fx.authority.Signer(), 1, vectorCreated, vectorCreated.Add(DefaultRevocationListValidity), nil, nil)
 	require.NoError(t, err)
 	noAttrs, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), nil, vectorCreated, time.Hour, newHashStream("seed"))
 	require.NoError(t, err)
@@ -239,9 +239,9 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 			"empty":     empty.Marshal(),
 			"truncated": list[:len(list)-1],
 			"unsorted": signWith(t, signer, revocationContext,
-				revocationBody(1, issuer, 1, 1, 2, []Identifier{{2}, {1}}, 0, nil)),
+				revocationBody(revocationVersion, issuer, 1, 1, 2, []Identifier{{2}, {1}}, 0, nil)),
 			"count-overflow": signWith(t, signer, revocationContext,
-				revocationBody(1, issuer, 1, 1, 1<<32-1, nil, 0, nil)),
+				revocationBody(revocationVersion, issuer, 1, 1, 1<<32-1, nil, 0, nil)),
 		},
 		"FuzzParsePayload": {
 			"device":        appendPayload(nil, fx.device, fx.deviceCred),

@@ -114,7 +114,7 @@ func TestHandshakeVerification(t *testing.T) {
 	}
 	revoking := func(t *testing.T, subject Identifier) *Verifier {
 		v := newVerifier(t, e.authority)
-		l, err := NewRevocationList(e.authority.Signer(), 1, t0, []Identifier{subject}, nil)
+		l, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{subject}, nil)
 		require.NoError(t, err)
 		require.NoError(t, v.UpdateRevocations(l))
 		return v

@@ -15,14 +15,18 @@ import (
 
 // A revocation list is an authority's signed list of revoked subjects and
 // credentials. Its sequence number only grows: a Verifier never replaces a
-// list with an older one, so an attacker cannot put an old list back.
+// list with an older one, so an attacker cannot put an old list back. Its
+// signed next update says when a newer list is due (a CRL's nextUpdate):
+// after it the list is stale, and a party that still holds it knows that
+// revocations may be missing.
 //
 // docs/PROTOCOL.md, "Revocation list" (all integers big-endian):
 //
-//	u8      version = 1
+//	u8      version = 2
 //	[32]    issuer identifier
 //	u64     sequence number (≥ 1)
 //	u64     issued at (Unix seconds)
+//	u64     next update (Unix seconds, > issued at)
 //	u32     n, then n × [32] revoked subject identifiers, strictly ascending
 //	u32     m, then m × [16] revoked credential ids, strictly ascending
 //	[64]    Ed25519 signature by the issuer's identity key over
@@ -31,9 +35,13 @@ const (
 	// MaxRevocationEntries bounds the subjects plus credential ids of a list.
 	MaxRevocationEntries = 1 << 20
 
-	revocationVersion     = 1
-	revocationContext     = "telegraf-ockam revocation v1\x00"
-	revocationHeaderSize  = 1 + IdentifierSize + 8 + 8
+	// DefaultRevocationListValidity is how long after it is issued a list
+	// is due to be replaced, unless its issuer says otherwise.
+	DefaultRevocationListValidity = 7 * 24 * time.Hour
+
+	revocationVersion     = 2
+	revocationContext     = "telegraf-ockam revocation v2\x00"
+	revocationHeaderSize  = 1 + IdentifierSize + 8 + 8 + 8
 	maxRevocationListSize = revocationHeaderSize + 4 + 4 + MaxRevocationEntries*IdentifierSize + ed25519.SignatureSize
 )
 
@@ -43,15 +51,19 @@ type RevocationList struct {
 	Issuer   Identifier
 	Sequence uint64
 	IssuedAt time.Time
+	// NextUpdate is when a newer list is due; from then on this one is
+	// stale.
+	NextUpdate time.Time
 
 	subjects    []Identifier   // sorted
 	credentials []CredentialID // sorted
 	raw         []byte
 }
 
-// NewRevocationList signs a list for the authority behind signer. The
+// NewRevocationList signs a list for the authority behind signer, due to
+// be replaced at nextUpdate (both times are truncated to the second). The
 // subjects and credentials may be in any order and may repeat.
-func NewRevocationList(authority vault.Signer, sequence uint64, issuedAt time.Time,
+func NewRevocationList(authority vault.Signer, sequence uint64, issuedAt, nextUpdate time.Time,
 	subjects []Identifier, credentials []CredentialID) (*RevocationList, error) {
 	if sequence == 0 {
 		return nil, fmt.Errorf("secure: revocation list sequence must be at least 1")
@@ -60,8 +72,13 @@ func NewRevocationList(authority vault.Signer, sequence uint64, issuedAt time.Ti
 		Issuer:      IdentifierOf(authority.Public()),
 		Sequence:    sequence,
 		IssuedAt:    issuedAt.Truncate(time.Second).UTC(),
+		NextUpdate:  nextUpdate.Truncate(time.Second).UTC(),
 		subjects:    sortedUnique(subjects, func(a, b Identifier) int { return bytes.Compare(a[:], b[:]) }),
 		credentials: sortedUnique(credentials, func(a, b CredentialID) int { return bytes.Compare(a[:], b[:]) }),
+	}
+	if !l.NextUpdate.After(l.IssuedAt) || unixSeconds(l.NextUpdate) > maxUnix {
+		return nil, fmt.Errorf("secure: revocation list next update %s is not after its issue time %s",
+			l.NextUpdate.Format(time.RFC3339), l.IssuedAt.Format(time.RFC3339))
 	}
 	if len(l.subjects)+len(l.credentials) > MaxRevocationEntries {
 		return nil, fmt.Errorf("secure: revocation list of more than %d entries", MaxRevocationEntries)
@@ -70,6 +87,7 @@ func NewRevocationList(authority vault.Signer, sequence uint64, issuedAt time.Ti
 	b = append(b, l.Issuer[:]...)
 	b = binary.BigEndian.AppendUint64(b, sequence)
 	b = binary.BigEndian.AppendUint64(b, unixSeconds(l.IssuedAt))
+	b = binary.BigEndian.AppendUint64(b, unixSeconds(l.NextUpdate))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(l.subjects)))
 	for _, s := range l.subjects {
 		b = append(b, s[:]...)
@@ -97,15 +115,16 @@ func ParseRevocationList(b []byte) (*RevocationList, error) {
 	s := cryptobyte.String(b)
 	l := &RevocationList{}
 	var version uint8
-	var issued uint64
+	var issued, next uint64
 	if !s.ReadUint8(&version) || version != revocationVersion {
 		return nil, fmt.Errorf("%w: revocation list version %d, want %d", ErrMalformed, version, revocationVersion)
 	}
-	if !s.CopyBytes(l.Issuer[:]) || !s.ReadUint64(&l.Sequence) || !s.ReadUint64(&issued) {
+	if !s.CopyBytes(l.Issuer[:]) || !s.ReadUint64(&l.Sequence) || !s.ReadUint64(&issued) || !s.ReadUint64(&next) {
 		return nil, fmt.Errorf("%w: revocation list truncated", ErrMalformed)
 	}
-	if l.Sequence == 0 || issued > maxUnix {
-		return nil, fmt.Errorf("%w: revocation list sequence %d issued at %d", ErrMalformed, l.Sequence, issued)
+	if l.Sequence == 0 || issued > maxUnix || next > maxUnix || next <= issued {
+		return nil, fmt.Errorf("%w: revocation list sequence %d issued at %d, next update at %d",
+			ErrMalformed, l.Sequence, issued, next)
 	}
 	subjects, err := readSortedEntries(&s, IdentifierSize, "subject")
 	if err != nil {
@@ -130,6 +149,7 @@ func ParseRevocationList(b []byte) (*RevocationList, error) {
 		return nil, fmt.Errorf("%w: revocation list signature of %d bytes, want %d", ErrMalformed, len(s), ed25519.SignatureSize)
 	}
 	l.IssuedAt = time.Unix(int64(issued), 0).UTC()
+	l.NextUpdate = time.Unix(int64(next), 0).UTC()
 	l.raw = append([]byte(nil), b...)
 	return l, nil
 }

@@ -83,7 +83,7 @@ func newFixtures(t testing.TB) *fixtures {
 	f.listenerCred = cred(f.authority, f.listener, f.listenerAttrs)
 	f.strangerCred = cred(f.stranger, f.listener, f.strangerAttrs)
 	var err error
-	f.list, err = NewRevocationList(f.authority.Signer(), 7, vectorRevoked,
+	f.list, err = NewRevocationList(f.authority.Signer(), 7, vectorRevoked, vectorRevoked.Add(DefaultRevocationListValidity),
 		[]Identifier{f.stranger.Identifier()}, []CredentialID{f.deviceCred.ID})
 	require.NoError(t, err)
 	return f
@@ -383,12 +383,13 @@ func checkCredential(t *testing.T, v *vectorFile) {
 
 func genRevocation(t *testing.T, f *fixtures) *vectorFile {
 	v := &vectorFile{}
-	v.comment("Revocation list (docs/PROTOCOL.md, section 5), sequence 7: it revokes the stranger's identity by subject")
+	v.comment("Revocation list v2 (docs/PROTOCOL.md, section 5), sequence 7, due for an update 7 days after it was issued: it revokes the stranger's identity by subject")
 	v.comment("and the device's credential (credential.txt) by id.")
 	v.comment(generatedBy)
 	v.authority(f)
 	v.set("sequence", f.list.Sequence)
 	v.set("issued", f.list.IssuedAt)
+	v.set("next-update", f.list.NextUpdate)
 	v.set("revoked-subject", f.stranger.Identifier())
 	v.set("revoked-credential", f.deviceCred.ID[:])
 	v.set("revocation-list", f.list.Marshal())
@@ -404,6 +405,7 @@ func checkRevocation(t *testing.T, v *vectorFile) {
 	require.Equal(t, v.get(t, "authority-identifier"), l.Issuer.String())
 	require.Equal(t, v.get(t, "sequence"), fmt.Sprint(l.Sequence))
 	require.Equal(t, v.time(t, "issued"), l.IssuedAt)
+	require.Equal(t, v.time(t, "next-update"), l.NextUpdate)
 	require.Len(t, l.Subjects(), 1)
 	require.Equal(t, v.get(t, "revoked-subject"), l.Subjects()[0].String())
 	require.Equal(t, []CredentialID{CredentialID(v.bytes(t, "revoked-credential"))}, l.Credentials())

@@ -110,6 +110,16 @@ func (v *Verifier) VerifyCredential(c *Credential, subject Identifier, now time.
 	return v.checkCurrent(v.revocations.Load(), c, now, true)
 }
 
+// CheckCurrent checks the parts of a credential, verified before (by
+// VerifyCredential or in a handshake), that change while it is in use: it
+// has not expired at now (ErrExpired) and the current list of its issuer
+// does not revoke it (ErrRevoked). It does not check the signature again,
+// so it costs a map lookup and two binary searches. It is safe for
+// concurrent use.
+func (v *Verifier) CheckCurrent(c *Credential, now time.Time) error {
+	return v.checkCurrent(v.revocations.Load(), c, now, false)
+}
+
 // checkCurrent checks the parts of a verified credential that change with
 // time and revocations.
 func (v *Verifier) checkCurrent(st *revocationState, c *Credential, now time.Time, checkStart bool) error {

@@ -38,16 +38,16 @@ func TestVerifyCredential(t *testing.T) {
 	e := newTestEnv(t)
 	other := newIdentity(t)
 	device := e.device.Identifier()
-	revokeSubject, err := NewRevocationList(e.authority.Signer(), 1, t0, []Identifier{device}, nil)
+	revokeSubject, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{device}, nil)
 	require.NoError(t, err)
-	revokeID, err := NewRevocationList(e.authority.Signer(), 1, t0, nil, []CredentialID{e.deviceCred.ID})
+	revokeID, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), nil, []CredentialID{e.deviceCred.ID})
 	require.NoError(t, err)
-	revokeOthers, err := NewRevocationList(e.authority.Signer(), 1, t0, []Identifier{e.listener.Identifier()}, []CredentialID{{1}})
+	revokeOthers, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{e.listener.Identifier()}, []CredentialID{{1}})
 	require.NoError(t, err)
 	// A second trusted authority revokes the device: that list is about
 	// its own credentials, not the first authority's.
 	second := newIdentity(t)
-	revokeBySecond, err := NewRevocationList(second.Signer(), 1, t0, []Identifier{device}, []CredentialID{e.deviceCred.ID})
+	revokeBySecond, err := NewRevocationList(second.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{device}, []CredentialID{e.deviceCred.ID})
 	require.NoError(t, err)
 
 	foreign := issue(t, other, device, sensorAttrs)
@@ -109,7 +109,7 @@ func TestUpdateRevocations(t *testing.T) {
 	e := newTestEnv(t)
 	issuer := e.authority.Identifier()
 	list := func(seq uint64, subjects ...Identifier) *RevocationList {
-		l, err := NewRevocationList(e.authority.Signer(), seq, t0, subjects, nil)
+		l, err := NewRevocationList(e.authority.Signer(), seq, t0, t0.Add(DefaultRevocationListValidity), subjects, nil)
 		require.NoError(t, err)
 		return l
 	}
@@ -132,14 +132,14 @@ func TestUpdateRevocations(t *testing.T) {
 	require.ErrorIs(t, e.verifier.UpdateRevocations(l2), ErrStaleRevocationList, "putting the old list back")
 
 	other := newIdentity(t)
-	foreign, err := NewRevocationList(other.Signer(), 9, t0, nil, nil)
+	foreign, err := NewRevocationList(other.Signer(), 9, t0, t0.Add(DefaultRevocationListValidity), nil, nil)
 	require.NoError(t, err)
 	require.ErrorIs(t, e.verifier.UpdateRevocations(foreign), ErrUnknownIssuer)
 	require.Zero(t, e.verifier.RevocationSequence(other.Identifier()))
 
 	// Signed by another key, naming the trusted authority as issuer.
 	forged, err := ParseRevocationList(signWith(t, other.Signer(), revocationContext,
-		revocationBody(1, issuer, 4, uint64(t0.Unix()), 0, nil, 0, nil)))
+		revocationBody(revocationVersion, issuer, 4, uint64(t0.Unix()), 0, nil, 0, nil)))
 	require.NoError(t, err)
 	require.ErrorIs(t, e.verifier.UpdateRevocations(forged), ErrBadSignature)
 	require.Equal(t, uint64(3), e.verifier.RevocationSequence(issuer))
@@ -151,7 +151,7 @@ func TestUpdateRevocationsConcurrent(t *testing.T) {
 	e := newTestEnv(t)
 	var lists []*RevocationList
 	for seq := range uint64(32) {
-		l, err := NewRevocationList(e.authority.Signer(), seq+1, t0, []Identifier{{byte(seq)}}, nil)
+		l, err := NewRevocationList(e.authority.Signer(), seq+1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{{byte(seq)}}, nil)
 		require.NoError(t, err)
 		lists = append(lists, l)
 	}
@@ -182,7 +182,7 @@ func TestAuthorize(t *testing.T) {
 	expires := t0.Add(credentialTTL)
 	revoke := func(seq uint64, subjects []Identifier, ids []CredentialID) {
 		t.Helper()
-		l, err := NewRevocationList(e.authority.Signer(), seq, t0, subjects, ids)
+		l, err := NewRevocationList(e.authority.Signer(), seq, t0, t0.Add(DefaultRevocationListValidity), subjects, ids)
 		require.NoError(t, err)
 		require.NoError(t, e.verifier.UpdateRevocations(l))
 	}
@@ -243,9 +243,23 @@ func TestAuthorizeConcurrent(t *testing.T) {
 		})
 	}
 	for seq := range uint64(20) {
-		l, err := NewRevocationList(e.authority.Signer(), seq+1, t0, []Identifier{{byte(seq)}}, nil)
+		l, err := NewRevocationList(e.authority.Signer(), seq+1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{{byte(seq)}}, nil)
 		require.NoError(t, err)
 		require.NoError(t, e.verifier.UpdateRevocations(l), fmt.Sprint(seq))
 	}
 	wg.Wait()
+}
+
+// TestCheckCurrent: the check of a credential in use sees a new list and
+// the expiry, and nothing else (the signature was checked before).
+func TestCheckCurrent(t *testing.T) {
+	e := newTestEnv(t)
+	v := newVerifier(t, e.authority)
+	c := e.deviceCred
+	require.NoError(t, v.CheckCurrent(c, t0))
+	require.ErrorIs(t, v.CheckCurrent(c, c.ExpiresAt), ErrExpired)
+	l, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{c.Subject}, nil)
+	require.NoError(t, err)
+	require.NoError(t, v.UpdateRevocations(l))
+	require.ErrorIs(t, v.CheckCurrent(c, t0), ErrRevoked)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/inlet"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
 // inletCommand returns "ockam inlet".
@@ -76,6 +77,17 @@ Flags:
   --allow-remote           allow a --listen address that is not loopback
   --listener-identity ID   pin the listener's identifier (I and 64 hex
                            digits)
+  --revocation-list FILE   a signed revocation list: a listener it revokes
+                           is refused, also on an open channel (re-read
+                           when it changes; outputs.ockam's revocation_list)
+  --revocation-source ADDR the authority service, tcp://host:port, asked
+                           for its list every 30s; no channel opens before
+                           its first answer unless a list was kept in
+                           --revocation-state
+  --revocation-state FILE  where the newest list from --revocation-source
+                           is kept across restarts (default: the
+                           credential file with ".revocation-state"
+                           appended)
   --token-file FILE        require the token in this file (mode 0600) as
                            "Authorization: Token …" (1.x: also the password
                            of basic authentication, or p=)
@@ -90,6 +102,14 @@ Flags:
 Anyone who can reach the inlet writes as this device: keep it on loopback,
 and set --token-file when other local users must not write as the device.
 `
+
+// inletTrustNames name the trust options as the inlet's flags, in
+// messages.
+var inletTrustNames = trust.Names{
+	Vault: "--vault", Passphrase: "--passphrase-file", Credential: "--credential",
+	Authority: "--authority", Authorities: "--authority",
+	RevocationList: "--revocation-list", RevocationSource: "--revocation-source", RevocationState: "--revocation-state",
+}
 
 // maxInletTokenFile bounds the token file.
 const maxInletTokenFile = 4 << 10
@@ -111,6 +131,9 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 	listen := fs.String("listen", "127.0.0.1:8086", "where to serve HTTP")
 	allowRemote := fs.Bool("allow-remote", false, "allow a listen address that is not loopback")
 	listenerID := fs.String("listener-identity", "", "the listener's identifier to pin")
+	revocationList := fs.String("revocation-list", "", "a revocation list file checked against the listener")
+	revocationSource := fs.String("revocation-source", "", "the authority service asked for its revocation list")
+	revocationState := fs.String("revocation-state", "", "where the newest list from --revocation-source is kept")
 	tokenFile := fs.String("token-file", "", "file holding the token clients must send")
 	timeout := fs.Duration("timeout", 10*time.Second, "wait for a channel and for each answer")
 	maxBody := sizeFlag(inlet.DefaultMaxBodySize)
@@ -153,12 +176,17 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 			AuthorityPath:    *authority,
 			ListenerIdentity: *listenerID,
 			Timeout:          config.Duration(*timeout),
+			RevocationList:   *revocationList,
+			RevocationSource: *revocationSource,
+			RevocationState:  *revocationState,
 			Log:              log.named("outputs.ockam"),
 			Statistics:       stats,
+			TrustNames:       &inletTrustNames,
 		}
 		if err := out.Init(); err != nil {
-			return withHint(err, "--vault, --credential, --authority, --address, --route and --listener-identity are "+
-				"outputs.ockam's vault_path, credential_path, authority_path, address, route and listener_identity")
+			return withHint(err, "--vault, --credential, --authority, --address, --route, --listener-identity and "+
+				"--revocation-* are outputs.ockam's vault_path, credential_path, authority_path, address, route, "+
+				"listener_identity and revocation_*")
 		}
 		defer out.Close() // releases the vault on every path; serveInlet closes it first
 		ln, err := listenLocal(*listen, *allowRemote)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -41,6 +42,10 @@ Flags:
                            identity file or an identifier
   --credential ID          revoke one credential: its id (32 hex digits, as
                            printed by 'ockam credential issue') or its file
+  --next-update D          when the list is due to be replaced, after its
+                           issue time (default 7d, with --list; the
+                           service signs with 7d): parties that hold it
+                           after then log it as stale
   --passphrase-file FILE   the file holding the vault passphrase
 
 At least one of --subject and --credential is required; with both, both
@@ -56,6 +61,8 @@ func revocationAdd(fs *flag.FlagSet) action {
 	subject := fs.String("subject", "", "identity to revoke")
 	credential := fs.String("credential", "", "credential id to revoke")
 	db := fs.String("db", "", "authority store")
+	nextUpdate := ttlFlag(secure.DefaultRevocationListValidity)
+	fs.Var(&nextUpdate, "next-update", "how long until the list is due to be replaced")
 	return func(e *env, args []string) error {
 		now, err := begin(e, fs, args, "vault")
 		if err != nil {
@@ -103,7 +110,7 @@ func revocationAdd(fs *flag.FlagSet) action {
 			subjects = append(subjects, old.Subjects()...)
 			credentials = append(credentials, old.Credentials()...)
 		}
-		l, err := secure.NewRevocationList(authority.Signer(), seq, now, subjects, credentials)
+		l, err := secure.NewRevocationList(authority.Signer(), seq, now, now.Add(time.Duration(nextUpdate)), subjects, credentials)
 		if err != nil {
 			return fmt.Errorf("sign revocation list: %w", err)
 		}
@@ -185,6 +192,7 @@ func printRevocationList(e *env, l *secure.RevocationList, verified bool) {
 	fmt.Fprintf(e.stdout, "issuer:      %s\n", l.Issuer)
 	fmt.Fprintf(e.stdout, "sequence:    %d\n", l.Sequence)
 	fmt.Fprintf(e.stdout, "issued:      %s\n", formatTime(l.IssuedAt))
+	fmt.Fprintf(e.stdout, "next update: %s\n", formatTime(l.NextUpdate))
 	if verified {
 		fmt.Fprintln(e.stdout, "signature:   verified")
 	} else {

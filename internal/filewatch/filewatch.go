@@ -70,6 +70,12 @@ func (w *Watch) Poll(now time.Time) ([]byte, error) {
 	return data, nil
 }
 
+// Forget makes the next Poll read the file even if its size and mtime did
+// not change, for a caller that polls rarely and must not miss a rewrite
+// within the file system's mtime resolution. Content already applied is
+// still not applied again.
+func (w *Watch) Forget() { w.info = nil }
+
 // Report records err as the problem of the moment and returns its message
 // ("" for none) and whether it differs from the one last reported, so that
 // a problem is logged once, and its end once.

@@ -347,7 +347,7 @@ func (c *rawConn) register(name string, id *secure.LocalIdentity, cred []byte, t
 func TestRegistrationRefused(t *testing.T) {
 	e := newEnv(t)
 	revokedID := newIdentity(t)
-	rl, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), []secure.Identifier{revokedID.Identifier()}, nil)
+	rl, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), time.Now().Add(secure.DefaultRevocationListValidity), []secure.Identifier{revokedID.Identifier()}, nil)
 	require.NoError(t, err)
 	log := newTestLog(t)
 	_, relay := startRelay(t, "127.0.0.1:0", ServerConfig{Authorities: []*secure.Identity{e.authority.Public()},
@@ -595,12 +595,12 @@ func TestRevocationEndsRegistration(t *testing.T) {
 	e.connect(t, l, relay, gateway).exchange(t, 10)
 
 	rogue := newIdentity(t)
-	foreign, err := secure.NewRevocationList(rogue.Signer(), 1, time.Now(), []secure.Identifier{e.listener.Identifier()}, nil)
+	foreign, err := secure.NewRevocationList(rogue.Signer(), 1, time.Now(), time.Now().Add(secure.DefaultRevocationListValidity), []secure.Identifier{e.listener.Identifier()}, nil)
 	require.NoError(t, err)
 	require.ErrorIs(t, s.UpdateRevocations(foreign), secure.ErrUnknownIssuer)
 	require.True(t, l.Registered(), "a foreign list changes nothing")
 
-	list, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), []secure.Identifier{e.listener.Identifier()}, nil)
+	list, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), time.Now().Add(secure.DefaultRevocationListValidity), []secure.Identifier{e.listener.Identifier()}, nil)
 	require.NoError(t, err)
 	require.NoError(t, s.UpdateRevocations(list))
 	require.Eventually(t, func() bool { return !l.Registered() }, 30*time.Second, 5*time.Millisecond)
@@ -609,7 +609,7 @@ func TestRevocationEndsRegistration(t *testing.T) {
 	require.ErrorContains(t, dialFails(t, relay, gateway), `no listener registered as "`+gateway+`"`)
 	require.False(t, l.Registered())
 
-	putBack, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), nil, nil)
+	putBack, err := secure.NewRevocationList(e.authority.Signer(), 1, time.Now(), time.Now().Add(secure.DefaultRevocationListValidity), nil, nil)
 	require.NoError(t, err)
 	require.Error(t, s.UpdateRevocations(putBack), "another list with the same sequence (the revocation undone) is refused")
 }

@@ -75,7 +75,7 @@ func TestAttackCredentials(t *testing.T) {
 	a.requireLog(testutil.LevelInfo, "failed (wrong_subject)", "purpose key is not the attested one")
 
 	// Revoked while its channel is open: its next message is refused, the
-	// channel is closed (before W13's fix it stayed open, only nacking), and
+	// channel is closed (before W14's fix it stayed open, only nacking), and
 	// its next handshake is refused.
 	vc := victim.dial(t, a.addr)
 	vc.send(1, victimLine(1))

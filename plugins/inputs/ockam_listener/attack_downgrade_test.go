@@ -70,7 +70,7 @@ func TestAttackDowngrade(t *testing.T) {
 	// Another pattern changes message 1 itself: Noise IK's first message
 	// carries more than the hello.
 	nc := rawConn(t, a.addr)
-	listenerKey := a.l.identity.Load().Public().Attestation().PurposeKey
+	listenerKey := a.l.trust.Current().Identity.Public().Attestation().PurposeKey
 	hs := m.rawHandshake(t, suite, noise.HandshakeIK, true, secure.Prologue, listenerKey[:])
 	msg1, _, _, err := hs.WriteMessage(nil, []byte(secure.ProtocolName))
 	require.NoError(t, err)

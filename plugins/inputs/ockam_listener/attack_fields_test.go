@@ -10,7 +10,7 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 )
 
-// TestAttackProvenanceThroughFields (docs/SECURITY.md, W11): a device with
+// TestAttackProvenanceThroughFields (docs/SECURITY.md, W12): a device with
 // a valid credential writes fields named like the tags the listener sets
 // from credentials: the identity tag, an attribute tag, the reserved
 // _ockam_bucket tag. InfluxQL resolves a name that is both a tag and a
@@ -48,7 +48,7 @@ func TestAttackProvenanceThroughFields(t *testing.T) {
 	a.finish()
 }
 
-// TestAttackPoisonPoints (docs/SECURITY.md, W12): points that InfluxDB
+// TestAttackPoisonPoints (docs/SECURITY.md, W13): points that InfluxDB
 // refuses for good are refused before delivery, with a permanent nack
 // naming the point and InfluxDB's own words where it has them. Emitted,
 // each would fail the gateway output's whole batch, and with it every

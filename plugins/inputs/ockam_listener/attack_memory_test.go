@@ -13,7 +13,7 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
-// TestAttackPinMemory (docs/SECURITY.md, W13): one device sends 200
+// TestAttackPinMemory (docs/SECURITY.md, W14): one device sends 200
 // messages of 4 MiB while the outputs deliver nothing. Before the fix the
 // listener emitted all of them (max_undelivered_messages is 1000): about
 // 900 MiB of heap for one channel. Now it stops reading the channel once

@@ -101,8 +101,8 @@ func TestAttackMITM(t *testing.T) {
 	a := newArena(t)
 	p := a.p
 	victim := p.fileDevice("victim", map[string]string{"role": "sensor"})
-	listener := a.l.identity.Load()
-	listenerCred := a.l.credential.Load()
+	listener := a.l.trust.Current().Identity
+	listenerCred := a.l.trust.Current().Credential
 	mallory := newAttacker(t)
 	rogue := newPKI(t)
 	rogueCred, err := secure.IssueCredential(rogue.authority.Signer(), mallory.id.Identifier(),

@@ -10,7 +10,7 @@ import (
 // pin, per channel (max_undelivered_bytes_per_channel) and per identity
 // (max_undelivered_bytes_per_identity), so that one device cannot hold
 // max_undelivered_messages × max_received_message_size of the gateway while the
-// outputs are slow (docs/SECURITY.md, W13).
+// outputs are slow (docs/SECURITY.md, W14).
 //
 // A message is counted by sizeEstimate of its payload, before it is parsed:
 // a reader waiting for room holds the payload only, never its parsed

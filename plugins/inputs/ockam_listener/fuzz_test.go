@@ -33,7 +33,7 @@ func fuzzFixture(t testing.TB) (*Listener, *secure.Peer) {
 	d := p.device(map[string]string{"role": "sensor", "site": "plant-7"})
 	i, err := secure.NewInitiator(secure.HandshakeConfig{Identity: d.id, Credential: d.cred, Verifier: p.verifier, Now: l.now})
 	require.NoError(t, err)
-	r, err := secure.NewResponder(secure.HandshakeConfig{Identity: l.identity.Load(), Credential: l.credential.Load(),
+	r, err := secure.NewResponder(secure.HandshakeConfig{Identity: l.trust.Current().Identity, Credential: l.trust.Current().Credential,
 		Verifier: l.verifier, Now: l.now})
 	require.NoError(t, err)
 	msg1, err := i.Start()

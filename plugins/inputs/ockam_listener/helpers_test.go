@@ -98,7 +98,7 @@ func (p *pki) listener() *Listener {
 // revocationList writes a revocation list of the authority.
 func (p *pki) revocationList(seq uint64, revoked ...secure.Identifier) []byte {
 	p.t.Helper()
-	list, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, revoked, nil)
+	list, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, p.now.Add(secure.DefaultRevocationListValidity), revoked, nil)
 	require.NoError(p.t, err)
 	return list.MarshalFile()
 }

@@ -38,7 +38,7 @@ func TestListenerPurposeKeyRotation(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, operator.RotatePurposeKey(v, time.Now(), time.Hour))
 	newKey := operator.Public().Attestation().PurposeKey
-	require.Eventually(t, func() bool { return l.identity.Load().Public().Attestation().PurposeKey == newKey },
+	require.Eventually(t, func() bool { return l.trust.Current().Identity.Public().Attestation().PurposeKey == newKey },
 		wait, 5*time.Millisecond)
 	require.Eventually(t, func() bool { return len(logged(log, "Loaded the rotated purpose key")) == 1 },
 		wait, 5*time.Millisecond)
@@ -68,7 +68,7 @@ func TestListenerKeepsKeyWhenVaultBreaks(t *testing.T) {
 	l.Log = log
 	checks := countChecks(l)
 	out, addr := start(t, l)
-	inUse := l.identity.Load()
+	inUse := l.trust.Current().Identity
 
 	v, err := vault.OpenFile(l.VaultPath, nil)
 	require.NoError(t, err)
@@ -77,7 +77,7 @@ func TestListenerKeepsKeyWhenVaultBreaks(t *testing.T) {
 		wait, 5*time.Millisecond)
 	checks.waitChecks(t, 5)
 	require.Len(t, logged(log, "new channels keep the purpose key in use"), 1, "logged once")
-	require.Same(t, inUse, l.identity.Load())
+	require.Same(t, inUse, l.trust.Current().Identity)
 
 	c := p.device(nil).dial(t, addr)
 	c.send(1, "m v=1")
@@ -86,7 +86,7 @@ func TestListenerKeepsKeyWhenVaultBreaks(t *testing.T) {
 
 	require.NoError(t, v.WriteRecord("purpose.attestation", inUse.Public().Attestation().Marshal()))
 	require.Eventually(t, func() bool { return len(logged(log, "vault_path", "OK again")) > 0 }, wait, 5*time.Millisecond)
-	require.Same(t, inUse, l.identity.Load(), "the same record: nothing to load")
+	require.Same(t, inUse, l.trust.Current().Identity, "the same record: nothing to load")
 }
 
 // logged returns the messages, at any level, that contain every part.
@@ -102,15 +102,4 @@ next:
 		found = append(found, e.Text)
 	}
 	return found
-}
-
-// TestVaultSpecErrorsHideValues: a PIN written into a pkcs11 spec by
-// mistake is refused, and the error does not repeat it.
-func TestVaultSpecErrorsHideValues(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.VaultPath = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=ockam;pin-value=31337;dir=" + l.VaultPath
-	err := l.Init()
-	require.ErrorContains(t, err, "the PIN must not be written in the spec")
-	require.NotContains(t, err.Error(), "31337")
 }

@@ -36,7 +36,7 @@ func TestInitErrors(t *testing.T) {
 		{"address without scheme", func(_ *pki, l *Listener) { l.ServiceAddress = ":4000" }, "service_address", nil},
 		{"address without port", func(_ *pki, l *Listener) { l.ServiceAddress = "tcp://localhost" }, "service_address", nil},
 		{"address with path", func(_ *pki, l *Listener) { l.ServiceAddress = "tcp://:4000/x" }, "service_address", nil},
-		{"no vault_path", func(_ *pki, l *Listener) { l.VaultPath = "" }, "vault_path is required", nil},
+		{"no vault_path", func(_ *pki, l *Listener) { l.VaultPath = "" }, `option "vault_path" is required`, nil},
 		{"vault_path missing", func(p *pki, l *Listener) { l.VaultPath = filepath.Join(p.dir, "nope") }, "vault_path", fs.ErrNotExist},
 		{"vault_path is a file", func(p *pki, l *Listener) { l.VaultPath = p.authorityFile }, "vault_path", nil},
 		{"empty vault", func(p *pki, l *Listener) {
@@ -60,7 +60,7 @@ func TestInitErrors(t *testing.T) {
 			require.NoError(p.t, err)
 			l.VaultPath, l.CredentialPath = dir, p.write("old.cred", c.MarshalFile())
 		}, "purpose-key attestation", secure.ErrExpired},
-		{"no credential_path", func(_ *pki, l *Listener) { l.CredentialPath = "" }, "credential_path is required", nil},
+		{"no credential_path", func(_ *pki, l *Listener) { l.CredentialPath = "" }, `option "credential_path" is required`, nil},
 		{"credential missing", func(p *pki, l *Listener) { l.CredentialPath = filepath.Join(p.dir, "nope") }, "credential_path", fs.ErrNotExist},
 		{"credential malformed", func(p *pki, l *Listener) { l.CredentialPath = p.authorityFile }, "credential_path", secure.ErrMalformed},
 		{"credential of another authority", func(p *pki, l *Listener) {
@@ -150,22 +150,12 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func TestInitEncryptedVault(t *testing.T) {
-	p := newPKI(t)
-	l := p.listener()
-	l.VaultPath, l.CredentialPath = p.listenerFiles("encrypted", "right", p.now, time.Hour)
-	l.VaultPassphrase = secret("right")
-	l.RevocationList = p.write("revoked.list", p.revocationList(1))
-	require.NoError(t, l.Init())
-	require.Equal(t, "tcp", l.network)
-	require.Equal(t, "127.0.0.1:0", l.address)
-	require.Equal(t, uint64(1), l.verifier.RevocationSequence(p.authority.Identifier()))
-}
-
 func TestInitOpensNothing(t *testing.T) {
 	p := newPKI(t)
 	l := p.listener()
 	require.NoError(t, l.Init())
+	require.Equal(t, "tcp", l.network)
+	require.Equal(t, "127.0.0.1:0", l.address)
 	require.Nil(t, l.ln)
 	l.Stop() // before Start: a no-op
 }
@@ -270,4 +260,21 @@ func TestReadmeHasSampleConfig(t *testing.T) {
 	block, _, ok = strings.Cut(block, "```\n")
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block)
+}
+
+// TestAuthorityPath: the listener takes authority_path, as outputs.ockam
+// does, alone or with authority_paths (issue 16: it used to refuse it).
+func TestAuthorityPath(t *testing.T) {
+	p := newPKI(t)
+	other := newPKI(t)
+	l := p.listener()
+	l.AuthorityPath, l.AuthorityPaths = p.authorityFile, nil
+	require.NoError(t, l.Init())
+	require.True(t, l.verifier.Trusts(p.authority.Identifier()))
+
+	l2 := newPKI(t).listener()
+	l2.AuthorityPath = other.authorityFile
+	require.NoError(t, l2.Init())
+	require.True(t, l2.verifier.Trusts(other.authority.Identifier()))
+	require.Len(t, l2.AuthorityPaths, 1, "and authority_paths")
 }

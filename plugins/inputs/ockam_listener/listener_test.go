@@ -57,7 +57,7 @@ func TestAckOnlyAfterDelivery(t *testing.T) {
 	require.Equal(t, int64(1), l.stats.channelsOpen.Get())
 }
 
-// TestRejectedIsResentAlone (docs/SECURITY.md, W12): Telegraf reports a
+// TestRejectedIsResentAlone (docs/SECURITY.md, W13): Telegraf reports a
 // group "not delivered" with no reason, both when an output refused the
 // batch that held it for good (the guilty group and every other in that
 // batch) and when a full buffer evicted it. The listener emits a rejected
@@ -613,20 +613,20 @@ func TestCredentialReload(t *testing.T) {
 	l.Log = log
 	l.RevocationCheckInterval = config.Duration(20 * time.Millisecond)
 	_, addr := start(t, l)
-	first := l.credential.Load()
+	first := l.trust.Current().Credential
 
 	// A credential for another identity is refused and the current one kept.
 	p.write("listener.cred", p.device(nil).cred.MarshalFile())
 	requireLog(t, log, "credential_path", "wrong subject")
-	require.Same(t, first, l.credential.Load())
+	require.Same(t, first, l.trust.Current().Credential)
 
 	// A new valid one replaces it, and new channels present it.
-	fresh, err := secure.IssueCredential(p.authority.Signer(), l.identity.Load().Identifier(),
+	fresh, err := secure.IssueCredential(p.authority.Signer(), l.trust.Current().Identity.Identifier(),
 		map[string]string{"role": "listener", "gen": "2"}, p.now, 48*time.Hour, nil)
 	require.NoError(t, err)
 	p.write("listener.cred", fresh.MarshalFile())
-	require.Eventually(t, func() bool { return l.credential.Load() != first }, wait, time.Millisecond)
-	require.Equal(t, "2", l.credential.Load().Attributes["gen"])
+	require.Eventually(t, func() bool { return l.trust.Current().Credential != first }, wait, time.Millisecond)
+	require.Equal(t, "2", l.trust.Current().Credential.Attributes["gen"])
 	p.device(nil).dial(t, addr)
 }
 

@@ -12,13 +12,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -27,12 +23,10 @@ import (
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/selfstat"
 
-	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/mqtt"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
-	"github.com/ockam-addons/telegraf-ockam/vault"
-	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
+	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
 //go:embed sample.conf
@@ -54,6 +48,7 @@ const (
 	defaultMaxUndeliveredBytesPerChannel  = 32 << 20
 	defaultMaxUndeliveredBytesPerIdentity = 64 << 20
 	defaultRevocationCheckInterval        = time.Second
+	defaultRevocationPollInterval         = trust.DefaultPollInterval
 
 	// maxMessageSizeLimit bounds max_received_message_size: every connection may hold
 	// one message of that size while it is reassembled and parsed.
@@ -71,11 +66,15 @@ type Listener struct {
 	VaultPath               string          `toml:"vault_path"`
 	VaultPassphrase         config.Secret   `toml:"vault_passphrase"`
 	CredentialPath          string          `toml:"credential_path"`
+	AuthorityPath           string          `toml:"authority_path"`
 	AuthorityPaths          []string        `toml:"authority_paths"`
 	RevocationList          string          `toml:"revocation_list"`
 	RevocationCheckInterval config.Duration `toml:"revocation_check_interval"`
 	RevocationSource        string          `toml:"revocation_source"`
 	RevocationPollInterval  config.Duration `toml:"revocation_poll_interval"`
+	RevocationState         string          `toml:"revocation_state"`
+	RevocationFailOpen      bool            `toml:"revocation_fail_open"`
+	RevocationRefuseStale   bool            `toml:"revocation_refuse_stale"`
 	IdentityTag             string          `toml:"identity_tag"`
 	AttributeTags           []string        `toml:"attribute_tags"`
 	MaxConnections          int             `toml:"max_connections"`
@@ -97,19 +96,12 @@ type Listener struct {
 	Statistics *selfstat.Collector `toml:"-"`
 
 	// Set by Init.
-	network, address string                               // of service_address; network "mqtt" for a broker, "" for none
-	vault            vault.Vault                          // kept open: see reloadIdentity
-	identity         atomic.Pointer[secure.LocalIdentity] // replaced when the purpose key is rotated
-	identityProblem  string                               // the problem with the vault last logged
+	network, address string       // of service_address; network "mqtt" for a broker, "" for none
+	trust            *trust.Trust // identity, credential, authorities, revocation; refreshed by Start's loop
 	verifier         *secure.Verifier
-	credential       atomic.Pointer[secure.Credential] // replaced by the file watcher
 	policy           *policy
 	reserved         map[string]bool // field keys no point may carry (check.go)
 	stats            *stats
-	revocationFile   *filewatch.Watch       // nil without revocation_list
-	revocations      *secure.RevocationList // the list last applied
-	credentialFile   *filewatch.Watch
-	credentialAlarm  string // the problem with the credential in use last logged
 	now              func() time.Time
 
 	// Set by Start.
@@ -162,19 +154,12 @@ func (l *Listener) Init() error {
 	if err := l.checkSettings(); err != nil {
 		return err
 	}
-	if err := l.checkRevocationSource(); err != nil {
-		return err
-	}
 	p, err := newPolicy(l.Allow)
 	if err != nil {
 		return err
 	}
 	l.policy = p
 	l.reserved = l.reservedFields()
-	if err := l.loadTrust(); err != nil {
-		l.closeVault()
-		return err
-	}
 	// A parser with the settings every connection will use; each connection
 	// has its own, since influx.Parser serializes Parse.
 	if _, err := newParser(); err != nil {
@@ -185,7 +170,7 @@ func (l *Listener) Init() error {
 		l.Statistics = selfstat.NewCollector(nil)
 	}
 	l.stats = newStats(l.Statistics)
-	return nil
+	return l.loadTrust()
 }
 
 // checkSettings validates the settings that need no file.
@@ -197,12 +182,6 @@ func (l *Listener) checkSettings() error {
 		return err
 	}
 	switch {
-	case l.VaultPath == "":
-		return errors.New("vault_path is required")
-	case l.CredentialPath == "":
-		return errors.New("credential_path is required")
-	case len(l.AuthorityPaths) == 0:
-		return errors.New("authority_paths needs at least one authority identity file")
 	case l.MaxConnections <= 0:
 		return fmt.Errorf("max_connections must be positive, got %d", l.MaxConnections)
 	case l.MaxHandshakesPerIP <= 0:
@@ -315,118 +294,38 @@ func parseServiceAddress(s string) (network, address string, err error) {
 	return u.Scheme, u.Host, nil
 }
 
-// loadTrust loads the authorities, the revocation list, the identity and
-// the credential, and checks that the credential is currently valid.
+// loadTrust opens the vault and loads the identity, the authorities, the
+// revocation list and its persisted state, and the credential, which must
+// be valid now (package trust).
 func (l *Listener) loadTrust() error {
-	authorities := make([]*secure.Identity, 0, len(l.AuthorityPaths))
-	for i, path := range l.AuthorityPaths {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("authority_paths[%d]: %w", i, err)
-		}
-		a, err := secure.ParseIdentityFile(data)
-		if err != nil {
-			return fmt.Errorf("authority_paths[%d] %q: %w", i, path, err)
-		}
-		authorities = append(authorities, a)
-	}
-	v, err := secure.NewVerifier(authorities...)
-	if err != nil {
-		return fmt.Errorf("authority_paths: %w", err)
-	}
-	l.verifier = v
-
-	if l.RevocationList != "" {
-		l.revocationFile = filewatch.New(l.RevocationList, maxWatchedFile)
-		err := l.revocationFile.Check(l.now(), l.applyRevocationList)
-		if errors.Is(err, fs.ErrNotExist) {
-			// Not issued yet: nobody is revoked until it appears, and it is
-			// applied within revocation_check_interval when it does. A
-			// missing directory, though, is a typo.
-			if _, derr := os.Stat(filepath.Dir(l.RevocationList)); derr != nil {
-				return fmt.Errorf("revocation_list %q: %w", l.RevocationList, derr)
-			}
-			l.Log.Warnf("revocation_list %q does not exist yet; no identity is revoked until it appears", l.RevocationList)
-		} else if err != nil {
-			return fmt.Errorf("revocation_list %q: %w", l.RevocationList, err)
-		}
-	}
-
-	if err := l.loadIdentity(); err != nil {
-		return err
-	}
-
-	l.credentialFile = filewatch.New(l.CredentialPath, maxWatchedFile)
-	err = l.credentialFile.Check(l.now(), func(data []byte) error {
-		c, err := l.checkCredential(data)
-		if err == nil {
-			l.credential.Store(c)
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("credential_path %q: %w", l.CredentialPath, err)
-	}
-	return nil
-}
-
-// loadIdentity opens the vault (a directory or a pkcs11: spec) and loads
-// the listener's identity, whose purpose-key attestation must be valid now.
-// The vault stays open for reloadIdentity.
-func (l *Listener) loadIdentity() error {
 	buf, err := l.VaultPassphrase.Get()
 	if err != nil {
 		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer buf.Destroy()
-	// A missing directory is refused rather than created empty.
-	v, err := vaults.OpenExisting(l.VaultPath, buf.Bytes())
-	if err != nil {
-		// Not the value: a spec that failed to parse may hold a PIN written
-		// in by mistake, and the error names what is wrong with it.
-		return fmt.Errorf("vault_path: %w", err)
-	}
-	l.vault = v
-	id, err := secure.LoadIdentity(v)
-	if err != nil {
-		return fmt.Errorf("vault_path %q: %w", l.VaultPath, err)
-	}
-	if err := id.CheckAttestation(l.now()); err != nil {
-		return fmt.Errorf("vault_path %q: own %w", l.VaultPath, err)
-	}
-	l.identity.Store(id)
-	return nil
-}
-
-// checkCredential parses a credential file and verifies that it was issued
-// to this listener by a configured authority and is valid now.
-func (l *Listener) checkCredential(data []byte) (*secure.Credential, error) {
-	c, err := secure.ParseCredentialFile(data)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.verifier.VerifyCredential(c, l.identity.Load().Identifier(), l.now()); err != nil {
-		switch {
-		case errors.Is(err, secure.ErrUnknownIssuer):
-			return nil, fmt.Errorf("%w (not issued by any of authority_paths)", err)
-		case errors.Is(err, secure.ErrWrongSubject):
-			return nil, fmt.Errorf("%w (the identity in vault_path is %s)", err, l.identity.Load().Identifier())
-		}
-		return nil, err
-	}
-	return c, nil
-}
-
-// applyRevocationList parses a revocation list file and makes it current.
-func (l *Listener) applyRevocationList(data []byte) error {
-	list, err := secure.ParseRevocationListFile(data)
+	t, err := trust.Open(trust.Config{
+		Vault:          l.VaultPath,
+		Passphrase:     buf.Bytes(),
+		Credential:     l.CredentialPath,
+		Authority:      l.AuthorityPath,
+		Authorities:    l.AuthorityPaths,
+		RevocationList: l.RevocationList,
+		Revocation: trust.RevocationConfig{
+			Source:       l.RevocationSource,
+			PollInterval: time.Duration(l.RevocationPollInterval),
+			State:        l.RevocationState,
+			FailOpen:     l.RevocationFailOpen,
+			StaleRefuses: l.RevocationRefuseStale,
+			Stale:        func() { l.stats.revocationListStale.Incr(1) },
+		},
+		Peers: "devices",
+		Log:   l.Log,
+		Now:   l.now,
+	})
 	if err != nil {
 		return err
 	}
-	if err := l.verifier.UpdateRevocations(list); err != nil {
-		return err
-	}
-	l.revocations = list
+	l.trust, l.verifier = t, t.Verifier()
 	return nil
 }
 

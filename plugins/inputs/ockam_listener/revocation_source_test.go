@@ -25,7 +25,13 @@ type fakeAuthority struct {
 
 func newFakeAuthority(t *testing.T) *fakeAuthority {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeAuthorityAt(t, "127.0.0.1:0")
+}
+
+// newFakeAuthorityAt serves at addr (host:port).
+func newFakeAuthorityAt(t *testing.T, addr string) *fakeAuthority {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
 	f := &fakeAuthority{addr: ln.Addr().String()}
@@ -71,7 +77,7 @@ func (f *fakeAuthority) fetchedTwice(t *testing.T) {
 // listBytes is the binary encoding of a list of the authority.
 func (p *pki) listBytes(seq uint64, revoked ...secure.Identifier) []byte {
 	p.t.Helper()
-	l, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, revoked, nil)
+	l, err := secure.NewRevocationList(p.authority.Signer(), seq, p.now, p.now.Add(secure.DefaultRevocationListValidity), revoked, nil)
 	require.NoError(p.t, err)
 	return l.Marshal()
 }

@@ -83,7 +83,8 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 			Relay: l.RelayAddress,
 			Name:  l.RelayName,
 			Credentials: func() (*secure.LocalIdentity, *secure.Credential, error) {
-				return l.identity.Load(), l.credential.Load(), nil
+				cur := l.trust.Current()
+				return cur.Identity, cur.Credential, nil
 			},
 			Logger: l.Log,
 		})
@@ -110,17 +111,20 @@ func (l *Listener) Start(acc telegraf.Accumulator) error {
 	}
 	l.running.Add(2)
 	go l.deliveryLoop(ctx)
-	go l.watchLoop(ctx)
-	l.startRevocationSource(ctx)
+	go func() {
+		// revocation_list, credential_path, the vault and revocation_source
+		defer l.running.Done()
+		l.trust.Run(ctx, time.Duration(l.RevocationCheckInterval))
+	}()
 	if ln != nil {
 		l.running.Add(1)
 		go l.acceptLoop(ctx, ln)
-		l.Log.Infof("Listening on %s as %s", ln.Addr(), l.identity.Load().Identifier())
+		l.Log.Infof("Listening on %s as %s", ln.Addr(), l.trust.Current().Identity.Identifier())
 	}
 	if rl != nil {
 		l.running.Add(1)
 		go l.acceptLoop(ctx, rl)
-		l.Log.Infof("Registering as %q at relay %s as %s", l.RelayName, l.RelayAddress, l.identity.Load().Identifier())
+		l.Log.Infof("Registering as %q at relay %s as %s", l.RelayName, l.RelayAddress, l.trust.Current().Identity.Identifier())
 	}
 	return nil
 }
@@ -169,7 +173,9 @@ func (l *Listener) Stop() {
 	}
 	l.running.Wait()
 	l.stop = nil
-	l.closeVault()
+	if err := l.trust.Close(); err != nil {
+		l.Log.Warnf("%v", err)
+	}
 	l.VaultPassphrase.Destroy()
 	l.MQTTPassword.Destroy()
 }
@@ -306,11 +312,18 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 func (l *Listener) handshake(c *conn) (*secure.Channel, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, time.Duration(l.HandshakeTimeout))
 	defer cancel()
+	// With a revocation_source, no handshake before a list at least as
+	// new as the persisted one (fail-closed): wait for it within the
+	// handshake's time.
+	if err := l.trust.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	cur := l.trust.Current() // the purpose key current when the connection came
 	t := secure.NewStreamTransport(&helloGuard{Conn: c.nc})
 	return secure.Accept(ctx, t, secure.HandshakeConfig{
-		Identity:   l.identity.Load(), // the purpose key current when the connection came
-		Credential: l.credential.Load(),
-		Verifier:   l.verifier,
+		Identity:   cur.Identity,
+		Credential: cur.Credential,
+		Verifier:   cur.Verifier,
 		Now:        l.now,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
 // statsMeasurement is the selfstat measurement; Telegraf reports it as
@@ -18,7 +19,7 @@ const statsMeasurement = "ockam_listener"
 
 // Reasons of handshakes_failed, in the order handshakeReason tests them.
 var handshakeReasons = []string{
-	"timeout", "unsupported_version", "malformed", "decrypt", "unknown_issuer", "bad_signature",
+	"no_revocation_list", "timeout", "unsupported_version", "malformed", "decrypt", "unknown_issuer", "bad_signature",
 	"expired", "not_yet_valid", "revoked", "wrong_subject", "eof", "other",
 }
 
@@ -58,11 +59,14 @@ type stats struct {
 	connectionsThrottled selfstat.Stat
 	// Added for docs/SECURITY.md W5.
 	channelsOverIdentityLimit selfstat.Stat
-	// Added for docs/SECURITY.md W13.
+	// Added for docs/SECURITY.md W14.
 	undeliveredBytes selfstat.Stat // estimated bytes emitted and not yet delivered
 	byteLimitStalls  selfstat.Stat // messages that waited for max_undelivered_bytes_*
-	// Added for docs/SECURITY.md W12.
+	// Added for docs/SECURITY.md W13.
 	messagesResent selfstat.Stat // not delivered, emitted again alone
+	// Added for docs/SECURITY.md W16: lists from revocation_source that
+	// passed their next update.
+	revocationListStale selfstat.Stat
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -85,9 +89,10 @@ func newStats(c *selfstat.Collector) *stats {
 
 		channelsOverIdentityLimit: reg("channels_over_identity_limit"),
 
-		undeliveredBytes: reg("undelivered_bytes"),
-		byteLimitStalls:  reg("byte_limit_stalls"),
-		messagesResent:   reg("messages_resent"),
+		undeliveredBytes:    reg("undelivered_bytes"),
+		byteLimitStalls:     reg("byte_limit_stalls"),
+		messagesResent:      reg("messages_resent"),
+		revocationListStale: reg("revocation_list_stale"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})
@@ -104,6 +109,8 @@ func newStats(c *selfstat.Collector) *stats {
 // handshakeReason classifies a failed handshake for handshakes_failed.
 func handshakeReason(err error) string {
 	switch {
+	case errors.Is(err, trust.ErrNoRevocationList):
+		return "no_revocation_list"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, secure.ErrUnsupportedVersion):

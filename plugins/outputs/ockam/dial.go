@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"time"
 
@@ -60,9 +59,7 @@ func (o *Ockam) runDialer(ctx context.Context) {
 			connected = true
 			o.Log.Infof("Channel open to listener %s at %s", l.peer.Short(), o.target)
 			opened := time.Now()
-			select {
-			case <-l.done:
-			case <-ctx.Done():
+			if !o.watchLink(ctx, l) {
 				return // Close shuts the current link down
 			}
 			switch {
@@ -85,6 +82,28 @@ func (o *Ockam) runDialer(ctx context.Context) {
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// watchLink waits until l ends, checking every revocation_check_interval
+// that the listener's credential is still valid and not revoked: a
+// listener revoked while the channel is open loses it at once, and its
+// unanswered messages do not count as written. It returns false when ctx
+// ended first.
+func (o *Ockam) watchLink(ctx context.Context, l *link) bool {
+	t := time.NewTicker(time.Duration(o.RevocationCheckInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case now := <-t.C:
+			if err := l.checkPeer(now); err != nil {
+				l.fail(err)
+			}
+		}
 	}
 }
 
@@ -153,27 +172,30 @@ func (o *Ockam) publish(l *link, err error, attempt uint64) {
 }
 
 // dial connects and runs the handshake with the purpose key and the
-// credential as they are now in the vault and the credential file. It runs
-// on the dialer goroutine, which owns o.identity after Connect.
+// credential as they are now in the vault and the credential file, once a
+// revocation source (if any) gave a current list.
 func (o *Ockam) dial(ctx context.Context) (*link, error) {
 	now := time.Now()
-	if err := o.reloadIdentity(now); err != nil {
+	if err := o.trust.Reload(now); err != nil {
 		return nil, err
 	}
-	cred, err := o.loadCredential(now)
-	if err != nil {
+	if err := o.trust.Check(now); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
+	if err := o.trust.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	cur := o.trust.Current()
 	conn, err := o.dialTarget(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ch, err := secure.Dial(ctx, secure.NewStreamTransport(conn), secure.HandshakeConfig{
-		Identity:       o.identity,
-		Credential:     cred,
-		Verifier:       o.verifier,
+		Identity:       cur.Identity,
+		Credential:     cur.Credential,
+		Verifier:       cur.Verifier,
 		PeerIdentifier: o.pin,
 		PeerAttributes: o.ListenerAttributes,
 	})
@@ -182,48 +204,24 @@ func (o *Ockam) dial(ctx context.Context) (*link, error) {
 		return nil, fmt.Errorf("%s: the listener's credential lacks listener_attributes: %w", o.target, err)
 	case errors.Is(err, secure.ErrUnknownIssuer):
 		return nil, fmt.Errorf("%s: the listener's credential is not from the authority in authority_path %s: %w",
-			o.target, o.trusted, err)
+			o.target, o.trust.Authorities(), err)
+	case errors.Is(err, secure.ErrRevoked):
+		return nil, fmt.Errorf("%s: the listener's credential is revoked, nothing is sent to it: %w", o.target, err)
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", o.target, err)
 	}
 	o.readers.Add(1)
-	return newLink(ch, conn, o.Log, &o.readers), nil
+	return newLink(ch, conn, cur.Verifier, o.Log, &o.readers), nil
 }
 
-// reloadIdentity picks up a purpose key rotated in the vault since the
-// identity was loaded (ockam purpose-key rotate on a running device), so
-// that every new channel uses the vault's current key; a channel already
-// open keeps its session keys. Unless the vault changed, it costs one read
-// of the attestation record. If the vault cannot be read, the key in use
-// serves as long as its attestation is valid.
-func (o *Ockam) reloadIdentity(now time.Time) error {
-	id, err := o.identity.Reload(o.vault)
-	if err != nil {
-		if o.identity.CheckAttestation(now) == nil {
-			o.Log.Warnf("vault_path %s: %v; keeping the purpose key in use", o.VaultPath, err)
-			return nil
-		}
-		return fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
+// closeTrust releases the vault (a PKCS#11 token session; a directory
+// needs nothing).
+func (o *Ockam) closeTrust() {
+	if o.trust == nil {
+		return
 	}
-	if err := id.CheckAttestation(now); err != nil {
-		return fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
+	if err := o.trust.Close(); err != nil {
+		o.Log.Warnf("%v", err)
 	}
-	if id != o.identity {
-		o.identity = id
-		a := id.Public().Attestation()
-		o.Log.Infof("Loaded the rotated purpose key %x… of %s from vault_path, valid until %s",
-			a.PurposeKey[:4], id.Identifier().Short(), a.Expires.Format(time.RFC3339))
-	}
-	return nil
-}
-
-// closeVault releases the vault (a PKCS#11 token session; a directory needs
-// nothing).
-func (o *Ockam) closeVault() {
-	if c, ok := o.vault.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			o.Log.Warnf("vault_path: %v", err)
-		}
-	}
-	o.vault = nil
+	o.trust = nil
 }

@@ -16,9 +16,11 @@ import (
 // acks and nacks. Once it ended (done closed) it is never used again: a
 // channel whose state is half known is closed, not repaired.
 type link struct {
-	ch   *secure.Channel
-	conn net.Conn
-	peer secure.Identifier
+	ch       *secure.Channel
+	conn     net.Conn
+	peer     secure.Identifier
+	peerCred *secure.Credential // the listener's, verified in the handshake
+	verifier *secure.Verifier   // its revocation lists change while the link lives
 
 	mu      sync.Mutex
 	waiters map[uint64]chan<- secure.Message // batch → where its answer goes
@@ -29,14 +31,18 @@ type link struct {
 	local bool          // ended by shutdown
 }
 
-// newLink starts the reader of ch; wg counts it until it returns.
-func newLink(ch *secure.Channel, conn net.Conn, log telegraf.Logger, wg *sync.WaitGroup) *link {
+// newLink starts the reader of ch; wg counts it until it returns. The
+// listener's credential is checked against v's revocation lists before
+// every answer counts.
+func newLink(ch *secure.Channel, conn net.Conn, v *secure.Verifier, log telegraf.Logger, wg *sync.WaitGroup) *link {
 	l := &link{
-		ch:      ch,
-		conn:    conn,
-		peer:    ch.Peer().Identifier,
-		waiters: make(map[uint64]chan<- secure.Message),
-		done:    make(chan struct{}),
+		ch:       ch,
+		conn:     conn,
+		peer:     ch.Peer().Identifier,
+		peerCred: ch.Peer().Credential,
+		verifier: v,
+		waiters:  make(map[uint64]chan<- secure.Message),
+		done:     make(chan struct{}),
 	}
 	go func() {
 		defer wg.Done()
@@ -57,6 +63,12 @@ func (l *link) read(log telegraf.Logger) {
 			l.fail(fmt.Errorf("unexpected %v message from the listener", m.Type))
 			return
 		}
+		// An ack from a listener revoked since the handshake does not
+		// count: the batch stays unanswered and is sent again.
+		if err := l.checkPeer(time.Now()); err != nil {
+			l.fail(err)
+			return
+		}
 		l.mu.Lock()
 		w, ok := l.waiters[m.Batch]
 		delete(l.waiters, m.Batch)
@@ -67,6 +79,16 @@ func (l *link) read(log telegraf.Logger) {
 		}
 		w <- m // buffered for every message of its Write
 	}
+}
+
+// checkPeer checks the listener's credential, verified in the handshake,
+// against the current revocation lists and its expiry; it is cheap and
+// safe for concurrent use.
+func (l *link) checkPeer(now time.Time) error {
+	if err := l.verifier.CheckCurrent(l.peerCred, now); err != nil {
+		return fmt.Errorf("listener %s is no longer trusted, channel closed: %w", l.peer.Short(), err)
+	}
+	return nil
 }
 
 // expect registers where the answer to batch goes; call it before sending
@@ -99,11 +121,12 @@ func (l *link) shutdown(reason string, timeout time.Duration) {
 	_ = l.ch.Close(reason)
 }
 
-// fail ends the link after an error. Closing the connection first unblocks
-// a concurrent send at once.
+// fail ends the link after an error, then closes the connection, which
+// unblocks a concurrent send and the reader at once. The first cause is
+// kept: the reader's error on the closed connection does not replace it.
 func (l *link) fail(err error) {
-	_ = l.conn.Close()
 	l.end(err, false)
+	_ = l.conn.Close()
 }
 
 func (l *link) end(err error, local bool) {

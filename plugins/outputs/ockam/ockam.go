@@ -10,10 +10,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,8 +24,7 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
-	"github.com/ockam-addons/telegraf-ockam/vault"
-	"github.com/ockam-addons/telegraf-ockam/vault/vaults"
+	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
 //go:embed sample.conf
@@ -37,9 +33,10 @@ var sampleConfig string
 const (
 	defaultTimeout        = 10 * time.Second
 	defaultMaxMessageSize = 256 << 10
-	// maxFileSize bounds the identity and credential files we read; both are
-	// a few kilobytes (secure.MaxCredentialSize in PEM is under 14 KiB).
-	maxFileSize = 1 << 20
+	// defaultRevocationCheckInterval is how often the revocation list file
+	// is re-read and the open channel's listener checked against the lists,
+	// as in the listener.
+	defaultRevocationCheckInterval = time.Second
 )
 
 // Ockam is the outputs.ockam plugin. Telegraf calls Init, Connect, Write and
@@ -60,17 +57,26 @@ type Ockam struct {
 	ListenerAttributes map[string]string `toml:"listener_attributes"`
 	Timeout            config.Duration   `toml:"timeout"`
 	MaxMessageSize     config.Size       `toml:"max_message_size"`
+	// The listener's credential is checked against these lists in the
+	// handshake and, every RevocationCheckInterval, on the open channel.
+	RevocationList          string          `toml:"revocation_list"`
+	RevocationCheckInterval config.Duration `toml:"revocation_check_interval"`
+	RevocationSource        string          `toml:"revocation_source"`
+	RevocationPollInterval  config.Duration `toml:"revocation_poll_interval"`
+	RevocationState         string          `toml:"revocation_state"`
+	RevocationFailOpen      bool            `toml:"revocation_fail_open"`
+	RevocationRefuseStale   bool            `toml:"revocation_refuse_stale"`
 
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
+	// TrustNames, if set, are the names messages give the trust options
+	// (the inlet's command-line flags); trust.PluginNames otherwise.
+	TrustNames *trust.Names `toml:"-"`
 
 	// Set by Init.
 	target     target
 	timeout    time.Duration
-	vault      vault.Vault           // kept open: the identity is reloaded before every dial
-	identity   *secure.LocalIdentity // owned by the dialer goroutine after Connect
-	trusted    string                // the authorities, for messages
-	verifier   *secure.Verifier
+	trust      *trust.Trust // identity, credential, authorities, revocation; refreshed before every dial
 	pin        secure.Identifier
 	serializer *influx.Serializer
 	stats      stats
@@ -79,6 +85,7 @@ type Ockam struct {
 	// Set by Connect, ended by Close.
 	cancel     context.CancelFunc
 	dialerDone chan struct{}
+	trustDone  chan struct{} // closed when trust.Run returned
 	kick       chan struct{} // wakes the dialer from its backoff
 	readers    sync.WaitGroup
 
@@ -99,47 +106,29 @@ func (o *Ockam) Init() (err error) {
 	if err := o.checkSettings(); err != nil {
 		return err
 	}
-	now := time.Now()
-	if err := o.loadAuthorities(); err != nil {
+	o.stats = newStats(o.Statistics)
+	if err := o.loadTrust(); err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			o.closeVault()
+			o.closeTrust()
 		}
 	}()
-	if o.identity, err = o.loadIdentity(now); err != nil {
-		return err
-	}
-	cred, err := o.loadCredential(now)
-	if err != nil {
-		return err
-	}
+	cur := o.trust.Current()
 	o.Log.Debugf("Identity %s, credential from %s valid until %s",
-		o.identity.Identifier().Short(), cred.Issuer.Short(), cred.ExpiresAt.Format(time.RFC3339))
+		cur.Identity.Identifier().Short(), cur.Credential.Issuer.Short(), cur.Credential.ExpiresAt.Format(time.RFC3339))
 
 	o.serializer = &influx.Serializer{}
 	if err := o.serializer.Init(); err != nil {
 		return fmt.Errorf("line-protocol serializer: %w", err)
 	}
-	o.stats = newStats(o.Statistics)
 	o.changed = make(chan struct{})
 	return nil
 }
 
 // checkSettings validates the options and applies defaults.
 func (o *Ockam) checkSettings() error {
-	for _, opt := range []struct{ name, value string }{
-		{"vault_path", o.VaultPath},
-		{"credential_path", o.CredentialPath},
-	} {
-		if opt.value == "" {
-			return fmt.Errorf("option %q is required", opt.name)
-		}
-	}
-	if o.AuthorityPath == "" && len(o.AuthorityPaths) == 0 {
-		return errors.New(`option "authority_path" is required (or "authority_paths", to trust several authorities)`)
-	}
 	var err error
 	if o.target, err = parseTarget(o.Address, o.Route); err != nil {
 		return err
@@ -159,6 +148,12 @@ func (o *Ockam) checkSettings() error {
 		o.Timeout = config.Duration(defaultTimeout)
 	}
 	o.timeout = time.Duration(o.Timeout)
+	switch {
+	case o.RevocationCheckInterval < 0:
+		return fmt.Errorf("revocation_check_interval %v: must be positive", time.Duration(o.RevocationCheckInterval))
+	case o.RevocationCheckInterval == 0:
+		o.RevocationCheckInterval = config.Duration(defaultRevocationCheckInterval)
+	}
 	switch {
 	case o.MaxMessageSize < 0 || o.MaxMessageSize > secure.DefaultMaxMessageSize:
 		return fmt.Errorf("max_message_size %d: must be between 1 and %d bytes (the most a listener accepts)",
@@ -190,108 +185,46 @@ func parseAddress(address string) (string, error) {
 	return u.Host, nil
 }
 
-// loadIdentity opens the vault (a directory or a pkcs11: spec) and loads
-// this device's identity. The vault stays open for reloadIdentity.
-func (o *Ockam) loadIdentity(now time.Time) (*secure.LocalIdentity, error) {
+// loadTrust opens the vault and loads the identity, the authorities, the
+// revocation list and its persisted state, and the credential, which must
+// be valid now (package trust).
+func (o *Ockam) loadTrust() error {
 	passphrase, err := o.VaultPassphrase.Get()
 	if err != nil {
-		return nil, fmt.Errorf("vault_passphrase: %w", err)
+		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer passphrase.Destroy()
-	v, err := vaults.OpenExisting(o.VaultPath, passphrase.Bytes())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("vault_path: %w (create the identity with: ockam identity create --vault %s)", err, o.VaultPath)
+	names := trust.PluginNames
+	if o.TrustNames != nil {
+		names = *o.TrustNames
 	}
+	t, err := trust.Open(trust.Config{
+		Vault:          o.VaultPath,
+		Passphrase:     passphrase.Bytes(),
+		Credential:     o.CredentialPath,
+		Authority:      o.AuthorityPath,
+		Authorities:    o.AuthorityPaths,
+		RevocationList: o.RevocationList,
+		Revocation: trust.RevocationConfig{
+			Source:       o.RevocationSource,
+			PollInterval: time.Duration(o.RevocationPollInterval),
+			State:        o.RevocationState,
+			FailOpen:     o.RevocationFailOpen,
+			StaleRefuses: o.RevocationRefuseStale,
+			Stale:        func() { o.stats.revocationListStale.Incr(1) },
+		},
+		// Every dial re-reads credential_path, and dials only with what it
+		// holds now (TestRenewedCredentialMustBeValid).
+		Peers:            "the listener",
+		StrictCredential: true,
+		Names:            names,
+		Log:              o.Log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("vault_path: %w", err)
+		return err
 	}
-	o.vault = v
-	id, err := secure.LoadIdentity(v)
-	if err != nil {
-		return nil, fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
-	}
-	if err := id.CheckAttestation(now); err != nil {
-		return nil, fmt.Errorf("vault_path %s: %w", o.VaultPath, err)
-	}
-	return id, nil
-}
-
-// loadAuthorities reads the identity files of authority_path and
-// authority_paths: the device trusts credentials from any of them (two
-// while the authority's key is rotated, see docs/OPERATIONS.md).
-func (o *Ockam) loadAuthorities() error {
-	paths := o.AuthorityPaths
-	if o.AuthorityPath != "" {
-		paths = append([]string{o.AuthorityPath}, paths...)
-	}
-	authorities := make([]*secure.Identity, 0, len(paths))
-	names := make([]string, 0, len(paths))
-	for _, path := range paths {
-		data, err := readFile(path)
-		if err != nil {
-			return fmt.Errorf("authority_path: %w", err)
-		}
-		a, err := secure.ParseIdentityFile(data)
-		if err != nil {
-			return fmt.Errorf("authority_path %s: %w", path, err)
-		}
-		authorities = append(authorities, a)
-		names = append(names, fmt.Sprintf("%s (%s)", path, a.Identifier().Short()))
-	}
-	v, err := secure.NewVerifier(authorities...)
-	if err != nil {
-		return fmt.Errorf("authority_path: %w", err)
-	}
-	o.verifier, o.trusted = v, strings.Join(names, ", ")
+	o.trust = t
 	return nil
-}
-
-// loadCredential reads the credential file and checks that it is this
-// device's, from the authority, and valid at now. Init and every dial call
-// it, so a renewed credential is picked up.
-func (o *Ockam) loadCredential(now time.Time) (*secure.Credential, error) {
-	path := o.CredentialPath
-	data, err := readFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("credential_path: %w", err)
-	}
-	c, err := secure.ParseCredentialFile(data)
-	if err != nil {
-		return nil, fmt.Errorf("credential_path %s: %w", path, err)
-	}
-	err = o.verifier.VerifyCredential(c, o.identity.Identifier(), now)
-	switch {
-	case err == nil:
-		return c, nil
-	case errors.Is(err, secure.ErrUnknownIssuer), errors.Is(err, secure.ErrBadSignature):
-		return nil, fmt.Errorf("credential_path %s was not issued by the authority in authority_path %s: %w",
-			path, o.trusted, err)
-	case errors.Is(err, secure.ErrWrongSubject):
-		return nil, fmt.Errorf("credential_path %s was issued to another identity than this device's (%s in vault_path %s): %w",
-			path, o.identity.Identifier().Short(), o.VaultPath, err)
-	case errors.Is(err, secure.ErrExpired):
-		return nil, fmt.Errorf("credential_path %s: %w; renew it with ockam credential issue", path, err)
-	case errors.Is(err, secure.ErrNotYetValid):
-		return nil, fmt.Errorf("credential_path %s: %w; check this machine's clock", path, err)
-	}
-	return nil, fmt.Errorf("credential_path %s: %w", path, err)
-}
-
-// readFile reads a small file, refusing one over maxFileSize.
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
-	}
-	return data, nil
 }
 
 // Connect starts dialing the listener in the background and returns nil: an
@@ -302,6 +235,12 @@ func (o *Ockam) Connect() error {
 	o.cancel = cancel
 	o.dialerDone = make(chan struct{})
 	o.kick = make(chan struct{}, 1)
+	o.trustDone = make(chan struct{})
+	go func() {
+		// revocation_list, credential_path, the vault and revocation_source
+		defer close(o.trustDone)
+		o.trust.Run(ctx, time.Duration(o.RevocationCheckInterval))
+	}()
 	go o.runDialer(ctx)
 	return nil
 }
@@ -309,12 +248,13 @@ func (o *Ockam) Connect() error {
 // Close closes the channel and stops the background goroutines. It waits for
 // them to end.
 func (o *Ockam) Close() error {
-	defer o.closeVault()
+	defer o.closeTrust()
 	if o.cancel == nil {
 		return nil
 	}
 	o.cancel()
 	<-o.dialerDone
+	<-o.trustDone
 	o.mu.Lock()
 	l := o.link
 	o.link = nil
@@ -330,8 +270,9 @@ func (o *Ockam) Close() error {
 func init() {
 	outputs.Add("ockam", func() telegraf.Output {
 		return &Ockam{
-			Timeout:        config.Duration(defaultTimeout),
-			MaxMessageSize: defaultMaxMessageSize,
+			Timeout:                 config.Duration(defaultTimeout),
+			MaxMessageSize:          defaultMaxMessageSize,
+			RevocationCheckInterval: config.Duration(defaultRevocationCheckInterval),
 		}
 	})
 }

@@ -105,7 +105,9 @@ func TestConfigKeys(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"address", "route", "mqtt_username", "mqtt_password", "vault_path", "vault_passphrase", "credential_path", "authority_path",
-		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size"}, keys)
+		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size",
+		"revocation_list", "revocation_check_interval", "revocation_source", "revocation_poll_interval",
+		"revocation_state", "revocation_fail_open", "revocation_refuse_stale"}, keys)
 	for _, k := range keys {
 		require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
 		require.Contains(t, readmeText(t), "- `"+k+"`", "README.md documents %s", k)
@@ -250,33 +252,6 @@ func TestInitErrors(t *testing.T) {
 			require.ErrorContains(t, err, tt.text)
 		})
 	}
-}
-
-func TestInitEncryptedVault(t *testing.T) {
-	f := newFixture(t)
-	now := time.Now()
-	path := filepath.Join(f.dir, "locked")
-	v, err := vault.OpenFile(path, []byte("correct horse"))
-	require.NoError(t, err)
-	dev, err := secure.CreateIdentity(v, now)
-	require.NoError(t, err)
-	f.writeCredential(t, f.issue(t, f.authority, dev.Identifier(), now, time.Hour))
-
-	init := func(passphrase string) error {
-		o := outputs.Outputs["ockam"]().(*Ockam)
-		o.Address = "tcp://127.0.0.1:4000"
-		o.VaultPath, o.CredentialPath, o.AuthorityPath = path, f.credPath, f.authorityPath
-		o.VaultPassphrase = config.NewSecret([]byte(passphrase))
-		o.Log = testutil.Logger{}
-		err := o.Init()
-		if err == nil {
-			require.Equal(t, dev.Identifier(), o.identity.Identifier())
-		}
-		return err
-	}
-	require.NoError(t, init("correct horse"))
-	require.ErrorIs(t, init("wrong"), vault.ErrPassphrase)
-	require.ErrorIs(t, init(""), vault.ErrPassphrase)
 }
 
 func TestWriteAck(t *testing.T) {
@@ -633,15 +608,15 @@ func TestExpiredAttestationReloadsIdentity(t *testing.T) {
 	require.NoError(t, dev.RotatePurposeKey(v, now, 3*time.Second))
 	l := f.startListener(t, "127.0.0.1:0")
 	o, _ := f.newOutput(t, l.addr())
-	old := o.identity.Public().Attestation().PurposeKey
-	require.Eventually(t, func() bool { return o.identity.CheckAttestation(time.Now()) != nil },
+	old := o.trust.Current().Identity.Public().Attestation().PurposeKey
+	require.Eventually(t, func() bool { return o.trust.Current().Identity.CheckAttestation(time.Now()) != nil },
 		5*time.Second, 20*time.Millisecond)
 	// ...and the operator rotated it meanwhile.
 	require.NoError(t, dev.RotatePurposeKey(v, time.Now(), time.Hour))
 
 	require.NoError(t, o.Connect())
 	require.NoError(t, o.Write(testMetrics(1)))
-	require.NotEqual(t, old, o.identity.Public().Attestation().PurposeKey)
+	require.NotEqual(t, old, o.trust.Current().Identity.Public().Attestation().PurposeKey)
 }
 
 func readmeText(t *testing.T) string {

@@ -43,7 +43,7 @@ func TestPKCS11Pipeline(t *testing.T) {
 	l := startRealListener(t, addr, gwSpec, gwCred, time.Second, fleet.AuthorityFile)
 	o := newPipelineOutput(t, addr, devSpec, devCred, fleet.AuthorityFile)
 	writeAll(t, o, sequence(0, 100))
-	oldKey := o.identity.Public().Attestation().PurposeKey
+	oldKey := o.trust.Current().Identity.Public().Attestation().PurposeKey
 
 	// ockam purpose-key rotate --vault <devSpec>, in this process: it shares
 	// the plugin's login to the token.
@@ -55,8 +55,8 @@ func TestPKCS11Pipeline(t *testing.T) {
 	require.NoError(t, v.(io.Closer).Close())
 	waitChannelEnd(t, o)
 	writeAll(t, o, sequence(100, 100))
-	require.NotEqual(t, oldKey, o.identity.Public().Attestation().PurposeKey)
-	require.Equal(t, operator.Public().Attestation().PurposeKey, o.identity.Public().Attestation().PurposeKey)
+	require.NotEqual(t, oldKey, o.trust.Current().Identity.Public().Attestation().PurposeKey)
+	require.Equal(t, operator.Public().Attestation().PurposeKey, o.trust.Current().Identity.Public().Attestation().PurposeKey)
 
 	require.Equal(t, want(dev.Identifier().String(), 0, 200), l.seqs("ockam_identity"))
 	for _, token := range []string{"device", "gateway"} {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/influxdata/telegraf/plugins/outputs"
-	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
@@ -38,7 +36,7 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	require.NoError(t, err)
 
 	writeAll(t, o, sequence(0, 50))
-	oldKey := o.identity.Public().Attestation().PurposeKey
+	oldKey := o.trust.Current().Identity.Public().Attestation().PurposeKey
 	first := currentLink(o)
 
 	// The operator rotates the key on the running device.
@@ -53,7 +51,7 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	// The open channel keeps its session keys...
 	require.Zero(t, writeAll(t, o, sequence(50, 50)), "no failed write on the open channel")
 	require.Same(t, first, currentLink(o), "the same channel")
-	require.Equal(t, oldKey, o.identity.Public().Attestation().PurposeKey, "no new channel yet")
+	require.Equal(t, oldKey, o.trust.Current().Identity.Public().Attestation().PurposeKey, "no new channel yet")
 	// ...and the next one, after the listener restarted, is opened with the
 	// new key.
 	l.stop()
@@ -61,8 +59,8 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	l2 := startRealListener(t, addr, gw.VaultPath, gw.CredentialPath, noIdleTimeout, fleet.AuthorityFile)
 	writeAll(t, o, sequence(100, 50))
 	require.NotSame(t, first, currentLink(o))
-	require.Equal(t, newKey, o.identity.Public().Attestation().PurposeKey, "the channel after the rotation")
-	require.Equal(t, dev.Identity.Identifier(), o.identity.Identifier())
+	require.Equal(t, newKey, o.trust.Current().Identity.Public().Attestation().PurposeKey, "the channel after the rotation")
+	require.Equal(t, dev.Identity.Identifier(), o.trust.Current().Identity.Identifier())
 	requireStat(t, o.stats.reconnects.s, 1)
 
 	id := dev.Identity.Identifier().String()
@@ -169,18 +167,4 @@ func TestAuthorityRotationOverlap(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(all)
 	require.Equal(t, all, got, "every metric delivered once")
-}
-
-// TestVaultSpecErrorsHideValues: a PIN written into a pkcs11 spec by
-// mistake is refused, and the error does not repeat it.
-func TestVaultSpecErrorsHideValues(t *testing.T) {
-	f := newFixture(t)
-	o := outputs.Outputs["ockam"]().(*Ockam)
-	o.Address = "tcp://127.0.0.1:4000"
-	o.VaultPath = "pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=ockam;pin-value=31337;dir=" + f.vaultPath
-	o.CredentialPath, o.AuthorityPath = f.credPath, f.authorityPath
-	o.Log = testutil.Logger{}
-	err := o.Init()
-	require.ErrorContains(t, err, "the PIN must not be written in the spec")
-	require.NotContains(t, err.Error(), "31337")
 }

@@ -11,6 +11,8 @@ type stats struct {
 	nacksPermanent counter // messages refused for good (their metrics dropped)
 	nacksTransient counter // messages the listener asked to retry
 	reconnects     counter // channels opened after the first one
+	// lists from revocation_source that passed their next update
+	revocationListStale counter
 }
 
 func newStats(c *selfstat.Collector) stats {
@@ -25,6 +27,8 @@ func newStats(c *selfstat.Collector) stats {
 		nacksPermanent: reg("nacks_permanent"),
 		nacksTransient: reg("nacks_transient"),
 		reconnects:     reg("reconnects"),
+
+		revocationListStale: reg("revocation_list_stale"),
 	}
 }
 
