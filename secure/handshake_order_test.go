@@ -95,7 +95,7 @@ func TestHandshakeCheckOrder(t *testing.T) {
 	}
 	revoking := func(subject Identifier) *Verifier {
 		v := newVerifier(t, e.authority)
-		l, err := NewRevocationList(e.authority.Signer(), 1, t0, []Identifier{subject}, nil)
+		l, err := NewRevocationList(e.authority.Signer(), 1, t0, t0.Add(DefaultRevocationListValidity), []Identifier{subject}, nil)
 		require.NoError(t, err)
 		require.NoError(t, v.UpdateRevocations(l))
 		return v

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -82,7 +83,7 @@ func (p *pki) config(log Logger) Config {
 }
 
 // fakeAuthority serves whatever revocation list body it is given, as the
-// authority service does (secure.ServiceRevocationList), and counts fetches.
+// authority service does (wire.ServiceRevocationList), and counts fetches.
 type fakeAuthority struct {
 	ln      net.Listener
 	mu      sync.Mutex
@@ -104,15 +105,15 @@ func newFakeAuthority(t *testing.T) *fakeAuthority {
 			}
 			go func() {
 				defer nc.Close()
-				typ, _, err := secure.ReadServiceFrame(nc, secure.ServiceBodyLimit)
-				if err != nil || typ != secure.ServiceRevocationList {
+				typ, _, err := wire.ReadServiceFrame(nc, wire.ServiceBodyLimit)
+				if err != nil || typ != wire.ServiceRevocationList {
 					return
 				}
 				f.mu.Lock()
 				body := f.body
 				f.fetches++
 				f.mu.Unlock()
-				_ = secure.WriteServiceFrame(nc, typ|secure.ServiceReply, body)
+				_ = wire.WriteServiceFrame(nc, typ|wire.ServiceReply, body)
 			}()
 		}
 	}()

@@ -148,10 +148,10 @@ func (t Token) mustBeSet() {
 // in logs as the authority's store does.
 func (t Token) String() string {
 	if t.secret == nil {
-		return "secure.Token(zero)"
+		return "enroll.Token(zero)"
 	}
 	h := t.Hash()
-	return "secure.Token(hash " + hex.EncodeToString(h[:4]) + "…, secret redacted)"
+	return "enroll.Token(hash " + hex.EncodeToString(h[:4]) + "…, secret redacted)"
 }
 
 // GoString is String, so that %#v is redacted too.
