@@ -14,6 +14,8 @@
 // SIGHUP reloads the configuration.
 package main
 
+//go:generate go run ./pluginsgen
+
 import (
 	"context"
 	"errors"
