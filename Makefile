@@ -7,11 +7,17 @@ INFLUXD  := $(TOOLS)/influxd
 PKCS11_MODULE := /usr/lib/softhsm/libsofthsm2.so
 # mosquitto, the MQTT broker of the transport/mqtt tests: from PATH, else where Debian puts it.
 MOSQUITTO := $(or $(shell command -v mosquitto 2>/dev/null),/usr/sbin/mosquitto)
+# HAProxy and nats-server, for the scale-out tests: from PATH, else where Debian and `make nats-server` put them.
+HAPROXY     := $(or $(shell command -v haproxy 2>/dev/null),/usr/sbin/haproxy)
+NATS_SERVER := $(or $(shell command -v nats-server 2>/dev/null),$(TOOLS)/nats-server)
+NATS_SERVER_VERSION := v2.15.3
+# Installs Debian packages for the tests, with no service left enabled (needs root).
+APT_INSTALL := $(CURDIR)/scripts/apt-install.sh
 FUZZTIME ?= 30s
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
 LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
 
-.PHONY: all build tools softhsm mosquitto test unit fuzz fuzz-brief lint demo bench clean
+.PHONY: all build tools test-tools softhsm mosquitto haproxy nats-server test unit fuzz fuzz-brief lint demo bench clean
 
 all: build
 
@@ -19,27 +25,39 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-## tools: influxd 1.8.10 (pure Go) into .tools/bin, for the end-to-end tests and the demo; SoftHSM2; mosquitto
-tools: $(INFLUXD) softhsm mosquitto
+## tools: what the demo and the quick start need: influxd 1.8.10 (pure Go, built from source) into .tools/bin
+tools: $(INFLUXD)
 
-## softhsm: SoftHSM2 and OpenSC (pkcs11-tool) from Debian, unless softhsm2-util is there (needs root)
+## test-tools: tools, and what only the tests use: SoftHSM2 and OpenSC, mosquitto, HAProxy, nats-server.
+## Each is skipped when present; the Debian packages need root and leave no service enabled.
+test-tools: tools softhsm mosquitto haproxy nats-server
+
+## softhsm: SoftHSM2 and OpenSC (pkcs11-tool) from Debian, unless softhsm2-util is there
 softhsm:
-	@command -v softhsm2-util >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc)
+	@command -v softhsm2-util >/dev/null || $(APT_INSTALL) softhsm2 opensc
 	@test -f $(PKCS11_MODULE) || (echo "$(PKCS11_MODULE) is missing: install libsofthsm2"; exit 1)
 
-## mosquitto: the MQTT broker from Debian, unless it is in PATH or /usr/sbin (needs root)
+## mosquitto: the MQTT broker from Debian, unless it is in PATH or /usr/sbin (the tests start their own)
 mosquitto:
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto)
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || $(APT_INSTALL) mosquitto
+
+## haproxy: HAProxy from Debian, unless it is in PATH or /usr/sbin
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || $(APT_INSTALL) haproxy
+
+## nats-server: NATS_SERVER_VERSION into .tools/bin, unless a nats-server is in PATH or there already
+nats-server:
+	@command -v nats-server >/dev/null || test -x $(TOOLS)/nats-server || \
+		GOBIN=$(TOOLS) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
 ## test: every test of the project with -race (e2e included), then each fuzz target briefly
-test: build tools
+test: build test-tools
 	$(GO) vet ./...
 	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) OCKAM_MOSQUITTO=$(MOSQUITTO) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
+		OCKAM_HAPROXY=$(HAPROXY) OCKAM_NATS_SERVER=$(NATS_SERVER) \
 		$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-brief
 
