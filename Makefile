@@ -14,8 +14,12 @@ NATS_SERVER_VERSION := v2.15.3
 # Installs Debian packages for the tests, with no service left enabled (needs root).
 APT_INSTALL := $(CURDIR)/scripts/apt-install.sh
 FUZZTIME ?= 30s
+# telegraf-ockam's release in every binary (internal/version): HEAD's release tag, if it has one; otherwise
+# the binaries fall back to internal/version.Default. `make build VERSION=v0.2.0` sets it by hand.
+VERSION  ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null)
 # Telegraf's own version string, so outputs send User-Agent Telegraf/1.39.3.
-LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3
+LDFLAGS  := -X github.com/influxdata/telegraf/internal.Version=1.39.3 \
+	$(if $(VERSION),-X github.com/ockam-addons/telegraf-ockam/internal/version.release=$(VERSION))
 
 .PHONY: all build tools test-tools softhsm mosquitto haproxy nats-server test unit fuzz fuzz-brief lint demo bench clean
 

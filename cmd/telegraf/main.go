@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -36,7 +35,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/logger"
 
-	"github.com/ockam-addons/telegraf-ockam/cmd/telegraf/internal"
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 )
 
 // options are the command-line flags.
@@ -223,15 +222,8 @@ func configFiles(opts options) ([]string, error) {
 	return files, nil
 }
 
-// versionString names this build, the Telegraf it is built on and Go.
+// versionString names this build, the Telegraf it is built on and Go:
+// "telegraf-ockam v0.1.0 (Telegraf 1.39.3, go1.26.8)".
 func versionString() string {
-	telegraf := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range bi.Deps {
-			if dep.Path == "github.com/influxdata/telegraf" {
-				telegraf = dep.Version
-			}
-		}
-	}
-	return fmt.Sprintf("telegraf-ockam %s (Telegraf %s, %s)", internal.Version(), telegraf, runtime.Version())
+	return version.Line("telegraf-ockam", runtime.Version())
 }

@@ -81,7 +81,7 @@ func TestParseFlags(t *testing.T) {
 func TestVersion(t *testing.T) {
 	stdout, _, err := telegraf(t, "--version")
 	require.NoError(t, err)
-	require.Regexp(t, `^telegraf-ockam \S+ \(Telegraf v1\.39\.3, go\S+\)\n$`, stdout)
+	require.Regexp(t, `^telegraf-ockam v\d+\.\d+\.\d+\S* \(Telegraf 1\.39\.3, go\S+\)\n$`, stdout)
 	fi, err := os.Stat(binary(t))
 	require.NoError(t, err)
 	t.Logf("binary: %.1f MB", float64(fi.Size())/1e6)
