@@ -29,6 +29,14 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
+## telegraf-custom: bin/telegraf with the stock plugins of PLUGINS instead of cmd/telegraf/plugins.txt
+## (a list in the same format; ours are always in): make telegraf-custom PLUGINS=my-plugins.txt
+.PHONY: telegraf-custom
+telegraf-custom:
+	@test -n "$(PLUGINS)" || (echo "make telegraf-custom PLUGINS=FILE: a plugin list as cmd/telegraf/plugins.txt"; exit 2)
+	$(GO) run ./cmd/telegraf/pluginsgen -list "$(abspath $(PLUGINS))" -out cmd/telegraf/plugins_custom.go -tag custom -readme ''
+	$(GO) build -tags custom -ldflags "$(LDFLAGS)" -o $(BIN)/telegraf ./cmd/telegraf
+
 ## tools: what the demo and the quick start need: influxd 1.8.10 (pure Go, built from source) into .tools/bin
 tools: $(INFLUXD)
 

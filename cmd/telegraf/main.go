@@ -55,6 +55,10 @@ type options struct {
 	quiet        bool
 	sampleConfig bool
 	usage        string
+	password     string
+	nonStrictEnv bool
+	strictEnv    bool
+	selections   []string
 	filters      filters
 	// command is the command (config, config check, secrets set, ...) and
 	// args its arguments.
@@ -128,6 +132,11 @@ func flagSet(name string, opts *options, f *filters, stderr io.Writer, global bo
 	// undo the same flags given before the command.
 	fs.BoolVar(&opts.debug, "debug", opts.debug, "log at debug level")
 	fs.BoolVar(&opts.quiet, "quiet", opts.quiet, "log errors only")
+	fs.StringVar(&opts.password, "password", opts.password, "password to unlock secret stores")
+	fs.BoolVar(&opts.strictEnv, "strict-env-handling", opts.strictEnv,
+		"replace environment variables only in strings (the default since Telegraf 1.38)")
+	fs.BoolVar(&opts.nonStrictEnv, "non-strict-env-handling", opts.nonStrictEnv,
+		"replace environment variables everywhere, as before Telegraf 1.38 (unsafe)")
 	if !global {
 		return fs
 	}
@@ -137,6 +146,8 @@ func flagSet(name string, opts *options, f *filters, stderr io.Writer, global bo
 	fs.BoolVar(&opts.version, "version", false, "print the version and exit")
 	fs.BoolVar(&opts.sampleConfig, "sample-config", false, "print a sample configuration (see the filters) and exit")
 	fs.StringVar(&opts.usage, "usage", "", "print the sample configuration of input or output `NAME` and exit")
+	fs.Var((*stringList)(&opts.selections), "select", "enable only plugins whose labels match the `selection` "+
+		"(key=value pairs separated by ';', values with wildcards; repeatable: any one matches)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: telegraf [flags] [command]\n\nTelegraf %s with the telegraf-ockam plugins.\n\n"+
 			"Commands:\n"+
@@ -215,9 +226,8 @@ func runCommand(opts options, stdout io.Writer) error {
 	case "secrets list", "secrets get", "secrets set":
 		return runSecrets(opts, stdout)
 	case "config migrate":
-		return errors.New("config migrate is not in this build: Telegraf's migrations are registered " +
-			"by its plugins/migrations packages, which only a stock Telegraf carries; " +
-			"run a stock telegraf 1.39 config migrate, then use the result here")
+		return errors.New("config migrate is not in this build (it would compile in Telegraf's migrations " +
+			"of every plugin): run a stock telegraf 1.39 config migrate, then use the result here")
 	default:
 		return fmt.Errorf("unknown command %q (config, config create, config check, plugins, "+
 			"secrets list|get|set, version)",
@@ -322,7 +332,17 @@ func runOnce(ctx context.Context, opts options) error {
 // loadConfig reads the configuration files, with the input, output and
 // secret store filters applied as Telegraf applies them.
 func loadConfig(opts options) (*config.Config, error) {
+	if opts.strictEnv && opts.nonStrictEnv {
+		return nil, errors.New("--strict-env-handling and --non-strict-env-handling cannot be used together")
+	}
+	config.NonStrictEnvVarHandling = opts.nonStrictEnv
+	if err := config.SetPluginLabelSelections(opts.selections); err != nil {
+		return nil, err
+	}
 	config.ResetSecrets()
+	if opts.password != "" {
+		config.Password = config.NewSecret([]byte(opts.password))
+	}
 	c := config.NewConfig()
 	c.Agent.Quiet = opts.quiet
 	c.TestMode = opts.test && !opts.once

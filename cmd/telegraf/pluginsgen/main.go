@@ -142,7 +142,7 @@ func readmeTable(list []plugin) string {
 		if p.section != section {
 			section = p.section
 			if section != "" {
-				fmt.Fprintf(&b, "\n%s:\n", section)
+				fmt.Fprintf(&b, "\n**%s**\n", section)
 			}
 			b.WriteString("\n| plugin | why |\n|---|---|\n")
 		}

@@ -57,7 +57,7 @@ func TestParseList(t *testing.T) {
 		}
 	}
 	if got := readmeTable(list); !strings.Contains(got, "| `inputs.modbus` | PLCs \\| meters |\n") ||
-		!strings.Contains(got, "\nOutputs:\n") {
+		!strings.Contains(got, "\n**Outputs**\n") {
 		t.Errorf("table:\n%s", got)
 	}
 
