@@ -34,7 +34,7 @@ build:
 .PHONY: telegraf-custom
 telegraf-custom:
 	@test -n "$(PLUGINS)" || (echo "make telegraf-custom PLUGINS=FILE: a plugin list as cmd/telegraf/plugins.txt"; exit 2)
-	$(GO) run ./cmd/telegraf/pluginsgen -list "$(abspath $(PLUGINS))" -out cmd/telegraf/plugins_custom.go -tag custom -readme ''
+	$(GO) run ./tools/pluginsgen -list "$(abspath $(PLUGINS))" -out cmd/telegraf/plugins_custom.go -tag custom -readme ''
 	$(GO) build -tags custom -ldflags "$(LDFLAGS)" -o $(BIN)/telegraf ./cmd/telegraf
 
 ## tools: what the demo and the quick start need: influxd 1.8.10 (pure Go, built from source) into .tools/bin

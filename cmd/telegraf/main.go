@@ -19,7 +19,7 @@
 // SIGHUP reloads the configuration.
 package main
 
-//go:generate go run ./pluginsgen
+//go:generate go run ../../tools/pluginsgen
 
 import (
 	"context"

@@ -9,7 +9,7 @@ import (
 // TestGeneratedFilesUpToDate: plugins.go and the plugin table of README.md
 // are what go generate makes of plugins.txt.
 func TestGeneratedFilesUpToDate(t *testing.T) {
-	data, err := os.ReadFile("../plugins.txt")
+	data, err := os.ReadFile("../../cmd/telegraf/plugins.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,10 +21,10 @@ func TestGeneratedFilesUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := os.ReadFile("../plugins.go"); err != nil || string(got) != string(want) {
+	if got, err := os.ReadFile("../../cmd/telegraf/plugins.go"); err != nil || string(got) != string(want) {
 		t.Errorf("cmd/telegraf/plugins.go is not plugins.txt (%v): run go generate ./cmd/telegraf", err)
 	}
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../cmd/telegraf/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

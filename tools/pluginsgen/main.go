@@ -8,7 +8,7 @@
 // plugins.go (build constraint !custom) and the plugin table of README.md.
 // For a build with another list:
 //
-//	go run ./cmd/telegraf/pluginsgen -list my-plugins.txt -out cmd/telegraf/plugins_custom.go -tag custom -readme ''
+//	go run ./tools/pluginsgen -list my-plugins.txt -out cmd/telegraf/plugins_custom.go -tag custom -readme ''
 //	go build -tags custom -o bin/telegraf ./cmd/telegraf
 //
 // (make telegraf-custom PLUGINS=my-plugins.txt does both.)
