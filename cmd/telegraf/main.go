@@ -246,6 +246,13 @@ func checkConfig(opts options) error {
 	if err != nil {
 		return err
 	}
+	// As Telegraf's config check: Run sets this default, InitPlugins needs it.
+	if c.Agent.SkipProcessorsAfterAggregators == nil {
+		log.Printf("W! [agent] The default value of 'skip_processors_after_aggregators' will change to 'true' " +
+			"with Telegraf v1.40.0! If you need the current default behavior, please explicitly set the option to 'false'!")
+		skip := false
+		c.Agent.SkipProcessorsAfterAggregators = &skip
+	}
 	return agent.NewAgent(c).InitPlugins()
 }
 
