@@ -1,7 +1,7 @@
 // Package docs_test runs the commands of the documentation and checks that
 // each plugin's documentation names every option.
 //
-// Every ```sh block of the walkthrough documents (walkthrough, below) is
+// Every ```sh block of the walkthrough documents (walkthroughs, below) is
 // preceded by a marker that says what the test does with it:
 //
 //	<!-- test:run -->                 run it; every command must succeed
@@ -10,8 +10,8 @@
 //	<!-- test:skip REASON -->         do not run it, for REASON
 //
 // A block without a marker fails the test, and so does a command block
-// fenced as bash, shell or console. The run blocks of all the documents run
-// in order, in one bash process (set -eu), in an empty directory, with the
+// fenced as bash, shell or console. The run blocks of a walkthrough's
+// documents run in order, in one bash process (set -eu), in an empty directory, with the
 // binaries of make build and make tools first on PATH, as a reader would
 // paste them into one terminal. Background jobs they start are killed at the
 // end. The only change made to the text: each fixed loopback port the
@@ -35,9 +35,17 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
 )
 
-// walkthrough is the documents whose commands run, in this order:
-// OPERATIONS.md continues in the directory of QUICKSTART.md, on its fleet.
-var walkthrough = []string{"QUICKSTART.md", "OPERATIONS.md"}
+// walkthroughs are the documents whose commands run. Each walkthrough runs
+// in a directory of its own, its documents in this order: OPERATIONS.md
+// continues in the directory of QUICKSTART.md, on its fleet; the README is
+// a walkthrough of its own, from the root of a clone.
+var walkthroughs = []struct {
+	name string
+	docs []string
+}{
+	{"quickstart", []string{"QUICKSTART.md", "OPERATIONS.md"}},
+	{"readme", []string{"../README.md"}},
+}
 
 // loopbackPort matches the fixed loopback addresses the documents use
 // (127.0.0.1:8086 and so on); 127.0.0.1:0 asks for a free port already.
@@ -141,25 +149,35 @@ func (b *block) mark(markers []string) error {
 // TestDocBlocksMarked: every command block of the walkthrough says whether
 // it runs. It needs no binaries, so it runs everywhere.
 func TestDocBlocksMarked(t *testing.T) {
-	n := 0
-	for _, doc := range walkthrough {
-		text, err := os.ReadFile(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks, err := parseBlocks(doc, string(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range blocks {
+	for _, w := range walkthroughs {
+		n := 0
+		for _, b := range readBlocks(t, w.docs) {
 			if b.run {
 				n++
 			}
 		}
+		if n == 0 {
+			t.Errorf("%s: no block to run", w.name)
+		}
 	}
-	if n == 0 {
-		t.Fatal("no block to run")
+}
+
+// readBlocks returns the ```sh blocks of the documents, in order.
+func readBlocks(t *testing.T, docs []string) []block {
+	t.Helper()
+	var blocks []block
+	for _, doc := range docs {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := parseBlocks(doc, string(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks = append(blocks, bs...)
 	}
+	return blocks
 }
 
 func TestParseBlocks(t *testing.T) {
@@ -191,7 +209,7 @@ func TestParseBlocks(t *testing.T) {
 	}
 }
 
-// TestDocCommands runs the walkthrough (see the package comment). It needs
+// TestDocCommands runs each walkthrough (see the package comment). It needs
 // bin/ (make build) and influxd (make tools): with OCKAM_E2E=1 (make test)
 // a missing binary fails it; without, it runs if they are there and is
 // skipped if not.
@@ -200,19 +218,14 @@ func TestDocCommands(t *testing.T) {
 		t.Skip("runs the documentation's commands for a minute")
 	}
 	path := binaries(t)
-	var blocks []block
-	for _, doc := range walkthrough {
-		text, err := os.ReadFile(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs, err := parseBlocks(doc, string(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks = append(blocks, bs...)
+	for _, w := range walkthroughs {
+		t.Run(w.name, func(t *testing.T) { runWalkthrough(t, path, readBlocks(t, w.docs)) })
 	}
+}
 
+// runWalkthrough runs the run blocks in one bash process, in an empty
+// directory, with path as PATH.
+func runWalkthrough(t *testing.T, path string, blocks []block) {
 	rewrite := freePorts(t, blocks)
 	var script strings.Builder
 	script.WriteString("set -eu\n")
@@ -402,16 +415,20 @@ func splitOutput(out string, n int) (parts []string, last int, ended bool) {
 	return parts, last, ended
 }
 
-// dumpLogs prints the end of every *.log file the documents' commands left.
+// dumpLogs prints the end of every *.log file the documents' commands left
+// in dir or one of its subdirectories.
 func dumpLogs(t *testing.T, dir string) {
 	t.Helper()
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	deeper, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
+	logs = append(logs, deeper...)
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 		if len(lines) > 40 {
 			lines = lines[len(lines)-40:]
 		}
-		t.Logf("--- %s:\n%s", filepath.Base(l), strings.Join(lines, "\n"))
+		rel, _ := filepath.Rel(dir, l)
+		t.Logf("--- %s:\n%s", rel, strings.Join(lines, "\n"))
 	}
 }

@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/influxdata/telegraf/plugins/common/shim"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 	_ "github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 )
 
@@ -30,11 +32,16 @@ func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ockam-listener-execd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "plugin configuration file, with one [[inputs.ockam_listener]] (required)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Println(version.Line("ockam-listener-execd", runtime.Version()))
+		return 0
 	}
 	if *configFile == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "ockam-listener-execd: error: usage: ockam-listener-execd --config FILE")

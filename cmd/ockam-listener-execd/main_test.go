@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -78,4 +79,10 @@ func TestShim(t *testing.T) {
 
 	shim.Signal(t, syscall.SIGTERM)
 	require.NoError(t, shim.Wait(t, 15*time.Second), shim.Stderr())
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(filepath.Join(ockamtest.Build(t, "."), "ockam-listener-execd"), "--version").Output()
+	require.NoError(t, err)
+	require.Regexp(t, `^ockam-listener-execd v\d+\.\d+\.\d+\S* \(telegraf-ockam, Telegraf 1\.39\.3, go\S+\)\n$`, string(out))
 }

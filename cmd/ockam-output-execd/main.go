@@ -19,12 +19,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/plugins/common/shim"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 	_ "github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 )
 
@@ -43,11 +45,16 @@ func run(args []string, stderr io.Writer) int {
 	configFile := fs.String("config", "", "plugin configuration file, with one [[outputs.ockam]] (required)")
 	batchSize := fs.Int("batch-size", 1000, "metrics per write")
 	batchTimeout := fs.Duration("batch-timeout", time.Second, "write a partial batch after this long")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Println(version.Line("ockam-output-execd", runtime.Version()))
+		return 0
 	}
 	if *configFile == "" || fs.NArg() > 0 || *batchSize < 1 || *batchTimeout <= 0 {
 		fmt.Fprintln(stderr, "ockam-output-execd: error: usage: ockam-output-execd --config FILE [--batch-size N] [--batch-timeout D]")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,4 +125,10 @@ func TestShim(t *testing.T) {
 
 	lis.Signal(t, syscall.SIGTERM)
 	require.NoError(t, lis.Wait(t, 15*time.Second), lis.Stderr())
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(filepath.Join(ockamtest.Build(t, "."), "ockam-output-execd"), "--version").Output()
+	require.NoError(t, err)
+	require.Regexp(t, `^ockam-output-execd v\d+\.\d+\.\d+\S* \(telegraf-ockam, Telegraf 1\.39\.3, go\S+\)\n$`, string(out))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/inlet"
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/trust"
 )
@@ -194,7 +195,7 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 			return err
 		}
 		h, err := inlet.New(inlet.Config{
-			Sender: out, Token: token, MaxBodySize: int64(maxBody), Version: "ockam-inlet/" + version(),
+			Sender: out, Token: token, MaxBodySize: int64(maxBody), Version: version.String(),
 			Log: log, Statistics: stats,
 		})
 		if err != nil {

@@ -19,10 +19,11 @@ import (
 	"os"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 )
 
 // Exit codes.
@@ -313,16 +314,7 @@ func versionFlags(*flag.FlagSet) action {
 		if err := noArgs(args); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "ockam %s %s\n", version(), runtime.Version())
+		fmt.Fprintln(e.stdout, version.Line("ockam", runtime.Version()))
 		return nil
 	}
-}
-
-// version returns the module version from the build info, or "(devel)".
-func version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok || info.Main.Version == "" {
-		return "(devel)"
-	}
-	return info.Main.Version
 }

@@ -31,7 +31,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +42,7 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/cmd/ockamd/internal/sink"
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 )
 
 func main() {
@@ -135,13 +136,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return opts, nil
 }
 
-// versionString is the module version ockamd was built from.
+// versionString names this build: "ockamd v0.1.0 (telegraf-ockam,
+// Telegraf 1.39.3, go1.26.8)".
 func versionString() string {
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
-	return "ockamd " + v
+	return version.Line("ockamd", runtime.Version())
 }
 
 // checkOnly initializes the listener (vault, credential, authorities,

@@ -47,7 +47,7 @@ func TestUsage(t *testing.T) {
 	require.Contains(t, stderr.String(), "nope.toml")
 
 	require.Equal(t, 0, run([]string{"--version"}, &stdout, &stderr))
-	require.True(t, strings.HasPrefix(stdout.String(), "ockamd "))
+	require.Regexp(t, `^ockamd v\d+\.\d+\.\d+\S* \(telegraf-ockam, Telegraf 1\.39\.3, go\S+\)\n$`, stdout.String())
 	stdout.Reset()
 	require.Equal(t, 0, run([]string{"--sample-config"}, &stdout, &stderr))
 	require.Equal(t, sampleConfig, stdout.String())

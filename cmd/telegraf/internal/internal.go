@@ -9,13 +9,14 @@ package internal
 import (
 	_ "embed"
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/version"
 )
 
 //go:embed sample.conf
@@ -152,14 +153,8 @@ func medianBucket(h *metrics.Float64Histogram) float64 {
 	return 0
 }
 
-// Version returns the version of this binary's main module, as the Go
-// toolchain recorded it ("(devel)" for a build from a work tree).
-func Version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "unknown"
-}
+// Version returns the version of telegraf-ockam (version.Release).
+func Version() string { return version.Release() }
 
 func init() {
 	inputs.Add("internal", func() telegraf.Input {
