@@ -46,8 +46,8 @@ func (t *Trust) startExpired(data []byte, err error) error {
 		return t.credentialError(verr)
 	}
 	t.credential.Store(c)
-	err = t.credentialError(err)
 	t.credentialFile.Report(err) // logged here, not again by the first Refresh
+	err = t.credentialError(err)
 	if cerr := t.verifier.VerifyCredential(c, subject, t.now()); cerr != nil {
 		t.credentialAlarm = cerr.Error()
 	}
