@@ -45,6 +45,7 @@ func TestStartsWithExpiredCredential(t *testing.T) {
 	require.ErrorContains(t, err, "renew it with ockam credential issue")
 	require.Nil(t, currentLink(o))
 	require.Empty(t, l.seqs("ockam_identity"))
+	require.Empty(t, logged(l.log, "Handshake from"), "the expired credential was never presented")
 
 	// The operator renews the file; the buffered batch, then the next one,
 	// are delivered once each.
