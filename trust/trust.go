@@ -83,6 +83,18 @@ type Config struct {
 	// credential file holds a credential it cannot use (Refresh's error),
 	// rather than going on with the one in use; it changes what is logged.
 	StrictCredential bool
+	// StartExpired lets Open succeed when the credential file holds a
+	// credential that is only expired or not yet valid: issued by a
+	// trusted authority to this identity and not revoked. Open logs the
+	// problem and Refresh, Reload and Check report it until the file holds
+	// a valid one, so a device that was off past its credential's expiry
+	// starts, buffers, and connects once the file is renewed. Any other
+	// problem with the credential still fails Open.
+	StartExpired bool
+	// ExpiresIn, if set, is called by Open and by every Refresh and Reload
+	// with how long the credential in use stays valid (negative once it
+	// expired), for an internal metric.
+	ExpiresIn func(time.Duration)
 
 	Names Names
 	Log   Logger
@@ -163,9 +175,20 @@ func Open(cfg Config) (_ *Trust, err error) {
 		}
 	}()
 	t.credentialFile = filewatch.New(cfg.Credential, MaxFileSize)
-	if err := t.credentialFile.Check(now, t.applyCredential(now)); err != nil {
-		return nil, t.credentialError(err)
+	var data []byte
+	err = t.credentialFile.Check(now, func(b []byte) error {
+		data = b
+		return t.applyCredential(now)(b)
+	})
+	if errors.Is(err, secure.ErrNotYetValid) {
+		t.credentialFile.Retry()
 	}
+	if err != nil {
+		if err = t.startExpired(data, err); err != nil {
+			return nil, err
+		}
+	}
+	t.reportExpiresIn(now)
 	return t, nil
 }
 
@@ -322,6 +345,9 @@ func (t *Trust) refresh(now time.Time) error {
 		t.log.Infof("Credential %q loaded, valid until %s", w.Path, t.credential.Load().ExpiresAt.Format(time.RFC3339))
 		return nil
 	})
+	if errors.Is(err, secure.ErrNotYetValid) {
+		w.Retry() // it becomes valid without a change to the file
+	}
 	consequence := "keeping the current credential"
 	if t.cfg.StrictCredential {
 		consequence = "no new channel until it holds a valid one"
@@ -346,6 +372,7 @@ func (t *Trust) refresh(now time.Time) error {
 		}
 		t.credentialAlarm = alarm
 	}
+	t.reportExpiresIn(now)
 	if err != nil {
 		return t.credentialError(err)
 	}

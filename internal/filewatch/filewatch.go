@@ -76,6 +76,11 @@ func (w *Watch) Poll(now time.Time) ([]byte, error) {
 // still not applied again.
 func (w *Watch) Forget() { w.info = nil }
 
+// Retry makes the next Check apply the file's content even if it is the
+// one already applied, for a verdict that changes with time (a credential
+// not valid yet).
+func (w *Watch) Retry() { w.info, w.read = nil, false }
+
 // Report records err as the problem of the moment and returns its message
 // ("" for none) and whether it differs from the one last reported, so that
 // a problem is logged once, and its end once.

@@ -318,9 +318,10 @@ func (l *Listener) loadTrust() error {
 			StaleRefuses: l.RevocationRefuseStale,
 			Stale:        func() { l.stats.revocationListStale.Incr(1) },
 		},
-		Peers: "devices",
-		Log:   l.Log,
-		Now:   l.now,
+		Peers:     "devices",
+		ExpiresIn: func(d time.Duration) { l.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
+		Log:       l.Log,
+		Now:       l.now,
 	})
 	if err != nil {
 		return err

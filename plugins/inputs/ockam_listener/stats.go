@@ -67,6 +67,8 @@ type stats struct {
 	// Added for docs/SECURITY.md W16: lists from revocation_source that
 	// passed their next update.
 	revocationListStale selfstat.Stat
+	// Seconds the credential in use stays valid, negative once expired.
+	credentialExpiresIn selfstat.Stat
 }
 
 func newStats(c *selfstat.Collector) *stats {
@@ -93,6 +95,7 @@ func newStats(c *selfstat.Collector) *stats {
 		byteLimitStalls:     reg("byte_limit_stalls"),
 		messagesResent:      reg("messages_resent"),
 		revocationListStale: reg("revocation_list_stale"),
+		credentialExpiresIn: reg("credential_expires_in_seconds"),
 	}
 	for _, r := range handshakeReasons {
 		s.handshakesFailed[r] = c.Register(statsMeasurement, "handshakes_failed", map[string]string{"reason": r})

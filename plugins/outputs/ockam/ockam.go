@@ -101,7 +101,9 @@ type Ockam struct {
 func (*Ockam) SampleConfig() string { return sampleConfig }
 
 // Init checks the settings and loads the identity, the authorities and the
-// credential. It connects to nothing.
+// credential. It connects to nothing. A credential that is only expired
+// (or not yet valid) does not fail it: it is logged, Write fails until
+// credential_path holds a valid one, and Telegraf buffers meanwhile.
 func (o *Ockam) Init() (err error) {
 	if err := o.checkSettings(); err != nil {
 		return err
@@ -187,7 +189,7 @@ func parseAddress(address string) (string, error) {
 
 // loadTrust opens the vault and loads the identity, the authorities, the
 // revocation list and its persisted state, and the credential, which must
-// be valid now (package trust).
+// be valid now but for its validity period (package trust).
 func (o *Ockam) loadTrust() error {
 	passphrase, err := o.VaultPassphrase.Get()
 	if err != nil {
@@ -217,8 +219,13 @@ func (o *Ockam) loadTrust() error {
 		// holds now (TestRenewedCredentialMustBeValid).
 		Peers:            "the listener",
 		StrictCredential: true,
-		Names:            names,
-		Log:              o.Log,
+		// A device that was off past its credential's expiry starts,
+		// buffers, and connects once the file is renewed
+		// (TestStartsWithExpiredCredential).
+		StartExpired: true,
+		ExpiresIn:    func(d time.Duration) { o.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
+		Names:        names,
+		Log:          o.Log,
 	})
 	if err != nil {
 		return err

@@ -214,14 +214,7 @@ func TestInitErrors(t *testing.T) {
 			is:   secure.ErrWrongSubject,
 			text: "issued to another identity",
 		},
-		{
-			name: "expired credential",
-			prepare: func(t *testing.T) {
-				f.writeCredential(t, f.issue(t, f.authority, f.device.Identifier(), now.Add(-2*time.Hour), time.Hour))
-			},
-			is:   secure.ErrExpired,
-			text: "renew it with ockam credential issue",
-		},
+		// An expired credential starts: TestStartsWithExpiredCredential.
 		{
 			name: "not a credential",
 			prepare: func(t *testing.T) {

@@ -13,6 +13,8 @@ type stats struct {
 	reconnects     counter // channels opened after the first one
 	// lists from revocation_source that passed their next update
 	revocationListStale counter
+	// seconds the credential in use stays valid, negative once expired
+	credentialExpiresIn counter
 }
 
 func newStats(c *selfstat.Collector) stats {
@@ -29,6 +31,7 @@ func newStats(c *selfstat.Collector) stats {
 		reconnects:     reg("reconnects"),
 
 		revocationListStale: reg("revocation_list_stale"),
+		credentialExpiresIn: reg("credential_expires_in_seconds"),
 	}
 }
 
@@ -39,5 +42,12 @@ type counter struct{ s selfstat.Stat }
 func (c counter) Incr(n int64) {
 	if c.s != nil {
 		c.s.Incr(n)
+	}
+}
+
+// Set sets a gauge to n; it is safe for concurrent use.
+func (c counter) Set(n int64) {
+	if c.s != nil {
+		c.s.Set(n)
 	}
 }
