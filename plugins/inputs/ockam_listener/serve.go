@@ -54,6 +54,8 @@ type server struct {
 	throttleLog rateLimit // connections_throttled warnings
 	stallLog    rateLimit // byte_limit_stalls warnings
 	acceptLog   rateLimit // Accept errors
+	// undeliveredLog: warnings about messages the outputs did not deliver.
+	undeliveredLog undeliveredLog
 }
 
 // pendingMessage is an emitted message awaiting its delivery result.
