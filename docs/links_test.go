@@ -88,3 +88,39 @@ func anchors(text string) map[string]bool {
 	}
 	return out
 }
+
+// telegrafLink matches a link to Telegraf's documentation or source.
+var telegrafLink = regexp.MustCompile(`https?://(?:github\.com/influxdata/telegraf|docs\.influxdata\.com/telegraf)[^\s)>\]]*`)
+
+// TestTelegrafLinks: links to Telegraf's documentation have one style. Out
+// of Telegraf's tree a relative link (Telegraf's own rule) cannot reach it,
+// so they are absolute, to GitHub at the Telegraf version in go.mod (the
+// documentation of the code that is built): blob/<version>/ for a file,
+// tree/<version>/ for a folder.
+func TestTelegrafLinks(t *testing.T) {
+	mod := readDoc(t, "../go.mod")
+	version := regexp.MustCompile(`(?m)^\s*github\.com/influxdata/telegraf (v\S+)`).FindStringSubmatch(mod)
+	if version == nil {
+		t.Fatal("go.mod does not require github.com/influxdata/telegraf")
+	}
+	file := "https://github.com/influxdata/telegraf/blob/" + version[1] + "/"
+	dir := "https://github.com/influxdata/telegraf/tree/" + version[1] + "/"
+	docs, _ := filepath.Glob("*.md")
+	more, _ := filepath.Glob("../*.md")
+	readmes, _ := filepath.Glob("../*/*/README.md")
+	deeper, _ := filepath.Glob("../*/*/*/README.md")
+	docs = append(append(append(docs, more...), readmes...), deeper...)
+	n := 0
+	for _, doc := range docs {
+		text := codeFence.ReplaceAllString(readDoc(t, doc), "")
+		for _, link := range telegrafLink.FindAllString(text, -1) {
+			n++
+			if !strings.HasPrefix(link, file) && !strings.HasPrefix(link, dir) {
+				t.Errorf("%s: link %q: want a link into %s… (a file) or %s… (a folder)", doc, link, file, dir)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no link to Telegraf's documentation found: the pattern is broken")
+	}
+}
