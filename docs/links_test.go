@@ -2,6 +2,7 @@ package docs_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -110,13 +111,38 @@ func TestTelegrafLinks(t *testing.T) {
 	readmes, _ := filepath.Glob("../*/*/README.md")
 	deeper, _ := filepath.Glob("../*/*/*/README.md")
 	docs = append(append(append(docs, more...), readmes...), deeper...)
+	// The links point into the module's source, as go.mod pins it: check
+	// each target and #fragment there.
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/influxdata/telegraf").Output()
+	if err != nil {
+		t.Fatalf("go list -m github.com/influxdata/telegraf: %v", err)
+	}
+	root := strings.TrimSpace(string(out))
 	n := 0
 	for _, doc := range docs {
 		text := codeFence.ReplaceAllString(readDoc(t, doc), "")
 		for _, link := range telegrafLink.FindAllString(text, -1) {
 			n++
-			if !strings.HasPrefix(link, file) && !strings.HasPrefix(link, dir) {
+			var rest string
+			switch {
+			case strings.HasPrefix(link, file):
+				rest = strings.TrimPrefix(link, file)
+			case strings.HasPrefix(link, dir):
+				rest = strings.TrimPrefix(link, dir)
+			default:
 				t.Errorf("%s: link %q: want a link into %s… (a file) or %s… (a folder)", doc, link, file, dir)
+				continue
+			}
+			target, fragment, _ := strings.Cut(rest, "#")
+			path := filepath.Join(root, filepath.FromSlash(target))
+			info, err := os.Stat(path)
+			switch {
+			case err != nil:
+				t.Errorf("%s: link %q: Telegraf %s has no %s", doc, link, version[1], target)
+			case info.IsDir() != strings.HasPrefix(link, dir):
+				t.Errorf("%s: link %q: a folder is linked by tree/, a file by blob/", doc, link)
+			case fragment != "" && !anchors(readDoc(t, path))[fragment]:
+				t.Errorf("%s: link %q: Telegraf's %s has no heading for #%s", doc, link, target, fragment)
 			}
 		}
 	}
