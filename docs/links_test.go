@@ -118,6 +118,9 @@ func TestTelegrafLinks(t *testing.T) {
 		t.Fatalf("go list -m github.com/influxdata/telegraf: %v", err)
 	}
 	root := strings.TrimSpace(string(out))
+	if root == "" {
+		t.Fatal("github.com/influxdata/telegraf is not in the module cache: run go mod download")
+	}
 	n := 0
 	for _, doc := range docs {
 		text := codeFence.ReplaceAllString(readDoc(t, doc), "")
