@@ -274,6 +274,62 @@ func TestOckamdFieldTypeConflict(t *testing.T) {
 		len(db.seqs("e2e_ok")[good.id]), n, droppedByBad(), refusedGroups, refused.FindString(badDev.text()))
 }
 
+// TestOckamdMissingDatabase (issue 17, item 3): ockamd writes to a
+// database nobody created. Real influxd 1.8 answers 404; the device's log
+// names the database and the fix (before, it said only `influxdb 404:
+// database not found: "missing"`), /health says so, and once the database
+// is created the whole stream arrives: the device kept every metric.
+func TestOckamdMissingDatabase(t *testing.T) {
+	f := newOckamdFleet(t)
+	db := f.db
+	sensor := f.device("device", "site=plant-7")
+
+	const n, perRun = 200, 20
+	pts := sequence("e2e_missing", n)
+	d := f.start(`["e2e_*"]`, `  bucket = "missing"`)
+	dev := f.run(d, sensor, pts, perRun)
+
+	reason := `influxdb 404: database not found: "missing" (the gateway's InfluxDB has no database or bucket ` +
+		`"missing": its operator must create it, or set create_database = true in ockamd's [influxdb] for InfluxDB 1.x)`
+	asked := regexp.MustCompile(`E! \[agent\] Error writing to outputs\.ockam: listener I[0-9a-f]+… asked to retry \d+ metrics later: ` +
+		regexp.QuoteMeta(strconv.Quote(reason)))
+	dev.waitLog(asked, 60*time.Second)
+	d.proc.waitLog(regexp.MustCompile(`E! \[ockamd\.influxdb\] InfluxDB at \S+ has no bucket or database "missing" `+
+		`\(.*database not found.*\): create it, or set create_database = true \(InfluxDB 1\.x\)`), 30*time.Second)
+
+	resp, err := http.Get("http://" + d.health + "/health")
+	require.NoError(t, err)
+	var health struct {
+		Status   string `json:"status"`
+		InfluxDB struct {
+			Failing string `json:"failing"`
+		} `json:"influxdb"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&health))
+	resp.Body.Close()
+	require.Equal(t, "warn", health.Status)
+	require.Equal(t, reason, health.InfluxDB.Failing)
+
+	// The operator follows the advice.
+	resp, err = http.PostForm(db.url()+"/query", url.Values{"q": {`CREATE DATABASE "missing"`}})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	want := storedAll(pts, sensor.id, "plant-7")
+	var rows []string
+	eventually(t, 120*time.Second, "the whole stream in the new database", func() (bool, string) {
+		rows = db.rowsIn("missing/autogen", "e2e_missing")
+		return len(rows) >= n, fmt.Sprintf("%d rows", len(rows))
+	})
+	require.Equal(t, want, rows, "exactly the rows sent: nothing lost while the database was missing")
+	failed := d.stat("internal_ockamd,reason=not_found", "groups_failed")
+	require.Positive(t, failed)
+	d.stopCleanly()
+	t.Logf("figures: %d metrics, all stored after the database was created; ockamd nacked %d messages as not_found, "+
+		"the device logged %d retries; its log says:\n  %s", n, failed, dev.count(asked), asked.FindString(dev.text()))
+}
+
 // TestOckamdBucketRouting: with bucket_attribute = "site" and
 // create_database = true, each site's device lands in a database of its own
 // (telemetry_<site>), created on its first write, and a device without a

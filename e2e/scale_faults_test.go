@@ -256,7 +256,7 @@ func revokeEverywhere(t *testing.T, s *scaleTopology) string {
 	if seq == nil {
 		t.Fatalf("ockam revocation add printed %q, want a sequence", out)
 	}
-	applied := regexp.MustCompile(`\[inputs\.ockam_listener\] Revocation list from "[^"]+" applied: sequence ` + seq[1] + `,`)
+	applied := regexp.MustCompile(`\[inputs\.ockam_listener\] Revocation list from (?:revocation_source )?"[^"]+" applied: sequence ` + seq[1] + `,`)
 	// Each gateway's log is polled as often as the figure needs, not for
 	// the assertion: the deadline is generous.
 	latency := make([]time.Duration, len(s.gateways))

@@ -100,9 +100,11 @@ func TestRejectedIsResentAlone(t *testing.T) {
 	c.requireAck(1)
 	requireStat(t, l.stats.messagesResent, 1)
 
-	// Guilty: rejected, then rejected again on its own: refused for good.
+	// Guilty: rejected, then rejected again on its own while the outputs
+	// wrote other metrics: refused for good.
 	c.send(2, batch)
 	reject(out.take(2), 5)
+	models.AgentMetricsWritten.Incr(3)
 	reject(out.take(2), 0)
 	c.requireNack(2, true, reasonRefusedByOutput)
 	requireStat(t, l.stats.messagesRefused[refusedOutput], 1)
@@ -111,8 +113,18 @@ func TestRejectedIsResentAlone(t *testing.T) {
 	c.send(3, batch)
 	reject(out.take(2), 5)
 	reject(out.take(2), 1)
+	models.AgentMetricsWritten.Incr(3)
 	reject(out.take(2), 0)
 	c.requireNack(3, true, reasonRefusedByOutput)
+	// Rejected on its own every time while the outputs wrote nothing else
+	// (a missing database refuses every batch): never refused for good,
+	// or the sender would drop metrics the gateway could not store.
+	c.send(8, batch)
+	reject(out.take(2), 0)
+	for range maxProbes {
+		reject(out.take(2), 0)
+	}
+	c.requireNack(8, false, reasonNotDelivered)
 	// … at most maxProbes times, then the answer is transient.
 	c.send(4, batch)
 	reject(out.take(2), 5)
@@ -120,7 +132,7 @@ func TestRejectedIsResentAlone(t *testing.T) {
 		reject(out.take(2), 1)
 	}
 	c.requireNack(4, false, reasonNotDelivered)
-	require.Equal(t, int64(1+1+2+maxProbes), l.stats.messagesResent.Get())
+	require.Equal(t, int64(1+1+2+maxProbes+maxProbes), l.stats.messagesResent.Get())
 
 	// Evicted from a full buffer (Telegraf counts it in metrics_dropped):
 	// transient, whether before or after it was emitted again.
@@ -141,7 +153,7 @@ func TestRejectedIsResentAlone(t *testing.T) {
 	testutil.RequireMetricsEqual(t, want(1), out.accept(1))
 	c.requireAck(7)
 	out.requireNone()
-	require.Equal(t, int64(3), l.stats.messagesUndelivered.Get())
+	require.Equal(t, int64(4), l.stats.messagesUndelivered.Get())
 	require.Equal(t, int64(2), l.stats.messagesRefused[refusedOutput].Get())
 	require.Equal(t, int64(2), l.stats.messagesDelivered.Get())
 	require.Equal(t, int64(0), l.stats.undeliveredBytes.Get())

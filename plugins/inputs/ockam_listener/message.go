@@ -16,7 +16,7 @@ import (
 // Nack reasons: the text of each nack the listener sends. Senders act on
 // Message.Permanent; the text is for their logs.
 const (
-	reasonNotDelivered = "not delivered"      // transient: an output rejected or evicted it
+	reasonNotDelivered = reasonNotAccepted    // transient: an output rejected or evicted it
 	reasonRevoked      = "revoked"            // permanent
 	reasonExpired      = "credential expired" // transient, then the channel is closed
 	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
@@ -24,6 +24,11 @@ const (
 	reasonPolicy       = "policy: measurement %q is not allowed"
 	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
 )
+
+// reasonNotAccepted is the transient nack of a message that Telegraf
+// reported not delivered: an output failed (Telegraf does not say why) or a
+// full buffer evicted it. It sends the device's operator to the gateway's log.
+const reasonNotAccepted = "not delivered: the gateway's outputs did not accept it (the gateway's log has the output's error)"
 
 // Refusal kinds: the reason tag of messages_refused.
 const (
@@ -152,6 +157,7 @@ func (l *Listener) emit(c *conn, p pendingMessage, metrics []telegraf.Metric) bo
 			p.copies[i] = m.Copy()
 		}
 		p.evicted = models.AgentMetricsDropped.Get()
+		p.written = models.AgentMetricsWritten.Get()
 	}
 	l.mu.Lock()
 	id := l.acc.AddTrackingMetricGroup(metrics)

@@ -1,6 +1,9 @@
 package ockam_listener
 
 import (
+	"sync"
+	"time"
+
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/models"
 
@@ -63,9 +66,14 @@ const maxProbes = 3
 // Suspects are emitted again one at a time (a probe), so that no two share
 // an output batch: a probe that is delivered was collateral, and is acked;
 // a probe refused while no other metric was rejected (models.
-// AgentMetricsRejected moved by the probe's metrics alone) is refused for
-// good, a permanent nack. A probe refused with others is tried again, up to
-// maxProbes times, then answered with the transient nack. InfluxDB down is
+// AgentMetricsRejected moved by the probe's metrics alone), and while the
+// outputs wrote other metrics (models.AgentMetricsWritten moved since the
+// message was first emitted), is refused for good, a permanent nack. A
+// probe refused with others, or while the outputs wrote nothing at all (a
+// missing database or bucket refuses every batch: that is the gateway's
+// problem, not the message's, and a permanent nack would make the device
+// drop its metrics), is tried again, up to maxProbes times, then answered
+// with the transient nack. InfluxDB down is
 // no refusal: the output keeps the batch and retries, and no result comes
 // until it is written.
 func (l *Listener) delivered(info telegraf.DeliveryInfo) {
@@ -89,10 +97,14 @@ func (l *Listener) delivered(info telegraf.DeliveryInfo) {
 	case outcome || !l.resend || models.AgentMetricsDropped.Get() != p.evicted:
 		l.stats.messagesUndelivered.Incr(1)
 		l.answer(p, nackFor(info, p.batch))
+		if !outcome {
+			l.warnUndelivered(p)
+		}
 	case p.probes == 0:
 		l.suspects = append(l.suspects, p) // keeps its max_undelivered_messages slot and its bytes
 		l.nextProbe()
-	case models.AgentMetricsRejected.Get()-p.rejected == int64(len(p.copies)):
+	case models.AgentMetricsRejected.Get()-p.rejected == int64(len(p.copies)) &&
+		models.AgentMetricsWritten.Get() != p.written:
 		l.answer(p, secure.Message{Type: secure.TypeNack, Batch: p.batch, Permanent: true, Reason: reasonRefusedByOutput})
 		l.stats.messagesRefused[refusedOutput].Incr(1)
 		if l.refusals.first(p.conn.key + " output") {
@@ -104,7 +116,60 @@ func (l *Listener) delivered(info telegraf.DeliveryInfo) {
 	default:
 		l.stats.messagesUndelivered.Incr(1)
 		l.answer(p, nackFor(info, p.batch))
+		l.warnUndelivered(p)
 	}
+}
+
+// undeliveredPeriod: the warning about messages the outputs did not
+// deliver is logged at most this often.
+const undeliveredPeriod = time.Minute
+
+// warnUndelivered logs, at most once per undeliveredPeriod, that the
+// outputs did not deliver messages and their senders were asked to retry.
+// Telegraf tells the listener only "not delivered", not the output's error:
+// the warning points the operator to the output's own log lines. Called
+// after the transient nack of p under Telegraf's accumulator; ockamd's
+// (DeliveryOutcome) logs InfluxDB's answer itself.
+func (l *Listener) warnUndelivered(p pendingMessage) {
+	n, senders, warn := l.undeliveredLog.add(p.conn.key, time.Now(), undeliveredPeriod)
+	if !warn {
+		return
+	}
+	l.Log.Warnf("The outputs did not deliver %d messages from %d senders (the last from %s) since the last such "+
+		"warning; the senders keep them and retry. See the outputs' errors above (a missing database or bucket "+
+		"gives 404 Not Found); this warning is logged at most once a minute", n, senders, p.conn.peer.Identifier.Short())
+}
+
+// undeliveredLog counts the messages not delivered by the outputs between
+// two warnings, and the senders they came from.
+type undeliveredLog struct {
+	mu      sync.Mutex
+	last    time.Time // of the last warning; zero before the first
+	count   int64
+	senders map[string]struct{} // at most maxOnce
+}
+
+// add counts a message from sender that was not delivered, and reports
+// whether to warn now: at the first, and then at the first one period or
+// more after the last warning. With warn it returns how many messages and
+// senders were counted since the last warning (this one included), and
+// starts counting again.
+func (u *undeliveredLog) add(sender string, now time.Time, period time.Duration) (n int64, senders int, warn bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.count++
+	if u.senders == nil {
+		u.senders = make(map[string]struct{})
+	}
+	if len(u.senders) < maxOnce {
+		u.senders[sender] = struct{}{}
+	}
+	if !u.last.IsZero() && now.Sub(u.last) < period {
+		return 0, 0, false
+	}
+	n, senders = u.count, len(u.senders)
+	u.last, u.count, u.senders = now, 0, nil
+	return n, senders, true
 }
 
 // nextProbe emits the copy of the next suspect's metrics as a new group, in

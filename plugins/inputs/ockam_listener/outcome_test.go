@@ -1,10 +1,13 @@
 package ockam_listener
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/models"
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -104,4 +107,73 @@ func TestDeliveryOutcome(t *testing.T) {
 
 	require.Equal(t, int64(4), l.stats.messagesUndelivered.Get())
 	require.Equal(t, int64(1), l.stats.messagesDelivered.Get())
+}
+
+// TestUndeliveredWarning: Telegraf tells the listener only "not delivered"
+// (a missing database behind outputs.influxdb_v2 is a 404 that drops the
+// batch; a full buffer evicts it). The device gets a transient nack that
+// sends its operator to the gateway, and the gateway logs, rate-limited,
+// what devices are waiting for and where to look. Before, the nack said
+// only "not delivered" and the listener logged nothing.
+func TestUndeliveredWarning(t *testing.T) {
+	p := newPKI(t)
+	l := p.listener()
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l.Log = log
+	out, addr := start(t, l)
+	d := p.device(nil)
+	c := d.dial(t, addr)
+
+	// Evicted from a full output buffer: transient, with no probe.
+	c.send(1, "cpu usage=1 1700000000000000000\n")
+	ms := out.take(1)
+	models.AgentMetricsDropped.Incr(1)
+	ms[0].Reject()
+	m := c.requireNack(1, false, reasonNotDelivered)
+	require.Equal(t, "not delivered: the gateway's outputs did not accept it (the gateway's log has the output's error)", m.Reason)
+
+	want := "The outputs did not deliver 1 messages from 1 senders (the last from " + d.id.Identifier().Short() +
+		") since the last such warning; the senders keep them and retry. See the outputs' errors above (a missing " +
+		"database or bucket gives 404 Not Found); this warning is logged at most once a minute"
+	require.Eventually(t, func() bool { return len(log.Warnings()) > 0 }, wait, time.Millisecond)
+	require.Equal(t, []string{want}, warningTexts(log))
+}
+
+// warningTexts returns the text of each warning log.
+func warningTexts(log *testutil.CaptureLogger) []string {
+	var texts []string
+	for _, m := range log.Messages() {
+		if m.Level == testutil.LevelWarn {
+			texts = append(texts, m.Text)
+		}
+	}
+	return texts
+}
+
+// TestUndeliveredLogLimit: one warning per period, which counts every
+// message and sender since the last one; the senders kept are bounded.
+func TestUndeliveredLogLimit(t *testing.T) {
+	var u undeliveredLog
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	type result struct {
+		n       int64
+		senders int
+		warn    bool
+	}
+	add := func(sender string, at time.Duration) result {
+		n, s, w := u.add(sender, t0.Add(at), time.Minute)
+		return result{n, s, w}
+	}
+	require.Equal(t, result{1, 1, true}, add("a", 0), "the first warns at once")
+	require.Equal(t, result{}, add("a", time.Second))
+	require.Equal(t, result{}, add("b", 30*time.Second))
+	require.Equal(t, result{}, add("a", time.Minute-time.Nanosecond))
+	require.Equal(t, result{4, 3, true}, add("c", time.Minute), "3 held back + this one, from a, b and c")
+	require.Equal(t, result{}, add("a", time.Minute+time.Second))
+	require.Equal(t, result{2, 1, true}, add("a", 3*time.Minute))
+
+	for i := range maxOnce + 10 {
+		require.Equal(t, result{}, add(fmt.Sprint(i), 3*time.Minute+time.Second))
+	}
+	require.Equal(t, result{maxOnce + 11, maxOnce, true}, add("x", 5*time.Minute), "senders are bounded; messages are counted")
 }

@@ -54,6 +54,8 @@ type server struct {
 	throttleLog rateLimit // connections_throttled warnings
 	stallLog    rateLimit // byte_limit_stalls warnings
 	acceptLog   rateLimit // Accept errors
+	// undeliveredLog: warnings about messages the outputs did not deliver.
+	undeliveredLog undeliveredLog
 }
 
 // pendingMessage is an emitted message awaiting its delivery result.
@@ -66,6 +68,7 @@ type pendingMessage struct {
 	// the metrics as emitted, to emit them again on their own (outcome.go).
 	copies   []telegraf.Metric
 	evicted  int64 // models.AgentMetricsDropped when (last) emitted
+	written  int64 // models.AgentMetricsWritten when first emitted
 	rejected int64 // models.AgentMetricsRejected when last emitted as a probe
 	probes   int   // times emitted again as a probe
 }

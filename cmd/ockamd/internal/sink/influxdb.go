@@ -199,6 +199,9 @@ func (w *Writer) writeBucket(ctx context.Context, bucket string, metrics []teleg
 	}
 	w.stats.writeTime.Incr(time.Since(start).Nanoseconds())
 	f := classify(err, w.timeout)
+	if f.kind == kindNotFound {
+		f.outcome.Reason += notFoundFix(bucket, w.create)
+	}
 	w.record(bucket, n, f)
 	return f.outcome
 }
@@ -228,6 +231,18 @@ func (w *Writer) post(ctx context.Context, bucket string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	return w.client.WriteAPIBlocking(w.org, bucket).WriteRecord(ctx, string(body))
+}
+
+// notFoundFix is what the nack of a write to a missing database or bucket
+// adds to InfluxDB's answer, for the device's log: which bucket, and the fix
+// (on the gateway: the device can only wait).
+func notFoundFix(bucket string, create bool) string {
+	if create {
+		return fmt.Sprintf(" (the gateway's InfluxDB has no database or bucket %q and create_database failed: "+
+			"its operator must create it; see ockamd's log)", bucket)
+	}
+	return fmt.Sprintf(" (the gateway's InfluxDB has no database or bucket %q: its operator must create it, "+
+		"or set create_database = true in ockamd's [influxdb] for InfluxDB 1.x)", bucket)
 }
 
 // isDatabaseNotFound reports whether err is InfluxDB 1.x's answer to a

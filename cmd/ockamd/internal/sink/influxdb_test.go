@@ -155,6 +155,11 @@ func TestWriteRequest(t *testing.T) {
 }
 
 // TestWriteOutcomes maps every kind of answer to the outcome the sender gets.
+// notFound18 is what ockamd adds to the nack of a write to a missing
+// database or bucket "telemetry": the bucket and the fix, for the device.
+const notFound18 = ` (the gateway's InfluxDB has no database or bucket "telemetry": its operator must create it, ` +
+	`or set create_database = true in ockamd's [influxdb] for InfluxDB 1.x)`
+
 func TestWriteOutcomes(t *testing.T) {
 	conflict := `partial write: field type conflict: input field "value" on measurement "temp" is type string, already exists as type float dropped=1`
 	tests := []struct {
@@ -183,9 +188,9 @@ func TestWriteOutcomes(t *testing.T) {
 		{"403", influx2(403, "forbidden", "insufficient permissions for write"),
 			Outcome{Reason: "influxdb 403: the gateway is not allowed to write"}, kindUnauthorized, "REFUSED THE TOKEN"},
 		{"404 database not found (1.8)", influx18(404, `database not found: "telemetry"`),
-			Outcome{Reason: `influxdb 404: database not found: "telemetry"`}, kindNotFound, "create_database = true"},
+			Outcome{Reason: `influxdb 404: database not found: "telemetry"` + notFound18}, kindNotFound, "create_database = true"},
 		{"404 bucket not found (2.x)", influx2(404, "not found", `bucket "telemetry" not found`),
-			Outcome{Reason: `influxdb 404: bucket "telemetry" not found`}, kindNotFound, "has no bucket or database"},
+			Outcome{Reason: `influxdb 404: bucket "telemetry" not found` + notFound18}, kindNotFound, "has no bucket or database"},
 		{"408", reply{status: 408}, Outcome{Reason: "influxdb 408: Request Timeout"}, kindUnavailable, "408"},
 		{"429", reply{status: 429, header: map[string]string{"Retry-After": "3"}},
 			Outcome{Reason: "influxdb 429: Too Many Requests"}, kindUnavailable, "429"},
@@ -291,7 +296,8 @@ func TestCreateDatabaseFails(t *testing.T) {
 	w, log := newTestWriter(t, f.srv.URL, func(c *WriterConfig) { c.CreateDatabase = true })
 
 	got := w.Write(context.Background(), []telegraf.Metric{temp("", 1.0)})
-	require.Equal(t, Outcome{Reason: `influxdb 404: database not found: "telemetry"`}, got)
+	require.Equal(t, Outcome{Reason: `influxdb 404: database not found: "telemetry" (the gateway's InfluxDB has no ` +
+		`database or bucket "telemetry" and create_database failed: its operator must create it; see ockamd's log)`}, got)
 	require.Len(t, f.requests(), 2, "no second write")
 	require.Len(t, log.Errors(), 2)
 	require.Contains(t, log.Errors()[0], "requires admin privilege")
