@@ -27,8 +27,6 @@ const (
 	// Close reasons sent to the peer.
 	closeStopping = "listener stopping"
 	closeIdle     = "idle timeout"
-	// closeTooManyChannels: max_channels_per_identity reached.
-	closeTooManyChannels = "too many channels for this identity"
 )
 
 var errClosing = errors.New("channel closing")
