@@ -73,6 +73,13 @@ func TestRevocationStopsDevice(t *testing.T) {
 		t.Errorf("device A was revoked, yet %d more of its rows reached InfluxDB (%d → %d) "+
 			"while B went %d → %d", a2-a1, a1, a2, b1, b2)
 	}
+	// A's channel was closed (revoked); it dials again, and the listener
+	// refuses it at the handshake and tells it why: its log says so, once.
+	refusedByListener := regexp.MustCompile(`refused by listener ` + regexp.QuoteMeta(l.member.id[:9]) + `…: revoked`)
+	devA.waitLog(refusedByListener, 60*time.Second)
+	if n := devA.count(regexp.MustCompile(`Cannot open a channel: .*refused by listener .*: revoked`)); n != 1 {
+		t.Errorf("device A logged its refusal %d times, want 1", n)
+	}
 	refused := regexp.MustCompile(`Refused a message from ` + regexp.QuoteMeta(a.id[:9]) + `… \(revoked\)`)
 	if n := l.proc.count(refused); n != 1 {
 		t.Errorf("the listener logged %d refusals of A as revoked, want 1 (then only counted)", n)
