@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
 // TestRefusedCredentials checks that a credential from another authority, or
@@ -65,7 +67,8 @@ func TestRefusedCredentials(t *testing.T) {
 	})
 	devices[expired].waitLog(regexp.MustCompile(`Starting without a valid credential .*credential expired at`), 30*time.Second)
 
-	// A client without that check gets no further: the listener refuses it.
+	// A client without that check gets no further: the listener refuses it,
+	// and tells it why.
 	unknownIssuer := regexp.MustCompile(`(?i)unknown issuer`)
 	expiredLog := regexp.MustCompile(`(?i)expired`)
 	for m, why := range map[*member]*regexp.Regexp{impostor: unknownIssuer, expired: expiredLog} {
@@ -76,6 +79,10 @@ func TestRefusedCredentials(t *testing.T) {
 		cancel()
 		if !errors.Is(err, ErrNoAck) {
 			t.Errorf("%s, unchecked: Send = %v, want an error wrapping ErrNoAck", m.name, err)
+		}
+		want := map[*member]secure.RefusalCode{impostor: secure.RefusedUnknownIssuer, expired: secure.RefusedExpired}[m]
+		if re, ok := errors.AsType[*secure.RefusedError](err); !ok || re.Code != want {
+			t.Errorf("%s, unchecked: Send = %v, want the listener's refusal %q", m.name, err, want)
 		}
 		eventually(t, 10*time.Second, "the listener to log why it refused "+m.name, func() (bool, string) {
 			return l.proc.count(why) > before, ""

@@ -73,13 +73,30 @@ func TestRevocationStopsDevice(t *testing.T) {
 		t.Errorf("device A was revoked, yet %d more of its rows reached InfluxDB (%d → %d) "+
 			"while B went %d → %d", a2-a1, a1, a2, b1, b2)
 	}
+	// A's channel was closed (revoked); it dials again, and the listener
+	// refuses it at the handshake and tells it why: its log says so, once.
+	refusedByListener := regexp.MustCompile(`refused by listener ` + regexp.QuoteMeta(l.member.id[:9]) + `…: revoked`)
+	devA.waitLog(refusedByListener, 60*time.Second)
+	firstRefusal := time.Now()
+	if n := devA.count(regexp.MustCompile(`W! \[outputs\.ockam\] Cannot open a channel: .*refused by listener .*: revoked`)); n != 1 {
+		t.Errorf("device A logged its refusal %d times, want 1", n)
+	}
+	// And it backs off: at least 2.5 s, then 5 s, ... between its dials
+	// (a Telegraf flush every second no longer wakes its dialer). Counted
+	// loosely over the window since its first refusal.
+	window := time.Since(firstRefusal)
+	dials := l.proc.count(regexp.MustCompile(`Handshake from \S+ failed \(revoked\)`))
+	if most := 2 + int(window/(2500*time.Millisecond)); dials > most {
+		t.Errorf("device A dialed %d times in the %.1fs after its first refusal, want at most %d", dials, window.Seconds(), most)
+	}
 	refused := regexp.MustCompile(`Refused a message from ` + regexp.QuoteMeta(a.id[:9]) + `… \(revoked\)`)
 	if n := l.proc.count(refused); n != 1 {
 		t.Errorf("the listener logged %d refusals of A as revoked, want 1 (then only counted)", n)
 	}
 	t.Logf("figures: list applied %.1fs after ockam revocation add; A had %d rows when revoked, "+
-		"%d after the grace period (%d in flight), %d at the end; B went %d → %d → %d; test window %.1fs",
-		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds())
+		"%d after the grace period (%d in flight), %d at the end; B went %d → %d → %d; test window %.1fs; "+
+		"A refused at %d handshakes",
+		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds(), dials)
 }
 
 // startDeviceWithList runs a device like startDevice whose outputs.ockam

@@ -30,8 +30,9 @@ var ErrNoAck = errors.New("e2e: the listener did not acknowledge the batch")
 // Send dials the listener at addr (host:port), runs the handshake, sends
 // lines (line protocol) as data message 1 and waits for the answer. It
 // returns nil only if the listener acknowledged it; an error wrapping
-// ErrNoAck if the listener closed the channel or sent a nack; any other error
-// if it could not get that far.
+// ErrNoAck if the listener refused the channel (wrapping the
+// *secure.RefusedError too), closed it or sent a nack; any other error if it
+// could not get that far.
 func (u Unchecked) Send(ctx context.Context, addr string, lines []byte) error {
 	cfg, err := u.config()
 	if err != nil {
@@ -46,6 +47,10 @@ func (u Unchecked) Send(ctx context.Context, addr string, lines []byte) error {
 		_ = conn.SetDeadline(deadline)
 	}
 	ch, err := secure.Dial(ctx, secure.NewStreamTransport(conn), cfg)
+	if errors.Is(err, secure.ErrRefused) {
+		// The listener refused the channel and said why (a *secure.RefusedError).
+		return fmt.Errorf("%w: %w", ErrNoAck, err)
+	}
 	if err != nil {
 		return err
 	}

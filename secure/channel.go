@@ -67,8 +67,31 @@ func Dial(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, erro
 		if err := t.WriteMessage(msg3); err != nil {
 			return nil, fmt.Errorf("send message 3: %w", err)
 		}
-		return s, nil
+		return s, awaitAccept(t, s)
 	})
+}
+
+// awaitAccept reads the listener's first transport message: accept, or a
+// refuse that Dial returns as a *RefusedError.
+func awaitAccept(t Transport, s *Session) error {
+	ct, err := t.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("read accept: %w", err)
+	}
+	p, err := s.open(nil, ct, time.Now())
+	if err != nil {
+		return err
+	}
+	f, err := parsePlaintext(p)
+	switch {
+	case err != nil:
+		return err
+	case f.Type == TypeAccept:
+		return nil
+	case f.Type == TypeRefuse:
+		return &RefusedError{Listener: s.peer.Identifier, Code: f.Code, Reason: f.Reason}
+	}
+	return fmt.Errorf("%w: %v message before accept", ErrMalformed, f.Type)
 }
 
 // Accept runs the responder's handshake over t, like Dial.
@@ -93,8 +116,50 @@ func Accept(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, er
 		if err != nil {
 			return nil, fmt.Errorf("read message 3: %w", err)
 		}
-		return r.Finish(msg3)
+		s, err := r.Finish(msg3)
+		if err != nil {
+			// The initiator proved its static key: tell it why (best
+			// effort, runHandshake closes t).
+			if refuse, rerr := r.Refuse(RefusalCodeOf(err), ""); rerr == nil {
+				_ = t.WriteMessage(refuse)
+			}
+			return nil, err
+		}
+		if cfg.Admit != nil {
+			if err := cfg.Admit(s.peer); err != nil {
+				code := RefusedUnauthorized
+				if re, ok := errors.AsType[*RefusalError](err); ok {
+					code = re.Code
+				}
+				return nil, refuseSession(t, s, code, err)
+			}
+		}
+		return s, sendControl(t, s, Message{Type: TypeAccept})
 	})
+}
+
+// refuseSession sends a refuse on an established session and returns err
+// wrapped with the peer's identity.
+func refuseSession(t Transport, s *Session, code RefusalCode, err error) error {
+	_ = sendControl(t, s, Message{Type: TypeRefuse, Code: code})
+	return &PeerError{Identifier: s.peer.Identifier, Err: err}
+}
+
+// sendControl seals and writes one control message on a session that no
+// Channel holds yet.
+func sendControl(t Transport, s *Session, m Message) error {
+	p, err := appendControl(nil, m)
+	if err != nil {
+		return err
+	}
+	ct, err := s.seal(nil, p)
+	if err != nil {
+		return err
+	}
+	if err := t.WriteMessage(ct); err != nil {
+		return fmt.Errorf("send %v: %w", m.Type, err)
+	}
+	return nil
 }
 
 // runHandshake runs steps with t closed if ctx ends first.
@@ -227,9 +292,13 @@ func (c *Channel) take(ct []byte, now time.Time) (m Message, ok bool, err error)
 	if err != nil {
 		return m, false, err
 	}
-	if f.Type == TypeRekey {
+	switch f.Type {
+	case TypeRekey:
 		c.session.rekeyRecv(now)
 		return m, false, nil
+	case TypeAccept, TypeRefuse:
+		// Only as the listener's first message, which Dial read.
+		return m, false, fmt.Errorf("%w: %v message on an open channel", ErrMalformed, f.Type)
 	}
 	if m, ok, err = c.reasm.add(f); err != nil || !ok {
 		return Message{}, false, err

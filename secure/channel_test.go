@@ -446,7 +446,8 @@ func TestChannelSendErrors(t *testing.T) {
 		{Type: TypeClose, Reason: strings.Repeat("r", MaxReason+1)},
 		{Type: TypeNack, Reason: "\xff"},
 		{Type: 0},
-		{Type: TypeRekey + 1},
+		{Type: TypeRefuse + 1},
+		{Type: TypeRefuse},
 	} {
 		require.Error(t, dev.Send(m), "%+v", m)
 	}

@@ -51,7 +51,7 @@ func TestDialAcceptFaults(t *testing.T) {
 	}
 	for name, carrier := range carriers {
 		for _, faultyDevice := range []bool{true, false} {
-			for n := range 4 { // each side does 3 I/Os; n = 3 fails none
+			for n := range 5 { // each side does 4 I/Os; n = 4 fails none
 				dt, lt, cleanup := carrier()
 				t.Cleanup(cleanup)
 				var faulty *faultTransport
@@ -64,7 +64,7 @@ func TestDialAcceptFaults(t *testing.T) {
 				}
 				dev, lis, derr, lerr := dialAccept(t, dt, lt, e.deviceConfig(), e.listenerConfig())
 				what := name + ", " + map[bool]string{true: "device", false: "listener"}[faultyDevice]
-				if n == 3 {
+				if n == 4 {
 					require.NoError(t, derr, what)
 					require.NoError(t, lerr, what)
 					require.Equal(t, dev.ChannelBinding(), lis.ChannelBinding())

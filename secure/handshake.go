@@ -21,7 +21,7 @@ import (
 // The handshake (docs/PROTOCOL.md, "Handshake"):
 //
 //	Noise_XX_25519_ChaChaPoly_BLAKE2s, prologue = Prologue
-//	-> e, payload "telegraf-ockam/1"             (message 1, cleartext hello)
+//	-> e, payload "telegraf-ockam/2"             (message 1, cleartext hello)
 //	<- e, ee, s, es, payload(responder)           (message 2)
 //	-> s, se, payload(initiator)                  (message 3)
 //
@@ -34,7 +34,8 @@ const (
 	// ProtocolName names this protocol and its version. It is the Noise
 	// prologue and the cleartext payload of message 1, so a peer of another
 	// version fails with a clear reason and cannot be downgraded silently.
-	ProtocolName = "telegraf-ockam/1"
+	// Version 2 added the listener's accept or refuse after message 3.
+	ProtocolName = "telegraf-ockam/2"
 
 	payloadVersion = 1
 )
@@ -74,6 +75,11 @@ type HandshakeConfig struct {
 	// device sets role=listener so that another device holding a credential
 	// from the same authority cannot pose as its listener.
 	PeerAttributes map[string]string
+	// Admit, on the responder (Accept) only, decides whether a verified
+	// initiator may open the channel. An error refuses it: a *RefusalError
+	// with its code, any other error with RefusedUnauthorized. nil admits
+	// every verified initiator.
+	Admit func(*Peer) error
 	// Now returns the time for validity checks (nil: time.Now).
 	Now func() time.Time
 	// Random supplies the ephemeral key (nil: crypto/rand). Test vectors
@@ -178,12 +184,18 @@ func (i *Initiator) Finish(msg2 []byte) ([]byte, *Session, error) {
 }
 
 // Responder runs the listener's side of the handshake, without I/O.
-type Responder struct{ h *handshake }
+type Responder struct {
+	h *handshake
+	// refusal is the responder's sending key after a message 3 that Noise
+	// read but verification refused: the initiator proved its static key
+	// and holds this key too, so it can be told why (Refuse).
+	refusal *Session
+}
 
 // NewResponder prepares the listener's side.
 func NewResponder(cfg HandshakeConfig) (*Responder, error) {
 	h, err := newHandshake(cfg, false)
-	return &Responder{h}, err
+	return &Responder{h: h}, err
 }
 
 // Respond reads message 1 and returns message 2.
@@ -221,11 +233,56 @@ func (r *Responder) Finish(msg3 []byte) (*Session, error) {
 	}
 	peer, err := h.verifyPayload(payload)
 	if err != nil {
+		r.refusal = newSession(cs2, nil, nil, nil)
+		if id, ok := h.provenIdentity(payload); ok {
+			err = &PeerError{Identifier: id, Err: err}
+		}
 		return nil, err
 	}
 	h.step = 2
 	// cs1 carries initiator→responder traffic on both sides.
 	return newSession(cs2, cs1, peer, h.hs.ChannelBinding()), nil
+}
+
+// Refuse returns the refuse message (docs/PROTOCOL.md, section 9) that
+// tells the initiator why Finish refused it, sealed as the responder's
+// first transport message. It fails unless Finish failed after Noise read
+// message 3: before that the responder holds no key the initiator has.
+func (r *Responder) Refuse(code RefusalCode, reason string) ([]byte, error) {
+	if r.refusal == nil {
+		return nil, errors.New("secure: no refusal to send: message 3 was not read")
+	}
+	p, err := appendControl(nil, Message{Type: TypeRefuse, Code: code, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	s := r.refusal
+	r.refusal = nil // one message only
+	return s.seal(nil, p)
+}
+
+// PeerError is a verification error of message 3 from a peer that proved
+// its identity (its attestation is valid and names the static key of the
+// handshake) but not the rest, for instance a revoked credential. The
+// listener logs refusals per identity with it.
+type PeerError struct {
+	Identifier Identifier
+	Err        error
+}
+
+func (e *PeerError) Error() string { return fmt.Sprintf("%s: %v", e.Identifier.Short(), e.Err) }
+
+// Unwrap returns the verification error.
+func (e *PeerError) Unwrap() error { return e.Err }
+
+// provenIdentity returns the identity of a payload whose attestation is
+// valid and attests the peer's static key of this handshake.
+func (h *handshake) provenIdentity(payload []byte) (Identifier, bool) {
+	a, _, err := parsePayload(payload)
+	if err != nil || subtle.ConstantTimeCompare(a.PurposeKey[:], h.hs.PeerStatic()) != 1 || a.Verify(h.cfg.now()) != nil {
+		return Identifier{}, false
+	}
+	return a.Identifier(), true
 }
 
 // appendPayload appends our handshake payload.

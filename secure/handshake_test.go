@@ -291,7 +291,8 @@ func TestHandshakeVersion(t *testing.T) {
 	for _, tc := range []struct {
 		name, prologue, hello string
 	}{
-		{"next version", "telegraf-ockam/2", "telegraf-ockam/2"},
+		{"next version", "telegraf-ockam/3", "telegraf-ockam/3"},
+		{"version 1, without accept and refuse", "telegraf-ockam/1", "telegraf-ockam/1"},
 		{"no hello", ProtocolName, ""},
 		{"hello with NUL", ProtocolName, ProtocolName + "\x00"},
 		{"uppercase hello", ProtocolName, "TELEGRAF-OCKAM/1"},
@@ -308,7 +309,7 @@ func TestHandshakeVersion(t *testing.T) {
 	}
 
 	t.Run("right hello, other prologue", func(t *testing.T) {
-		hs, msg1 := foreignInitiator(t, "telegraf-ockam/2", ProtocolName, static)
+		hs, msg1 := foreignInitiator(t, "telegraf-ockam/3", ProtocolName, static)
 		r, err := NewResponder(e.listenerConfig())
 		require.NoError(t, err)
 		msg2, err := r.Respond(msg1)
@@ -325,7 +326,7 @@ func TestHandshakeVersion(t *testing.T) {
 		hs, err := noise.NewHandshakeState(noise.Config{
 			CipherSuite:   noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s),
 			Pattern:       noise.HandshakeXX,
-			Prologue:      []byte("telegraf-ockam/2"),
+			Prologue:      []byte("telegraf-ockam/3"),
 			StaticKeypair: static,
 		})
 		require.NoError(t, err)

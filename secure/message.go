@@ -16,12 +16,16 @@ type MessageType uint8
 //	nack   3 | batch u64 | kind u8 (1 permanent, 2 transient) | reason (UTF-8)
 //	close  4 | reason (UTF-8)
 //	rekey  5                      (the sender's next message uses the next key)
+//	accept 6                      (the listener's first message: the channel is open)
+//	refuse 7 | code u8 | reason   (the listener's first and last message instead)
 const (
-	TypeData  MessageType = 1
-	TypeAck   MessageType = 2
-	TypeNack  MessageType = 3
-	TypeClose MessageType = 4
-	TypeRekey MessageType = 5
+	TypeData   MessageType = 1
+	TypeAck    MessageType = 2
+	TypeNack   MessageType = 3
+	TypeClose  MessageType = 4
+	TypeRekey  MessageType = 5
+	TypeAccept MessageType = 6
+	TypeRefuse MessageType = 7
 )
 
 // String returns the type's name.
@@ -37,6 +41,10 @@ func (t MessageType) String() string {
 		return "close"
 	case TypeRekey:
 		return "rekey"
+	case TypeAccept:
+		return "accept"
+	case TypeRefuse:
+		return "refuse"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -58,6 +66,8 @@ const (
 	ackMessageSize  = 1 + 8
 	nackHeaderSize  = 1 + 8 + 1
 	rekeyMessageLen = 1
+	acceptLen       = 1
+	refuseHeader    = 1 + 1
 )
 
 // Message is one transport message after reassembly.
@@ -70,8 +80,11 @@ type Message struct {
 	// Permanent marks a nack that retrying cannot fix (policy, revocation);
 	// a transient nack asks the sender to retry later.
 	Permanent bool
-	// Reason explains a nack or close, in UTF-8, at most MaxReason bytes.
+	// Reason explains a nack, close or refuse, in UTF-8, at most MaxReason
+	// bytes.
 	Reason string
+	// Code says why a refuse message refused the channel.
+	Code RefusalCode
 	// TooLarge is set by Receive on a data message whose reassembled
 	// payload would exceed the bound (SetMaxMessageSize): its fragments were
 	// read to the last and discarded, and Payload is nil. The channel stays
@@ -108,8 +121,13 @@ func appendControl(b []byte, m Message) ([]byte, error) {
 		return append(append(b, kind), m.Reason...), nil
 	case TypeClose:
 		return append(b, m.Reason...), nil
-	case TypeRekey:
+	case TypeRekey, TypeAccept:
 		return b, nil
+	case TypeRefuse:
+		if !m.Code.valid() {
+			return nil, fmt.Errorf("secure: cannot encode refusal code %d", m.Code)
+		}
+		return append(append(b, byte(m.Code)), m.Reason...), nil
 	}
 	return nil, fmt.Errorf("secure: cannot encode message type %v", m.Type)
 }
@@ -168,6 +186,20 @@ func parsePlaintext(p []byte) (fragment, error) {
 	case TypeRekey:
 		if len(p) != rekeyMessageLen {
 			return f, fmt.Errorf("%w: rekey message of %d bytes", ErrMalformed, len(p))
+		}
+	case TypeAccept:
+		if len(p) != acceptLen {
+			return f, fmt.Errorf("%w: accept message of %d bytes", ErrMalformed, len(p))
+		}
+	case TypeRefuse:
+		if len(p) < refuseHeader {
+			return f, fmt.Errorf("%w: refuse message of %d bytes", ErrMalformed, len(p))
+		}
+		if f.Code = RefusalCode(p[1]); !f.Code.valid() {
+			return f, fmt.Errorf("%w: refusal code %d", ErrMalformed, p[1])
+		}
+		if err := setReason(&f.Message, p[refuseHeader:]); err != nil {
+			return f, err
 		}
 	default:
 		return f, fmt.Errorf("%w: unknown message type %d", ErrMalformed, p[0])

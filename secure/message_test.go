@@ -58,7 +58,9 @@ func TestAppendControlErrors(t *testing.T) {
 		{Type: TypeNack, Reason: "\xff"},
 		{Type: TypeData},
 		{Type: 0},
-		{Type: 6},
+		{Type: 8},
+		{Type: TypeRefuse},
+		{Type: TypeRefuse, Code: 8},
 	} {
 		b, err := appendControl(nil, m)
 		require.Error(t, err, "%+v", m)
@@ -70,7 +72,12 @@ func TestParsePlaintextStrict(t *testing.T) {
 	for _, tc := range []struct{ name, plain string }{
 		{"empty", ""},
 		{"type 0", "00"},
-		{"type 6", "06"},
+		{"type 8", "08"},
+		{"accept with a byte", "06 00"},
+		{"refuse without a code", "07"},
+		{"refuse code 0", "07 00"},
+		{"refuse code 8", "07 08"},
+		{"refuse reason not UTF-8", "07 01 ff"},
 		{"type 255", "ff 00"},
 		{"data of 9 bytes", "01 0000000000000001"},
 		{"data of 1 byte", "01"},

@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"math/big"
 	"os"
@@ -213,7 +215,7 @@ func (v *vectorFile) expect(t *testing.T) error {
 	errs := map[string]error{
 		"ok": nil, "ErrUnknownIssuer": ErrUnknownIssuer, "ErrBadSignature": ErrBadSignature,
 		"ErrNotYetValid": ErrNotYetValid, "ErrExpired": ErrExpired, "ErrRevoked": ErrRevoked,
-		"ErrWrongSubject": ErrWrongSubject, "ErrMalformed": ErrMalformed,
+		"ErrWrongSubject": ErrWrongSubject, "ErrMalformed": ErrMalformed, "ErrRefused": ErrRefused,
 	}
 	err, ok := errs[name]
 	require.True(t, ok, "unknown expect: %q", s)
@@ -276,6 +278,7 @@ var vectorScenarios = []vectorScenario{
 	{"revocation.txt", genRevocation, checkRevocation},
 	{"handshake.txt", genHandshake, checkHandshake},
 	{"handshake-unknown-authority.txt", genHandshakeUnknownAuthority, checkHandshakeUnknownAuthority},
+	{"handshake-refused.txt", genHandshakeRefused, checkHandshakeRefused},
 	{"channel-rekey.txt", genChannelRekey, checkChannelRekey},
 	{"identity-key-small-order.txt", genIdentityKeySmallOrder, checkIdentityKeySmallOrder},
 	{"identity-key-non-canonical.txt", genIdentityKeyNonCanonical, checkIdentityKeyNonCanonical},
@@ -437,12 +440,15 @@ func (v *vectorFile) handshakeInputs(f *fixtures, listenerCred *Credential) {
 func genHandshake(t *testing.T, f *fixtures) *vectorFile {
 	h := f.handshake(t, f.listenerCred)
 	require.NoError(t, h.err)
+	accept, err := h.lis.seal(nil, vectorAcceptPlaintext)
+	require.NoError(t, err)
 	ct, err := h.dev.seal(nil, vectorDataPlaintext)
 	require.NoError(t, err)
 	v := &vectorFile{}
 	v.comment("Noise_XX_25519_ChaChaPoly_BLAKE2s handshake (docs/PROTOCOL.md, section 7) between the device")
 	v.comment("(initiator) and the listener (responder), each with a credential from the authority; then the")
-	v.comment("device's first transport message, a data message of batch 1 (section 9). The *-ephemeral values")
+	v.comment("listener's first transport message, accept, and the device's first, a data message of batch 1")
+	v.comment("(section 9). The *-ephemeral values")
 	v.comment("are the X25519 ephemeral private keys.")
 	v.comment(generatedBy)
 	v.handshakeInputs(f, f.listenerCred)
@@ -450,11 +456,82 @@ func genHandshake(t *testing.T, f *fixtures) *vectorFile {
 	v.set("msg2", h.msg2)
 	v.set("msg3", h.msg3)
 	v.set("channel-binding", h.dev.ChannelBinding())
+	v.set("accept-plaintext", vectorAcceptPlaintext)
+	v.set("accept-ciphertext", accept)
 	v.set("data-plaintext", vectorDataPlaintext)
 	v.set("data-ciphertext", ct)
 	v.set("expect", "ok")
 	return v
 }
+
+// vectorAcceptPlaintext is the listener's first message: accept.
+var vectorAcceptPlaintext = []byte{byte(TypeAccept)}
+
+// vectorRefusePlaintext refuses a revoked device, with a reason.
+var vectorRefusePlaintext = append([]byte{byte(TypeRefuse), byte(RefusedRevoked)}, "credential revoked by the authority"...)
+
+func genHandshakeRefused(t *testing.T, f *fixtures) *vectorFile {
+	h := f.handshake(t, f.listenerCred)
+	require.NoError(t, h.err)
+	ct, err := h.lis.seal(nil, vectorRefusePlaintext)
+	require.NoError(t, err)
+	v := &vectorFile{}
+	v.comment("The handshake of handshake.txt, but the listener refuses the device: its first transport")
+	v.comment("message (c2, nonce 0) is a refuse (docs/PROTOCOL.md, section 9) with code 1 (revoked) and a reason.")
+	v.comment("The device reads it instead of an accept and does not send data.")
+	v.comment(generatedBy)
+	v.handshakeInputs(f, f.listenerCred)
+	v.set("msg1", h.msg1)
+	v.set("msg2", h.msg2)
+	v.set("msg3", h.msg3)
+	v.set("refuse-plaintext", vectorRefusePlaintext)
+	v.set("refuse-ciphertext", ct)
+	v.set("expect", "ErrRefused (the device, reading the listener's first message: revoked)")
+	return v
+}
+
+func checkHandshakeRefused(t *testing.T, v *vectorFile) {
+	i, r := handshakeFromVector(t, v)
+	_, err := i.Start()
+	require.NoError(t, err)
+	msg2, err := r.Respond(v.bytes(t, "msg1"))
+	require.NoError(t, err)
+	require.Equal(t, v.bytes(t, "msg2"), msg2)
+	msg3, dev, err := i.Finish(msg2)
+	require.NoError(t, err)
+	require.Equal(t, v.bytes(t, "msg3"), msg3)
+	lis, err := r.Finish(msg3)
+	require.NoError(t, err)
+	ct, err := lis.seal(nil, v.bytes(t, "refuse-plaintext"))
+	require.NoError(t, err)
+	require.Equal(t, v.bytes(t, "refuse-ciphertext"), ct)
+
+	// The device's side, through the code Dial runs.
+	tr := &replayTransport{msgs: [][]byte{v.bytes(t, "refuse-ciphertext")}}
+	err = awaitAccept(tr, dev)
+	requireOutcome(t, v.expect(t), err)
+	re, ok := errors.AsType[*RefusedError](err)
+	require.True(t, ok)
+	require.Equal(t, RefusedRevoked, re.Code)
+	require.True(t, re.Code.Permanent())
+	require.Equal(t, "credential revoked by the authority", re.Reason)
+	require.Equal(t, v.get(t, "listener-identifier"), re.Listener.String())
+	require.NotErrorIs(t, err, ErrRevoked, "the refusal is about the device, not the listener's credential")
+}
+
+// replayTransport reads back msgs, then fails.
+type replayTransport struct{ msgs [][]byte }
+
+func (r *replayTransport) ReadMessage() ([]byte, error) {
+	if len(r.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := r.msgs[0]
+	r.msgs = r.msgs[1:]
+	return m, nil
+}
+func (*replayTransport) WriteMessage([]byte) error { return errors.New("read only") }
+func (*replayTransport) Close() error              { return nil }
 
 // handshakeFromVector prepares both roles from the keys a vector gives.
 func handshakeFromVector(t *testing.T, v *vectorFile) (*Initiator, *Responder) {
@@ -489,6 +566,11 @@ func checkHandshake(t *testing.T, v *vectorFile) {
 	require.Equal(t, v.bytes(t, "channel-binding"), lis.ChannelBinding())
 	require.Equal(t, v.get(t, "listener-identifier"), dev.Peer().Identifier.String())
 	require.Equal(t, v.get(t, "device-identifier"), lis.Peer().Identifier.String())
+
+	acc, err := lis.seal(nil, v.bytes(t, "accept-plaintext"))
+	require.NoError(t, err)
+	require.Equal(t, v.bytes(t, "accept-ciphertext"), acc)
+	require.NoError(t, awaitAccept(&replayTransport{msgs: [][]byte{acc}}, dev))
 
 	pt, err := lis.open(nil, v.bytes(t, "data-ciphertext"), time.Now())
 	require.NoError(t, err)

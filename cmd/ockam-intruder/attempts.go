@@ -140,9 +140,13 @@ func handshake(cfg secure.HandshakeConfig) func(ctx context.Context, addr string
 			return failed, err
 		}
 		ch, err := secure.Dial(ctx, secure.NewStreamTransport(conn), cfg)
+		if errors.Is(err, secure.ErrRefused) {
+			// The listener read message 3 and said why it refuses it.
+			return refused, err
+		}
 		if err != nil {
-			// Message 3, which carries our credential, is the last one: a
-			// failure before it is ours (or the network's), not a refusal.
+			// A failure before message 3, which carries our credential, is
+			// ours (or the network's), not a refusal.
 			return failed, fmt.Errorf("handshake: %w", err)
 		}
 		defer ch.Close("done")

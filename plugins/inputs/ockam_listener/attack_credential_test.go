@@ -2,6 +2,7 @@ package ockam_listener
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 
@@ -42,25 +43,24 @@ func TestAttackCredentials(t *testing.T) {
 		device *device
 		reason string // of handshakes_failed
 		log    string // in the log line
+		code   secure.RefusalCode
 	}{
 		{"an unknown authority", p.deviceFrom(newPKI(t).authority, attrs, p.now, time.Hour),
-			"unknown_issuer", "unknown issuer"},
+			"unknown_issuer", "unknown issuer", secure.RefusedUnknownIssuer},
 		{"expired", p.deviceFrom(p.authority, attrs, p.now.Add(-2*time.Hour), time.Hour),
-			"expired", "credential expired at"},
+			"expired", "credential expired at", secure.RefusedExpired},
 		{"not yet valid", p.deviceFrom(p.authority, attrs, p.now.Add(time.Hour), time.Hour),
-			"not_yet_valid", "not yet valid"},
+			"not_yet_valid", "not yet valid", secure.RefusedNotYetValid},
 		{"signed over other attributes", &device{id: victim.id, cred: forged, pki: p},
-			"bad_signature", "bad signature"},
+			"bad_signature", "bad signature", secure.RefusedInvalidCredential},
 		{"stolen, without its key", &device{id: thief.id, cred: victim.cred, pki: p},
-			"wrong_subject", "presented by " + thief.id.Identifier().Short()},
+			"wrong_subject", "presented by " + thief.id.Identifier().Short(), secure.RefusedInvalidCredential},
 	} {
 		t.Log(tt.name)
-		// The device checks the listener first, so its Dial may succeed;
-		// the listener then refuses message 3 and closes the connection.
-		if c, err := tt.device.tryDial(a.addr); err == nil {
-			c.t = t
-			require.Error(t, c.requireClosed(), tt.name)
-		}
+		// The device checks the listener first; the listener then refuses
+		// message 3 and tells the device why.
+		_, err := tt.device.tryDial(a.addr)
+		requireRefused(t, err, tt.code)
 		a.expect(map[string]int64{"handshakes_failed/" + tt.reason: 1})
 		a.requireLog(testutil.LevelInfo, "Handshake from", "failed ("+tt.reason+")", tt.log)
 		a.deliver()
@@ -102,14 +102,25 @@ func TestAttackCredentials(t *testing.T) {
 	requireRevokedHandshake(t, victim, a.addr)
 	a.expect(map[string]int64{"handshakes_failed/revoked": 1})
 	require.Equal(t, uint64(2), a.l.verifier.RevocationSequence(p.authority.Identifier()))
+	// Both refusals counted, the device logged once for this reason.
+	a.requireLogCount(1, "failed (revoked), the device was told", victim.id.Identifier().Short())
 	a.finish()
 }
 
 // requireRevokedHandshake checks that d's new handshake is refused.
 func requireRevokedHandshake(t *testing.T, d *device, addr string) {
 	t.Helper()
-	if c, err := d.tryDial(addr); err == nil {
-		c.t = t
-		require.Error(t, c.requireClosed())
-	}
+	_, err := d.tryDial(addr)
+	requireRefused(t, err, secure.RefusedRevoked)
+}
+
+// requireRefused checks that a device's Dial was refused after the
+// handshake with code: the device learns why (before protocol version 2
+// its Dial succeeded and the connection was just closed).
+func requireRefused(t *testing.T, err error, code secure.RefusalCode) {
+	t.Helper()
+	require.ErrorIs(t, err, secure.ErrRefused)
+	re, ok := errors.AsType[*secure.RefusedError](err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, code, re.Code, "%v", err)
 }

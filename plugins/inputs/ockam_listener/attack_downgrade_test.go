@@ -25,7 +25,7 @@ func TestAttackDowngrade(t *testing.T) {
 
 	// Another version in the hello (a peer of another version, or a man in
 	// the middle rewriting it).
-	for _, hello := range []string{"telegraf-ockam/0", "telegraf-ockam/2", "OCKAM_XX_25519_AES256_GCM_SHA256", ""} {
+	for _, hello := range []string{"telegraf-ockam/0", "telegraf-ockam/1", "telegraf-ockam/3", "OCKAM_XX_25519_AES256_GCM_SHA256", ""} {
 		nc := rawConn(t, a.addr)
 		hs := m.rawHandshake(t, suite, noise.HandshakeXX, true, []byte(hello), nil)
 		msg1, _, _, err := hs.WriteMessage(nil, []byte(hello))
@@ -34,7 +34,7 @@ func TestAttackDowngrade(t *testing.T) {
 		requireClosedByPeer(t, nc, wait)
 		a.expect(map[string]int64{"handshakes_failed/unsupported_version": 1})
 		a.requireLog(testutil.LevelInfo, "Handshake from "+nc.LocalAddr().String()+" failed (unsupported_version)",
-			`peer speaks "`+hello+`", want "telegraf-ockam/1"`)
+			`peer speaks "`+hello+`", want "`+secure.ProtocolName+`"`)
 	}
 
 	// The right hello, but another prologue or protocol name: the listener
@@ -82,7 +82,7 @@ func TestAttackDowngrade(t *testing.T) {
 	// A listener impostor of another version: the device cannot read its
 	// message 2, and sends nothing more.
 	device := a.p.fileDevice("device", map[string]string{"role": "sensor"})
-	imp := startImpostor(t, m, []byte("telegraf-ockam/2"), payload(m.id.Public().Attestation(), device.cred))
+	imp := startImpostor(t, m, []byte("telegraf-ockam/1"), payload(m.id.Public().Attestation(), device.cred))
 	_, err = device.handshakeOver(rawConn(t, imp.ln.Addr().String()), secure.Identifier{})
 	require.ErrorIs(t, err, secure.ErrHandshake)
 	require.Equal(t, 1, imp.framesReceived(t))

@@ -128,14 +128,12 @@ func TestAttackOneIdentityManyChannels(t *testing.T) {
 	}
 	a.expect(map[string]int64{"handshakes_ok": limit})
 	for range 5 {
-		c, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
-		require.NoError(t, err, "the handshake completes; the listener closes the channel after it")
-		c.t = t
-		require.ErrorContains(t, c.requireClosed(), closeTooManyChannels)
+		_, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
+		requireRefused(t, err, secure.RefusedTooManyChannels)
 	}
 	a.expect(map[string]int64{"channels_over_identity_limit": 5})
 	a.requireLog(testutil.LevelWarn, "Refused a channel from 127.0.0.1:", rogue.id.Identifier().Short(),
-		"it has 3 channels open already (max_channels_per_identity)")
+		"too many channels for this identity: it has 3 channels open already (max_channels_per_identity)")
 	require.Equal(t, 1, a.log.count("max_channels_per_identity"), "logged once, then only counted")
 	a.deliver()
 
@@ -152,8 +150,6 @@ func TestAttackOneIdentityManyChannels(t *testing.T) {
 	for {
 		require.True(t, time.Now().Before(deadline), "the closed channel's slot is still taken after %d retries", refused)
 		c, err := rogue.handshakeOver(dialFrom(t, "127.0.0.1", a.addr), secure.Identifier{})
-		require.NoError(t, err)
-		c.t = t
 		var ok, over int64
 		for end := time.Now().Add(wait); ok+over != 1 && time.Now().Before(end); time.Sleep(time.Millisecond) {
 			ok = a.l.stats.handshakesOK.Get() - a.base["handshakes_ok"]
@@ -161,11 +157,13 @@ func TestAttackOneIdentityManyChannels(t *testing.T) {
 		}
 		require.Equal(t, int64(1), ok+over, "a retry is either taken or refused")
 		if ok == 1 {
+			require.NoError(t, err)
+			c.t = t
 			again = c
 			break
 		}
 		refused++
-		require.ErrorContains(t, c.requireClosed(), closeTooManyChannels)
+		requireRefused(t, err, secure.RefusedTooManyChannels)
 	}
 	a.expect(map[string]int64{"handshakes_ok": 1, "channels_over_identity_limit": refused})
 	sendOne(a, again, rogue, 2)

@@ -66,10 +66,21 @@ func (imp *impostor) serve(t *testing.T, nc net.Conn, m *attacker, prologue, pay
 		return
 	}
 	for { // whatever the device sends next: message 3 would carry its credential
-		if _, err := readFrameFrom(nc); err != nil {
+		f, err := readFrameFrom(nc)
+		if err != nil {
 			return
 		}
 		n++
+		if n == 2 {
+			// Message 3 read: the impostor holds the channel keys and
+			// accepts, as a listener does (docs/PROTOCOL.md, section 9).
+			if _, _, cs2, err := hs.ReadMessage(nil, f); err == nil && cs2 != nil {
+				accept, err := cs2.Encrypt(nil, nil, []byte{byte(secure.TypeAccept)})
+				if err == nil {
+					_, _ = nc.Write(frame(accept))
+				}
+			}
+		}
 	}
 }
 

@@ -27,8 +27,6 @@ const (
 	// Close reasons sent to the peer.
 	closeStopping = "listener stopping"
 	closeIdle     = "idle timeout"
-	// closeTooManyChannels: max_channels_per_identity reached.
-	closeTooManyChannels = "too many channels for this identity"
 )
 
 var errClosing = errors.New("channel closing")
@@ -241,7 +239,7 @@ func (c *conn) watchIdle(d time.Duration) *time.Timer {
 }
 
 // helloGuard rejects at once a connection whose first frame cannot be
-// message 1 of the handshake (48 bytes in telegraf-ockam/1): plaintext line
+// message 1 of the handshake (48 bytes in telegraf-ockam/2): plaintext line
 // protocol or an HTTP request would otherwise make the framing wait for
 // kilobytes until handshake_timeout.
 type helloGuard struct {

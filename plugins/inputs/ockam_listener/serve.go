@@ -48,12 +48,13 @@ type server struct {
 	mu      sync.Mutex // held around AddTrackingMetricGroup + pending insert
 	pending map[telegraf.TrackingID]pendingMessage
 
-	refusals    onceSet   // (sender, reason) pairs already logged
-	identityLog rateLimit // channels_over_identity_limit warnings
-	rejectLog   rateLimit // connections_rejected warnings
-	throttleLog rateLimit // connections_throttled warnings
-	stallLog    rateLimit // byte_limit_stalls warnings
-	acceptLog   rateLimit // Accept errors
+	refusals    onceSet        // (sender, reason) pairs already logged
+	identityLog rateLimit      // channels_over_identity_limit warnings
+	rejectLog   rateLimit      // connections_rejected warnings
+	throttleLog rateLimit      // connections_throttled warnings
+	stallLog    rateLimit      // byte_limit_stalls warnings
+	acceptLog   rateLimit      // Accept errors
+	refusalLog  keyedRateLimit // handshake refusals, per identity (or source) and reason
 	// undeliveredLog: warnings about messages the outputs did not deliver.
 	undeliveredLog undeliveredLog
 }
@@ -268,20 +269,7 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		l.handshakeFailed(ctx, c, err)
 		return
 	}
-	// A compromised device must not hold every connection slot with its
-	// one credential (docs/SECURITY.md, W5).
-	id := ch.Peer().Identifier
-	if !l.perIdentity.acquire(id.String()) {
-		l.stats.channelsOverIdentityLimit.Incr(1)
-		if l.identityLog.allow(time.Now(), time.Minute) {
-			l.Log.Warnf("Refused a channel from %s (%s): it has %d channels open already (max_channels_per_identity); "+
-				"further refusals are counted in channels_over_identity_limit and logged at most once a minute",
-				c.remote, id.Short(), l.MaxChannelsPerIdentity)
-		}
-		ch.Close(closeTooManyChannels)
-		return
-	}
-	defer l.perIdentity.release(id.String())
+	defer l.perIdentity.release(ch.Peer().Identifier.String()) // taken by admit
 	ch.SetMaxMessageSize(int(l.MaxReceivedMessageSize))
 	parser, err := newParser()
 	if err != nil { // checked in Init
@@ -323,12 +311,27 @@ func (l *Listener) handshake(c *conn) (*secure.Channel, error) {
 	}
 	cur := l.trust.Current() // the purpose key current when the connection came
 	t := secure.NewStreamTransport(&helloGuard{Conn: c.nc})
-	return secure.Accept(ctx, t, secure.HandshakeConfig{
+	admitted := ""
+	ch, err := secure.Accept(ctx, t, secure.HandshakeConfig{
 		Identity:   cur.Identity,
 		Credential: cur.Credential,
 		Verifier:   cur.Verifier,
 		Now:        l.now,
+		Admit: func(p *secure.Peer) error {
+			// A compromised device must not hold every connection slot
+			// with its one credential (docs/SECURITY.md, W5).
+			if !l.perIdentity.acquire(p.Identifier.String()) {
+				return &secure.RefusalError{Code: secure.RefusedTooManyChannels,
+					Err: fmt.Errorf("it has %d channels open already (max_channels_per_identity)", l.MaxChannelsPerIdentity)}
+			}
+			admitted = p.Identifier.String()
+			return nil
+		},
 	})
+	if err != nil && admitted != "" {
+		l.perIdentity.release(admitted) // the accept was not sent
+	}
+	return ch, err
 }
 
 // handshakeFailed counts and logs a failed handshake, unless the listener
@@ -337,11 +340,31 @@ func (l *Listener) handshakeFailed(ctx context.Context, c *conn, err error) {
 	if ctx.Err() != nil {
 		return
 	}
+	if re, ok := errors.AsType[*secure.RefusalError](err); ok && re.Code == secure.RefusedTooManyChannels {
+		l.stats.channelsOverIdentityLimit.Incr(1)
+		if l.identityLog.allow(time.Now(), time.Minute) {
+			l.Log.Warnf("Refused a channel from %s (%v); "+
+				"further refusals are counted in channels_over_identity_limit and logged at most once a minute",
+				c.remote, err)
+		}
+		return
+	}
 	reason := handshakeReason(err)
 	l.stats.handshakesFailed[reason].Incr(1)
 	if credentialReasons[reason] {
 		// A device that needs its operator: expired, revoked, foreign.
-		l.Log.Infof("Handshake from %s failed (%s): %v", c.remote, reason, err)
+		// It was told why and backs off, but it keeps dialing until its
+		// operator acts: say it once per identity and reason per interval.
+		pe, known := errors.AsType[*secure.PeerError](err)
+		if !known {
+			l.Log.Infof("Handshake from %s failed (%s): %v", c.remote, reason, err)
+		} else if l.refusalLog.allow(pe.Identifier.String()+" "+reason, time.Now(), refusalLogInterval) {
+			l.Log.Infof("Handshake from %s failed (%s), the device was told: %v; "+
+				"further refusals of this device for this reason are counted in handshakes_failed and logged at most every %v",
+				c.remote, reason, err, refusalLogInterval)
+		} else {
+			l.Log.Debugf("Handshake from %s failed (%s): %v", c.remote, reason, err)
+		}
 	} else {
 		// Scanners, plaintext clients, broken links: expected noise.
 		l.Log.Debugf("Handshake from %s failed (%s): %v", c.remote, reason, err)

@@ -177,6 +177,30 @@ func (o *onceSet) first(key string) bool {
 	return true
 }
 
+// refusalLogInterval: a device refused at the handshake for one reason is
+// logged once per interval; every refusal is counted.
+const refusalLogInterval = 10 * time.Minute
+
+// keyedRateLimit allows one event per key and period, for at most maxOnce
+// keys (then it forgets them all, as onceSet does).
+type keyedRateLimit struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (r *keyedRateLimit) allow(key string, now time.Time, period time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if last, ok := r.last[key]; ok && now.Sub(last) < period {
+		return false
+	}
+	if r.last == nil || len(r.last) >= maxOnce {
+		r.last = make(map[string]time.Time)
+	}
+	r.last[key] = now
+	return true
+}
+
 // rateLimit allows one event per period.
 type rateLimit struct {
 	mu   sync.Mutex

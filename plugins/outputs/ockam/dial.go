@@ -16,7 +16,32 @@ import (
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 30 * time.Second
+	// A listener that refused the device for good (revoked, expired,
+	// unknown issuer, ...) refuses it again until its operator acts: the
+	// device backs off from minRefusedBackoff to maxRefusedBackoff, and a
+	// Write does not cut the wait short. The credential is read again
+	// before each attempt, so a renewed one is used at the next.
+	minRefusedBackoff = 5 * time.Second
+	maxRefusedBackoff = 5 * time.Minute
+	// relogRefusal: the same refusal is logged again at most this often.
+	relogRefusal = time.Hour
 )
+
+// refusedForGood returns the listener's permanent refusal in err, if any.
+func refusedForGood(err error) (*secure.RefusedError, bool) {
+	re, ok := errors.AsType[*secure.RefusedError](err)
+	return re, ok && re.Code.Permanent()
+}
+
+// backoffFor returns the wait before the next attempt after one that ended
+// with err, given the current wait: it doubles, within the bounds of a
+// permanent refusal or of any other failure.
+func backoffFor(cur time.Duration, err error) time.Duration {
+	if _, ok := refusedForGood(err); ok {
+		return min(max(2*cur, minRefusedBackoff), maxRefusedBackoff)
+	}
+	return min(max(2*cur, minBackoff), maxBackoff)
+}
 
 // runDialer keeps one channel open: it dials, waits for the channel to end,
 // and dials again, with backoff, until ctx ends.
@@ -24,7 +49,7 @@ func (o *Ockam) runDialer(ctx context.Context) {
 	defer close(o.dialerDone)
 	backoff := minBackoff
 	connected := false
-	lastLogged := ""
+	lastLogged, lastLoggedAt := "", time.Time{}
 	for {
 		select {
 		case <-o.kick: // this attempt answers it
@@ -41,13 +66,19 @@ func (o *Ockam) runDialer(ctx context.Context) {
 			}
 			return
 		}
+		refused := false
 		if err != nil {
-			// Say it once; a listener that stays down is one problem.
-			if msg := err.Error(); msg != lastLogged {
+			// Say it once (an hour); a listener that stays down is one problem.
+			if msg := err.Error(); msg != lastLogged || time.Since(lastLoggedAt) >= relogRefusal {
 				o.Log.Warnf("Cannot open a channel: %v", err)
-				lastLogged = msg
+				lastLogged, lastLoggedAt = msg, time.Now()
 			} else {
 				o.Log.Debugf("Cannot open a channel: %v", err)
+			}
+			if _, refused = refusedForGood(err); refused {
+				backoff = max(backoff, minRefusedBackoff)
+			} else {
+				backoff = min(backoff, maxBackoff) // refused before, not now
 			}
 		}
 		o.publish(l, err, attempt)
@@ -78,10 +109,10 @@ func (o *Ockam) runDialer(ctx context.Context) {
 				backoff = minBackoff
 			}
 		}
-		if !o.sleep(ctx, backoff/2+rand.N(backoff/2)) {
+		if !o.sleep(ctx, backoff/2+rand.N(backoff/2), !refused) {
 			return
 		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = backoffFor(backoff, err)
 	}
 }
 
@@ -107,14 +138,19 @@ func (o *Ockam) watchLink(ctx context.Context, l *link) bool {
 	}
 }
 
-// sleep waits for d or a kick; it returns false when ctx ended.
-func (o *Ockam) sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits for d, or a kick if kickable; it returns false when ctx
+// ended.
+func (o *Ockam) sleep(ctx context.Context, d time.Duration, kickable bool) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	kick := o.kick
+	if !kickable {
+		kick = nil
+	}
 	select {
 	case <-ctx.Done():
 		return false
-	case <-o.kick:
+	case <-kick:
 		return true
 	case <-t.C:
 		return true
@@ -140,6 +176,11 @@ func (o *Ockam) waitLink() (*link, error) {
 			return l, nil
 		}
 		if finished > start && lastErr != nil {
+			return nil, fmt.Errorf("no channel to %s: %w", o.target, lastErr)
+		}
+		if _, ok := refusedForGood(lastErr); ok && l == nil {
+			// The dialer backs off for minutes and a kick does not
+			// wake it: say why at once.
 			return nil, fmt.Errorf("no channel to %s: %w", o.target, lastErr)
 		}
 		select {

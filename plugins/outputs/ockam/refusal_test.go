@@ -1,0 +1,138 @@
+package ockam
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/influxdata/telegraf/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+)
+
+// TestRefusedByListener runs the real listener: a device it refuses at the
+// handshake learns why. Its Write fails with an error naming the refusal,
+// it logs `refused by listener I…: <reason>` once, it never logs that a
+// channel is open, and a Write does not make it dial again. Before
+// protocol version 2 the device's handshake succeeded, it logged "Channel
+// open to listener", and only its first message found the channel closed.
+func TestRefusedByListener(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// setup returns the device's trusted authorities and the
+		// listener's revocation list, and may replace the device's
+		// credential. The listener trusts the fleet's authority only.
+		setup func(t *testing.T, fleet *ockamtest.Fleet, dev ockamtest.Member) (authorities []string, list string)
+		code  secure.RefusalCode
+	}{
+		{"revoked", func(t *testing.T, fleet *ockamtest.Fleet, dev ockamtest.Member) ([]string, string) {
+			now := time.Now()
+			l, err := secure.NewRevocationList(fleet.Authority.Signer(), 1, now, now.Add(secure.DefaultRevocationListValidity),
+				[]secure.Identifier{dev.Identity.Identifier()}, nil)
+			require.NoError(t, err)
+			path := filepath.Join(fleet.Dir, "revoked.list")
+			ockamtest.WriteFile(t, path, l.MarshalFile())
+			return []string{fleet.AuthorityFile}, path
+		}, secure.RefusedRevoked},
+		{"an authority the listener does not trust", func(t *testing.T, fleet *ockamtest.Fleet, dev ockamtest.Member) ([]string, string) {
+			// The device's credential is from another authority, which the
+			// device trusts too; the listener does not.
+			other := ockamtest.NewFleet(t)
+			c := other.Issue(t, other.Authority, dev.Identity.Identifier(), map[string]string{"role": "sensor"}, time.Now(), time.Hour)
+			ockamtest.WriteFile(t, dev.CredentialPath, c.MarshalFile())
+			return []string{fleet.AuthorityFile, other.AuthorityFile}, ""
+		}, secure.RefusedUnknownIssuer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fleet := ockamtest.NewFleet(t)
+			dev := fleet.Enroll(t, "device", map[string]string{"role": "sensor"})
+			gw := fleet.Enroll(t, "listener", map[string]string{"role": "listener"})
+			authorities, list := tc.setup(t, fleet, dev)
+			addr := ockamtest.FreeAddr(t)
+			l := startListenerAt(t, func(l *ockam_listener.Listener) {
+				l.ServiceAddress = "tcp://" + addr
+				l.RevocationList = list
+			}, gw.VaultPath, gw.CredentialPath, 0, fleet.AuthorityFile)
+			o := newPipelineOutput(t, addr, dev.VaultPath, dev.CredentialPath, authorities...)
+
+			want := "refused by listener " + gw.Identity.Identifier().Short() + ": " + tc.code.String()
+			err := o.Write(sequence(0, 1))
+			require.ErrorIs(t, err, secure.ErrRefused)
+			require.ErrorContains(t, err, want)
+			require.Empty(t, l.acc.GetTelegrafMetrics())
+
+			// Writes fail at once with the refusal and do not wake the
+			// dialer, which backs off for seconds, then minutes.
+			o.mu.Lock()
+			before := o.started
+			o.mu.Unlock()
+			start := time.Now()
+			for i := range 20 {
+				require.ErrorContains(t, o.Write(sequence(i+1, 1)), want)
+			}
+			o.mu.Lock()
+			after := o.started
+			o.mu.Unlock()
+			if elapsed := time.Since(start); elapsed < minRefusedBackoff/2 {
+				require.Equal(t, before, after, "20 writes in %v made the device dial again", elapsed)
+			} else {
+				t.Logf("20 writes took %v, longer than the shortest backoff: dial count not checked", elapsed)
+			}
+
+			log := o.Log.(*testutil.CaptureLogger)
+			count := 0
+			for _, w := range log.Warnings() {
+				if strings.Contains(w, want) {
+					count++
+				}
+			}
+			require.Equal(t, 1, count, "logged once: %q", log.Warnings())
+			for _, m := range log.Messages() {
+				require.NotContains(t, m.Text, "Channel open to listener")
+			}
+			require.Eventually(t, func() bool {
+				for _, e := range l.log.Messages() {
+					if strings.Contains(e.Text, "the device was told") && strings.Contains(e.Text, dev.Identity.Identifier().Short()) {
+						return true
+					}
+				}
+				return false
+			}, time.Minute, 10*time.Millisecond, "the listener logs the refusal")
+		})
+	}
+}
+
+// TestBackoffFor: a permanent refusal grows the wait from 5 s to 5 min; a
+// refusal that may pass (too many channels) and any other failure stay
+// within 100 ms .. 30 s.
+func TestBackoffFor(t *testing.T) {
+	revoked := &secure.RefusedError{Code: secure.RefusedRevoked}
+	busy := &secure.RefusedError{Code: secure.RefusedTooManyChannels}
+	var got []time.Duration
+	for b, i := time.Duration(0), 0; i < 10; i++ {
+		b = backoffFor(b, revoked)
+		got = append(got, b)
+	}
+	s := time.Second
+	require.Equal(t, []time.Duration{5 * s, 10 * s, 20 * s, 40 * s, 80 * s, 160 * s, 300 * s, 300 * s, 300 * s, 300 * s}, got)
+
+	for _, err := range []error{busy, nil, errString("connection refused")} {
+		got = got[:0]
+		for b, i := minBackoff, 0; i < 10; i++ {
+			b = backoffFor(b, err)
+			got = append(got, b)
+		}
+		ms := time.Millisecond
+		require.Equal(t, []time.Duration{200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 6400 * ms, 12800 * ms, 25600 * ms, 30 * s, 30 * s}, got, "%v", err)
+	}
+	// After a refusal for good, the next other failure falls back within 30 s.
+	require.Equal(t, maxBackoff, backoffFor(maxRefusedBackoff, nil))
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
