@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
 // writeAPI is what differs between the two write endpoints.
@@ -136,7 +137,14 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 	out = outcome{metrics: len(metrics)}
 	var err error
 	out.res, err = h.sender.Send(r.Context(), metrics)
+	var refusal *secure.RefusedError
 	switch refused := out.res.RefusedMetrics(); {
+	case errors.As(err, &refusal) && refusal.Code == secure.RefusedRevoked:
+		// The listener refuses this device for good (a revocation list
+		// never goes back): as a point InfluxDB refuses, not as an outage
+		// the client should wait out. Every other refusal can end (a
+		// renewed credential, a freed channel slot): retry later.
+		out.status, out.msg = http.StatusBadRequest, "refused, dropped: "+err.Error()
 	case err != nil:
 		out.status, out.msg = http.StatusServiceUnavailable, "not delivered, retry later: "+err.Error()
 	case refused > 0:
