@@ -68,7 +68,7 @@ func TestAttackCredentials(t *testing.T) {
 
 	// Stolen with the victim's public identity too, over the thief's key.
 	nc := rawConn(t, a.addr)
-	require.NoError(t, rawXX(t, nc, thief, secure.Prologue, []byte(secure.ProtocolName),
+	require.NoError(t, rawXX(t, nc, thief, []byte(secure.ProtocolName), []byte(secure.ProtocolName),
 		payload(victim.id.Public().Attestation(), victim.cred)))
 	requireClosedByPeer(t, nc, wait)
 	a.expect(map[string]int64{"handshakes_failed/wrong_subject": 1})
