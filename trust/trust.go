@@ -84,6 +84,15 @@ type Config struct {
 	// rather than going on with the one in use; it changes what is logged.
 	StrictCredential bool
 
+	// OnRevocation, if set, is called each time a revocation list that
+	// changes the current list of its issuer has been applied, from
+	// RevocationList or from the revocation source (at Open too), so that
+	// the caller can close at once the channels of the identities it
+	// revokes rather than at their next message. It runs on the loader's
+	// goroutines, under its locks: it must not call the Trust, and must
+	// not block.
+	OnRevocation func()
+
 	Names Names
 	Log   Logger
 	// Now is the clock; time.Now if nil.
@@ -246,10 +255,26 @@ func (t *Trust) applyListFile(data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := t.verifier.UpdateRevocations(list); err != nil {
+	if err := t.updateRevocations(list); err != nil {
 		return err
 	}
 	t.listFromFile = list
+	return nil
+}
+
+// updateRevocations makes list current for its issuer (see
+// secure.Verifier.UpdateRevocations) and calls OnRevocation if that
+// changed the issuer's current list. Sequence numbers only grow, so a
+// change is never missed; a list applied concurrently by the other
+// provider may be reported twice, which is harmless.
+func (t *Trust) updateRevocations(list *secure.RevocationList) error {
+	before := t.verifier.RevocationSequence(list.Issuer)
+	if err := t.verifier.UpdateRevocations(list); err != nil {
+		return err
+	}
+	if t.cfg.OnRevocation != nil && t.verifier.RevocationSequence(list.Issuer) != before {
+		t.cfg.OnRevocation()
+	}
 	return nil
 }
 
