@@ -428,7 +428,7 @@ func (l *Listener) closeRevoked() {
 		// The credential was verified in the handshake; only revocation
 		// is new. An expired one is left to the next message, whose
 		// transient nack makes the device reload its credential.
-		if errors.Is(l.verifier.CheckCurrent(c.peer.Credential, now), secure.ErrRevoked) {
+		if c.ctx.Err() == nil && errors.Is(l.verifier.CheckCurrent(c.peer.Credential, now), secure.ErrRevoked) {
 			revoked = append(revoked, c)
 		}
 	}
