@@ -29,8 +29,9 @@ import (
 )
 
 // MaxFileSize bounds every file the loader reads. The largest is a
-// revocation list: secure.MaxRevocationEntries entries come to about 90 MB
-// in PEM form. Identity and credential files are a few kilobytes.
+// revocation list: secure.MaxRevocationEntries subjects (32 bytes each)
+// come to about 45 MB in PEM form, and package secure refuses a file over
+// 64 MiB. Identity and credential files are a few kilobytes.
 const MaxFileSize = 128 << 20
 
 // Logger is where the loader reports what it does and the problems it
