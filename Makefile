@@ -100,11 +100,12 @@ bench-inlet:
 bench-enroll: build
 	OCKAM_BIN=$(BIN) $(GO) test -run '^$$' -bench '^BenchmarkEnrollFleet$$' -benchtime 1x -count 1 -timeout 30m ./cmd/ockam/
 
-## lint: gofmt, vet, staticcheck
+## lint: gofmt, vet, staticcheck (pinned: a release that knows this Go version)
+STATICCHECK_VERSION ?= v0.8.2
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 ## bench: every benchmark side by side, one table of medians (docs/BENCHMARKS.md)
 bench: build tools

@@ -50,14 +50,15 @@ func TestRevocationStopsDevice(t *testing.T) {
 	// One re-read of the list (revocation_check_interval = 1s).
 	l.proc.waitLog(regexp.MustCompile(`Revocation list .* applied: sequence 2, 2 subjects`), 30*time.Second)
 	appliedAfter := time.Since(revokedAt)
-	// Grace: what A had in flight, delivered with the next flushes. A's
-	// Telegraf sends its next batch only once every message of the previous
-	// one was answered, and the listener acks a message once InfluxDB holds
-	// it: when A is first refused as revoked, whatever the listener had
-	// accepted from it is stored, however far behind the gateway's output
-	// runs on a slow machine. Then B's rows count the time: 60 rows are 3 s
-	// of its traffic.
-	devA.waitLog(regexp.MustCompile(`refused \d+ metrics permanently, they will be dropped: "revoked"`), 30*time.Second)
+	// Grace: what A had in flight, delivered with the next flushes. The
+	// listener closes A's channel as soon as it applied the list (or, if a
+	// message of A comes first, refuses it permanently and closes the
+	// channel). What it emitted from A before is ahead of B's later rows in
+	// the gateway's output, so once B's rows grow, A's are all stored,
+	// however far behind the gateway's output runs on a slow machine. B's
+	// rows count the time: 60 rows are 3 s of its traffic.
+	devA.waitLog(regexp.MustCompile(`refused \d+ metrics permanently, they will be dropped: "revoked"|`+
+		`Channel to listener \S+ ended: .*"revoked"`), 30*time.Second)
 	_, b0 := counts()
 	growB := func(from, by int) func() (bool, string) {
 		return func() (bool, string) {
@@ -90,13 +91,19 @@ func TestRevocationStopsDevice(t *testing.T) {
 		t.Errorf("device A dialed %d times in the %.1fs after its first refusal, want at most %d", dials, window.Seconds(), most)
 	}
 	refused := regexp.MustCompile(`Refused a message from ` + regexp.QuoteMeta(a.id[:9]) + `… \(revoked\)`)
-	if n := l.proc.count(refused); n != 1 {
-		t.Errorf("the listener logged %d refusals of A as revoked, want 1 (then only counted)", n)
+	closed := regexp.MustCompile(`Closed 1 channels of identities revoked by the new revocation list \(first: ` +
+		regexp.QuoteMeta(a.id[:9]) + `…`)
+	nRefused, nClosed := l.proc.count(refused), l.proc.count(closed)
+	if nRefused > 1 {
+		t.Errorf("the listener logged %d refusals of A as revoked, want at most 1 (then only counted)", nRefused)
+	}
+	if nRefused+nClosed == 0 {
+		t.Errorf("the listener logged neither that it closed A's channel nor that it refused A's message")
 	}
 	t.Logf("figures: list applied %.1fs after ockam revocation add; A had %d rows when revoked, "+
 		"%d after the grace period (%d in flight), %d at the end; B went %d → %d → %d; test window %.1fs; "+
-		"A refused at %d handshakes",
-		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds(), dials)
+		"A refused at %d handshakes; A's channel closed when the list was applied: %d, A's message refused first: %d",
+		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds(), dials, nClosed, nRefused)
 }
 
 // startDeviceWithList runs a device like startDevice whose outputs.ockam

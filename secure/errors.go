@@ -25,8 +25,6 @@ var (
 	// ErrStaleRevocationList: a revocation list older than (or as old as,
 	// but different from) the current one was offered.
 	ErrStaleRevocationList = errors.New("secure: stale revocation list")
-	// ErrPolicy: the policy does not allow the peer to write what it sent.
-	ErrPolicy = errors.New("secure: refused by policy")
 	// ErrMalformed: an encoding is not canonical or not well formed.
 	ErrMalformed = errors.New("secure: malformed")
 )

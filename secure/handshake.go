@@ -20,7 +20,7 @@ import (
 
 // The handshake (docs/PROTOCOL.md, "Handshake"):
 //
-//	Noise_XX_25519_ChaChaPoly_BLAKE2s, prologue = Prologue
+//	Noise_XX_25519_ChaChaPoly_BLAKE2s, prologue = ProtocolName
 //	-> e, payload "telegraf-ockam/2"             (message 1, cleartext hello)
 //	<- e, ee, s, es, payload(responder)           (message 2)
 //	-> s, se, payload(initiator)                  (message 3)
@@ -39,9 +39,6 @@ const (
 
 	payloadVersion = 1
 )
-
-// Prologue is the Noise prologue: both ends must agree on it.
-var Prologue = []byte(ProtocolName)
 
 // Handshake errors, besides the verification errors of Verifier.
 var (
@@ -117,7 +114,7 @@ func newHandshake(cfg HandshakeConfig, initiator bool) (*handshake, error) {
 		Random:      random,
 		Pattern:     noise.HandshakeXX,
 		Initiator:   initiator,
-		Prologue:    Prologue,
+		Prologue:    []byte(ProtocolName), // both ends must agree on it
 		// Private stays empty: vaultDH uses the vault's key for it.
 		StaticKeypair: noise.DHKey{Public: pub[:]},
 	})

@@ -31,7 +31,7 @@ func finishAgainst(t *testing.T, dcfg HandshakeConfig, static noise.DHKey, paylo
 	msg1, err := i.Start()
 	require.NoError(t, err)
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite: foreignSuite, Pattern: noise.HandshakeXX, Prologue: Prologue, StaticKeypair: static,
+		CipherSuite: foreignSuite, Pattern: noise.HandshakeXX, Prologue: []byte(ProtocolName), StaticKeypair: static,
 	})
 	require.NoError(t, err)
 	_, _, _, err = hs.ReadMessage(nil, msg1)

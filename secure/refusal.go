@@ -72,8 +72,6 @@ func RefusalCodeOf(err error) RefusalCode {
 		return RefusedNotYetValid
 	case errors.Is(err, ErrUnknownIssuer):
 		return RefusedUnknownIssuer
-	case errors.Is(err, ErrPolicy):
-		return RefusedUnauthorized
 	}
 	return RefusedInvalidCredential
 }

@@ -126,7 +126,6 @@ func TestRefusalCodes(t *testing.T) {
 	require.Equal(t, RefusedExpired, RefusalCodeOf(ErrExpired))
 	require.Equal(t, RefusedNotYetValid, RefusalCodeOf(ErrNotYetValid))
 	require.Equal(t, RefusedUnknownIssuer, RefusalCodeOf(ErrUnknownIssuer))
-	require.Equal(t, RefusedUnauthorized, RefusalCodeOf(ErrPolicy))
 	require.Equal(t, RefusedInvalidCredential, RefusalCodeOf(ErrBadSignature))
 	require.Equal(t, RefusedInvalidCredential, RefusalCodeOf(ErrMalformed))
 }

@@ -124,7 +124,7 @@ func newSource(t *Trust) (*source, error) {
 			"if it is damaged, delete it: the next list from the source replaces it)",
 			t.names.RevocationState, s.state, err, s.option, cfg.Source)
 	case list != nil:
-		if err := t.verifier.UpdateRevocations(list); err != nil {
+		if err := t.updateRevocations(list); err != nil {
 			return nil, fmt.Errorf("%s %q: %w", t.names.RevocationState, s.state, err)
 		}
 		s.current = list
@@ -216,7 +216,7 @@ func (s *source) poll(ctx context.Context) {
 // apply makes list current if it is at least as new as the current one,
 // and persists it.
 func (s *source) apply(list *secure.RevocationList) error {
-	if err := s.t.verifier.UpdateRevocations(list); err != nil {
+	if err := s.t.updateRevocations(list); err != nil {
 		return err
 	}
 	s.mu.Lock()

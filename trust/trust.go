@@ -29,8 +29,9 @@ import (
 )
 
 // MaxFileSize bounds every file the loader reads. The largest is a
-// revocation list: secure.MaxRevocationEntries entries come to about 90 MB
-// in PEM form. Identity and credential files are a few kilobytes.
+// revocation list: secure.MaxRevocationEntries subjects (32 bytes each)
+// come to about 45 MB in PEM form, and package secure refuses a file over
+// 64 MiB. Identity and credential files are a few kilobytes.
 const MaxFileSize = 128 << 20
 
 // Logger is where the loader reports what it does and the problems it
@@ -95,6 +96,15 @@ type Config struct {
 	// with how long the credential in use stays valid (negative once it
 	// expired), for an internal metric.
 	ExpiresIn func(time.Duration)
+
+	// OnRevocation, if set, is called each time a revocation list that
+	// changes the current list of its issuer has been applied, from
+	// RevocationList or from the revocation source (at Open too), so that
+	// the caller can close at once the channels of the identities it
+	// revokes rather than at their next message. It runs on the loader's
+	// goroutines, under its locks: it must not call the Trust, and must
+	// not block.
+	OnRevocation func()
 
 	Names Names
 	Log   Logger
@@ -269,10 +279,26 @@ func (t *Trust) applyListFile(data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := t.verifier.UpdateRevocations(list); err != nil {
+	if err := t.updateRevocations(list); err != nil {
 		return err
 	}
 	t.listFromFile = list
+	return nil
+}
+
+// updateRevocations makes list current for its issuer (see
+// secure.Verifier.UpdateRevocations) and calls OnRevocation if that
+// changed the issuer's current list. Sequence numbers only grow, so a
+// change is never missed; a list applied concurrently by the other
+// provider may be reported twice, which is harmless.
+func (t *Trust) updateRevocations(list *secure.RevocationList) error {
+	before := t.verifier.RevocationSequence(list.Issuer)
+	if err := t.verifier.UpdateRevocations(list); err != nil {
+		return err
+	}
+	if t.cfg.OnRevocation != nil && t.verifier.RevocationSequence(list.Issuer) != before {
+		t.cfg.OnRevocation()
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,4 +217,42 @@ func TestRefreshKeepsCurrent(t *testing.T) {
 	tr.credentialAlarm = ""
 	require.Error(t, tr.Refresh(later))
 	require.Len(t, log.find("E!", "The credential in use is no longer valid, devices will refuse new channels until credential_path"), 1)
+}
+
+// TestOnRevocation: OnRevocation is called once for each list that changes
+// the current one of its issuer, from the file and from the source, and
+// not for the same list again, an older one or a damaged one.
+func TestOnRevocation(t *testing.T) {
+	p := newPKI(t)
+	src := newFakeAuthority(t)
+	var calls atomic.Int64
+	c := p.config(&logger{})
+	c.RevocationList = p.write("revoked.list", p.list(1, p.now.Add(time.Hour)).MarshalFile())
+	c.Revocation = RevocationConfig{Source: src.source(), PollInterval: 10 * time.Millisecond, FailOpen: true}
+	c.OnRevocation = func() { calls.Add(1) }
+	tr, err := Open(c)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), calls.Load(), "the file's list, at Open")
+
+	for _, step := range []struct {
+		name string
+		list []byte
+		want int64
+	}{
+		{"unchanged", p.list(1, p.now.Add(time.Hour)).MarshalFile(), 1},
+		{"newer", p.list(2, p.now.Add(time.Hour), p.id.Identifier()).MarshalFile(), 2},
+		{"older", p.list(1, p.now.Add(time.Hour)).MarshalFile(), 2},
+		{"damaged", []byte("not a list"), 2},
+		{"same again", p.list(2, p.now.Add(time.Hour), p.id.Identifier()).MarshalFile(), 2},
+	} {
+		p.write("revoked.list", step.list)
+		_ = tr.Reload(p.now) // reads the file even if its mtime did not move
+		require.Equal(t, step.want, calls.Load(), step.name)
+	}
+
+	run(t, tr)
+	src.serve(p.list(3, p.now.Add(time.Hour)).Marshal())
+	src.fetchedTwice(t)
+	require.Equal(t, uint64(3), tr.Verifier().RevocationSequence(p.authority.Identifier()))
+	require.Equal(t, int64(3), calls.Load(), "the source's newer list, once though fetched again")
 }

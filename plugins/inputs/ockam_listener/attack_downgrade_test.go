@@ -71,7 +71,7 @@ func TestAttackDowngrade(t *testing.T) {
 	// carries more than the hello.
 	nc := rawConn(t, a.addr)
 	listenerKey := a.l.trust.Current().Identity.Public().Attestation().PurposeKey
-	hs := m.rawHandshake(t, suite, noise.HandshakeIK, true, secure.Prologue, listenerKey[:])
+	hs := m.rawHandshake(t, suite, noise.HandshakeIK, true, []byte(secure.ProtocolName), listenerKey[:])
 	msg1, _, _, err := hs.WriteMessage(nil, []byte(secure.ProtocolName))
 	require.NoError(t, err)
 	writeAll(nc, frame(msg1))

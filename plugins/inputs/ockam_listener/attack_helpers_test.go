@@ -423,7 +423,7 @@ func (a *attacker) rawHandshake(t *testing.T, cs noise.CipherSuite, pattern nois
 // message1 returns a valid first handshake message, as any device sends it.
 func message1(t *testing.T) []byte {
 	t.Helper()
-	hs := newAttacker(t).rawHandshake(t, suite, noise.HandshakeXX, true, secure.Prologue, nil)
+	hs := newAttacker(t).rawHandshake(t, suite, noise.HandshakeXX, true, []byte(secure.ProtocolName), nil)
 	msg, _, _, err := hs.WriteMessage(nil, []byte(secure.ProtocolName))
 	require.NoError(t, err)
 	return msg

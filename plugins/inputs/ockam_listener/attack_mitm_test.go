@@ -137,7 +137,7 @@ func TestAttackMITM(t *testing.T) {
 		{"a compromised device's credential, to a device that pins the listener",
 			payload(mallory.id.Public().Attestation(), insiderCred), true, secure.ErrPinMismatch},
 	} {
-		imp := startImpostor(t, mallory, secure.Prologue, tt.payload)
+		imp := startImpostor(t, mallory, []byte(secure.ProtocolName), tt.payload)
 		var pin secure.Identifier
 		if tt.pin {
 			pin = listener.Identifier()
@@ -150,7 +150,7 @@ func TestAttackMITM(t *testing.T) {
 	// Why the pin matters (docs/SECURITY.md, weakness W4): a device that
 	// does not pin the listener accepts any identity with a credential of
 	// its authority, a compromised device's included, and sends it message 3.
-	imp := startImpostor(t, mallory, secure.Prologue, payload(mallory.id.Public().Attestation(), insiderCred))
+	imp := startImpostor(t, mallory, []byte(secure.ProtocolName), payload(mallory.id.Public().Attestation(), insiderCred))
 	nc := rawConn(t, imp.ln.Addr().String())
 	_, err = victim.handshakeOver(nc, secure.Identifier{})
 	require.NoError(t, err)
@@ -171,7 +171,7 @@ func TestAttackMITM(t *testing.T) {
 	// Mallory's static key, which the identity never attested.
 	nc = rawConn(t, a.addr)
 	stolen := payload(victim.id.Public().Attestation(), victim.cred)
-	require.NoError(t, rawXX(t, nc, mallory, secure.Prologue, []byte(secure.ProtocolName), stolen))
+	require.NoError(t, rawXX(t, nc, mallory, []byte(secure.ProtocolName), []byte(secure.ProtocolName), stolen))
 	requireClosedByPeer(t, nc, wait)
 	a.expect(map[string]int64{"handshakes_failed/wrong_subject": 1})
 	a.requireLog(testutil.LevelInfo, "failed (wrong_subject)", "purpose key is not the attested one")

@@ -252,16 +252,6 @@ func TestInternalMetrics(t *testing.T) {
 	}
 }
 
-func TestReadmeHasSampleConfig(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	require.NoError(t, err)
-	_, block, ok := strings.Cut(string(readme), "```toml @sample.conf\n")
-	require.True(t, ok)
-	block, _, ok = strings.Cut(block, "```\n")
-	require.True(t, ok)
-	require.Equal(t, sampleConfig, block)
-}
-
 // TestAuthorityPath: the listener takes authority_path, as outputs.ockam
 // does, alone or with authority_paths (issue 16: it used to refuse it).
 func TestAuthorityPath(t *testing.T) {

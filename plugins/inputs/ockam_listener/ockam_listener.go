@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -103,6 +104,11 @@ type Listener struct {
 	reserved         map[string]bool // field keys no point may carry (check.go)
 	stats            *stats
 	now              func() time.Time
+
+	// The channels open, for closing those of the identities a new
+	// revocation list revokes as soon as it is applied (closeRevoked).
+	channelsMu sync.Mutex
+	channels   map[*conn]struct{}
 
 	// Set by Start.
 	server
@@ -318,10 +324,11 @@ func (l *Listener) loadTrust() error {
 			StaleRefuses: l.RevocationRefuseStale,
 			Stale:        func() { l.stats.revocationListStale.Incr(1) },
 		},
-		Peers:     "devices",
-		ExpiresIn: func(d time.Duration) { l.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
-		Log:       l.Log,
-		Now:       l.now,
+		OnRevocation: l.closeRevoked,
+		Peers:        "devices",
+		ExpiresIn:    func(d time.Duration) { l.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
+		Log:          l.Log,
+		Now:          l.now,
 	})
 	if err != nil {
 		return err

@@ -286,6 +286,9 @@ func (l *Listener) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 	defer l.stats.channelsOpen.Incr(-1)
 	l.Log.Debugf("Channel from %s open: %s", c.remote, c.peer.Identifier.Short())
 
+	l.track(c)
+	defer l.untrack(c)
+
 	c.touch()
 	if d := time.Duration(l.ReadTimeout); d > 0 {
 		idle := c.watchIdle(d)
@@ -411,4 +414,57 @@ func (l *Listener) receiveFailed(c *conn, err error) string {
 	l.stats.channelsFailed[reason].Incr(1)
 	l.Log.Infof("Channel from %s (%s) failed (%s): %v", c.remote, c.peer.Identifier.Short(), reason, err)
 	return "protocol error"
+}
+
+// track registers c's open channel for closeRevoked. A list applied
+// between the handshake's check and now is caught here: closeRevoked did
+// not see c.
+func (l *Listener) track(c *conn) {
+	l.channelsMu.Lock()
+	if l.channels == nil {
+		l.channels = make(map[*conn]struct{})
+	}
+	l.channels[c] = struct{}{}
+	l.channelsMu.Unlock()
+	if errors.Is(l.verifier.CheckCurrent(c.peer.Credential, l.now()), secure.ErrRevoked) {
+		l.Log.Infof("Channel from %s (%s) closed: revoked", c.remote, c.peer.Identifier.Short())
+		c.shutdown(reasonRevoked)
+	}
+}
+
+// untrack removes c once its channel has ended.
+func (l *Listener) untrack(c *conn) {
+	l.channelsMu.Lock()
+	delete(l.channels, c)
+	l.channelsMu.Unlock()
+}
+
+// closeRevoked closes, with reason "revoked", the channels of the
+// identities that the current revocation lists revoke. The loader calls it
+// as soon as a new list is applied (trust.Config.OnRevocation), so an idle
+// channel of a revoked device does not stay open until its next message or
+// read_timeout (docs/SECURITY.md, W14). Messages of these channels still
+// awaiting delivery are not answered. It does not block: shutdown only
+// hands the close to the channel's writer.
+func (l *Listener) closeRevoked() {
+	now := l.now()
+	var revoked []*conn
+	l.channelsMu.Lock()
+	for c := range l.channels {
+		// The credential was verified in the handshake; only revocation
+		// is new. An expired one is left to the next message, whose
+		// transient nack makes the device reload its credential.
+		if c.ctx.Err() == nil && errors.Is(l.verifier.CheckCurrent(c.peer.Credential, now), secure.ErrRevoked) {
+			revoked = append(revoked, c)
+		}
+	}
+	l.channelsMu.Unlock()
+	for _, c := range revoked {
+		c.shutdown(reasonRevoked)
+	}
+	if len(revoked) > 0 {
+		// Once per list: not a per-channel flood.
+		l.Log.Infof("Closed %d channels of identities revoked by the new revocation list (first: %s from %s)",
+			len(revoked), revoked[0].peer.Identifier.Short(), revoked[0].remote)
+	}
 }

@@ -114,7 +114,9 @@ func (l *link) send(m secure.Message, timeout time.Duration) error {
 }
 
 // shutdown ends the link and closes the channel, telling the listener why
-// (best effort, within timeout). Only the goroutine that sends may call it.
+// (best effort, within timeout). Any goroutine may call it, also while
+// others send: Channel.Close sends no close message while a Send is in
+// progress, and closing the transport ends that Send, which then fails.
 func (l *link) shutdown(reason string, timeout time.Duration) {
 	l.end(errors.New(reason), true)
 	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout))

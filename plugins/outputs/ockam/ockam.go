@@ -271,6 +271,7 @@ func (o *Ockam) Close() error {
 	}
 	o.readers.Wait()
 	o.VaultPassphrase.Destroy()
+	o.MQTTPassword.Destroy()
 	return nil
 }
 

