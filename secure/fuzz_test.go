@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 )
 
 // Fuzz targets: one per decoder. Each says what the attacker controls, fails
@@ -199,13 +201,13 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	list := fx.list.Marshal()
 	empty, err := NewRevocationList(fx.authority.Signer(), 1, vectorCreated, vectorCreated.Add(DefaultRevocationListValidity), nil, nil)
 	require.NoError(t, err)
-	noAttrs, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), nil, vectorCreated, time.Hour, newHashStream("seed"))
+	noAttrs, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), nil, vectorCreated, time.Hour, vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	max := map[string]string{}
 	for i := range MaxAttributes {
 		max[fmt.Sprintf("%02d%s", i, strings.Repeat("k", MaxAttributeKey-2))] = strings.Repeat("v", MaxAttributeValue)
 	}
-	maxCred, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), max, vectorCreated, time.Hour, newHashStream("seed"))
+	maxCred, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), max, vectorCreated, time.Hour, vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	signer := fx.authority.Signer()
 	issuer := fx.authority.Identifier()

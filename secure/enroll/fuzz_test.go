@@ -11,6 +11,8 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 )
 
 // Fuzz targets of the enrollment decoders, as in fuzz_test.go: each says
@@ -165,7 +167,7 @@ func enrollFuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	require.NoError(t, err)
 	att := fx.device.Public().Attestation()
 	plaintext := fx.token.appendTo(att.Marshal())
-	other, err := GenerateToken(fx.stranger.Identifier(), newHashStream("seed"))
+	other, err := GenerateToken(fx.stranger.Identifier(), vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	reqFile := slices.Concat(MarshalRequestFile(withOneTime.request), []byte("\n"), MarshalRequestFile(without.request))
 	return map[string]map[string][]byte{
