@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 )
 
@@ -292,19 +293,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // adds (crashers kept as regression seeds) are left alone.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
-		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./secure -run TestFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, "go test ./secure -run TestFuzzSeeds -update")
 	}
 }

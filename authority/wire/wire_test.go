@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/stretchr/testify/require"
@@ -150,19 +151,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // that the committed seeds are what the code makes now.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
-		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./authority/wire -run TestFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, "go test ./authority/wire -run TestFuzzSeeds -update")
 	}
 }
