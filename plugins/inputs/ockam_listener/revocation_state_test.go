@@ -30,6 +30,20 @@ func restarted(l *Listener, source string, log *testutil.CaptureLogger) *Listene
 	return n
 }
 
+// startRevoking starts a listener whose revocation_source serves a list
+// of sequence 2 revoking revoked, and waits until it applied the list.
+func startRevoking(t *testing.T, p *pki, revoked *device) (*Listener, *ockamtest.RevocationServer, *testutil.CaptureLogger) {
+	t.Helper()
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
+	src.Serve(p.listBytes(2, revoked.id.Identifier()))
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l := restarted(p.listener(), src.Source(), log)
+	start(t, l)
+	require.Eventually(t, func() bool { return l.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
+		wait, time.Millisecond)
+	return l, src, log
+}
+
 // TestRevocationSurvivesRestart (docs/SECURITY.md W16): the list from
 // revocation_source is kept in revocation_state (mode 0600) and applied at
 // the next start, so a listener restarted while the authority is
@@ -39,13 +53,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	p := newPKI(t)
 	sensor := map[string]string{"role": "sensor"}
 	revoked, legit := p.device(sensor), p.device(sensor)
-	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
-	src.Serve(p.listBytes(2, revoked.id.Identifier()))
-	log := &testutil.CaptureLogger{Name: "ockam_listener"}
-	first := restarted(p.listener(), src.Source(), log)
-	start(t, first)
-	require.Eventually(t, func() bool { return first.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
-		wait, time.Millisecond)
+	first, _, log := startRevoking(t, p, revoked)
 	state := first.CredentialPath + ".revocation-state"
 	var fi os.FileInfo
 	require.Eventually(t, func() bool {
@@ -77,13 +85,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 func TestReplayedListRefusedAfterRestart(t *testing.T) {
 	p := newPKI(t)
 	revoked := p.device(map[string]string{"role": "sensor"})
-	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
-	src.Serve(p.listBytes(2, revoked.id.Identifier()))
-	log := &testutil.CaptureLogger{Name: "ockam_listener"}
-	first := restarted(p.listener(), src.Source(), log)
-	start(t, first)
-	require.Eventually(t, func() bool { return first.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
-		wait, time.Millisecond)
+	first, src, log := startRevoking(t, p, revoked)
 	first.Stop()
 
 	src.Serve(p.listBytes(1))
