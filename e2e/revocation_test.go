@@ -222,10 +222,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	db := startInfluxDB(t, bin.influxd)
 	cli := newOckamCLI(t, bin.ockam)
 	authority := cli.identity("authority", "")
-	store := filepath.Join(cli.dir, "authority.db")
-	svc := startProcess(t, "authority-service", bin.ockam, "authority", "serve", "--vault", authority.vault,
-		"--db", store, "--listen", "tcp://127.0.0.1:0")
-	source := "tcp://" + svc.waitLog(listeningAuthority, 30*time.Second)[1]
+	svc, store, source := cli.serveAuthority(authority)
 	gateway := cli.identity("listener", "")
 	cli.issue(authority, gateway, "720h", "role=listener")
 	a, b := cli.identity("device-a", ""), cli.identity("device-b", "")
