@@ -117,15 +117,7 @@ step "an intruder: plaintext and forged handshakes (bin/ockam-intruder)"
 "$bin/ockam-intruder" --address "$listen" --authority "$work/authority.identity" | sed 's/^/  /' ||
 	die "the listener did not refuse every attempt of the intruder"
 
-left=$((seconds - (SECONDS - started)))
-if ((left > 0)); then
-	step "collecting for $left more seconds"
-	sleep "$left"
-fi
-
-step "what InfluxDB holds: SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site"
-result=$(influx_query 'SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site')
-echo "$result"
+collect_and_count
 echo
 echo "SHOW TAG VALUES FROM cpu WITH KEY = ockam_identity"
 influx_query 'SHOW TAG VALUES FROM cpu WITH KEY = ockam_identity'

@@ -92,3 +92,17 @@ start_influxdb() {
 influx_query() { # prints the CSV result of an InfluxQL query
 	curl -sfS -XPOST "http://$influx/query?db=db" -H 'Accept: application/csv' --data-urlencode "q=$1"
 }
+
+# collect_and_count: waits out the rest of $seconds since $started, then
+# prints the cpu points InfluxDB holds per identity and site and keeps that
+# result in result.
+collect_and_count() {
+	local left=$((seconds - (SECONDS - started)))
+	if ((left > 0)); then
+		step "collecting for $left more seconds"
+		sleep "$left"
+	fi
+	step "what InfluxDB holds: SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site"
+	result=$(influx_query 'SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site')
+	echo "$result"
+}

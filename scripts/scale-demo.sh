@@ -162,15 +162,7 @@ wait_for 60 "device-1 to reconnect" reopened
 echo "device-1: $(grep -o 'Channel to listener .*' device-1.log | tail -1)"
 echo "device-1: $(grep -o 'Channel open to listener .*' device-1.log | tail -1)"
 
-left=$((seconds - (SECONDS - started)))
-if ((left > 0)); then
-	step "collecting for $left more seconds"
-	sleep "$left"
-fi
-
-step "what InfluxDB holds: SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site"
-result=$(influx_query 'SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site')
-echo "$result"
+collect_and_count
 for name in device-1 device-2; do
 	grep -q "ockam_identity=${id[$name]}" <<<"$result" || die "nothing from $name; logs are in $work"
 done
