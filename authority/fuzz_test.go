@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,12 +22,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the fuzz seed corpora")
 
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./authority -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./authority -run TestFuzzSeeds -update"
 
 // FuzzTokenRecord: whoever can write the store file controls its records;
 // the service must refuse, not crash on, a damaged one.
@@ -145,6 +142,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // that the committed seeds are what the code makes now.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		fuzzseed.Check(t, target, "[]byte", seeds, *update, "go test ./authority -run TestFuzzSeeds -update")
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

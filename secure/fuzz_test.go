@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,14 +22,11 @@ import (
 // checks that whatever parses is canonical: re-encoding the parsed fields
 // gives the input back.
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./secure -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./secure -run TestFuzzSeeds -update"
 
 // FuzzParseCredential: the attacker controls every byte of a credential,
 // the one a peer presents in its handshake payload or a credential file
@@ -293,6 +288,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // adds (crashers kept as regression seeds) are left alone.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		fuzzseed.Check(t, target, "[]byte", seeds, *update, "go test ./secure -run TestFuzzSeeds -update")
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -107,14 +105,11 @@ func errorIsAny(err error, targets ...error) bool {
 	return slices.ContainsFunc(targets, func(target error) bool { return errors.Is(err, target) })
 }
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./authority/wire -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./authority/wire -run TestFuzzSeeds -update"
 
 // fuzzSeeds returns the seed corpus of each target. The bodies are of the
 // sizes of real ones; the framing does not look inside them.
@@ -151,6 +146,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // that the committed seeds are what the code makes now.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		fuzzseed.Check(t, target, "[]byte", seeds, *update, "go test ./authority/wire -run TestFuzzSeeds -update")
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

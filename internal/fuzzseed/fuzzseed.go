@@ -34,3 +34,14 @@ func Check[S ~string | ~[]byte](t *testing.T, target, typ string, seeds map[stri
 		require.Equal(t, want, string(got), path)
 	}
 }
+
+// Require fails a fuzz target whose seed corpus (testdata/fuzz/<name>) is
+// missing or empty, so that it cannot silently fuzz from nothing. hint is
+// the command that writes the corpus.
+func Require(f *testing.F, hint string) {
+	f.Helper()
+	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
+	if err != nil || len(entries) == 0 {
+		f.Fatalf("no seed corpus in testdata/fuzz/%s (%s): %v", f.Name(), hint, err)
+	}
+}

@@ -223,6 +223,6 @@ func TestEnrollmentFuzzSeeds(t *testing.T) {
 		if target == "FuzzParseToken" {
 			typ = "string"
 		}
-		fuzzseed.Check(t, target, typ, seeds, *update, "go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update")
+		fuzzseed.Check(t, target, typ, seeds, *update, seedHint)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -100,14 +99,11 @@ func flip(b []byte, i int, mask byte) []byte {
 	return c
 }
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update"
 
 func errorIsAny(err error, targets ...error) bool {
 	return slices.ContainsFunc(targets, func(target error) bool { return errors.Is(err, target) })
