@@ -5,11 +5,10 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/stretchr/testify/require"
@@ -23,12 +22,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the fuzz seed corpora")
 
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./authority -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./authority -run TestFuzzSeeds -update"
 
 // FuzzTokenRecord: whoever can write the store file controls its records;
 // the service must refuse, not crash on, a damaged one.
@@ -144,19 +142,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // that the committed seeds are what the code makes now.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
-		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./authority -run TestFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

@@ -33,6 +33,22 @@ func (o *ockamCLI) enrollMember(name string, authority *member, db, address stri
 	return m
 }
 
+// serveAuthority runs `ockam authority serve` as authority, with its store
+// authority.db in the CLI's directory, and waits until it listens as
+// authority's identifier. It returns the service, the store and the
+// service's address (tcp://host:port).
+func (o *ockamCLI) serveAuthority(authority *member) (svc *process, store, address string) {
+	o.t.Helper()
+	store = filepath.Join(o.dir, "authority.db")
+	svc = startProcess(o.t, "authority-service", o.bin, "authority", "serve", "--vault", authority.vault,
+		"--db", store, "--listen", "tcp://127.0.0.1:0")
+	m := svc.waitLog(listeningAuthority, 30*time.Second)
+	if m[2] != authority.id {
+		o.t.Fatalf("the service runs as %s, want %s", m[2], authority.id)
+	}
+	return svc, store, "tcp://" + m[1]
+}
+
 // TestEnrollThroughService runs `ockam authority serve`, enrolls a gateway
 // and a device with `ockam enroll` (the tokens minted while the service
 // runs), and delivers a finite stream from the device's Telegraf through
@@ -42,14 +58,7 @@ func TestEnrollThroughService(t *testing.T) {
 	db := startInfluxDB(t, bin.influxd)
 	cli := newOckamCLI(t, bin.ockam)
 	authority := cli.identity("authority", "")
-	store := filepath.Join(cli.dir, "authority.db")
-	svc := startProcess(t, "authority-service", bin.ockam, "authority", "serve", "--vault", authority.vault,
-		"--db", store, "--listen", "tcp://127.0.0.1:0")
-	m := svc.waitLog(listeningAuthority, 30*time.Second)
-	if m[2] != authority.id {
-		t.Fatalf("the service runs as %s, want %s", m[2], authority.id)
-	}
-	address := "tcp://" + m[1]
+	_, store, address := cli.serveAuthority(authority)
 
 	gateway := cli.enrollMember("gateway", authority, store, address, "role=listener")
 	sensor := cli.enrollMember("sensor", authority, store, address, "role=sensor", "site=plant-7")

@@ -106,29 +106,35 @@ func TestRevocationStopsDevice(t *testing.T) {
 		appliedAfter.Seconds(), a0, a1, a1-a0, a2, b0, b1, b2, time.Since(revokedAt).Seconds(), dials, nClosed, nRefused)
 }
 
+// renderPatched renders the deploy template name to out like
+// renderTemplate, then inserts extra after the first occurrence of the line
+// after, which the template must hold.
+func renderPatched(t *testing.T, name, out string, data map[string]string, after, extra string) {
+	t.Helper()
+	renderTemplate(t, name, out, data)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), after) {
+		t.Fatalf("%s no longer has %q", name, after)
+	}
+	if err := os.WriteFile(out, []byte(strings.Replace(string(b), after, after+extra, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startDeviceWithList runs a device like startDevice whose outputs.ockam
 // also holds revocation_list (checked every second): the gateway's
 // credential is checked against it.
 func startDeviceWithList(t *testing.T, bin string, m, authority *member, l *listener, inputs, list string) *process {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), m.name+".conf")
-	renderTemplate(t, "device.conf.tmpl", conf, map[string]string{
+	renderPatched(t, "device.conf.tmpl", conf, map[string]string{
 		"Interval": "500ms", "Inputs": inputs, "ListenerAddress": l.addr, "ListenerIdentity": l.member.id,
 		"VaultPath": m.vault, "VaultPassphrase": m.passphrase, "CredentialPath": m.credential,
 		"AuthorityPath": authority.identity,
-	})
-	data, err := os.ReadFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const last = "  timeout = \"10s\"\n"
-	if !strings.HasSuffix(string(data), last) {
-		t.Fatalf("device.conf.tmpl no longer ends its [[outputs.ockam]] with %q", last)
-	}
-	data = append(data, fmt.Sprintf("  revocation_list = %q\n  revocation_check_interval = \"1s\"\n", list)...)
-	if err := os.WriteFile(conf, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	}, "  timeout = \"10s\"\n", fmt.Sprintf("  revocation_list = %q\n  revocation_check_interval = \"1s\"\n", list))
 	return startProcess(t, m.name, bin, "--config", conf)
 }
 
@@ -216,20 +222,8 @@ func startListenerWithSource(t *testing.T, bin string, m, authority *member, db 
 		"AllowMeasurements": `["e2e_*"]`, "InfluxURL": db.url(),
 	}}
 	conf := filepath.Join(t.TempDir(), "listener.conf")
-	renderTemplate(t, "listener.conf.tmpl", conf, l.data)
-	data, err := os.ReadFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const after = "  revocation_check_interval = \"1s\"\n"
-	if !strings.Contains(string(data), after) {
-		t.Fatalf("listener.conf.tmpl no longer has %q", after)
-	}
-	extra := fmt.Sprintf("  revocation_source = %q\n  revocation_poll_interval = \"1s\"\n", source)
-	data = []byte(strings.Replace(string(data), after, after+extra, 1))
-	if err := os.WriteFile(conf, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	renderPatched(t, "listener.conf.tmpl", conf, l.data, "  revocation_check_interval = \"1s\"\n",
+		fmt.Sprintf("  revocation_source = %q\n  revocation_poll_interval = \"1s\"\n", source))
 	l.proc = startProcess(t, name, bin, "--config", conf)
 	l.addr = l.proc.waitLog(listeningOckam, 30*time.Second)[1]
 	return l
@@ -246,10 +240,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	db := startInfluxDB(t, bin.influxd)
 	cli := newOckamCLI(t, bin.ockam)
 	authority := cli.identity("authority", "")
-	store := filepath.Join(cli.dir, "authority.db")
-	svc := startProcess(t, "authority-service", bin.ockam, "authority", "serve", "--vault", authority.vault,
-		"--db", store, "--listen", "tcp://127.0.0.1:0")
-	source := "tcp://" + svc.waitLog(listeningAuthority, 30*time.Second)[1]
+	svc, store, source := cli.serveAuthority(authority)
 	gateway := cli.identity("listener", "")
 	cli.issue(authority, gateway, "720h", "role=listener")
 	a, b := cli.identity("device-a", ""), cli.identity("device-b", "")

@@ -163,10 +163,8 @@ func startScaleTopology(t *testing.T, consumers int) *scaleTopology {
 	s.authority = s.cli.identity("authority", "")
 
 	// The authority service: the gateways' one revocation source.
-	s.authDB = filepath.Join(s.cli.dir, "authority.db")
-	svc := startProcess(t, "authority-service", s.bin.ockam, "authority", "serve", "--vault", s.authority.vault,
-		"--db", s.authDB, "--listen", "tcp://127.0.0.1:0")
-	authAddr := "tcp://" + svc.waitLog(listeningAuthority, 30*time.Second)[1]
+	var authAddr string
+	_, s.authDB, authAddr = s.cli.serveAuthority(s.authority)
 
 	s.startNATS()
 	var urls []string

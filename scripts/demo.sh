@@ -16,75 +16,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${OCKAM_BIN:-$root/bin}
 influxd=${INFLUXD:-$root/.tools/bin/influxd}
 seconds=${DEMO_SECONDS:-20}
-for b in "$bin/ockam" "$bin/telegraf" "$bin/ockam-intruder" "$influxd"; do
-	[[ -x $b ]] || { echo "demo: $b is missing; run make build tools (or make demo)" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/telegraf-ockam-demo.XXXXXX")
-pids=()
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	if ((${#pids[@]})); then
-		kill -TERM "${pids[@]}" 2>/dev/null || true
-		for _ in $(seq 50); do
-			kill -0 "${pids[@]}" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -KILL "${pids[@]}" 2>/dev/null || true
-		wait "${pids[@]}" 2>/dev/null || true
-	fi
-	if [[ ${DEMO_KEEP:-} == 1 || $status != 0 ]]; then
-		echo "demo: files and logs kept in $work"
-	else
-		rm -rf "$work"
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-step() { printf '\n==> %s\n' "$*"; }
-die() { echo "demo: error: $*" >&2; exit 1; }
-ockam() { "$bin/ockam" "$@"; }
-
-# render TEMPLATE OUT KEY=VALUE...: fills the {{.KEY}} placeholders of
-# deploy/TEMPLATE (the same files the e2e tests render with text/template).
-render() {
-	local text out=$2 kv
-	text=$(<"$root/deploy/$1")
-	for kv in "${@:3}"; do
-		text=${text//"{{.${kv%%=*}}}"/"${kv#*=}"}
-	done
-	if [[ $text == *'{{'* ]]; then
-		die "deploy/$1: placeholder left unfilled: $(grep -o '{{[^}]*}}' <<<"$text" | head -1)"
-	fi
-	printf '%s\n' "$text" >"$out"
-}
-
-# start NAME CMD...: runs CMD in the background with its output in NAME.log.
-start() {
-	local name=$1
-	shift
-	: >"$work/$name.log"
-	"$@" >"$work/$name.log" 2>&1 &
-	pids+=($!)
-}
-
-# wait_for SECONDS WHAT CMD...: retries CMD every 0.2 s.
-wait_for() {
-	local deadline=$((SECONDS + $1)) what=$2
-	shift 2
-	until "$@"; do
-		((SECONDS < deadline)) || die "timed out waiting for $what"
-		sleep 0.2
-	done
-}
-
-influx_query() { # prints the CSV result of an InfluxQL query
-	curl -sfS -XPOST "http://$influx/query?db=db" -H 'Accept: application/csv' --data-urlencode "q=$1"
-}
+me=demo
+stop_tries=50
+tools=("$bin/ockam" "$bin/telegraf" "$bin/ockam-intruder" "$influxd")
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 step "identities and credentials (in $work)"
 cd "$work"
@@ -118,15 +54,7 @@ echo "impostor  ${id[impostor]}  role=sensor site=plant-7, issued by rogue-autho
 echo "listener  $listener_id  role=listener"
 
 step "InfluxDB 1.8 on loopback"
-mkdir influxdb
-render influxdb.conf.tmpl influxdb.conf Dir="$work/influxdb" HTTPBind=127.0.0.1:0
-start influxd "$influxd" -config influxdb.conf
-influx_addr() { grep -o 'msg="Listening on HTTP".* addr=[^ ]*' influxd.log | sed 's/.*addr=//'; }
-wait_for 60 "influxd to listen" grep -q 'msg="Listening on HTTP"' influxd.log
-influx=$(influx_addr)
-wait_for 10 "influxd /ping" curl -sf -o /dev/null "http://$influx/ping"
-curl -sfS -o /dev/null -XPOST "http://$influx/query" --data-urlencode 'q=CREATE DATABASE db'
-echo "http://$influx, database db"
+start_influxdb "$influxd"
 
 step "the listener: inputs.ockam_listener → outputs.influxdb_v2"
 render listener.conf.tmpl listener.conf ListenAddress=127.0.0.1:0 VaultPath="$work/listener" VaultPassphrase="$passphrase_ref" \
@@ -189,15 +117,7 @@ step "an intruder: plaintext and forged handshakes (bin/ockam-intruder)"
 "$bin/ockam-intruder" --address "$listen" --authority "$work/authority.identity" | sed 's/^/  /' ||
 	die "the listener did not refuse every attempt of the intruder"
 
-left=$((seconds - (SECONDS - started)))
-if ((left > 0)); then
-	step "collecting for $left more seconds"
-	sleep "$left"
-fi
-
-step "what InfluxDB holds: SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site"
-result=$(influx_query 'SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site')
-echo "$result"
+collect_and_count
 echo
 echo "SHOW TAG VALUES FROM cpu WITH KEY = ockam_identity"
 influx_query 'SHOW TAG VALUES FROM cpu WITH KEY = ockam_identity'

@@ -21,74 +21,11 @@ influxd=${INFLUXD:-$root/.tools/bin/influxd}
 nats_server=${NATS_SERVER:-$root/.tools/bin/nats-server}
 haproxy=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 seconds=${DEMO_SECONDS:-30}
-for b in "$bin/ockam" "$bin/telegraf" "$influxd" "$nats_server" "$haproxy"; do
-	[[ -x $b ]] || { echo "scale-demo: $b is missing; run make build tools (or make scale-demo)" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/telegraf-ockam-scale-demo.XXXXXX")
-pids=()
-cleanup() {
-	local status=$?
-	trap - EXIT INT TERM
-	if ((${#pids[@]})); then
-		kill -TERM "${pids[@]}" 2>/dev/null || true
-		for _ in $(seq 75); do
-			kill -0 "${pids[@]}" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -KILL "${pids[@]}" 2>/dev/null || true
-		wait "${pids[@]}" 2>/dev/null || true
-	fi
-	if [[ ${DEMO_KEEP:-} == 1 || $status != 0 ]]; then
-		echo "scale-demo: files and logs kept in $work"
-	else
-		rm -rf "$work"
-	fi
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-step() { printf '\n==> %s\n' "$*"; }
-die() { echo "scale-demo: error: $*" >&2; exit 1; }
-ockam() { "$bin/ockam" "$@"; }
-
-# render TEMPLATE OUT KEY=VALUE...: fills the {{.KEY}} placeholders of
-# deploy/TEMPLATE (the same files the e2e tests render with text/template).
-render() {
-	local text out=$2 kv
-	text=$(<"$root/deploy/$1")
-	for kv in "${@:3}"; do
-		text=${text//"{{.${kv%%=*}}}"/"${kv#*=}"}
-	done
-	if [[ $text == *'{{'* ]]; then
-		die "deploy/$1: placeholder left unfilled: $(grep -o '{{[^}]*}}' <<<"$text" | head -1)"
-	fi
-	printf '%s\n' "$text" >"$out"
-}
-
-# start NAME CMD...: runs CMD in the background with its output in NAME.log;
-# the pid is in pid[NAME].
-declare -A pid
-start() {
-	local name=$1
-	shift
-	: >"$work/$name.log"
-	"$@" >"$work/$name.log" 2>&1 &
-	pids+=($!)
-	pid[$name]=$!
-}
-
-# wait_for SECONDS WHAT CMD...: retries CMD every 0.2 s.
-wait_for() {
-	local deadline=$((SECONDS + $1)) what=$2
-	shift 2
-	until "$@"; do
-		((SECONDS < deadline)) || die "timed out waiting for $what"
-		sleep 0.2
-	done
-}
+me=scale-demo
+stop_tries=75
+tools=("$bin/ockam" "$bin/telegraf" "$influxd" "$nats_server" "$haproxy")
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # free_port: a loopback port nothing listens on, below the ephemeral range
 # (the NATS nodes must know each other's ports before they start).
@@ -104,10 +41,6 @@ free_port() {
 			return
 		fi
 	done
-}
-
-influx_query() { # prints the CSV result of an InfluxQL query
-	curl -sfS -XPOST "http://$influx/query?db=db" -H 'Accept: application/csv' --data-urlencode "q=$1"
 }
 
 step "identities and credentials (in $work)"
@@ -138,14 +71,7 @@ authority_addr=$(sed -n 's/^listening on \(tcp:\/\/[^ ]*\) as .*/\1/p' authority
 echo "$authority_addr"
 
 step "InfluxDB 1.8 on loopback"
-mkdir influxdb
-render influxdb.conf.tmpl influxdb.conf Dir="$work/influxdb" HTTPBind=127.0.0.1:0
-start influxd "$influxd" -config influxdb.conf
-wait_for 60 "influxd to listen" grep -q 'msg="Listening on HTTP"' influxd.log
-influx=$(grep -o 'msg="Listening on HTTP".* addr=[^ ]*' influxd.log | sed 's/.*addr=//')
-wait_for 10 "influxd /ping" curl -sf -o /dev/null "http://$influx/ping"
-curl -sfS -o /dev/null -XPOST "http://$influx/query" --data-urlencode 'q=CREATE DATABASE db'
-echo "http://$influx, database db"
+start_influxdb "$influxd"
 
 step "three NATS nodes, JetStream, one cluster"
 declare -a client cluster
@@ -236,15 +162,7 @@ wait_for 60 "device-1 to reconnect" reopened
 echo "device-1: $(grep -o 'Channel to listener .*' device-1.log | tail -1)"
 echo "device-1: $(grep -o 'Channel open to listener .*' device-1.log | tail -1)"
 
-left=$((seconds - (SECONDS - started)))
-if ((left > 0)); then
-	step "collecting for $left more seconds"
-	sleep "$left"
-fi
-
-step "what InfluxDB holds: SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site"
-result=$(influx_query 'SELECT count(usage_idle) FROM cpu GROUP BY ockam_identity, site')
-echo "$result"
+collect_and_count
 for name in device-1 device-2; do
 	grep -q "ockam_identity=${id[$name]}" <<<"$result" || die "nothing from $name; logs are in $work"
 done

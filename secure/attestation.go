@@ -77,12 +77,9 @@ func Attest(signer vault.Signer, purposeKey [32]byte, now time.Time, ttl time.Du
 	b = append(b, purposeKey[:]...)
 	b = binary.BigEndian.AppendUint64(b, unixSeconds(a.Created))
 	b = binary.BigEndian.AppendUint64(b, unixSeconds(a.Expires))
-	sig, err := signer.Sign(signedMessage(attestationContext, b))
+	sig, err := SignBody(signer, attestationContext, b, "attestation")
 	if err != nil {
-		return nil, fmt.Errorf("secure: sign attestation: %w", err)
-	}
-	if len(sig) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("secure: signer returned a %d-byte signature", len(sig))
+		return nil, err
 	}
 	copy(a.raw[attestationSignedLength:], sig)
 	return a, nil
@@ -203,6 +200,20 @@ func UnixSeconds(t time.Time) uint64 { return unixSeconds(t) }
 // SignedMessage returns context followed by body: what a signature of
 // docs/PROTOCOL.md §2 covers. The context ends in a 0x00 byte.
 func SignedMessage(context string, body []byte) []byte { return signedMessage(context, body) }
+
+// SignBody signs SignedMessage(context, body) with signer and returns the
+// 64-byte Ed25519 signature; what names the signed object in the error.
+// A signer that returns anything but 64 bytes is an error, not a signature.
+func SignBody(signer vault.Signer, context string, body []byte, what string) ([]byte, error) {
+	sig, err := signer.Sign(signedMessage(context, body))
+	if err != nil {
+		return nil, fmt.Errorf("secure: sign %s: %w", what, err)
+	}
+	if len(sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("secure: signer returned a %d-byte signature", len(sig))
+	}
+	return sig, nil
+}
 
 // CheckIdentityKey refuses an Ed25519 public key that is not a canonical
 // point, or is of small order (ErrMalformed): anyone can forge signatures

@@ -100,12 +100,9 @@ func IssueCredential(authority vault.Signer, subject Identifier, attrs map[strin
 		return nil, fmt.Errorf("secure: credential id: %w", err)
 	}
 	body := c.appendBody(nil)
-	sig, err := authority.Sign(signedMessage(credentialContext, body))
+	sig, err := SignBody(authority, credentialContext, body, "credential")
 	if err != nil {
-		return nil, fmt.Errorf("secure: sign credential: %w", err)
-	}
-	if len(sig) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("secure: signer returned a %d-byte signature", len(sig))
+		return nil, err
 	}
 	c.raw = append(body, sig...)
 	return c, nil

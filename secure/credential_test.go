@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
+
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -50,13 +52,13 @@ var (
 func TestIssueCredentialRoundTrip(t *testing.T) {
 	authority := testSigner(1)
 	attrs := map[string]string{"role": "sensor", "site": "plant-7"}
-	c, err := IssueCredential(authority, testSubject, attrs, t0.Add(700*time.Millisecond), credentialTTL, newHashStream("credential id"))
+	c, err := IssueCredential(authority, testSubject, attrs, t0.Add(700*time.Millisecond), credentialTTL, vectorfile.NewHashStream("credential id"))
 	require.NoError(t, err)
 	attrs["role"] = "admin" // the credential keeps its own copy
 	require.Equal(t, sensorAttrs, c.Attributes)
 
 	var wantID CredentialID
-	_, _ = newHashStream("credential id").Read(wantID[:])
+	_, _ = vectorfile.NewHashStream("credential id").Read(wantID[:])
 	require.Equal(t, wantID, c.ID)
 	require.Equal(t, hex.EncodeToString(wantID[:]), c.ID.String())
 	require.Equal(t, IdentifierOf(authority.Public()), c.Issuer)

@@ -6,14 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 )
 
 // Fuzz targets: one per decoder. Each says what the attacker controls, fails
@@ -21,14 +22,11 @@ import (
 // checks that whatever parses is canonical: re-encoding the parsed fields
 // gives the input back.
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./secure -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./secure -run TestFuzzSeeds -update"
 
 // FuzzParseCredential: the attacker controls every byte of a credential,
 // the one a peer presents in its handshake payload or a credential file
@@ -199,13 +197,13 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	list := fx.list.Marshal()
 	empty, err := NewRevocationList(fx.authority.Signer(), 1, vectorCreated, vectorCreated.Add(DefaultRevocationListValidity), nil, nil)
 	require.NoError(t, err)
-	noAttrs, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), nil, vectorCreated, time.Hour, newHashStream("seed"))
+	noAttrs, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), nil, vectorCreated, time.Hour, vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	max := map[string]string{}
 	for i := range MaxAttributes {
 		max[fmt.Sprintf("%02d%s", i, strings.Repeat("k", MaxAttributeKey-2))] = strings.Repeat("v", MaxAttributeValue)
 	}
-	maxCred, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), max, vectorCreated, time.Hour, newHashStream("seed"))
+	maxCred, err := IssueCredential(fx.authority.Signer(), fx.device.Identifier(), max, vectorCreated, time.Hour, vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	signer := fx.authority.Signer()
 	issuer := fx.authority.Identifier()
@@ -290,19 +288,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // adds (crashers kept as regression seeds) are left alone.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
-		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./secure -run TestFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

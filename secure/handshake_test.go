@@ -8,6 +8,8 @@ import (
 	"github.com/flynn/noise"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
+
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -387,11 +389,11 @@ func TestHandshakeInterop(t *testing.T) {
 func seededConfigs(e *testEnv) (dev, lis func() HandshakeConfig) {
 	return func() HandshakeConfig {
 			c := e.deviceConfig()
-			c.Random = newHashStream("tamper device")
+			c.Random = vectorfile.NewHashStream("tamper device")
 			return c
 		}, func() HandshakeConfig {
 			c := e.listenerConfig()
-			c.Random = newHashStream("tamper listener")
+			c.Random = vectorfile.NewHashStream("tamper listener")
 			return c
 		}
 }

@@ -1,13 +1,12 @@
 package secure
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 )
 
 // FuzzParseIdentifier: the attacker controls an identifier's text form:
@@ -47,18 +46,5 @@ func identifierSeeds() map[string]string {
 // with -update; otherwise it checks that the committed seeds are what the
 // code makes now.
 func TestIdentifierFuzzSeeds(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzParseIdentifier")
-	if *update {
-		require.NoError(t, os.MkdirAll(dir, 0o755))
-	}
-	for name, s := range identifierSeeds() {
-		path := filepath.Join(dir, "seed-"+name)
-		want := fmt.Sprintf("go test fuzz v1\nstring(%q)\n", s)
-		if *update {
-			require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-		}
-		got, err := os.ReadFile(path)
-		require.NoError(t, err, "run: go test ./secure -run TestIdentifierFuzzSeeds -update")
-		require.Equal(t, want, string(got), path)
-	}
+	fuzzseed.Check(t, "FuzzParseIdentifier", "string", identifierSeeds(), *update, "go test ./secure -run TestIdentifierFuzzSeeds -update")
 }

@@ -96,12 +96,9 @@ func NewRevocationList(authority vault.Signer, sequence uint64, issuedAt, nextUp
 	for _, c := range l.credentials {
 		b = append(b, c[:]...)
 	}
-	sig, err := authority.Sign(signedMessage(revocationContext, b))
+	sig, err := SignBody(authority, revocationContext, b, "revocation list")
 	if err != nil {
-		return nil, fmt.Errorf("secure: sign revocation list: %w", err)
-	}
-	if len(sig) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("secure: signer returned a %d-byte signature", len(sig))
+		return nil, err
 	}
 	l.raw = append(b, sig...)
 	return l, nil

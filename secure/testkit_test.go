@@ -3,8 +3,6 @@ package secure
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -90,28 +88,6 @@ func newVerifier(t testing.TB, authorities ...*LocalIdentity) *Verifier {
 	v, err := NewVerifier(pub...)
 	require.NoError(t, err)
 	return v
-}
-
-// hashStream is a deterministic io.Reader for vectors and reproducible
-// tests: its bytes are SHA-256(label || u64 0), SHA-256(label || u64 1), ...
-type hashStream struct {
-	label string
-	n     uint64
-	buf   []byte
-}
-
-func newHashStream(label string) *hashStream { return &hashStream{label: label} }
-
-func (h *hashStream) Read(p []byte) (int, error) {
-	for i := range p {
-		if len(h.buf) == 0 {
-			block := sha256.Sum256(binary.BigEndian.AppendUint64([]byte(h.label), h.n))
-			h.n++
-			h.buf = block[:]
-		}
-		p[i], h.buf = h.buf[0], h.buf[1:]
-	}
-	return len(p), nil
 }
 
 // flip returns a copy of b with byte i XORed with mask.

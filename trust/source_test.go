@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 )
 
 // run starts tr.Run until the test ends.
@@ -29,10 +31,10 @@ func run(t *testing.T, tr *Trust) {
 // the source answered, here with "no list yet"; WaitReady waits for it.
 func TestSourceFailsClosed(t *testing.T) {
 	p := newPKI(t)
-	src := newFakeAuthority(t)
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 	log := &logger{}
 	c := p.config(log)
-	c.Revocation = RevocationConfig{Source: src.source(), PollInterval: 10 * time.Millisecond}
+	c.Revocation = RevocationConfig{Source: src.Source(), PollInterval: 10 * time.Millisecond}
 	tr, err := Open(c)
 	require.NoError(t, err)
 	require.ErrorIs(t, tr.Ready(), ErrNoRevocationList)
@@ -52,19 +54,19 @@ func TestSourceFailsClosed(t *testing.T) {
 // with a warning, and "no list" after a list changes nothing.
 func TestSourceKeepsNewestList(t *testing.T) {
 	p := newPKI(t)
-	src := newFakeAuthority(t)
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 	log := &logger{}
 	state := filepath.Join(p.dir, "state")
 	target := filepath.Join(p.dir, "elsewhere") // a dangling link: no state yet
 	require.NoError(t, os.Symlink(target, state))
 	c := p.config(log)
-	c.Revocation = RevocationConfig{Source: src.source(), PollInterval: 10 * time.Millisecond, State: state}
+	c.Revocation = RevocationConfig{Source: src.Source(), PollInterval: 10 * time.Millisecond, State: state}
 	tr, err := Open(c)
 	require.NoError(t, err)
 	run(t, tr)
 
-	src.serve(p.list(2, p.now.Add(time.Hour), p.authority.Identifier()).Marshal())
-	src.fetchedTwice(t)
+	src.Serve(p.list(2, p.now.Add(time.Hour), p.authority.Identifier()).Marshal())
+	src.FetchedTwice(t)
 	require.Equal(t, uint64(2), tr.Verifier().RevocationSequence(p.authority.Identifier()))
 	fi, err := os.Lstat(state)
 	require.NoError(t, err)
@@ -76,8 +78,8 @@ func TestSourceKeepsNewestList(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist, "the link was replaced, not followed")
 
 	for _, body := range [][]byte{p.list(1, p.now.Add(time.Hour)).Marshal(), nil} {
-		src.serve(body)
-		src.fetchedTwice(t)
+		src.Serve(body)
+		src.FetchedTwice(t)
 		require.Equal(t, uint64(2), tr.Verifier().RevocationSequence(p.authority.Identifier()))
 	}
 	require.NotEmpty(t, log.find("W!", "serves an older list than the current one (refused, a replay?)",
@@ -92,13 +94,13 @@ func TestSourceKeepsNewestList(t *testing.T) {
 // counted once; with StaleRefuses, Ready fails meanwhile.
 func TestSourceStale(t *testing.T) {
 	p := newPKI(t)
-	src := newFakeAuthority(t)
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 	log := &logger{}
 	now := p.now
 	stale := 0
 	c := p.config(log)
 	c.Now = func() time.Time { return now }
-	c.Revocation = RevocationConfig{Source: src.source(), StaleRefuses: true, Stale: func() { stale++ }}
+	c.Revocation = RevocationConfig{Source: src.Source(), StaleRefuses: true, Stale: func() { stale++ }}
 	c.Revocation.State = p.write("state", p.list(1, p.now.Add(time.Minute)).MarshalFile())
 	tr, err := Open(c)
 	require.NoError(t, err)

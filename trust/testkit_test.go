@@ -2,7 +2,6 @@ package trust
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/authority/wire"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -80,64 +78,6 @@ func (p *pki) list(seq uint64, next time.Time, revoked ...secure.Identifier) *se
 // config is a Config of the party with the plugin's names.
 func (p *pki) config(log Logger) Config {
 	return Config{Vault: p.vaultDir, Credential: p.credFile, Authority: p.authFile, Log: log}
-}
-
-// fakeAuthority serves whatever revocation list body it is given, as the
-// authority service does (wire.ServiceRevocationList), and counts fetches.
-type fakeAuthority struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	body    []byte // nil: no list
-	fetches int
-}
-
-func newFakeAuthority(t *testing.T) *fakeAuthority {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	f := &fakeAuthority{ln: ln}
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				typ, _, err := wire.ReadServiceFrame(nc, wire.ServiceBodyLimit)
-				if err != nil || typ != wire.ServiceRevocationList {
-					return
-				}
-				f.mu.Lock()
-				body := f.body
-				f.fetches++
-				f.mu.Unlock()
-				_ = wire.WriteServiceFrame(nc, typ|wire.ServiceReply, body)
-			}()
-		}
-	}()
-	return f
-}
-
-func (f *fakeAuthority) source() string { return "tcp://" + f.ln.Addr().String() }
-
-// serve sets the body served from now on and resets the fetch count.
-func (f *fakeAuthority) serve(body []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.body, f.fetches = body, 0
-}
-
-// fetchedTwice waits until what serve set was fetched twice: the answer to
-// the first fetch was then applied.
-func (f *fakeAuthority) fetchedTwice(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.fetches >= 2
-	}, wait, time.Millisecond)
 }
 
 // logger records what is logged, safe for concurrent use.

@@ -6,13 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 	"github.com/stretchr/testify/require"
@@ -106,14 +105,11 @@ func errorIsAny(err error, targets ...error) bool {
 	return slices.ContainsFunc(targets, func(target error) bool { return errors.Is(err, target) })
 }
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./authority/wire -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./authority/wire -run TestFuzzSeeds -update"
 
 // fuzzSeeds returns the seed corpus of each target. The bodies are of the
 // sizes of real ones; the framing does not look inside them.
@@ -150,19 +146,6 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // that the committed seeds are what the code makes now.
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
-		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./authority/wire -run TestFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, "[]byte", seeds, *update, seedHint)
 	}
 }

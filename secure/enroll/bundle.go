@@ -81,12 +81,9 @@ func NewBundle(authority vault.Signer, signedPrekey [32]byte, oneTime [][32]byte
 	for _, k := range b.OneTimePrekeys {
 		body = append(body, k[:]...)
 	}
-	sig, err := authority.Sign(secure.SignedMessage(bundleContext, body))
+	sig, err := secure.SignBody(authority, bundleContext, body, "bundle")
 	if err != nil {
-		return nil, fmt.Errorf("secure: sign bundle: %w", err)
-	}
-	if len(sig) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("secure: signer returned a %d-byte signature", len(sig))
+		return nil, err
 	}
 	b.raw = append(body, sig...)
 	return b, nil

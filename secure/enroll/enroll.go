@@ -194,16 +194,7 @@ func enrollmentKeys(dh, header []byte) (requestKey, answerKey *[32]byte) {
 		panic("secure: internal error: " + err.Error())
 	}
 	defer clear(prk)
-	expand := func(info string) *[32]byte {
-		k, err := hkdf.Expand(sha256.New, prk, info, 32)
-		if err != nil {
-			panic("secure: internal error: " + err.Error())
-		}
-		out := new([32]byte)
-		copy(out[:], k)
-		clear(k)
-		return out
-	}
+	expand := func(info string) *[32]byte { return key32(hkdf.Expand(sha256.New, prk, info, 32)) }
 	return expand(enrollRequestInfo), expand(enrollAnswerInfo)
 }
 
@@ -212,7 +203,12 @@ func enrollmentKeys(dh, header []byte) (requestKey, answerKey *[32]byte) {
 //
 //	key = HKDF-SHA-256(ikm = answer key, salt = answer salt, info = answerKeyInfo, 32)
 func answerKey(requestAnswerKey *[32]byte, salt []byte) *[32]byte {
-	k, err := hkdf.Key(sha256.New, requestAnswerKey[:], salt, answerKeyInfo, 32)
+	return key32(hkdf.Key(sha256.New, requestAnswerKey[:], salt, answerKeyInfo, 32))
+}
+
+// key32 moves a 32-byte HKDF output into an array and clears k; an HKDF
+// error (none is possible for 32 bytes of SHA-256) is an internal error.
+func key32(k []byte, err error) *[32]byte {
 	if err != nil {
 		panic("secure: internal error: " + err.Error())
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
+
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -372,7 +374,7 @@ func TestBundle(t *testing.T) {
 
 func TestToken(t *testing.T) {
 	authority := newIdentity(t).Identifier()
-	tok, err := GenerateToken(authority, newHashStream("token"))
+	tok, err := GenerateToken(authority, vectorfile.NewHashStream("token"))
 	require.NoError(t, err)
 	text := tok.Reveal()
 	require.Len(t, text, len(TokenTextPrefix)+64)

@@ -2,15 +2,15 @@ package enroll
 
 import (
 	"encoding/binary"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 )
 
 // Fuzz targets of the enrollment decoders, as in fuzz_test.go: each says
@@ -165,7 +165,7 @@ func enrollFuzzSeeds(t *testing.T) map[string]map[string][]byte {
 	require.NoError(t, err)
 	att := fx.device.Public().Attestation()
 	plaintext := fx.token.appendTo(att.Marshal())
-	other, err := GenerateToken(fx.stranger.Identifier(), newHashStream("seed"))
+	other, err := GenerateToken(fx.stranger.Identifier(), vectorfile.NewHashStream("seed"))
 	require.NoError(t, err)
 	reqFile := slices.Concat(MarshalRequestFile(withOneTime.request), []byte("\n"), MarshalRequestFile(without.request))
 	return map[string]map[string][]byte{
@@ -219,22 +219,10 @@ func enrollFuzzSeeds(t *testing.T) map[string]map[string][]byte {
 // otherwise it checks that the committed seeds are what the code makes now.
 func TestEnrollmentFuzzSeeds(t *testing.T) {
 	for target, seeds := range enrollFuzzSeeds(t) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			require.NoError(t, os.MkdirAll(dir, 0o755))
+		typ := "[]byte"
+		if target == "FuzzParseToken" {
+			typ = "string"
 		}
-		for name, b := range seeds {
-			path := filepath.Join(dir, "seed-"+name)
-			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if target == "FuzzParseToken" {
-				want = fmt.Sprintf("go test fuzz v1\nstring(%q)\n", b)
-			}
-			if *update {
-				require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
-			}
-			got, err := os.ReadFile(path)
-			require.NoError(t, err, "run: go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update")
-			require.Equal(t, want, string(got), path)
-		}
+		fuzzseed.Check(t, target, typ, seeds, *update, seedHint)
 	}
 }

@@ -2,21 +2,17 @@ package enroll
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"flag"
-	"fmt"
-	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
+	"github.com/ockam-addons/telegraf-ockam/internal/vectorfile"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
@@ -43,14 +39,6 @@ var (
 
 const vectorCredentialTTL = 30 * 24 * time.Hour
 
-// vectorKey returns the 32 bytes of a named fixed key: the first block of
-// SHA-256("telegraf-ockam vectors: " + name || u64 0).
-func vectorKey(name string) [32]byte {
-	var k [32]byte
-	_, _ = newHashStream("telegraf-ockam vectors: " + name).Read(k[:])
-	return k
-}
-
 // fixtures are the deterministic identities of the vectors, as in secure.
 type fixtures struct {
 	authority, device, stranger *secure.LocalIdentity
@@ -59,7 +47,7 @@ type fixtures struct {
 func newFixtures(t testing.TB) *fixtures {
 	t.Helper()
 	id := func(name string) *secure.LocalIdentity {
-		return seededIdentity(t, vectorKey(name+" identity key"), vectorKey(name+" purpose key"), vectorCreated)
+		return seededIdentity(t, vectorfile.Key(name+" identity key"), vectorfile.Key(name+" purpose key"), vectorCreated)
 	}
 	return &fixtures{authority: id("authority"), device: id("device"), stranger: id("stranger")}
 }
@@ -104,28 +92,6 @@ func newVerifier(t testing.TB, authorities ...*secure.LocalIdentity) *secure.Ver
 	return v
 }
 
-// hashStream is a deterministic io.Reader: SHA-256(label || u64 0),
-// SHA-256(label || u64 1), ...
-type hashStream struct {
-	label string
-	n     uint64
-	buf   []byte
-}
-
-func newHashStream(label string) *hashStream { return &hashStream{label: label} }
-
-func (h *hashStream) Read(p []byte) (int, error) {
-	for i := range p {
-		if len(h.buf) == 0 {
-			block := sha256.Sum256(binary.BigEndian.AppendUint64([]byte(h.label), h.n))
-			h.n++
-			h.buf = block[:]
-		}
-		p[i], h.buf = h.buf[0], h.buf[1:]
-	}
-	return len(p), nil
-}
-
 // flip returns a copy of b with byte i XORed with mask.
 func flip(b []byte, i int, mask byte) []byte {
 	c := bytes.Clone(b)
@@ -133,107 +99,20 @@ func flip(b []byte, i int, mask byte) []byte {
 	return c
 }
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test ./secure/enroll -run TestEnrollmentFuzzSeeds -update"
 
 func errorIsAny(err error, targets ...error) bool {
 	return slices.ContainsFunc(targets, func(target error) bool { return errors.Is(err, target) })
 }
 
-// A vector file: "#" comment lines, then "key: value" lines; a key may
-// repeat (attribute:). The form of secure/vectors_test.go.
-type vectorFile struct {
-	lines []string
-	vals  map[string][]string
-}
-
-func (v *vectorFile) comment(format string, args ...any) {
-	v.lines = append(v.lines, "# "+fmt.Sprintf(format, args...))
-}
-
-func (v *vectorFile) set(key string, value any) {
-	var s string
-	switch x := value.(type) {
-	case []byte:
-		s = hex.EncodeToString(x)
-	case [32]byte:
-		s = hex.EncodeToString(x[:])
-	case time.Time:
-		s = x.UTC().Format(time.RFC3339)
-	default:
-		s = fmt.Sprint(x)
-	}
-	v.lines = append(v.lines, key+": "+s)
-}
-
-func (v *vectorFile) attributes(attrs map[string]string) {
-	for _, k := range slices.Sorted(maps.Keys(attrs)) {
-		v.set("attribute", k+"="+attrs[k])
-	}
-}
-
-func (v *vectorFile) String() string { return strings.Join(v.lines, "\n") + "\n" }
-
-func parseVectorFile(t *testing.T, text string) *vectorFile {
-	t.Helper()
-	v := &vectorFile{vals: map[string][]string{}}
-	for n, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		key, value, ok := strings.Cut(line, ": ")
-		require.True(t, ok, "line %d: %q", n+1, line)
-		v.vals[key] = append(v.vals[key], value)
-	}
-	return v
-}
-
-func (v *vectorFile) get(t *testing.T, key string) string {
-	t.Helper()
-	require.Len(t, v.vals[key], 1, "key %q", key)
-	return v.vals[key][0]
-}
-
-func (v *vectorFile) bytes(t *testing.T, key string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(v.get(t, key))
-	require.NoError(t, err, "key %q", key)
-	return b
-}
-
-func (v *vectorFile) key32(t *testing.T, key string) [32]byte {
-	t.Helper()
-	b := v.bytes(t, key)
-	require.Len(t, b, 32, "key %q", key)
-	return [32]byte(b)
-}
-
-func (v *vectorFile) time(t *testing.T, key string) time.Time {
-	t.Helper()
-	tm, err := time.Parse(time.RFC3339, v.get(t, key))
-	require.NoError(t, err, "key %q", key)
-	return tm
-}
-
-func (v *vectorFile) attrs() map[string]string {
-	m := map[string]string{}
-	for _, a := range v.vals["attribute"] {
-		k, val, _ := strings.Cut(a, "=")
-		m[k] = val
-	}
-	return m
-}
-
 // expect returns the error an "expect:" line names (nil for "ok").
 func (v *vectorFile) expect(t *testing.T) error {
 	t.Helper()
-	s := v.get(t, "expect")
+	s := v.Get(t, "expect")
 	name, _, _ := strings.Cut(s, " ")
 	errs := map[string]error{
 		"ok": nil, "ErrUnknownIssuer": secure.ErrUnknownIssuer, "ErrBadSignature": secure.ErrBadSignature,
@@ -245,31 +124,31 @@ func (v *vectorFile) expect(t *testing.T) error {
 	return err
 }
 
-func requireOutcome(t *testing.T, want, err error) {
+// vectorFile is a vector file (internal/vectorfile) with this package's
+// own writers and readers.
+type vectorFile struct{ vectorfile.File }
+
+func parseVectorFile(t *testing.T, text string) *vectorFile {
 	t.Helper()
-	if want == nil {
-		require.NoError(t, err)
-		return
-	}
-	require.ErrorIs(t, err, want)
+	return &vectorFile{vectorfile.Parse(t, text)}
 }
 
 // identityFromVector rebuilds a LocalIdentity from the seed and scalar a
 // vector file gives under prefix, and checks the file's public values.
 func identityFromVector(t *testing.T, v *vectorFile, prefix string, created time.Time) *secure.LocalIdentity {
 	t.Helper()
-	l := seededIdentity(t, v.key32(t, prefix+"-identity-seed"), v.key32(t, prefix+"-purpose-scalar"), created)
-	require.Equal(t, v.get(t, prefix+"-identifier"), l.Identifier().String())
+	l := seededIdentity(t, v.Key32(t, prefix+"-identity-seed"), v.Key32(t, prefix+"-purpose-scalar"), created)
+	require.Equal(t, v.Get(t, prefix+"-identifier"), l.Identifier().String())
 	return l
 }
 
 func (v *vectorFile) identity(prefix string, l *secure.LocalIdentity, seed, scalar string) {
-	v.set(prefix+"-identity-seed", vectorKey(seed))
-	v.set(prefix+"-purpose-scalar", vectorKey(scalar))
-	v.set(prefix+"-identifier", l.Identifier())
+	v.Set(prefix+"-identity-seed", vectorfile.Key(seed))
+	v.Set(prefix+"-purpose-scalar", vectorfile.Key(scalar))
+	v.Set(prefix+"-identifier", l.Identifier())
 }
 
 func (v *vectorFile) authority(f *fixtures) {
-	v.set("authority-identifier", f.authority.Identifier())
-	v.set("authority-attestation", f.authority.Public().Attestation().Marshal())
+	v.Set("authority-identifier", f.authority.Identifier())
+	v.Set("authority-attestation", f.authority.Public().Attestation().Marshal())
 }

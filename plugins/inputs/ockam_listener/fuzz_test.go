@@ -15,6 +15,7 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
@@ -124,14 +125,11 @@ func mustParse(t *testing.T, payload []byte) []telegraf.Metric {
 	return ms
 }
 
-// requireSeeds fails a fuzz target whose seed corpus is missing or empty,
-// so that it cannot silently fuzz from nothing.
-func requireSeeds(f *testing.F) {
-	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", f.Name()))
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seed corpus in testdata/fuzz/%s (go test -run TestFuzzSeeds -update): %v", f.Name(), err)
-	}
-}
+// requireSeeds fails a fuzz target whose seed corpus is missing or empty.
+func requireSeeds(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
+// seedHint is the command that writes the seed corpora.
+const seedHint = "go test -run TestFuzzSeeds -update"
 
 // fuzzSeeds is the seed corpus of FuzzHandleMessage, by file name.
 func fuzzSeeds() map[string]struct {

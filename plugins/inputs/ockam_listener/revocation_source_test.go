@@ -1,8 +1,6 @@
 package ockam_listener
 
 import (
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,69 +8,9 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/authority/wire"
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
-
-// fakeAuthority serves whatever revocation list body it is given, as the
-// authority service does (wire.ServiceRevocationList), and counts fetches.
-type fakeAuthority struct {
-	mu      sync.Mutex
-	body    []byte // nil: no list yet
-	fetches int
-	addr    string
-}
-
-func newFakeAuthority(t *testing.T) *fakeAuthority {
-	t.Helper()
-	return newFakeAuthorityAt(t, "127.0.0.1:0")
-}
-
-// newFakeAuthorityAt serves at addr (host:port).
-func newFakeAuthorityAt(t *testing.T, addr string) *fakeAuthority {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	f := &fakeAuthority{addr: ln.Addr().String()}
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				typ, _, err := wire.ReadServiceFrame(nc, wire.ServiceBodyLimit)
-				if err != nil || typ != wire.ServiceRevocationList {
-					return
-				}
-				f.mu.Lock()
-				body := f.body
-				f.fetches++
-				f.mu.Unlock()
-				wire.WriteServiceFrame(nc, typ|wire.ServiceReply, body)
-			}()
-		}
-	}()
-	return f
-}
-
-func (f *fakeAuthority) serve(body []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.body, f.fetches = body, 0
-}
-
-// fetchedTwice waits until the listener has fetched what serve set, twice.
-func (f *fakeAuthority) fetchedTwice(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.fetches >= 2
-	}, wait, time.Millisecond)
-}
 
 // listBytes is the binary encoding of a list of the authority.
 func (p *pki) listBytes(seq uint64, revoked ...secure.Identifier) []byte {
@@ -84,11 +22,11 @@ func (p *pki) listBytes(seq uint64, revoked ...secure.Identifier) []byte {
 
 func TestRevocationSource(t *testing.T) {
 	p := newPKI(t)
-	src := newFakeAuthority(t)
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 	log := &testutil.CaptureLogger{Name: "ockam_listener"}
 	l := p.listener()
 	l.Log = log
-	l.RevocationSource = "tcp://" + src.addr
+	l.RevocationSource = src.Source()
 	l.RevocationPollInterval = config.Duration(10 * time.Millisecond)
 	out, addr := start(t, l)
 
@@ -103,14 +41,14 @@ func TestRevocationSource(t *testing.T) {
 	}
 
 	// No list yet: everyone writes.
-	src.fetchedTwice(t)
+	src.FetchedTwice(t)
 	a.send(1, "cpu usage=1 1700000000000000000\n")
 	out.accept(1)
 	a.requireAck(1)
 
 	// The authority revokes a: its channel is closed at once, without a
 	// message from it.
-	src.serve(p.listBytes(2, revoked.id.Identifier()))
+	src.Serve(p.listBytes(2, revoked.id.Identifier()))
 	requireClosedRevoked(t, a)
 	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
 	legit(2)
@@ -128,8 +66,8 @@ func TestRevocationSource(t *testing.T) {
 		{newPKI(t).listBytes(9), "unknown issuer"},
 		{[]byte{1, 2, 3}, "malformed"},
 	} {
-		src.serve(tc.body)
-		src.fetchedTwice(t)
+		src.Serve(tc.body)
+		src.FetchedTwice(t)
 		requireLog(t, log, "revocation_source", tc.log)
 		require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
 		requireRevokedHandshake(t, revoked, addr)

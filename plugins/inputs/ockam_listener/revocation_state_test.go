@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/internal/freeport"
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
@@ -29,6 +30,20 @@ func restarted(l *Listener, source string, log *testutil.CaptureLogger) *Listene
 	return n
 }
 
+// startRevoking starts a listener whose revocation_source serves a list
+// of sequence 2 revoking revoked, and waits until it applied the list.
+func startRevoking(t *testing.T, p *pki, revoked *device) (*Listener, *ockamtest.RevocationServer, *testutil.CaptureLogger) {
+	t.Helper()
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
+	src.Serve(p.listBytes(2, revoked.id.Identifier()))
+	log := &testutil.CaptureLogger{Name: "ockam_listener"}
+	l := restarted(p.listener(), src.Source(), log)
+	start(t, l)
+	require.Eventually(t, func() bool { return l.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
+		wait, time.Millisecond)
+	return l, src, log
+}
+
 // TestRevocationSurvivesRestart (docs/SECURITY.md W16): the list from
 // revocation_source is kept in revocation_state (mode 0600) and applied at
 // the next start, so a listener restarted while the authority is
@@ -38,13 +53,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	p := newPKI(t)
 	sensor := map[string]string{"role": "sensor"}
 	revoked, legit := p.device(sensor), p.device(sensor)
-	src := newFakeAuthority(t)
-	src.serve(p.listBytes(2, revoked.id.Identifier()))
-	log := &testutil.CaptureLogger{Name: "ockam_listener"}
-	first := restarted(p.listener(), "tcp://"+src.addr, log)
-	start(t, first)
-	require.Eventually(t, func() bool { return first.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
-		wait, time.Millisecond)
+	first, _, log := startRevoking(t, p, revoked)
 	state := first.CredentialPath + ".revocation-state"
 	var fi os.FileInfo
 	require.Eventually(t, func() bool {
@@ -76,19 +85,13 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 func TestReplayedListRefusedAfterRestart(t *testing.T) {
 	p := newPKI(t)
 	revoked := p.device(map[string]string{"role": "sensor"})
-	src := newFakeAuthority(t)
-	src.serve(p.listBytes(2, revoked.id.Identifier()))
-	log := &testutil.CaptureLogger{Name: "ockam_listener"}
-	first := restarted(p.listener(), "tcp://"+src.addr, log)
-	start(t, first)
-	require.Eventually(t, func() bool { return first.verifier.RevocationSequence(p.authority.Identifier()) == 2 },
-		wait, time.Millisecond)
+	first, src, log := startRevoking(t, p, revoked)
 	first.Stop()
 
-	src.serve(p.listBytes(1))
-	l := restarted(first, "tcp://"+src.addr, log)
+	src.Serve(p.listBytes(1))
+	l := restarted(first, src.Source(), log)
 	_, addr := start(t, l)
-	src.fetchedTwice(t)
+	src.FetchedTwice(t)
 	requireLog(t, log, "revocation_source", "serves an older list than the current one (refused, a replay?)",
 		"sequence 1, current is 2", "keeping the current list (sequence 2)")
 	require.Equal(t, uint64(2), l.verifier.RevocationSequence(p.authority.Identifier()))
@@ -117,8 +120,8 @@ func TestFailClosedUntilFirstList(t *testing.T) {
 	}
 	requireStat(t, l.stats.handshakesFailed["no_revocation_list"], 1)
 
-	src := newFakeAuthorityAt(t, source) // no list yet: nobody is revoked
-	src.fetchedTwice(t)
+	src := ockamtest.NewRevocationServer(t, source) // no list yet: nobody is revoked
+	src.FetchedTwice(t)
 	c := d.dial(t, addr)
 	c.send(1, "cpu usage=1 1700000000000000000\n")
 	out.accept(1)
@@ -148,17 +151,17 @@ func TestStaleList(t *testing.T) {
 	for _, refuse := range []bool{false, true} {
 		t.Run(fmt.Sprint("refuse=", refuse), func(t *testing.T) {
 			p := newPKI(t)
-			src := newFakeAuthority(t)
+			src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 			due, err := secure.NewRevocationList(p.authority.Signer(), 1, p.now, p.now.Add(time.Minute), nil, nil)
 			require.NoError(t, err)
-			src.serve(due.Marshal())
+			src.Serve(due.Marshal())
 			clk := &clock{now: p.now}
 			log := &testutil.CaptureLogger{Name: "ockam_listener"}
-			l := restarted(p.listener(), "tcp://"+src.addr, log)
+			l := restarted(p.listener(), src.Source(), log)
 			l.RevocationRefuseStale = refuse
 			l.now = clk.Now
 			out, addr := start(t, l)
-			src.fetchedTwice(t)
+			src.FetchedTwice(t)
 			d := p.device(map[string]string{"role": "sensor"})
 			c := d.dial(t, addr)
 			c.send(1, "cpu usage=1 1700000000000000000\n")
@@ -175,7 +178,7 @@ func TestStaleList(t *testing.T) {
 				}
 				return false
 			}, wait, time.Millisecond)
-			src.fetchedTwice(t)
+			src.FetchedTwice(t)
 			requireStat(t, l.stats.revocationListStale, 1) // once per list
 			if !refuse {
 				c2 := d.dial(t, addr)
