@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -224,11 +225,11 @@ func TestRefreshKeepsCurrent(t *testing.T) {
 // not for the same list again, an older one or a damaged one.
 func TestOnRevocation(t *testing.T) {
 	p := newPKI(t)
-	src := newFakeAuthority(t)
+	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
 	var calls atomic.Int64
 	c := p.config(&logger{})
 	c.RevocationList = p.write("revoked.list", p.list(1, p.now.Add(time.Hour)).MarshalFile())
-	c.Revocation = RevocationConfig{Source: src.source(), PollInterval: 10 * time.Millisecond, FailOpen: true}
+	c.Revocation = RevocationConfig{Source: src.Source(), PollInterval: 10 * time.Millisecond, FailOpen: true}
 	c.OnRevocation = func() { calls.Add(1) }
 	tr, err := Open(c)
 	require.NoError(t, err)
@@ -251,8 +252,8 @@ func TestOnRevocation(t *testing.T) {
 	}
 
 	run(t, tr)
-	src.serve(p.list(3, p.now.Add(time.Hour)).Marshal())
-	src.fetchedTwice(t)
+	src.Serve(p.list(3, p.now.Add(time.Hour)).Marshal())
+	src.FetchedTwice(t)
 	require.Equal(t, uint64(3), tr.Verifier().RevocationSequence(p.authority.Identifier()))
 	require.Equal(t, int64(3), calls.Load(), "the source's newer list, once though fetched again")
 }
