@@ -82,6 +82,13 @@ func TestComposeWiring(t *testing.T) {
 	require.Contains(t, gatewayConf, `urls = ["http://influxdb:8086"]`)
 	tick := readFile(t, configFile(t, p, service(t, p, "kapacitor"), "/etc/kapacitor/load/tasks/ockam_refusals.tick"))
 	require.Contains(t, tick, `dbrp "`+db+`"."autogen"`)
+	// The credential-expiry alert reads the gauge both plugins report.
+	expiry := readFile(t, configFile(t, p, service(t, p, "kapacitor"), "/etc/kapacitor/load/tasks/ockam_credential_expiry.tick"))
+	require.Contains(t, expiry, `dbrp "`+db+`"."autogen"`)
+	for _, want := range []string{`.measurement('internal_ockam_listener')`, `.measurement('internal_ockam')`,
+		`"credential_expires_in_seconds" < week`, `"credential_expires_in_seconds" < day`} {
+		require.Contains(t, expiry, want)
+	}
 
 	// The gateway listens on 4000, published; device-1 and the intruder dial
 	// it. It also registers its name at the relay, which listens on the port
