@@ -254,7 +254,9 @@ func TestInletListenerDown(t *testing.T) {
 
 // TestInletRevokedDevice revokes the device while its inlet has a channel
 // open: its next write is answered 400 in InfluxDB's error shape, with a
-// reason that says revoked, and nothing more of it is stored.
+// reason that says revoked (a nack on the open channel, then the listener's
+// refusal of the next one), /health fails with that reason, and nothing
+// more of it is stored.
 func TestInletRevokedDevice(t *testing.T) {
 	f := newInletFleet(t)
 	revoked := filepath.Join(t.TempDir(), "revoked.list")
@@ -274,6 +276,17 @@ func TestInletRevokedDevice(t *testing.T) {
 	status, body = in.post(t, "/write?db="+inletDatabase+"&precision=s", "e2e_rev seq=3i 1700000002\n")
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, body["error"], "revoked")
+	// The listener refused the next channel and said why: /health fails
+	// with that reason.
+	resp, err := http.Get(in.url + "/health")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var health struct{ Status, Message string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&health))
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%+v", health)
+	require.Equal(t, "fail", health.Status)
+	require.Contains(t, health.Message, "refused by listener")
+	require.Contains(t, health.Message, "revoked")
 
 	require.Equal(t, []string{fmt.Sprintf("e2e_rev,ockam_identity=%s,site=plant-7 seq=1i %d", f.device.id, int64(1700000000)*1e9)},
 		f.db.rowsIn(inletBucket, "e2e_rev"))
