@@ -21,8 +21,8 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/influxdata/telegraf/testutil"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 

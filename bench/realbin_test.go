@@ -21,7 +21,7 @@ import (
 
 	"github.com/influxdata/telegraf/plugins/serializers/influx"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 )
 
 // realMetrics is how many metrics BenchmarkRealBinaries sends through each

@@ -13,9 +13,9 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	ockamlistener "github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 	ockamout "github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 

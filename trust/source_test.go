@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 )
 
 // run starts tr.Run until the test ends.

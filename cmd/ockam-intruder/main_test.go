@@ -15,8 +15,8 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	_ "github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 )
 
 // startListener runs inputs.ockam_listener, configured as in the compose

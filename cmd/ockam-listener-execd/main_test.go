@@ -17,8 +17,8 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 )
 
 func TestMain(m *testing.M) {

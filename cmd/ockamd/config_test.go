@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 )
 
 // testFleet is an authority, a listener and the files ockamd needs.

@@ -24,7 +24,7 @@ import (
 	"github.com/influxdata/telegraf/plugins/serializers"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 )
 
 func TestMain(m *testing.M) {

@@ -12,8 +12,8 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/mqtt/mqtttest"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
