@@ -20,6 +20,7 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -39,16 +40,14 @@ type pki struct {
 	verifier      *secure.Verifier // trusts authority; used by devices
 }
 
+// newPKI is an ockamtest fleet (an authority and its identity file in a
+// temporary directory) with the verifier that devices use.
 func newPKI(t testing.TB) *pki {
 	t.Helper()
-	now := time.Now()
-	authority, err := secure.CreateIdentity(vault.NewMemory(), now)
+	f := ockamtest.NewFleet(t)
+	v, err := secure.NewVerifier(f.Authority.Public())
 	require.NoError(t, err)
-	v, err := secure.NewVerifier(authority.Public())
-	require.NoError(t, err)
-	p := &pki{t: t, dir: t.TempDir(), now: now, authority: authority, verifier: v}
-	p.authorityFile = p.write("authority.identity", authority.Public().MarshalFile())
-	return p
+	return &pki{t: t, dir: f.Dir, now: time.Now(), authority: f.Authority, authorityFile: f.AuthorityFile, verifier: v}
 }
 
 // write writes a file into the directory, atomically (rename), and returns
