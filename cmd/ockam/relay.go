@@ -14,6 +14,7 @@ import (
 	"github.com/influxdata/telegraf"
 
 	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
 )
@@ -139,7 +140,7 @@ func relayServe(fs *flag.FlagSet) action {
 
 // serveRelay serves s on ln until SIGINT or SIGTERM, applying the
 // revocation list that watch (if any) watches whenever it changes.
-func serveRelay(e *env, s *relay.Server, ln net.Listener, log relay.Logger, watch *filewatch.Watch) error {
+func serveRelay(e *env, s *relay.Server, ln net.Listener, log logger.Logger, watch *filewatch.Watch) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if watch != nil {
@@ -169,7 +170,7 @@ const revocationPoll = time.Second
 // content changes, until ctx ends. A file that cannot be read or applied
 // (being written, stale, foreign) is reported once and the list in force
 // stays.
-func watchRevocations(ctx context.Context, s *relay.Server, watch *filewatch.Watch, log relay.Logger) {
+func watchRevocations(ctx context.Context, s *relay.Server, watch *filewatch.Watch, log logger.Logger) {
 	t := time.NewTicker(revocationPoll)
 	defer t.Stop()
 	for {

@@ -25,16 +25,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/transport/msgconn"
 )
-
-// Logger receives the package's few log lines; telegraf.Logger satisfies it.
-// Nothing logged holds a secret or a payload.
-type Logger interface {
-	Debugf(format string, args ...any)
-	Infof(format string, args ...any)
-	Warnf(format string, args ...any)
-}
 
 // Options tune Dial and Listen; the zero value of a field takes its default.
 type Options struct {
@@ -53,7 +46,7 @@ type Options struct {
 	// subscription (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
 	// Logger gets the log lines (nil: none).
-	Logger Logger
+	Logger logger.Logger
 }
 
 // Format prints o with its password redacted, whatever the verb, so that
@@ -100,7 +93,7 @@ func (o Options) withDefaults() Options {
 		o.ReceiveBudget = msgconn.DefaultBudget
 	}
 	if o.Logger == nil {
-		o.Logger = nopLogger{}
+		o.Logger = logger.Nop{}
 	}
 	return o
 }
@@ -251,9 +244,3 @@ func subscribe(ctx context.Context, client paho.Client, topic string, handler pa
 func sessionAddr(u *URL, sid string) msgconn.Addr {
 	return msgconn.Addr{Net: "mqtt", Text: u.String() + " session " + sid}
 }
-
-type nopLogger struct{}
-
-func (nopLogger) Debugf(string, ...any) {}
-func (nopLogger) Infof(string, ...any)  {}
-func (nopLogger) Warnf(string, ...any)  {}

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 )
 
 // TestOptionsRedacted: no verb of fmt, nor slog, prints the password.
 func TestOptionsRedacted(t *testing.T) {
-	o := Options{Username: "telegraf", Password: "hunter2-s3cret", MaxSessions: 5, ConnectTimeout: time.Second, Logger: nopLogger{}}
+	o := Options{Username: "telegraf", Password: "hunter2-s3cret", MaxSessions: 5, ConnectTimeout: time.Second, Logger: logger.Nop{}}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%T %v"} {
 		out := fmt.Sprintf(verb, o)
 		require.NotContains(t, out, "hunter2", verb)

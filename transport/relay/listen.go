@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/msgconn"
 )
@@ -35,7 +36,7 @@ type ListenConfig struct {
 	// called at every (re)registration so a renewed credential is picked
 	// up. The credential must carry the attribute relay=Name.
 	Credentials func() (*secure.LocalIdentity, *secure.Credential, error)
-	Logger      Logger // nil: none
+	Logger      logger.Logger // nil: none
 	// ReceiveBudget bounds the bytes the sessions buffer together unread
 	// (default msgconn.DefaultBudget): a session whose bytes find no room
 	// fails, so that whoever reaches the relay cannot exhaust memory.
@@ -47,7 +48,7 @@ type ListenConfig struct {
 // secure.Accept; its RemoteAddr is (relay) "RELAY RETURN-ROUTE…".
 type Listener struct {
 	cfg    ListenConfig
-	log    Logger
+	log    logger.Logger
 	accept chan *msgconn.Conn
 	done   chan struct{}
 	wg     sync.WaitGroup
@@ -92,7 +93,7 @@ func Listen(cfg ListenConfig) (*Listener, error) {
 	l := &Listener{cfg: cfg, log: cfg.Logger, accept: make(chan *msgconn.Conn, acceptBacklog), done: make(chan struct{}),
 		budget: msgconn.NewBudget(budget)}
 	if l.log == nil {
-		l.log = nopLogger{}
+		l.log = logger.Nop{}
 	}
 	l.wg.Add(1)
 	go l.run()

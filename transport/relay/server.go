@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
@@ -34,20 +35,6 @@ const (
 	DefaultMaxConnections = 10000
 )
 
-// Logger is where the relay code logs; telegraf.Logger satisfies it. Peer
-// addresses and reasons are logged, never a secret.
-type Logger interface {
-	Debugf(format string, args ...any)
-	Infof(format string, args ...any)
-	Warnf(format string, args ...any)
-}
-
-type nopLogger struct{}
-
-func (nopLogger) Debugf(string, ...any) {}
-func (nopLogger) Infof(string, ...any)  {}
-func (nopLogger) Warnf(string, ...any)  {}
-
 // ServerConfig configures a relay.
 type ServerConfig struct {
 	// Authorities are trusted to issue the credentials listeners register
@@ -67,7 +54,7 @@ type ServerConfig struct {
 	// hold every connection slot and keep gateways from registering.
 	MaxConnectionsPerIP int
 	// Logger receives the log (nil: none).
-	Logger Logger
+	Logger logger.Logger
 	// Now returns the time for credential checks (nil: time.Now).
 	Now func() time.Time
 }
@@ -82,7 +69,7 @@ type Server struct {
 	maxPerIP int
 	// deviceIdle is deviceIdleTimeout (shorter in tests).
 	deviceIdle time.Duration
-	log        Logger
+	log        logger.Logger
 	now        func() time.Time
 
 	mu        sync.Mutex
@@ -151,7 +138,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.maxPerIP = DefaultMaxConnectionsPerIP
 	}
 	if s.log == nil {
-		s.log = nopLogger{}
+		s.log = logger.Nop{}
 	}
 	if s.now == nil {
 		s.now = time.Now
