@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -60,6 +61,16 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	maxConns := s.MaxConnections
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections
+	}
+	if s.Authority.RevocationList() == nil {
+		// Parties take only a signed answer as "nobody is revoked" (an
+		// empty reply is not signed: docs/PROTOCOL.md §14.7), so the
+		// service always has a list to serve: the first one is empty.
+		l, err := s.Authority.Revoke(nil, nil)
+		if err != nil {
+			return fmt.Errorf("sign the first revocation list: %w", err)
+		}
+		log.Info("signed the first revocation list (empty)", "sequence", l.Sequence)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

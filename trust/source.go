@@ -254,9 +254,10 @@ func (s *source) apply(list *secure.RevocationList) error {
 	return nil
 }
 
-// applyNone takes in the source's answer that it has no list: nobody is
-// revoked, unless a list was persisted, which then stays (an authority
-// that lost its store, or someone who answers in its place).
+// applyNone takes in the source's answer that it has no list. That answer is
+// not signed: anyone on the path can give it, so it opens nothing (an
+// authority's service always serves a signed list, the first one empty:
+// docs/PROTOCOL.md §14.7). A list persisted before stays.
 func (s *source) applyNone() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,11 +265,8 @@ func (s *source) applyNone() error {
 		return fmt.Errorf("it has no revocation list, but sequence %d was applied before: %w",
 			s.current.Sequence, secure.ErrStaleRevocationList)
 	}
-	if !s.ready {
-		s.t.log.Infof("%s %q has no revocation list yet (nobody is revoked): channels are accepted", s.option, s.cfg.Source)
-	}
-	s.setReady()
-	return nil
+	return fmt.Errorf("it answered that it has no list; that answer is not signed and opens nothing: %w",
+		ErrNoRevocationList)
 }
 
 // report logs a new problem with the source once, and its end.

@@ -28,7 +28,9 @@ func run(t *testing.T, tr *Trust) {
 }
 
 // TestSourceFailsClosed: with a source and no kept list, Ready fails until
-// the source answered, here with "no list yet"; WaitReady waits for it.
+// the source answered with a signed list; WaitReady waits for it. The attack:
+// on a first start, someone on the path answers "no list" (an empty reply,
+// not signed); the party stays closed.
 func TestSourceFailsClosed(t *testing.T) {
 	p := newPKI(t)
 	src := ockamtest.NewRevocationServer(t, "127.0.0.1:0")
@@ -43,10 +45,20 @@ func TestSourceFailsClosed(t *testing.T) {
 	require.ErrorIs(t, tr.WaitReady(ctx), ErrNoRevocationList, "an ended wait")
 
 	run(t, tr)
-	require.NoError(t, tr.WaitReady(context.Background()))
-	log.requireLog(t, "I!", "has no revocation list yet (nobody is revoked): channels are accepted")
+	src.FetchedTwice(t)
+	require.ErrorIs(t, tr.Ready(), ErrNoRevocationList, "an empty answer opens nothing")
+	require.Len(t, log.find("W!", "it answered that it has no list; that answer is not signed and opens nothing",
+		"no list is applied yet, no channel is accepted or opened"), 1)
 	_, err = os.Stat(DefaultStatePath(p.credFile))
 	require.ErrorIs(t, err, os.ErrNotExist, "no list, nothing kept")
+
+	src.Serve(p.list(1, p.now.Add(time.Hour)).Marshal())
+	require.NoError(t, tr.WaitReady(context.Background()))
+	src.FetchedTwice(t)
+	require.Len(t, log.find("I!", "applied: sequence 1, 0 subjects and 0 credentials revoked"), 1)
+	kept, err := loadState(DefaultStatePath(p.credFile))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), kept.Sequence, "the list is kept")
 }
 
 // TestSourceKeepsNewestList: the list is kept in the state file (0600,
