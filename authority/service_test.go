@@ -159,3 +159,35 @@ func TestConnTimeouts(t *testing.T) {
 		require.Equal(t, timeouts.idle, closedAfter(true))
 	})
 }
+
+// TestServeSignsFirstList: a service started without a revocation list signs
+// the first one, empty (sequence 1), and serves it, so that parties never
+// have to take an unsigned "no list" as "nobody is revoked"
+// (docs/PROTOCOL.md §14.7). A service started with a list keeps it.
+func TestServeSignsFirstList(t *testing.T) {
+	f := newFixture(t)
+	require.Nil(t, f.a.RevocationList())
+	log := &syncLog{}
+	addr := f.serveWith(&Service{Logger: slog.New(slog.NewTextHandler(log, nil))})
+	fetch := func() *secure.RevocationList {
+		t.Helper()
+		nc := dialFrom(t, "127.0.0.1", addr)
+		defer nc.Close()
+		l, err := wire.FetchRevocationList(nc)
+		require.NoError(t, err)
+		require.NotNil(t, l, "the service always has a list")
+		return l
+	}
+	l := fetch()
+	require.Equal(t, uint64(1), l.Sequence)
+	require.Empty(t, l.Subjects())
+	require.Empty(t, l.Credentials())
+	require.NoError(t, f.verifier.UpdateRevocations(l), "signed by the authority")
+	require.Equal(t, 1, log.count("signed the first revocation list (empty)"))
+	require.Equal(t, uint64(1), f.requireConsistent().RevocationSequence, "stored")
+
+	log2 := &syncLog{}
+	addr = f.serveWith(&Service{Logger: slog.New(slog.NewTextHandler(log2, nil))})
+	require.Equal(t, uint64(1), fetch().Sequence, "a second start signs nothing")
+	require.Zero(t, log2.count("signed the first revocation list"))
+}

@@ -28,6 +28,7 @@ func TestRevocationSource(t *testing.T) {
 	l.Log = log
 	l.RevocationSource = src.Source()
 	l.RevocationPollInterval = config.Duration(10 * time.Millisecond)
+	src.Serve(p.listBytes(1)) // the service's first list: empty, signed
 	out, addr := start(t, l)
 
 	revoked := p.device(map[string]string{"role": "sensor"})
@@ -40,7 +41,7 @@ func TestRevocationSource(t *testing.T) {
 		b.requireAck(batch)
 	}
 
-	// No list yet: everyone writes.
+	// An empty list: everyone writes.
 	src.FetchedTwice(t)
 	a.send(1, "cpu usage=1 1700000000000000000\n")
 	out.accept(1)
@@ -65,6 +66,7 @@ func TestRevocationSource(t *testing.T) {
 		{forged, "bad signature"},
 		{newPKI(t).listBytes(9), "unknown issuer"},
 		{[]byte{1, 2, 3}, "malformed"},
+		{nil, "it has no revocation list, but sequence 2 was applied before"},
 	} {
 		src.Serve(tc.body)
 		src.FetchedTwice(t)

@@ -120,7 +120,8 @@ func TestFailClosedUntilFirstList(t *testing.T) {
 	}
 	requireStat(t, l.stats.handshakesFailed["no_revocation_list"], 1)
 
-	src := ockamtest.NewRevocationServer(t, source) // no list yet: nobody is revoked
+	src := ockamtest.NewRevocationServer(t, source)
+	src.Serve(p.listBytes(1)) // the service's first list: empty, signed
 	src.FetchedTwice(t)
 	c := d.dial(t, addr)
 	c.send(1, "cpu usage=1 1700000000000000000\n")
