@@ -126,7 +126,8 @@ func TestEnrollAndDeliver(t *testing.T) {
 
 	st := ockamRun(t, "authority", "status", "--vault", f.vault, "--db", f.db)
 	require.Contains(t, st, "credentials issued:  2\n")
-	require.Contains(t, st, "revocation sequence: 1 (1 entries)\n")
+	// Sequence 1 is the empty list the service signed at start.
+	require.Contains(t, st, "revocation sequence: 2 (1 entries)\n")
 }
 
 // freeAddress returns a loopback host:port that is free now (package
