@@ -336,6 +336,22 @@ func (a *Authority) Revoke(subjects []secure.Identifier, credentials []secure.Cr
 	return l, nil
 }
 
+// ensureRevocationList signs the first revocation list, empty, if there is
+// none, and returns the current list and whether it signed it.
+func (a *Authority) ensureRevocationList() (*secure.RevocationList, bool, error) {
+	a.revMu.Lock()
+	defer a.revMu.Unlock()
+	if l := a.revoked.Load(); l != nil {
+		return l, false, nil
+	}
+	l, err := a.cfg.Store.revoke(a.cfg.Identity.Signer(), nil, nil, a.cfg.Now())
+	if err != nil {
+		return nil, false, err
+	}
+	a.revoked.Store(l)
+	return l, true, nil
+}
+
 // Stats checks the store and returns its counts (see Store.Check).
 func (a *Authority) Stats() (Stats, error) { return a.cfg.Store.Check() }
 

@@ -48,7 +48,25 @@ type Service struct {
 	BundleInterval time.Duration
 }
 
-// Serve accepts connections on ln until ctx ends, then closes ln and every
+// EnsureRevocationList signs the authority's first revocation list, empty
+// (sequence 1), and logs it, if it has none. Parties take only a signed
+// answer as "nobody is revoked" (an empty reply is not signed:
+// docs/PROTOCOL.md §14.7), so the service always has a list to serve. Serve
+// calls it; call it before anything else can revoke (a control socket) for
+// the first list to be the empty one.
+func (s *Service) EnsureRevocationList() error {
+	l, signed, err := s.Authority.ensureRevocationList()
+	if err != nil {
+		return fmt.Errorf("sign the first revocation list: %w", err)
+	}
+	if signed && s.Logger != nil {
+		s.Logger.Info("signed the first revocation list (empty)", "sequence", l.Sequence)
+	}
+	return nil
+}
+
+// Serve signs the first revocation list if there is none (see
+// EnsureRevocationList), then accepts connections on ln until ctx ends, then closes ln and every
 // connection and returns once each has finished the request it was
 // handling (an enrollment in its store transaction finishes; its answer is
 // sent if the client is still there). It also keeps the signed prekeys
@@ -62,15 +80,8 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections
 	}
-	if s.Authority.RevocationList() == nil {
-		// Parties take only a signed answer as "nobody is revoked" (an
-		// empty reply is not signed: docs/PROTOCOL.md §14.7), so the
-		// service always has a list to serve: the first one is empty.
-		l, err := s.Authority.Revoke(nil, nil)
-		if err != nil {
-			return fmt.Errorf("sign the first revocation list: %w", err)
-		}
-		log.Info("signed the first revocation list (empty)", "sequence", l.Sequence)
+	if err := s.EnsureRevocationList(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -249,14 +249,14 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 	cli.run(authority.passphrase, "revocation", "add", "--vault", authority.vault, "--db", store, "--subject", a.id)
 
 	first := startListenerWithSource(t, bin.telegraf, gateway, authority, db, source, "listener-1")
-	first.proc.waitLog(regexp.MustCompile(`Revocation list from revocation_source .* applied: sequence 1, 1 subjects`),
+	first.proc.waitLog(regexp.MustCompile(`Revocation list from revocation_source .* applied: sequence 2, 1 subjects`),
 		30*time.Second)
 	first.proc.stop()
 	svc.stop()
 
 	// The authority is down: its address refuses connections.
 	l := startListenerWithSource(t, bin.telegraf, gateway, authority, db, source, "listener-2")
-	l.proc.waitLog(regexp.MustCompile(`Revocation list sequence 1 from revocation_state .* applied`), 30*time.Second)
+	l.proc.waitLog(regexp.MustCompile(`Revocation list sequence 2 from revocation_state .* applied`), 30*time.Second)
 	const n, perRun = 3000, 10
 	startDevice(t, bin.telegraf, a, authority, l, "500ms", execInputs(t, sequence("e2e_seq", n), perRun))
 	startDevice(t, bin.telegraf, b, authority, l, "500ms", execInputs(t, sequence("e2e_seq", n), perRun))
@@ -268,7 +268,7 @@ func TestRevocationSurvivesRestart(t *testing.T) {
 		t.Errorf("device A is revoked, yet %d of its rows reached InfluxDB after the restart", got)
 	}
 	// And it says that it keeps the kept list while the source is down.
-	l.proc.waitLog(regexp.MustCompile(`revocation_source .*keeping the current list \(sequence 1\)`), 30*time.Second)
+	l.proc.waitLog(regexp.MustCompile(`revocation_source .*keeping the current list \(sequence 2\)`), 30*time.Second)
 }
 
 // TestInletRefusesRevokedGateway (W15): `ockam inlet influxdb

@@ -117,6 +117,10 @@ func authorityServe(fs *flag.FlagSet) action {
 // s until SIGINT or SIGTERM.
 func serveAuthority(e *env, s *authority.Service, addr, db string) error {
 	a, log := s.Authority, s.Logger
+	// Before the control socket can revoke: the first list is the empty one.
+	if err := s.EnsureRevocationList(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
