@@ -166,8 +166,11 @@ func SubmitEnrollment(rw io.ReadWriter, request []byte) ([]byte, error) {
 }
 
 // FetchRevocationList asks the service on rw for the authority's current
-// revocation list and parses it; it returns nil, nil if the authority has
-// none yet. Its issuer and signature are for a Verifier to check.
+// revocation list and parses it; it returns nil, nil for an empty reply
+// (a service older than the rule that it always serves a signed list). That
+// reply is not signed: a caller must not take it as "nobody is revoked"
+// (docs/PROTOCOL.md §14.7). The list's issuer and signature are for a
+// Verifier to check.
 func FetchRevocationList(rw io.ReadWriter) (*secure.RevocationList, error) {
 	body, err := serviceCall(rw, ServiceRevocationList, nil)
 	if err != nil {
