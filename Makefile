@@ -65,9 +65,9 @@ nats-server:
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
-## test: every test of the project with -race (e2e included), then each fuzz target briefly
-test: build test-tools
-	$(GO) vet ./...
+## test: lint (gofmt, vet, staticcheck), every test of the project with -race (e2e included), then each fuzz
+## target briefly
+test: build test-tools lint
 	OCKAM_E2E=1 OCKAM_PKCS11_MODULE=$(PKCS11_MODULE) OCKAM_MOSQUITTO=$(MOSQUITTO) INFLUXD=$(INFLUXD) OCKAM_BIN=$(BIN) \
 		HAPROXY=$(HAPROXY) NATS_SERVER=$(NATS_SERVER) \
 		$(GO) test -race -count=1 -timeout 20m ./...
