@@ -55,7 +55,9 @@ const (
 	// Telegraf does not load, a command name without a handler, a bad name.
 	RefusedInvalidPayload RefusalCode = 15
 	// RefusedDigestMismatch: an artifact's bytes do not match the digest its
-	// release identity signed, or its release signature does not verify.
+	// release identity signed. (A manifest whose release signature does not
+	// verify is RefusedBadSignature; one of an identity that is not a
+	// release identity of the device, RefusedUnknownIssuer.)
 	RefusedDigestMismatch RefusalCode = 16
 )
 
