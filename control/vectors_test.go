@@ -81,7 +81,9 @@ var instructionVectors = []struct {
 }
 
 // releaseSigner is the release identity of the vectors.
-func releaseSigner() vault.Signer { return vault.NewSignerFromSeed(vectorfile.Key("release identity key")) }
+func releaseSigner() vault.Signer {
+	return vault.NewSignerFromSeed(vectorfile.Key("release identity key"))
+}
 
 func TestInstructionVectors(t *testing.T) {
 	f := newFixtures(t)
