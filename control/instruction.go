@@ -415,6 +415,17 @@ func readTarget(s *cryptobyte.String, typ uint8) (Target, error) {
 // Marshal returns the binary encoding (a copy).
 func (in *Instruction) Marshal() []byte { return slices.Clone(in.raw) }
 
+// CheckSignature checks the signature with the operator key the
+// instruction carries (secure.ErrBadSignature). It says nothing of who the
+// operator is: Verifier.Verify checks the credential too.
+func (in *Instruction) CheckSignature() error {
+	msg, sig := in.signed()
+	if !ed25519.Verify(in.OperatorKey, msg, sig) {
+		return fmt.Errorf("instruction of operator %s: %w", in.Operator().Short(), secure.ErrBadSignature)
+	}
+	return nil
+}
+
 // signed returns the signed message and the signature.
 func (in *Instruction) signed() (message, sig []byte) {
 	body := in.raw[:len(in.raw)-ed25519.SignatureSize]

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"maps"
@@ -114,9 +113,8 @@ func (v *Verifier) Verify(b []byte, now time.Time) (*Instruction, error) {
 // check runs the checks between parsing and the sequence number.
 func (v *Verifier) check(in *Instruction, now time.Time) error {
 	// signature, with the key it carries: nothing below is trusted before
-	msg, sig := in.signed()
-	if !ed25519.Verify(in.OperatorKey, msg, sig) {
-		return refusef(RefusedBadSignature, "signature of operator %s does not verify", in.Operator().Short())
+	if err := in.CheckSignature(); err != nil {
+		return refuse(RefusedBadSignature, err)
 	}
 	// operator's credential: trusted issuer, names the signing identity, current, not revoked
 	if err := v.credentials.VerifyCredential(in.Credential, in.Operator(), now); err != nil {

@@ -165,6 +165,7 @@ func root() *command {
 		authorityCommand(),
 		inletCommand(),
 		relayCommand(),
+		controlCommand(),
 		{name: "version", summary: "print the version of ockam", usage: versionUsage, flags: versionFlags},
 	}}
 }
