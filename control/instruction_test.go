@@ -152,7 +152,7 @@ func TestParseStrict(t *testing.T) {
 }
 
 // TestEveryByteIsSigned: flipping any bit of any byte of an instruction
-// makes the device refuse it; none is accepted (W40).
+// makes the device refuse it; none is accepted (C11).
 func TestEveryByteIsSigned(t *testing.T) {
 	f := newFixtures(t)
 	good := sign(t, f.operator, configTemplate(Target{Selector: map[string]string{"site": "plant-7"}}, 5)).Marshal()
@@ -171,7 +171,7 @@ func TestEveryByteIsSigned(t *testing.T) {
 }
 
 // TestContextSeparation: the same body signed under another object's
-// context (a credential's, here) does not verify as an instruction (W41).
+// context (a credential's, here) does not verify as an instruction (C12).
 func TestContextSeparation(t *testing.T) {
 	f := newFixtures(t)
 	in := sign(t, f.operator, configTemplate(Target{Device: f.device.id.Identifier()}, 5))

@@ -33,7 +33,7 @@ func TestVerifyAccepts(t *testing.T) {
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
 
-// TestVerifyRefusals performs each attack of docs/SECURITY.md W30..W43 at
+// TestVerifyRefusals performs each attack of docs/SECURITY.md ("Control instructions", C1 to C13) at
 // the package level: each is refused with its code, and nothing is
 // recorded (the operator's last sequence stays where it was).
 func TestVerifyRefusals(t *testing.T) {
@@ -48,36 +48,36 @@ func TestVerifyRefusals(t *testing.T) {
 		now   time.Time
 		code  RefusalCode
 	}{
-		{"signed by the gateway (W30)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"signed by the gateway (C1)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.gateway, valid(5)).Marshal()
 		}, vectorNow, RefusedUnauthorized},
-		{"signed by a device (W30)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"signed by a device (C1)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.device, valid(5)).Marshal()
 		}, vectorNow, RefusedUnauthorized},
-		{"operator without the attribute for the kind (W31)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"operator without the attribute for the kind (C2)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.Kind = KindArtifact
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorNow, RefusedUnauthorized},
-		{"technician, another role (W31)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"technician, another role (C2)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.technician, valid(5)).Marshal()
 		}, vectorNow, RefusedUnauthorized},
-		{"revoked operator (W32)", func(t *testing.T, _ *Verifier, creds *secure.Verifier) []byte {
+		{"revoked operator (C3)", func(t *testing.T, _ *Verifier, creds *secure.Verifier) []byte {
 			l, err := secure.NewRevocationList(f.authority.Signer(), 1, vectorCreated, vectorCreated.Add(7*24*time.Hour),
 				[]secure.Identifier{f.operator.id.Identifier()}, nil)
 			require.NoError(t, err)
 			require.NoError(t, creds.UpdateRevocations(l))
 			return sign(t, f.operator, valid(5)).Marshal()
 		}, vectorNow, RefusedRevoked},
-		{"operator of an untrusted authority (W33)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"operator of an untrusted authority (C4)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.outsider, valid(5)).Marshal()
 		}, vectorNow, RefusedUnknownIssuer},
-		{"operator credential expired (W33)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"operator credential expired (C4)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.IssuedAt = vectorCreated.Add(vectorCredentialTTL)
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorCreated.Add(vectorCredentialTTL + time.Minute), RefusedInvalidCredential},
-		{"operator's credential under another key (W33)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"operator's credential under another key (C4)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			// the gateway signs, presenting the operator's credential
 			in := sign(t, f.gateway, valid(5))
 			in.Credential = f.operator.cred
@@ -86,39 +86,39 @@ func TestVerifyRefusals(t *testing.T) {
 			require.NoError(t, err)
 			return append(body, sig...)
 		}, vectorNow, RefusedInvalidCredential},
-		{"replayed sequence (W34)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"replayed sequence (C5)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.operator, valid(4)).Marshal() // the same bytes as the one applied
 		}, vectorNow, RefusedReplayed},
-		{"older sequence after a newer one (W35)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"older sequence after a newer one (C6)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.operator, valid(3)).Marshal()
 		}, vectorNow, RefusedRollback},
-		{"expired (W36)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"expired (C7)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.operator, valid(5)).Marshal()
 		}, vectorNow.Add(time.Hour), RefusedExpired},
-		{"issued in the future (W36)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"issued in the future (C7)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return sign(t, f.operator, valid(5)).Marshal()
 		}, vectorNow.Add(-secure.ClockSkew - time.Second), RefusedNotYetValid},
-		{"wrong target: another device (W37)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"wrong target: another device (C8)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.Target = Target{Device: f.gateway.id.Identifier()}
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorNow, RefusedWrongTarget},
-		{"wrong target: another site (W37)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"wrong target: another site (C8)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.Target = Target{Selector: map[string]string{"site": "plant-8"}}
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorNow, RefusedWrongTarget},
-		{"wrong target: a selector the device only partly matches (W37)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"wrong target: a selector the device only partly matches (C8)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.Target = Target{Selector: map[string]string{"site": "plant-7", "role": "actuator"}}
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorNow, RefusedWrongTarget},
-		{"unknown kind (W38)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"unknown kind (C9)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			tpl := valid(5)
 			tpl.Kind = 9
 			return sign(t, f.operator, tpl).Marshal()
 		}, vectorNow, RefusedUnknownKind},
-		{"oversized payload (W39)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"oversized payload (C10)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			in := sign(t, f.operator, valid(5))
 			in.Payload = make([]byte, MaxPayloadSize+1)
 			body := in.appendBody(nil)
@@ -126,27 +126,27 @@ func TestVerifyRefusals(t *testing.T) {
 			require.NoError(t, err)
 			return append(body, sig...)
 		}, vectorNow, RefusedTooLarge},
-		{"over the size bound (W39)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"over the size bound (C10)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return make([]byte, MaxInstructionSize+1)
 		}, vectorNow, RefusedTooLarge},
-		{"tampered payload byte (W40)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"tampered payload byte (C11)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			b := sign(t, f.operator, valid(5)).Marshal()
 			return tamper(b, len(b)-64-3)
 		}, vectorNow, RefusedBadSignature},
-		{"tampered sequence (W40)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"tampered sequence (C11)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			in := sign(t, f.operator, valid(5))
 			b := in.Marshal()
 			off := 1 + 1 + IDSize + 32 + 2 + len(in.Credential.Marshal()) + 7
 			return tamper(b, off) // sequence 5 → 4
 		}, vectorNow, RefusedBadSignature},
-		{"tampered signature (W40)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"tampered signature (C11)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			b := sign(t, f.operator, valid(5)).Marshal()
 			return tamper(b, len(b)-1)
 		}, vectorNow, RefusedBadSignature},
-		{"trailing byte (W40)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"trailing byte (C11)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return append(sign(t, f.operator, valid(5)).Marshal(), 0)
 		}, vectorNow, RefusedMalformed},
-		{"a credential signed as an instruction (W41)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
+		{"a credential signed as an instruction (C12)", func(t *testing.T, _ *Verifier, _ *secure.Verifier) []byte {
 			return f.operator.cred.Marshal()
 		}, vectorNow, RefusedMalformed},
 	}
@@ -168,7 +168,7 @@ func TestVerifyRefusals(t *testing.T) {
 }
 
 // TestVerifyFlood: past the burst, instructions are refused before any
-// check (RefusedTooMany, W42), and one token comes back per interval.
+// check (RefusedTooMany, C13), and one token comes back per interval.
 func TestVerifyFlood(t *testing.T) {
 	f := newFixtures(t)
 	v, _, _ := f.deviceVerifier(t, RateLimit{Burst: 3, Every: 10 * time.Second})

@@ -93,7 +93,7 @@ func TestConfigWritesFragment(t *testing.T) {
 }
 
 // TestConfigRefusesBadFragment: a fragment Telegraf's loader refuses is
-// refused and not written; the fragment in place stays (W43).
+// refused and not written; the fragment in place stays (C14).
 func TestConfigRefusesBadFragment(t *testing.T) {
 	dir := t.TempDir()
 	c := &ConfigDir{Dir: dir}
@@ -118,7 +118,7 @@ func TestConfigRefusesBadFragment(t *testing.T) {
 }
 
 // TestConfigNamesStayInDir: a name that would reach outside the directory,
-// or hide as a dot file, is refused; nothing is written anywhere (W44).
+// or hide as a dot file, is refused; nothing is written anywhere (C15).
 func TestConfigNamesStayInDir(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "telegraf.d")
@@ -136,6 +136,8 @@ func TestConfigNamesStayInDir(t *testing.T) {
 	require.NoError(t, control.CheckName("telegraf-1.39.4.tar.gz"))
 }
 
+// TestCommands: the argument reaches the handler as data on stdin, never a
+// shell; an unknown action is refused and nothing runs (C17).
 func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	out, envOut := filepath.Join(dir, "stdin"), filepath.Join(dir, "env")
@@ -208,7 +210,7 @@ func TestArtifactStaged(t *testing.T) {
 
 // TestArtifactRefusals: a digest mismatch, a manifest of another release
 // identity or altered, and chunks out of order or past the size are
-// refused, and nothing is staged (W45).
+// refused, and nothing is staged (C16).
 func TestArtifactRefusals(t *testing.T) {
 	release, releaseID, _ := identity(t, "release")
 	stranger, _, _ := identity(t, "stranger")
