@@ -89,7 +89,9 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 // caller applies it now, and only now (an instruction is applied at most
 // once; a failed application is not retried). A refusal is a
 // *RefusalError; any other error (the store could not be written) is a
-// failure, and nothing was recorded.
+// failure, and nothing was recorded. With an error, the instruction is
+// returned too once it parsed, for the id and sequence of the outcome; its
+// fields are then the sender's claims, not verified facts.
 func (v *Verifier) Verify(b []byte, now time.Time) (*Instruction, error) {
 	if !v.take(now) {
 		return nil, refusef(RefusedTooMany, "more than %d instructions, then one every %v", v.limit.Burst, v.limit.Every)
