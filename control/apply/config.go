@@ -76,7 +76,10 @@ func (c *ConfigDir) Apply(_ context.Context, in *control.Instruction) error {
 // unknown option, or a plugin this binary does not have ("undefined but
 // requested input") is an error. The plugins are those registered in this
 // process, that is, those compiled into the device's Telegraf. The fragment
-// is checked alone, not together with the other files of the directory.
+// is checked alone, not together with the other files of the directory, and
+// its secrets are not linked (a reference to a secret store of another file
+// passes). Like Telegraf's loader, it builds each plugin without starting it,
+// and calls Init of the fragment's secret stores.
 func CheckFragment(fragment []byte, source string) error {
 	if !utf8.Valid(fragment) {
 		return errors.New("fragment is not UTF-8")
