@@ -16,13 +16,16 @@ import (
 
 const seedHint = "go test ./control -run TestFuzzSeeds -update"
 
+// requireSeedsOf fails a fuzz target whose seed corpus is missing or empty.
+func requireSeedsOf(f *testing.F) { fuzzseed.Require(f, seedHint) }
+
 // FuzzParse: the attacker (a gateway, relay or broker on the path, or
 // anyone who can reach the device's channel) controls every byte of an
 // instruction. Whatever parses re-encodes to the same bytes, and the
 // device's Verifier refuses it with a code unless it is a genuine
 // instruction (the seeds include accepted ones; a mutation is not).
 func FuzzParse(f *testing.F) {
-	fuzzseed.Require(f, seedHint)
+	requireSeedsOf(f)
 	fx := newFixtures(f)
 	genuine := map[string]bool{}
 	for _, b := range fuzzSeeds(f, fx)["FuzzParse"] {
@@ -49,7 +52,7 @@ func FuzzParse(f *testing.F) {
 // manifest (an operator's instruction carries it; the release signature
 // is what the device trusts).
 func FuzzParseManifest(f *testing.F) {
-	fuzzseed.Require(f, seedHint)
+	requireSeedsOf(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseManifest(b)
 		if err != nil {
@@ -65,7 +68,7 @@ func FuzzParseManifest(f *testing.F) {
 // FuzzParseNamed: the attacker controls a config or command payload (the
 // name becomes a file name).
 func FuzzParseNamed(f *testing.F) {
-	fuzzseed.Require(f, seedHint)
+	requireSeedsOf(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseNamed(b)
 		if err != nil {
@@ -83,7 +86,7 @@ func FuzzParseNamed(f *testing.F) {
 // fuzzSeeds are the seed corpora: the vectors' instructions and their
 // payloads.
 func fuzzSeeds(t testing.TB, f *fixtures) map[string]map[string][]byte {
-	seeds := map[string]map[string][]byte{"FuzzParse": {}, "FuzzParseManifest": {}, "FuzzParseNamed": {}}
+	seeds := map[string]map[string][]byte{"FuzzParse": {}, "FuzzParseManifest": {}, "FuzzParseNamed": {}, "FuzzParseOutcome": {}}
 	for _, sc := range instructionVectors {
 		in := sign(t, sc.signer(f), sc.template(t, f))
 		seeds["FuzzParse"][sc.file] = in.Marshal()
@@ -96,6 +99,9 @@ func fuzzSeeds(t testing.TB, f *fixtures) map[string]map[string][]byte {
 	m, err := SignManifest(releaseSigner(), "a", 1, sha256.Sum256([]byte{0}))
 	require.NoError(t, err)
 	seeds["FuzzParseManifest"]["short-name"] = m.Marshal()
+	seeds["FuzzParseOutcome"]["applied"] = Outcome{ID: ID{1}, Operator: [32]byte{2}, Sequence: 3, Result: Applied}.Marshal()
+	seeds["FuzzParseOutcome"]["refused"] = Outcome{ID: ID{1}, Sequence: 3, Result: Refused, Code: RefusedRollback, Reason: "older"}.Marshal()
+	seeds["FuzzParseOutcome"]["failed"] = Outcome{Result: Failed, Reason: "disk full"}.Marshal()
 	return seeds
 }
 
