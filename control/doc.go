@@ -11,7 +11,10 @@
 // attributes may send which kinds), the target, the expiry, and the
 // operator's sequence number against a persisted SequenceStore, so that an
 // instruction is applied at most once and an older one never after a newer
-// one. Every refusal is a *RefusalError with a RefusalCode.
+// one. Every refusal is a *RefusalError with a RefusalCode, and OutcomeOf
+// turns it (or success, or a failure) into the Outcome the device sends
+// back. On the gateway, Pending keeps instructions until they expire and
+// says which are due to a device when it connects.
 //
 // The package imports nothing of Telegraf; the appliers of the kinds are in
 // control/apply.
