@@ -5,10 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
-	"os"
 	"slices"
 	"sync"
 
@@ -52,22 +50,10 @@ type SequenceStore struct {
 // would be one edit away) and a malformed one.
 func OpenSequenceStore(path string) (*SequenceStore, error) {
 	s := &SequenceStore{path: path, last: map[secure.Identifier]uint64{}}
-	f, err := os.Open(path)
+	data, err := readState(path, maxStoreSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("control: sequence store: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("control: sequence store: %w", err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("control: sequence store %s: mode %v: group or others may write it; want 0600", path, fi.Mode())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxStoreSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("control: sequence store: %w", err)
 	}
