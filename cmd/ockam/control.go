@@ -25,7 +25,7 @@ func controlCommand() *command {
 		{name: "sign", summary: "sign an instruction to devices (operator)", usage: controlSignUsage, flags: controlSign},
 		{name: "release", summary: "sign the manifest of an artifact (release identity)", usage: controlReleaseUsage, flags: controlRelease},
 		{name: "inspect", summary: "print the fields of an instruction", usage: controlInspectUsage, flags: controlInspect},
-		{name: "send", summary: "hand an instruction to a gateway (not yet: use 'sign', then deliver the file)", usage: controlSendUsage, flags: controlSend},
+		{name: "send", summary: "hand an instruction to a gateway (not yet implemented)", usage: controlSendUsage, flags: controlSend},
 	}}
 }
 
