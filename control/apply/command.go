@@ -12,7 +12,8 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/control"
 )
 
-// Handler is a program to run: Program with Args, never through a shell.
+// Handler is a program to run: Program (a path, or a name looked up in the
+// PATH of the device's process) with Args, never through a shell.
 type Handler struct {
 	Program string
 	Args    []string
