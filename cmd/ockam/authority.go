@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
+	"github.com/ockam-addons/telegraf-ockam/internal/atomicfile"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
@@ -534,7 +535,7 @@ func (o *secretOutput) sync() error {
 		return fmt.Errorf("write %s: %w", o.path, err)
 	}
 	o.placed = true
-	return syncDir(filepath.Dir(o.path))
+	return atomicfile.SyncDir(filepath.Dir(o.path))
 }
 
 func (o *secretOutput) close() error {

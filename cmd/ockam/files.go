@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ockam-addons/telegraf-ockam/internal/atomicfile"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 	"github.com/ockam-addons/telegraf-ockam/vault/pkcs11"
@@ -264,18 +265,5 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, replace bool) (
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(dir)
-}
-
-// syncDir makes the directory entries of dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(dir)
 }

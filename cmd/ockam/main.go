@@ -1,7 +1,8 @@
 // Command ockam manages the identities, credentials and revocation lists of
 // telegraf-ockam: it creates identities in vaults, exports their public
-// identity files, issues and verifies credentials, and signs revocation
-// lists. The file formats are specified in docs/PROTOCOL.md.
+// identity files, issues and verifies credentials, signs revocation
+// lists, and signs control instructions to devices. The file formats are
+// specified in docs/PROTOCOL.md.
 //
 // Usage:
 //
@@ -165,6 +166,7 @@ func root() *command {
 		authorityCommand(),
 		inletCommand(),
 		relayCommand(),
+		controlCommand(),
 		{name: "version", summary: "print the version of ockam", usage: versionUsage, flags: versionFlags},
 	}}
 }
