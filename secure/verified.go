@@ -24,7 +24,7 @@ import (
 // one it was verified under (its generation) and before the earlier expiry
 // of the attestation and the credential; only payloads that passed every
 // check are added; the least recently used entry goes when the cache is
-// full (docs/PROTOCOL.md, "Handshake", and docs/SECURITY.md).
+// full (docs/PROTOCOL.md section 7, rule 7; docs/SECURITY.md, attack 10).
 const (
 	// maxVerified bounds the cache: about 150 bytes an entry, 10 MiB at
 	// most, room for a fleet of 65,536 devices reconnecting at once.
