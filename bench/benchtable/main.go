@@ -242,7 +242,8 @@ func stormRows(s stats) []row {
 		{
 			what: "  gateway CPU during the storm, per device (handshake, batch, write to influxd)", unit: "µs",
 			a: get("gateway-cpu-s") / devices * 1e6, b: math.NaN(), c: math.NaN(),
-			ratio: fmt.Sprintf("%s s after the process started; %.0f retries", num(get("from-start-s")), get("retries")),
+			ratio: fmt.Sprintf("%s s after the process started; the simulated devices' CPU %s µs each; %.0f retries",
+				num(get("from-start-s")), num(get("devices-cpu-s")/devices*1e6), get("retries")),
 		},
 	}
 }
