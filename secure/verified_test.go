@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/stretchr/testify/require"
 )
 
@@ -164,6 +165,26 @@ func TestVerifiedCacheOtherAuthorities(t *testing.T) {
 	e.lv = both
 	require.NoError(t, e.connect(t, e.device, otherCred, t0))
 	require.Equal(t, 2, both.verified.len())
+}
+
+// TestVerifiedCacheReplayedPayload: an attacker who saw a remembered
+// device's attestation and credential (message 3 is encrypted, but a
+// device's own payload is no secret to the device, nor to whoever stole it)
+// sends them over a Noise static key of its own: the payload is remembered,
+// and the handshake is still refused, because the attested purpose key is
+// compared with the static key at every handshake.
+func TestVerifiedCacheReplayedPayload(t *testing.T) {
+	e := newCacheEnv(t)
+	require.NoError(t, e.connect(t, e.device, e.deviceCred, t0))
+	require.True(t, e.remembers(e.device, e.deviceCred, t0))
+	static, err := noise.DH25519.GenerateKeypair(nil)
+	require.NoError(t, err)
+	lcfg := e.listenerConfig()
+	lcfg.Verifier = e.lv
+	err = respondTo(t, lcfg, static, appendPayload(nil, e.device, e.deviceCred))
+	require.ErrorIs(t, err, ErrWrongSubject)
+	require.True(t, e.remembers(e.device, e.deviceCred, t0), "the genuine device stays remembered")
+	require.Equal(t, 1, e.lv.verified.len())
 }
 
 // TestVerifiedCacheOneBit: with the device's payload remembered, every
