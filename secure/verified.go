@@ -1,7 +1,6 @@
 package secure
 
 import (
-	"container/list"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"sync"
@@ -23,11 +22,11 @@ import (
 // revocation list. An entry is used only while the revocation state is the
 // one it was verified under (its generation) and before the earlier expiry
 // of the attestation and the credential; only payloads that passed every
-// check are added; the least recently used entry goes when the cache is
+// check are added; one entry, not looked up lately, goes when the cache is
 // full (docs/PROTOCOL.md section 7, rule 7; docs/SECURITY.md, attack 10).
 const (
-	// maxVerified bounds the cache: about 150 bytes an entry, 10 MiB at
-	// most, room for a fleet of 65,536 devices reconnecting at once.
+	// maxVerified bounds the cache: 145 bytes an entry, 9.5 MB at most,
+	// room for a fleet of 65,536 devices reconnecting at once.
 	maxVerified = 1 << 16
 
 	verifiedContext = "telegraf-ockam verified payload v1\x00"
@@ -49,23 +48,28 @@ func verifiedDigest(issuer ed25519.PublicKey, attestation []byte, c *Credential)
 	return k
 }
 
-// verifiedCache is a bounded LRU set of verified payloads. It is safe for
-// concurrent use.
+// verifiedCache is a bounded set of verified payloads, evicted one at a
+// time in CLOCK order (second chance: an approximation of least recently
+// used that needs one bit per entry instead of a list). It is safe for
+// concurrent use. An entry takes 130-145 bytes, the map's and the slice's
+// slack included.
 type verifiedCache struct {
-	mu      sync.Mutex
-	max     int
-	entries map[verifiedKey]*list.Element // of *verifiedEntry
-	order   list.List                     // most recently used first
+	mu    sync.Mutex
+	max   int
+	index map[verifiedKey]int32 // the slot of each key
+	slots []verifiedEntry
+	hand  int // the next slot the clock looks at when the cache is full
 }
 
 type verifiedEntry struct {
 	key        verifiedKey
-	generation uint64    // of the revocation state checked
-	until      time.Time // the earlier expiry of attestation and credential
+	generation uint64 // of the revocation state checked
+	until      int64  // Unix seconds: the earlier expiry of attestation and credential
+	used       bool   // looked up since the clock last passed
 }
 
 func newVerifiedCache(max int) *verifiedCache {
-	return &verifiedCache{max: max, entries: make(map[verifiedKey]*list.Element)}
+	return &verifiedCache{max: max, index: make(map[verifiedKey]int32)}
 }
 
 // contains reports whether k was verified under the revocation state of
@@ -74,36 +78,57 @@ func newVerifiedCache(max int) *verifiedCache {
 func (c *verifiedCache) contains(k verifiedKey, generation uint64, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[k]
+	i, ok := c.index[k]
 	if !ok {
 		return false
 	}
-	e := el.Value.(*verifiedEntry)
-	if e.generation != generation || !now.Before(e.until) {
-		c.order.Remove(el)
-		delete(c.entries, k)
+	e := &c.slots[i]
+	// until is whole seconds (the encodings' times are), so comparing
+	// whole seconds is exact: now < until.
+	if e.generation != generation || now.Unix() >= e.until {
+		c.remove(int(i))
 		return false
 	}
-	c.order.MoveToFront(el)
+	e.used = true
 	return true
 }
 
-// add records k as verified under generation until until, evicting the
-// least recently used entry if the cache is full.
+// add records k as verified under generation until until (whole seconds),
+// evicting one entry if the cache is full.
 func (c *verifiedCache) add(k verifiedKey, generation uint64, until time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[k]; ok {
-		e := el.Value.(*verifiedEntry)
-		e.generation, e.until = generation, until
-		c.order.MoveToFront(el)
+	e := verifiedEntry{key: k, generation: generation, until: until.Unix()}
+	if i, ok := c.index[k]; ok {
+		c.slots[i] = e
 		return
 	}
-	c.entries[k] = c.order.PushFront(&verifiedEntry{key: k, generation: generation, until: until})
-	for len(c.entries) > c.max {
-		oldest := c.order.Back()
-		c.order.Remove(oldest)
-		delete(c.entries, oldest.Value.(*verifiedEntry).key)
+	if len(c.slots) < c.max {
+		c.index[k] = int32(len(c.slots))
+		c.slots = append(c.slots, e)
+		return
+	}
+	for c.slots[c.hand].used { // second chance
+		c.slots[c.hand].used = false
+		c.hand = (c.hand + 1) % len(c.slots)
+	}
+	delete(c.index, c.slots[c.hand].key)
+	c.index[k] = int32(c.hand)
+	c.slots[c.hand] = e
+	c.hand = (c.hand + 1) % len(c.slots)
+}
+
+// remove drops the entry in slot i, moving the last slot into it.
+func (c *verifiedCache) remove(i int) {
+	last := len(c.slots) - 1
+	delete(c.index, c.slots[i].key)
+	if i != last {
+		c.slots[i] = c.slots[last]
+		c.index[c.slots[i].key] = int32(i)
+	}
+	c.slots = c.slots[:last]
+	if c.hand >= len(c.slots) {
+		c.hand = 0
 	}
 }
 
@@ -111,5 +136,5 @@ func (c *verifiedCache) add(k verifiedKey, generation uint64, until time.Time) {
 func (c *verifiedCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.entries)
+	return len(c.index)
 }

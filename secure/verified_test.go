@@ -250,9 +250,10 @@ func TestVerifiedCacheOnlySuccess(t *testing.T) {
 	require.Equal(t, 0, e.lv.verified.len())
 }
 
-// TestVerifiedCacheBounded: the cache never holds more than its bound; the
-// least recently used entry goes, one at a time, and an evicted device is
-// verified in full again.
+// TestVerifiedCacheBounded: the cache never holds more than its bound; one
+// entry goes at a time, in CLOCK order (an entry looked up since the clock
+// last passed it gets a second chance), and an evicted device is verified
+// in full again.
 func TestVerifiedCacheBounded(t *testing.T) {
 	e := newCacheEnv(t)
 	e.lv.verified = newVerifiedCache(3)
@@ -327,4 +328,42 @@ func TestVerifiedCacheConcurrent(t *testing.T) {
 		require.NoError(t, err, "handshake %d", i)
 	}
 	require.Equal(t, n, e.lv.verified.len())
+}
+
+// TestVerifiedCacheSlots: stale entries leave from the middle of the slots
+// and eviction goes on around them; every key stays at the slot the index
+// names, and the cache never exceeds its bound.
+func TestVerifiedCacheSlots(t *testing.T) {
+	c := newVerifiedCache(3)
+	key := func(i byte) verifiedKey { return verifiedKey{i} }
+	until := t0.Add(time.Hour)
+	check := func(want ...byte) {
+		t.Helper()
+		require.Equal(t, len(want), c.len())
+		require.Len(t, c.slots, len(want))
+		for i, e := range c.slots {
+			require.Equal(t, int32(i), c.index[e.key])
+		}
+		for _, k := range want {
+			_, ok := c.index[key(k)]
+			require.True(t, ok, "key %d", k)
+		}
+	}
+	for i := range byte(3) {
+		c.add(key(i), 1, until)
+	}
+	check(0, 1, 2)
+	require.False(t, c.contains(key(1), 2, t0), "another generation")
+	check(0, 2)
+	require.False(t, c.contains(key(2), 1, until), "expired")
+	check(0)
+	for i := byte(3); i < 10; i++ {
+		c.add(key(i), 1, until)
+		require.LessOrEqual(t, c.len(), 3)
+	}
+	check(7, 8, 9)
+	require.True(t, c.contains(key(8), 1, t0))
+	c.add(key(10), 1, until)
+	c.add(key(11), 1, until)
+	check(8, 10, 11)
 }
