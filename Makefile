@@ -107,7 +107,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-## bench: every benchmark side by side, one table of medians (docs/BENCHMARKS.md)
+## bench: every benchmark side by side (pipelines, real binaries, handshakes, a reconnect storm of 10,000 devices, the
+## inlet, enrollment of BENCH_ENROLL_DEVICES), one table of medians and ratios (docs/BENCHMARKS.md)
 bench: build tools
 	OCKAM_BIN=$(BIN) INFLUXD=$(INFLUXD) scripts/bench.sh
 

@@ -209,6 +209,9 @@ func TestIdleListenerChild(t *testing.T) {
 	l.CredentialPath = c.CredentialPath
 	l.AuthorityPaths = []string{c.AuthorityFile}
 	l.MaxConnections = c.MaxConnections
+	// One device identity opens every channel here: the figure is memory
+	// per channel, not the per-identity bound (max_channels_per_identity).
+	l.MaxChannelsPerIdentity = c.MaxConnections
 	l.Log = testutil.Logger{Name: "inputs.ockam_listener", Quiet: true}
 	l.Statistics = statistics()
 	must(t, l.Init())

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,7 +20,14 @@ var pipelines = []string{pipeOckam, pipeOckamRelay, pipeV2, pipeV2Identity, pipe
 // their ratios hold. For each pipeline it reports metrics per second of its
 // Writes and the CPU time the process used during them (both plugins, the
 // accumulator, the garbage collector) per million metrics.
+//
+// BENCH_PIPELINES (names separated by commas, such as "ockam") runs only
+// those pipelines, for a CPU profile of one (docs/BENCHMARKS.md).
 func BenchmarkPipeline(b *testing.B) {
+	pipelines := pipelines
+	if only := os.Getenv("BENCH_PIPELINES"); only != "" {
+		pipelines = strings.Split(only, ",")
+	}
 	for _, size := range []int{1000, 5000} {
 		batch := workload(size)
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {

@@ -169,7 +169,7 @@ var (
 )
 
 // render writes a configuration and returns its path.
-func render(b *testing.B, text string, data map[string]string) string {
+func render(b testing.TB, text string, data map[string]string) string {
 	var out bytes.Buffer
 	must(b, template.Must(template.New("conf").Option("missingkey=error").Parse(text)).Execute(&out, data))
 	path := filepath.Join(b.TempDir(), "telegraf.conf")
@@ -178,7 +178,7 @@ func render(b *testing.B, text string, data map[string]string) string {
 }
 
 // writeLineProtocol writes n metrics of the workload to path.
-func writeLineProtocol(b *testing.B, path string, n int) {
+func writeLineProtocol(b testing.TB, path string, n int) {
 	s := &influx.Serializer{}
 	must(b, s.Init())
 	out, err := s.SerializeBatch(workload(n))
@@ -187,7 +187,7 @@ func writeLineProtocol(b *testing.B, path string, n int) {
 }
 
 // waitListening waits until addr accepts connections.
-func waitListening(b *testing.B, p *process, addr string) {
+func waitListening(b testing.TB, p *process, addr string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -210,7 +210,7 @@ type process struct {
 	err  error         // its exit, once done is closed
 }
 
-func startProcess(b *testing.B, name, bin string, args ...string) *process {
+func startProcess(b testing.TB, name, bin string, args ...string) *process {
 	p := &process{name: name, log: filepath.Join(b.TempDir(), name+".log"), done: make(chan struct{})}
 	f, err := os.Create(p.log)
 	must(b, err)
@@ -251,7 +251,7 @@ func (p *process) wait(timeout time.Duration) error {
 }
 
 // stop sends SIGTERM and waits.
-func (p *process) stop(b *testing.B) {
+func (p *process) stop(b testing.TB) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
 		b.Errorf("%s: %v\n%s", p.name, err, p.tail())
@@ -276,7 +276,7 @@ type influxdb struct {
 var listeningHTTP = regexp.MustCompile(`msg="Listening on HTTP".* addr=(\S+)`)
 
 // startInfluxd starts influxd with deploy/influxdb.conf.tmpl.
-func startInfluxd(b *testing.B, bin string) *influxdb {
+func startInfluxd(b testing.TB, bin string) *influxdb {
 	dir := b.TempDir()
 	tmpl, err := os.ReadFile("../deploy/influxdb.conf.tmpl")
 	must(b, err)
@@ -315,7 +315,7 @@ type queryResult struct {
 }
 
 // query runs an InfluxQL statement; params are more form fields, in pairs.
-func (db *influxdb) query(b *testing.B, q string, params ...string) queryResult {
+func (db *influxdb) query(b testing.TB, q string, params ...string) queryResult {
 	r, err := db.tryQuery(q, params...)
 	must(b, err)
 	return r
@@ -389,7 +389,7 @@ func (db *influxdb) watch(base, n int64) <-chan func() (time.Duration, error) {
 }
 
 // count returns the number of points in database.
-func (db *influxdb) count(b *testing.B, database string) int64 {
+func (db *influxdb) count(b testing.TB, database string) int64 {
 	r := db.query(b, `SELECT count("uptime") FROM /.*/`, "db", database)
 	var n int64
 	for _, res := range r.Results {
@@ -404,7 +404,7 @@ func (db *influxdb) count(b *testing.B, database string) int64 {
 
 // postFile posts the line protocol in path to database in batches of
 // realBatch lines, one at a time.
-func (db *influxdb) postFile(b *testing.B, database, path string) {
+func (db *influxdb) postFile(b testing.TB, database, path string) {
 	data, err := os.ReadFile(path)
 	must(b, err)
 	lines := bytes.SplitAfter(data, []byte("\n"))

@@ -9,6 +9,10 @@
 #                      measured close together in time on a noisy machine.
 #   BENCH_IDLE_ROUNDS  runs of the 10,000-idle-channel measurement (default 3)
 #   BENCH_REAL_ROUNDS  runs through the real binaries into influxd (default 3)
+#   BENCH_STORM_ROUNDS reconnect storms of 10,000 devices against the real
+#                      gateway (default 3)
+#   BENCH_ENROLL_DEVICES devices enrolled against `ockam authority serve`
+#                      (default 10000; make bench-enroll runs 50,000)
 #   BENCH_OUT          where the raw results, benchstat's summary (with
 #                      confidence intervals) and the table go (default: a
 #                      new temporary directory)
@@ -17,6 +21,8 @@ cd "$(dirname "$0")/.."
 rounds=${BENCH_ROUNDS:-6}
 idle_rounds=${BENCH_IDLE_ROUNDS:-3}
 real_rounds=${BENCH_REAL_ROUNDS:-3}
+storm_rounds=${BENCH_STORM_ROUNDS:-3}
+enroll_devices=${BENCH_ENROLL_DEVICES:-10000}
 out=${BENCH_OUT:-$(mktemp -d -t ockam-bench.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -26,7 +32,9 @@ raw="$out/raw.txt"
 log() { echo "bench: $*" >&2; }
 
 # run DIR ARGS...: runs a test binary in DIR (a package directory), adding
-# its results to raw.txt; on failure, shows its output and stops.
+# its results to raw.txt (and all its output to log.txt); on failure, shows
+# its output and stops. Only result and header lines go to raw.txt: any
+# other "key: value" line would be taken by benchstat for a configuration.
 run() {
 	local dir=$1
 	shift
@@ -35,7 +43,8 @@ run() {
 		cat "$part" >&2
 		exit 1
 	fi
-	cat "$part" >>"$raw"
+	cat "$part" >>"$out/log.txt"
+	grep -E '^(Benchmark|goos:|goarch:|pkg:|cpu:)' "$part" >>"$raw" || true
 }
 
 start=$(date +%s)
@@ -43,6 +52,8 @@ load_start=$(cut -d' ' -f1 /proc/loadavg)
 log "building the benchmarks and benchstat"
 go test -c -o "$out/bench.test" ./bench
 go test -c -o "$out/secure.test" ./secure
+go test -c -o "$out/inlet.test" ./inlet
+go test -c -o "$out/ockam.test" ./cmd/ockam
 "${benchstat[@]}" -h >/dev/null 2>&1 || true # download and build it now
 
 for i in $(seq "$rounds"); do
@@ -52,18 +63,24 @@ for i in $(seq "$rounds"); do
 	run bench "$out/bench.test" -test.bench='^BenchmarkHandshakeLatency$' -test.benchtime=500ms
 	run bench "$out/bench.test" -test.bench='^BenchmarkPipeline$' -test.benchtime=2s
 	run bench "$out/bench.test" -test.bench='^BenchmarkAckLatency$' -test.benchtime=200x
+	run inlet "$out/inlet.test" -test.bench='^BenchmarkInlet$' -test.benchtime=1s
 done
 log "memory per idle channel, $idle_rounds runs"
 run bench "$out/bench.test" -test.bench='^BenchmarkIdleChannels$' -test.benchtime=1x -test.count="$idle_rounds"
 log "real binaries into influxd, $real_rounds runs"
 run bench "$out/bench.test" -test.bench='^BenchmarkRealBinaries$' -test.benchtime="${real_rounds}x"
+log "reconnect storm of 10,000 devices against the real gateway, $storm_rounds runs"
+run bench "$out/bench.test" -test.bench='^BenchmarkReconnectStorm$' -test.benchtime="${storm_rounds}x" -test.timeout=30m
+log "enrollment of $enroll_devices devices against ockam authority serve"
+BENCH_DEVICES=$enroll_devices run cmd/ockam "$out/ockam.test" -test.bench='^BenchmarkEnrollFleet$' -test.benchtime=1x -test.timeout=30m
 
 "${benchstat[@]}" "$raw" >"$out/benchstat.txt" 2>&1
 "${benchstat[@]}" -format csv "$raw" >"$out/stats.csv" 2>/dev/null
 {
 	echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
 		"$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(go version | cut -d' ' -f3-)."
-	echo "Medians of $rounds rounds ($idle_rounds for idle channels, $real_rounds for the real binaries), $(date -u +%Y-%m-%d);" \
+	echo "Medians of $rounds rounds ($idle_rounds for idle channels, $real_rounds for the real binaries, $storm_rounds storms," \
+		"one enrollment of $enroll_devices devices), $(date -u +%Y-%m-%d);" \
 		"load average $load_start at the start, $(cut -d' ' -f1 /proc/loadavg) at the end."
 	echo
 	go run ./bench/benchtable "$out/stats.csv"

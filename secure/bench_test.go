@@ -97,7 +97,7 @@ func benchPeer(b *testing.B) (*Verifier, *Peer) {
 		b.Fatal(err)
 	}
 	a := device.Public().Attestation()
-	p, err := v.verifyPeer(a, cred, a.PurposeKey[:], now)
+	p, err := v.verifyPeer(a, cred, a.PurposeKey[:], now, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func FuzzParsePayload(f *testing.F) {
 		enc := append([]byte{payloadVersion}, a.raw[:]...)
 		enc = binary.BigEndian.AppendUint16(enc, uint16(len(c.raw)))
 		require.Equal(t, b, append(enc, c.raw...), "the fields encode to the same bytes")
-		_, _ = v.verifyPeer(a, c, static[:], vectorNow)
+		_, _ = v.verifyPeer(a, c, static[:], vectorNow, false)
 	})
 }
 

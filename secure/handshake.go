@@ -290,37 +290,55 @@ func appendPayload(b []byte, id *LocalIdentity, c *Credential) []byte {
 	return append(b, c.raw...)
 }
 
-// parsePayload decodes a handshake payload strictly.
+// parsePayload decodes a handshake payload strictly and checks the
+// attestation's signature.
 func parsePayload(p []byte) (*Attestation, *Credential, error) {
+	a, c, _, err := parsePayloadWith(p, nil)
+	return a, c, err
+}
+
+// parsePayloadWith decodes a handshake payload strictly. If verifiedBefore
+// (not nil) reports that the exact attestation bytes and credential were
+// verified before, it returns true and skips the attestation's signature
+// check; otherwise it checks it, as parsePayload does. Neither checks the
+// credential's signature. The errors and their order are parsePayload's.
+func parsePayloadWith(p []byte, verifiedBefore func(att []byte, c *Credential) bool) (*Attestation, *Credential, bool, error) {
 	s := cryptobyte.String(p)
 	var version uint8
 	var att []byte
 	var cred cryptobyte.String
 	if !s.ReadUint8(&version) || version != payloadVersion {
-		return nil, nil, fmt.Errorf("%w: handshake payload version %d, want %d", ErrMalformed, version, payloadVersion)
+		return nil, nil, false, fmt.Errorf("%w: handshake payload version %d, want %d", ErrMalformed, version, payloadVersion)
 	}
 	if !s.ReadBytes(&att, AttestationSize) || !s.ReadUint16LengthPrefixed(&cred) || !s.Empty() {
-		return nil, nil, fmt.Errorf("%w: handshake payload of %d bytes", ErrMalformed, len(p))
+		return nil, nil, false, fmt.Errorf("%w: handshake payload of %d bytes", ErrMalformed, len(p))
 	}
-	a, err := ParseAttestation(att)
+	// The credential is parsed first, to look the pair up, but its errors
+	// come after the attestation's.
+	c, credErr := ParseCredential(cred)
+	cached := credErr == nil && verifiedBefore != nil && verifiedBefore(att, c)
+	a, err := parseAttestation(att, cached)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	c, err := ParseCredential(cred)
-	if err != nil {
-		return nil, nil, err
+	if credErr != nil {
+		return nil, nil, false, credErr
 	}
-	return a, c, nil
+	return a, c, cached, nil
 }
 
 // verifyPayload parses the peer's payload and verifies it against the
-// static key the peer proved in this handshake.
+// static key the peer proved in this handshake. A payload the Verifier
+// verified before costs no signature check (verified.go).
 func (h *handshake) verifyPayload(payload []byte) (*Peer, error) {
-	a, c, err := parsePayload(payload)
+	now := h.cfg.now()
+	a, c, cached, err := parsePayloadWith(payload, func(att []byte, c *Credential) bool {
+		return h.cfg.Verifier.verifiedBefore(att, c, now)
+	})
 	if err != nil {
 		return nil, err
 	}
-	peer, err := h.cfg.Verifier.verifyPeer(a, c, h.hs.PeerStatic(), h.cfg.now())
+	peer, err := h.cfg.Verifier.verifyPeer(a, c, h.hs.PeerStatic(), now, cached)
 	if err != nil {
 		return nil, err
 	}

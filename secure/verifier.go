@@ -19,6 +19,7 @@ type Verifier struct {
 
 	mu          sync.Mutex // serializes UpdateRevocations
 	revocations atomic.Pointer[revocationState]
+	verified    *verifiedCache // handshake payloads that verified (verified.go)
 }
 
 // revocationState is an immutable snapshot of the current lists.
@@ -33,7 +34,10 @@ func NewVerifier(authorities ...*Identity) (*Verifier, error) {
 	if len(authorities) == 0 {
 		return nil, errors.New("secure: at least one trusted authority is required")
 	}
-	v := &Verifier{authorities: make(map[Identifier]ed25519.PublicKey, len(authorities))}
+	v := &Verifier{
+		authorities: make(map[Identifier]ed25519.PublicKey, len(authorities)),
+		verified:    newVerifiedCache(maxVerified),
+	}
 	for _, a := range authorities {
 		v.authorities[a.Identifier()] = slices.Clone(a.Key())
 	}
@@ -96,18 +100,26 @@ func (v *Verifier) RevocationSequence(issuer Identifier) uint64 {
 // ErrExpired) and that the current list does not revoke it (ErrRevoked).
 // The errors are wrapped; test with errors.Is.
 func (v *Verifier) VerifyCredential(c *Credential, subject Identifier, now time.Time) error {
+	return v.verifyCredential(v.revocations.Load(), c, subject, now, true)
+}
+
+// verifyCredential is VerifyCredential against st, with the signature check
+// only if checkSignature.
+func (v *Verifier) verifyCredential(st *revocationState, c *Credential, subject Identifier, now time.Time, checkSignature bool) error {
 	key, ok := v.authorities[c.Issuer]
 	if !ok {
 		return fmt.Errorf("credential issued by %s: %w", c.Issuer.Short(), ErrUnknownIssuer)
 	}
-	msg, sig := c.signed()
-	if !ed25519.Verify(key, msg, sig) {
-		return fmt.Errorf("credential: %w", ErrBadSignature)
+	if checkSignature {
+		msg, sig := c.signed()
+		if !ed25519.Verify(key, msg, sig) {
+			return fmt.Errorf("credential: %w", ErrBadSignature)
+		}
 	}
 	if !c.Subject.Equal(subject) {
 		return fmt.Errorf("credential issued to %s, presented by %s: %w", c.Subject.Short(), subject.Short(), ErrWrongSubject)
 	}
-	return v.checkCurrent(v.revocations.Load(), c, now, true)
+	return v.checkCurrent(st, c, now, true)
 }
 
 // CheckCurrent checks the parts of a credential, verified before (by
@@ -175,10 +187,27 @@ func (v *Verifier) Authorize(p *Peer, now time.Time) error {
 	return nil
 }
 
+// verifiedBefore reports whether the attestation att (its encoding) and the
+// credential c passed verifyPeer under the current revocation state and
+// neither has expired at now since; if so, their signatures need no check
+// (verified.go). c need not be verified.
+func (v *Verifier) verifiedBefore(att []byte, c *Credential, now time.Time) bool {
+	key, ok := v.authorities[c.Issuer]
+	if !ok {
+		return false
+	}
+	return v.verified.contains(verifiedDigest(key, att, c), v.revocations.Load().generation, now)
+}
+
 // verifyPeer checks everything a handshake payload claims: the attestation
 // is valid at now and attests the Noise static key the peer proved
 // (remoteStatic), and the credential is valid for the attesting identity.
-func (v *Verifier) verifyPeer(a *Attestation, c *Credential, remoteStatic []byte, now time.Time) (*Peer, error) {
+// The attestation's signature has been checked (ParseAttestation) or, like
+// the credential's, was checked before (verifiedBefore, and then
+// signaturesVerified: the credential's is not checked again). A peer that
+// passes is remembered for verifiedBefore.
+func (v *Verifier) verifyPeer(a *Attestation, c *Credential, remoteStatic []byte, now time.Time, signaturesVerified bool) (*Peer, error) {
+	st := v.revocations.Load()
 	if !bytes.Equal(a.PurposeKey[:], remoteStatic) {
 		return nil, fmt.Errorf("purpose key is not the attested one: %w", ErrWrongSubject)
 	}
@@ -186,12 +215,16 @@ func (v *Verifier) verifyPeer(a *Attestation, c *Credential, remoteStatic []byte
 		return nil, err
 	}
 	id := a.Identifier()
-	if err := v.VerifyCredential(c, id, now); err != nil {
+	if err := v.verifyCredential(st, c, id, now, !signaturesVerified); err != nil {
 		return nil, err
 	}
 	p := &Peer{Identifier: id, Attestation: a, Credential: c}
 	if err := v.Authorize(p, now); err != nil {
 		return nil, err
+	}
+	if !signaturesVerified {
+		// p.validUntil is the earlier expiry of the two (Authorize).
+		v.verified.add(verifiedDigest(v.authorities[c.Issuer], a.raw[:], c), st.generation, p.validUntil)
 	}
 	return p, nil
 }

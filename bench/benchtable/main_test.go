@@ -78,3 +78,83 @@ func TestNum(t *testing.T) {
 		}
 	}
 }
+
+// sampleFleet is benchstat's CSV of the handshake, storm, inlet and
+// enrollment benchmarks (units as benchstat rewrites them).
+const sampleFleet = `pkg: github.com/ockam-addons/telegraf-ockam/bench
+,raw.txt,
+,cpu-sec/op,CI
+Handshake/listener,0.0002,∞
+Handshake/listener-first,0.0003,∞
+geomean,0.000245,
+
+,raw.txt,
+,primitives-cpu-sec/op,CI
+Handshake/listener,0.00018,∞
+Handshake/listener-first,0.00025,∞
+
+,raw.txt,
+,x-primitives,CI
+Handshake/listener,1.11,∞
+Handshake/listener-first,1.2,∞
+
+,raw.txt,
+,acked-s,CI
+ReconnectStorm-2,8.5,∞
+
+,raw.txt,
+,open-s,CI
+ReconnectStorm-2,7.25,∞
+
+,raw.txt,
+,devices,CI
+ReconnectStorm-2,10000,∞
+
+,raw.txt,
+,metrics,CI
+ReconnectStorm-2,100000,∞
+
+,raw.txt,
+,gateway-cpu-s,CI
+ReconnectStorm-2,6,∞
+
+pkg: github.com/ockam-addons/telegraf-ockam/inlet
+,raw.txt,
+,metrics/s,CI
+Inlet/direct-2,150000,∞
+Inlet/inlet-2,90000,∞
+Inlet/inlet-plain-2,120000,∞
+
+pkg: github.com/ockam-addons/telegraf-ockam/cmd/ockam
+,raw.txt,
+,devices/s,CI
+EnrollFleet-2,900,∞
+
+,raw.txt,
+,service-cpu-µs/device,CI
+EnrollFleet-2,750,∞
+`
+
+func TestTableFleetRows(t *testing.T) {
+	s, err := parse(strings.NewReader(sampleFleet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printTable(&b, s)
+	for _, want := range []string{
+		"| Listener handshake, a returning device, one core (CPU time) | µs | 200 | — | — | 1.11× its primitives; 0.67× a first handshake |  |  |",
+		"|   handshakes per second, one core, returning devices | 1/s | 5,000 | — | — | 1.50× a first handshake's rate | ≥ 3,000 | yes |",
+		"| Listener handshake, a device's first (CPU time) | µs | 300 | — | — | 1.20× its primitives; 3,333 per second | ≤ 1.15× the primitives | **no** |",
+		"| Reconnect storm: 10,000 devices after a gateway restart, until every metric acked | s | 8.50 | — | — | all channels open at 7.25 s; stored = sent = 100,000 (InfluxQL count) | ≤ 10 s | yes |",
+		"|   gateway CPU during the storm, per device (handshake, batch, write to influxd) | µs | 600 |",
+		"| Inlet: outputs.influxdb_v2 → ockam inlet, gzip, batch 1000 | metrics/s | 90,000 | — | — | inlet/direct 0.60× |",
+		"|   the same without gzip | metrics/s | 120,000 | — | — | inlet/direct 0.80× |",
+		"| Enrollment, concurrent devices against ockam authority serve | devices/s | 900 |",
+		"|   service CPU per enrollment | µs | 750 | — | — | 2.50× a listener's first handshake; client — µs |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
