@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"context"
@@ -282,4 +282,13 @@ func (g *helloGuard) Read(p []byte) (int, error) {
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// newParser returns a line protocol parser for one connection.
+func newParser() (*influx.Parser, error) {
+	p := &influx.Parser{}
+	if err := p.Init(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }

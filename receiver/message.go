@@ -1,22 +1,21 @@
-package ockam_listener
+package receiver
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
-	"github.com/influxdata/telegraf/models"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
-// Nack reasons: the text of each nack the listener sends. Senders act on
+// Nack reasons: the text of each nack the receiver sends. Senders act on
 // Message.Permanent; the text is for their logs.
 const (
-	reasonNotDelivered = reasonNotAccepted    // transient: an output rejected or evicted it
 	reasonRevoked      = "revoked"            // permanent
 	reasonExpired      = "credential expired" // transient, then the channel is closed
 	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
@@ -25,68 +24,66 @@ const (
 	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
 )
 
-// reasonNotAccepted is the transient nack of a message that Telegraf
-// reported not delivered: an output failed (Telegraf does not say why) or a
-// full buffer evicted it. It sends the device's operator to the gateway's log.
-const reasonNotAccepted = "not delivered: the gateway's outputs did not accept it (the gateway's log has the output's error)"
-
-// Refusal kinds: the reason tag of messages_refused.
+// Refusals: the reason tag of messages_refused.
 const (
-	refusedRevoked      = "revoked"
-	refusedExpired      = "expired"
-	refusedUnauthorized = "unauthorized"
-	refusedParse        = "parse"
-	refusedPolicy       = "policy"
-	// A data message over max_received_message_size.
-	refusedTooLarge = "too_large"
-	// A field named like a tag the listener sets (check.go).
-	refusedReservedField = "reserved_field"
-	// A point InfluxDB would refuse for good (check.go).
-	refusedInvalidPoint = "invalid_point"
-	// Not delivered twice, without an eviction (outcome.go).
-	refusedOutput = "output"
+	RefusedRevoked      = "revoked"
+	RefusedExpired      = "expired"
+	RefusedUnauthorized = "unauthorized"
+	RefusedParse        = "parse"
+	RefusedPolicy       = "policy"
+	// RefusedTooLarge: a data message over max_received_message_size.
+	RefusedTooLarge = "too_large"
+	// RefusedReservedField: a field named like a tag the receiver sets
+	// (check.go).
+	RefusedReservedField = "reserved_field"
+	// RefusedInvalidPoint: a point InfluxDB would refuse for good
+	// (check.go).
+	RefusedInvalidPoint = "invalid_point"
+	// RefusedOutput: a Sink's outputs refused the metrics for good
+	// (inputs.ockam_listener: not delivered twice, without an eviction).
+	RefusedOutput = "output"
 )
 
 // handle checks one data message and emits it, or refuses it with a nack.
 // It returns ok false when the channel must be closed, with the reason to
 // send.
-func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok bool) {
+func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok bool) {
 	c.inflight.Add(1)
 	// 1. the sender's credential is still valid and not revoked
-	if err := l.verifier.Authorize(c.peer, l.now()); err != nil {
+	if err := r.verifier.Authorize(c.peer, r.now()); err != nil {
 		switch {
 		case errors.Is(err, secure.ErrRevoked):
 			// Nothing from this identity is accepted again: close the
 			// channel, as for an expired credential.
-			l.refuse(c, m.Batch, refusedRevoked, true, reasonRevoked, err)
+			r.refuse(c, m.Batch, RefusedRevoked, true, reasonRevoked, err)
 			return reasonRevoked, false
 		case errors.Is(err, secure.ErrExpired):
 			// The sender reloads its credential and opens a new channel.
-			l.refuse(c, m.Batch, refusedExpired, false, reasonExpired, err)
+			r.refuse(c, m.Batch, RefusedExpired, false, reasonExpired, err)
 			return reasonExpired, false
 		default:
-			l.refuse(c, m.Batch, refusedUnauthorized, true, reasonUnauthorized, err)
+			r.refuse(c, m.Batch, RefusedUnauthorized, true, reasonUnauthorized, err)
 		}
 		return "", true
 	}
 	// 2. not over max_received_message_size (its payload was discarded)
 	if m.TooLarge {
-		err := fmt.Errorf(reasonTooLarge, int64(l.MaxReceivedMessageSize))
-		l.refuse(c, m.Batch, refusedTooLarge, true, err.Error(), err)
+		err := fmt.Errorf(reasonTooLarge, r.cfg.MaxReceivedMessageSize)
+		r.refuse(c, m.Batch, RefusedTooLarge, true, err.Error(), err)
 		return "", true
 	}
 	// 3. room under max_undelivered_bytes_per_channel and _per_identity:
 	// wait for it with the payload only, before parsing
 	size := sizeEstimate(m.Payload, len(c.tags))
-	if l.resend {
+	if r.cfg.SinkKeepsCopies {
 		size *= 2 // and the copy kept to send it again (outcome.go)
 	}
-	if !l.budget.acquire(c.ctx, c, c.key, size, func() { l.stalled(c) }) {
+	if !r.budget.acquire(c.ctx, c, c.key, size, func() { r.stalled(c) }) {
 		return "", false // shut down meanwhile
 	}
 	defer func() {
 		if size > 0 { // not handed over to a pending message
-			l.budget.release(c, c.key, size)
+			r.budget.release(c, c.key, size)
 		}
 	}()
 	// 4. the payload is line protocol
@@ -97,84 +94,108 @@ func (l *Listener) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		c.parser = p
 	}
 	if err != nil {
-		l.refuse(c, m.Batch, refusedParse, true, reasonBadLine+err.Error(), err)
+		r.refuse(c, m.Batch, RefusedParse, true, reasonBadLine+err.Error(), err)
 		return "", true
 	}
 	// 5. the policy allows every measurement
 	for _, metric := range metrics {
 		if name := metric.Name(); !c.grant.allows(name) {
 			err := fmt.Errorf(reasonPolicy, name)
-			l.refuse(c, m.Batch, refusedPolicy, true, err.Error(), err)
+			r.refuse(c, m.Batch, RefusedPolicy, true, err.Error(), err)
 			return "", true
 		}
 	}
 	// 6. no field poses as a verified tag, and InfluxDB can store every point
-	if r := checkPoints(metrics, l.reserved, c.tags); r != nil {
-		l.refuse(c, m.Batch, r.kind, true, r.reason, errors.New(r.reason))
+	if pr := checkPoints(metrics, r.reserved, c.tags); pr != nil {
+		r.refuse(c, m.Batch, pr.kind, true, pr.reason, errors.New(pr.reason))
 		return "", true
 	}
 	// 7. the verified identity and attributes replace the sender's tags
 	if forged, tag := stamp(metrics, c.tags); forged > 0 {
-		l.stats.forgedTags.Incr(int64(forged))
-		if l.refusals.first(c.peer.Identifier.String() + " forged") {
-			l.Log.Warnf("Replaced the %q tag that %s wrote with its verified value (%d metrics of the message); "+
+		r.stats.forgedTags.Incr(int64(forged))
+		if r.refusals.first(c.peer.Identifier.String() + " forged") {
+			r.log.Warnf("Replaced the %q tag that %s wrote with its verified value (%d metrics of the message); "+
 				"further forged tags from this sender are only counted in forged_tags", tag, c.peer.Identifier.Short(), forged)
 		}
 	}
 	// 8. emit, and answer when the outputs are done with it
 	if len(metrics) == 0 {
-		l.stats.messagesAccepted.Incr(1)
+		r.stats.messagesAccepted.Incr(1)
 		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})
 		return "", true
 	}
-	if !l.emit(c, pendingMessage{conn: c, batch: m.Batch, size: size}, metrics) {
+	if !r.deliver(c, m.Batch, size, metrics) {
 		return "", false
 	}
 	size = 0 // released when the delivery result comes
 	return "", true
 }
 
-// emit adds the metrics of one message as a tracking group and records the
-// message as pending. It waits for a free max_undelivered_messages slot,
-// and returns false if the connection is shut down meanwhile.
-func (l *Listener) emit(c *conn, p pendingMessage, metrics []telegraf.Metric) bool {
+// deliver hands the metrics of one message to the Sink, and answers the
+// message when the Sink calls done. It waits for a free
+// max_undelivered_messages slot, and returns false if the connection is
+// shut down meanwhile.
+func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf.Metric) bool {
 	select {
-	case l.undelivered <- struct{}{}:
+	case r.undelivered <- struct{}{}:
 	case <-c.ctx.Done():
 		return false
 	}
 	if c.ctx.Err() != nil { // both were ready: Stop may have begun
-		<-l.undelivered
+		<-r.undelivered
 		return false
 	}
 	n := len(metrics)
-	// An empty group (or one whose metrics are all filtered out) reports its
-	// delivery inside AddTrackingMetricGroup: the delivery loop waits on mu
-	// until the message is in pending.
-	if l.resend {
-		p.copies = make([]telegraf.Metric, len(metrics))
-		for i, m := range metrics {
-			p.copies[i] = m.Copy()
+	r.stats.undeliveredBytes.Incr(size)
+	r.stats.messagesAccepted.Incr(1)
+	r.stats.metricsEmitted.Incr(int64(n))
+	var called atomic.Bool
+	peer := Peer{Identifier: c.peer.Identifier, Attributes: c.peer.Credential.Attributes, Remote: c.remote}
+	r.sink.Deliver(peer, metrics, func(o Outcome) {
+		if called.Swap(true) {
+			panic("receiver: a Sink called done twice")
 		}
-		p.evicted = models.AgentMetricsDropped.Get()
-		p.written = models.AgentMetricsWritten.Get()
-	}
-	l.mu.Lock()
-	id := l.acc.AddTrackingMetricGroup(metrics)
-	l.pending[id] = p
-	l.mu.Unlock()
-	l.stats.undeliveredBytes.Incr(p.size)
-	l.stats.messagesAccepted.Incr(1)
-	l.stats.metricsEmitted.Incr(int64(n))
+		r.answer(c, batch, size, o)
+	})
 	return true
+}
+
+// answer gives back what a delivered message held and replies to its
+// sender with the Sink's outcome.
+func (r *Receiver) answer(c *conn, batch uint64, size int64, o Outcome) {
+	<-r.undelivered
+	r.budget.release(c, c.key, size)
+	r.stats.undeliveredBytes.Incr(-size)
+	switch {
+	case o.Delivered:
+		r.stats.messagesDelivered.Incr(1)
+		c.reply(secure.Message{Type: secure.TypeAck, Batch: batch})
+		return
+	case o.Refusal != "":
+		if _, known := r.stats.messagesRefused[o.Refusal]; !known {
+			o.Refusal = RefusedOutput
+		}
+		reason := o.Reason
+		if reason == "" {
+			reason = ReasonNotDelivered
+		}
+		r.refuse(c, batch, o.Refusal, true, reason, errors.New(reason))
+		return
+	}
+	r.stats.messagesUndelivered.Incr(1)
+	m := secure.Message{Type: secure.TypeNack, Batch: batch, Permanent: o.Permanent, Reason: ReasonNotDelivered}
+	if o.Reason != "" {
+		m.Reason = truncateReason(o.Reason)
+	}
+	c.reply(m)
 }
 
 // stalled counts and logs (at most once a minute) a reader that waits for
 // room under max_undelivered_bytes_per_channel or _per_identity.
-func (l *Listener) stalled(c *conn) {
-	l.stats.byteLimitStalls.Incr(1)
-	if l.stallLog.allow(time.Now(), time.Minute) {
-		l.Log.Warnf("Stopped reading the channel of %s until the outputs deliver what it sent: "+
+func (r *Receiver) stalled(c *conn) {
+	r.stats.byteLimitStalls.Incr(1)
+	if r.stallLog.allow(time.Now(), time.Minute) {
+		r.log.Warnf("Stopped reading the channel of %s until the outputs deliver what it sent: "+
 			"max_undelivered_bytes_per_channel or max_undelivered_bytes_per_identity reached; "+
 			"further stalls are counted in byte_limit_stalls and logged at most once a minute", c.peer.Identifier.Short())
 	}
@@ -182,10 +203,10 @@ func (l *Listener) stalled(c *conn) {
 
 // refuse counts a refused message, logs the first refusal of each kind per
 // sender, and answers with a nack.
-func (l *Listener) refuse(c *conn, batch uint64, kind string, permanent bool, reason string, err error) {
-	l.stats.messagesRefused[kind].Incr(1)
-	if l.refusals.first(c.peer.Identifier.String() + " " + kind) {
-		l.Log.Warnf("Refused a message from %s (%s): %v; further %s refusals for this sender are only counted",
+func (r *Receiver) refuse(c *conn, batch uint64, kind string, permanent bool, reason string, err error) {
+	r.stats.messagesRefused[kind].Incr(1)
+	if r.refusals.first(c.peer.Identifier.String() + " " + kind) {
+		r.log.Warnf("Refused a message from %s (%s): %v; further %s refusals for this sender are only counted",
 			c.peer.Identifier.Short(), kind, err, kind)
 	}
 	c.reply(secure.Message{Type: secure.TypeNack, Batch: batch, Permanent: permanent, Reason: truncateReason(reason)})
@@ -194,13 +215,13 @@ func (l *Listener) refuse(c *conn, batch uint64, kind string, permanent bool, re
 // tagsFor returns the tags stamped on every metric of a peer. An empty
 // value means the tag is removed: the credential lacks that attribute (or
 // has it empty), and the sender must not supply it.
-func (l *Listener) tagsFor(p *secure.Peer) map[string]string {
-	tags := make(map[string]string, 1+len(l.AttributeTags))
-	for _, k := range l.AttributeTags {
+func (r *Receiver) tagsFor(p *secure.Peer) map[string]string {
+	tags := make(map[string]string, 1+len(r.cfg.AttributeTags))
+	for _, k := range r.cfg.AttributeTags {
 		tags[k] = p.Credential.Attributes[k]
 	}
-	if l.IdentityTag != "" {
-		tags[l.IdentityTag] = p.Identifier.String()
+	if r.cfg.IdentityTag != "" {
+		tags[r.cfg.IdentityTag] = p.Identifier.String()
 	}
 	return tags
 }
