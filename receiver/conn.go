@@ -24,9 +24,9 @@ const (
 	// so Stop returns promptly even when a peer does not read.
 	closeGrace = 500 * time.Millisecond
 
-	// Close reasons sent to the peer.
-	closeStopping = "listener stopping"
-	closeIdle     = "idle timeout"
+	// CloseStopping and CloseIdle are close reasons sent to the peer.
+	CloseStopping = "listener stopping"
+	CloseIdle     = "idle timeout"
 )
 
 var errClosing = errors.New("channel closing")
@@ -232,7 +232,7 @@ func (c *conn) watchIdle(d time.Duration) *time.Timer {
 			t.Reset(d - idle)
 			return
 		}
-		c.shutdown(closeIdle)
+		c.shutdown(CloseIdle)
 	})
 	close(assigned)
 	return t

@@ -13,13 +13,14 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
-// Nack reasons: the text of each nack the receiver sends. Senders act on
-// Message.Permanent; the text is for their logs.
+// Nack reasons: the text of each nack the receiver sends (and of the close
+// message after the first two). Senders act on Message.Permanent; the text
+// is for their logs.
 const (
-	reasonRevoked      = "revoked"            // permanent
-	reasonExpired      = "credential expired" // transient, then the channel is closed
-	reasonUnauthorized = "unauthorized"       // permanent: any other Authorize failure
-	reasonBadLine      = "bad line protocol: "
+	ReasonRevoked      = "revoked"             // permanent
+	ReasonExpired      = "credential expired"  // transient, then the channel is closed
+	ReasonUnauthorized = "unauthorized"        // permanent: any other Authorize failure
+	ReasonBadLine      = "bad line protocol: " // permanent, followed by the parser's error
 	reasonPolicy       = "policy: measurement %q is not allowed"
 	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
 )
@@ -55,14 +56,14 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		case errors.Is(err, secure.ErrRevoked):
 			// Nothing from this identity is accepted again: close the
 			// channel, as for an expired credential.
-			r.refuse(c, m.Batch, RefusedRevoked, true, reasonRevoked, err)
-			return reasonRevoked, false
+			r.refuse(c, m.Batch, RefusedRevoked, true, ReasonRevoked, err)
+			return ReasonRevoked, false
 		case errors.Is(err, secure.ErrExpired):
 			// The sender reloads its credential and opens a new channel.
-			r.refuse(c, m.Batch, RefusedExpired, false, reasonExpired, err)
-			return reasonExpired, false
+			r.refuse(c, m.Batch, RefusedExpired, false, ReasonExpired, err)
+			return ReasonExpired, false
 		default:
-			r.refuse(c, m.Batch, RefusedUnauthorized, true, reasonUnauthorized, err)
+			r.refuse(c, m.Batch, RefusedUnauthorized, true, ReasonUnauthorized, err)
 		}
 		return "", true
 	}
@@ -74,8 +75,8 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	}
 	// 3. room under max_undelivered_bytes_per_channel and _per_identity:
 	// wait for it with the payload only, before parsing
-	size := sizeEstimate(m.Payload, len(c.tags))
-	if r.cfg.SinkKeepsCopies {
+	size := SizeEstimate(m.Payload, len(c.tags))
+	if r.keepsCopies {
 		size *= 2 // and the copy kept to send it again (outcome.go)
 	}
 	if !r.budget.acquire(c.ctx, c, c.key, size, func() { r.stalled(c) }) {
@@ -94,7 +95,7 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		c.parser = p
 	}
 	if err != nil {
-		r.refuse(c, m.Batch, RefusedParse, true, reasonBadLine+err.Error(), err)
+		r.refuse(c, m.Batch, RefusedParse, true, ReasonBadLine+err.Error(), err)
 		return "", true
 	}
 	// 5. the policy allows every measurement

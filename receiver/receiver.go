@@ -39,6 +39,14 @@ type Sink interface {
 	Deliver(peer Peer, metrics []telegraf.Metric, done func(Outcome))
 }
 
+// CopyKeeper may be implemented by a Sink that keeps a copy of each
+// message's metrics until done, to deliver it again (inputs.ockam_listener
+// does, under Telegraf's accumulator): with KeepsCopies true, a message
+// counts twice under the byte budget.
+type CopyKeeper interface {
+	KeepsCopies() bool
+}
+
 // Peer is the verified sender of a message.
 type Peer struct {
 	// Identifier is the sender's identity, proven in the handshake.
@@ -130,10 +138,6 @@ type Config struct {
 
 	MaxUndeliveredBytesPerChannel  int64
 	MaxUndeliveredBytesPerIdentity int64
-	// SinkKeepsCopies: the Sink keeps a copy of each message's metrics
-	// until done (to send it again, as inputs.ockam_listener does), so a
-	// message counts twice under the byte budget.
-	SinkKeepsCopies bool
 
 	// Trust opens the vault, credential, authorities and revocation lists.
 	// New sets its OnRevocation, Stale and ExpiresIn, and its Log and Now

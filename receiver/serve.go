@@ -22,6 +22,8 @@ type server struct {
 	ctx     context.Context // of every goroutine; canceled by Stop
 	running sync.WaitGroup  // every goroutine Start began
 	sink    Sink
+	// keepsCopies: the sink keeps a copy of each message (CopyKeeper).
+	keepsCopies bool
 
 	// undelivered is the semaphore of max_undelivered_messages: a slot is
 	// taken before Sink.Deliver and given back by its done.
@@ -79,6 +81,7 @@ func (r *Receiver) Start(sink Sink) error {
 		stop:        cancel,
 		ctx:         ctx,
 		sink:        sink,
+		keepsCopies: keepsCopies(sink),
 		undelivered: make(chan struct{}, r.cfg.MaxUndeliveredMessages),
 		connections: make(chan struct{}, r.cfg.MaxConnections),
 		handshaking: newKeyedLimit(r.cfg.MaxHandshakesPerIP),
@@ -102,6 +105,12 @@ func (r *Receiver) Start(sink Sink) error {
 		r.log.Infof("Registering as %q at relay %s as %s", r.cfg.RelayName, r.cfg.RelayAddress, r.trust.Current().Identity.Identifier())
 	}
 	return nil
+}
+
+// keepsCopies reports whether s keeps a copy of each message until done.
+func keepsCopies(s Sink) bool {
+	k, ok := s.(CopyKeeper)
+	return ok && k.KeepsCopies()
 }
 
 // Addr returns the address of the service, nil without one or before
@@ -238,7 +247,7 @@ func (r *Receiver) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 	defer nc.Close()
 
 	c := newConn(nc)
-	stop := context.AfterFunc(ctx, func() { c.shutdown(closeStopping) })
+	stop := context.AfterFunc(ctx, func() { c.shutdown(CloseStopping) })
 	defer stop()
 	defer c.shutdown("")
 
@@ -407,7 +416,7 @@ func (r *Receiver) track(c *conn) {
 	r.channelsMu.Unlock()
 	if errors.Is(r.verifier.CheckCurrent(c.peer.Credential, r.now()), secure.ErrRevoked) {
 		r.log.Infof("Channel from %s (%s) closed: revoked", c.remote, c.peer.Identifier.Short())
-		c.shutdown(reasonRevoked)
+		c.shutdown(ReasonRevoked)
 	}
 }
 
@@ -439,7 +448,7 @@ func (r *Receiver) closeRevoked() {
 	}
 	r.channelsMu.Unlock()
 	for _, c := range revoked {
-		c.shutdown(reasonRevoked)
+		c.shutdown(ReasonRevoked)
 	}
 	if len(revoked) > 0 {
 		// Once per list: not a per-channel flood.

@@ -291,7 +291,7 @@ func start(t *testing.T, l *Listener) (*outputs, string) {
 	acc := &testutil.Accumulator{}
 	require.NoError(t, l.Start(acc))
 	t.Cleanup(l.Stop)
-	return &outputs{t: t, acc: acc}, l.ln.Addr().String()
+	return &outputs{t: t, acc: acc}, l.receiver.Addr().String()
 }
 
 // outputs plays Telegraf's outputs: it takes the metrics the listener
@@ -377,24 +377,23 @@ func (c *clock) Add(d time.Duration) {
 func secret(s string) config.Secret { return config.NewSecret([]byte(s)) }
 
 // startPiped starts l for a test inside a testing/synctest bubble, where
-// the listener's timers run on the bubble's clock. Its TCP port is closed
-// at once (a goroutine in a real Accept never counts as blocked, so the
-// clock would not move), and each call of dial hands one end of a net.Pipe
-// to the listener's serve, as its accept loop does with a connection. l
-// stops when the test ends.
+// the listener's timers run on the bubble's clock. It listens on no port (a
+// goroutine in a real Accept never counts as blocked, so the clock would
+// not move): each call of dial hands one end of a net.Pipe to the
+// receiver's ServeConn, as a carrier does with a connection. l stops when
+// the test ends.
 func startPiped(t *testing.T, l *Listener) (out *outputs, dial func() net.Conn) {
 	t.Helper()
-	out, _ = start(t, l)
-	require.NoError(t, l.ln.Close())
-	// Stop ends the piped connections as it ends accepted ones.
-	ctx, cancel := context.WithCancel(context.Background())
-	stop := l.stop
-	l.stop = func() { stop(); cancel() }
-	return out, func() net.Conn {
+	require.NoError(t, l.Init())
+	require.NoError(t, l.trust.Close())
+	l.network = "" // no service port
+	require.NoError(t, l.newReceiver())
+	acc := &testutil.Accumulator{}
+	require.NoError(t, l.Start(acc))
+	t.Cleanup(l.Stop)
+	return &outputs{t: t, acc: acc}, func() net.Conn {
 		dev, srv := net.Pipe()
-		l.connections <- struct{}{}
-		l.running.Add(1)
-		go l.serve(ctx, srv, func() {})
+		l.receiver.ServeConn(srv)
 		t.Cleanup(func() { dev.Close() })
 		return dev
 	}

@@ -156,7 +156,7 @@ func TestInitOpensNothing(t *testing.T) {
 	require.NoError(t, l.Init())
 	require.Equal(t, "tcp", l.network)
 	require.Equal(t, "127.0.0.1:0", l.address)
-	require.Nil(t, l.ln)
+	require.Nil(t, l.receiver.Addr())
 	l.Stop() // before Start: a no-op
 }
 
