@@ -83,7 +83,7 @@ var listeners atomic.Int64
 func (p *pki) listener() *Listener {
 	p.t.Helper()
 	vaultDir, credFile := p.listenerFiles("listener", "", p.now, 24*time.Hour)
-	l := newListener()
+	l := New()
 	l.ServiceAddress = "tcp://127.0.0.1:0"
 	l.VaultPath = vaultDir
 	l.CredentialPath = credFile

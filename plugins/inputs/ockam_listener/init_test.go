@@ -176,7 +176,7 @@ func TestSampleConfig(t *testing.T) {
 	l, ok := c.Inputs[0].Input.(*Listener)
 	require.True(t, ok)
 
-	want := newListener()
+	want := New()
 	want.VaultPath = "/etc/telegraf/ockam/listener"
 	want.CredentialPath = "/etc/telegraf/ockam/listener.cred"
 	want.AuthorityPaths = []string{"/etc/telegraf/ockam/authority.identity"}

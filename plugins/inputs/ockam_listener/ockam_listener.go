@@ -115,11 +115,11 @@ type Listener struct {
 type AllowRule = receiver.AllowRule
 
 func init() {
-	inputs.Add("ockam_listener", func() telegraf.Input { return newListener() })
+	inputs.Add("ockam_listener", func() telegraf.Input { return New() })
 }
 
-// newListener returns a Listener with the defaults of the optional settings.
-func newListener() *Listener {
+// New returns a Listener with the defaults of the optional settings.
+func New() *Listener {
 	return &Listener{
 		ServiceAddress:         defaultServiceAddress,
 		IdentityTag:            defaultIdentityTag,
@@ -361,6 +361,11 @@ func (l *Listener) receiverConfig(passphrase []byte) receiver.Config {
 	}
 	return c
 }
+
+// Receiver returns the engine that Init built from the settings, for a host
+// that runs it with a Sink of its own instead of Start (ockamd), or nil
+// before Init.
+func (l *Listener) Receiver() *receiver.Receiver { return l.receiver }
 
 // BucketTag is the reserved tag of docs/PROTOCOL.md, section 13: the bucket
 // an InfluxDB client named, set by ockam inlet influxdb.
