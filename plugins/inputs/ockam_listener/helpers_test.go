@@ -212,6 +212,17 @@ func (c *client) requireNack(batch uint64, permanent bool, reason string) secure
 	return m
 }
 
+// requireNoReplyYet expects that nothing was answered so far: it sends
+// marker, a message the listener refuses at once (bad line protocol), and
+// expects its nack as the next reply. The listener answers a channel's
+// messages in the order it queued the answers, so an answer given before the
+// marker's would come first.
+func (c *client) requireNoReplyYet(marker uint64) {
+	c.t.Helper()
+	c.send(marker, "not line protocol\n")
+	c.requireNack(marker, true, reasonBadLine)
+}
+
 // requireNoReply expects nothing within d.
 func (c *client) requireNoReply(d time.Duration) {
 	c.t.Helper()
