@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
+	logpkg "github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
@@ -35,14 +36,9 @@ import (
 const MaxFileSize = 128 << 20
 
 // Logger is where the loader reports what it does and the problems it
-// keeps working around; telegraf.Logger satisfies it. Each problem is
-// logged once, and its end once.
-type Logger interface {
-	Errorf(format string, args ...any)
-	Warnf(format string, args ...any)
-	Infof(format string, args ...any)
-	Debugf(format string, args ...any)
-}
+// keeps working around: the project's one Logger (internal/logger), which
+// telegraf.Logger satisfies. Each problem is logged once, and its end once.
+type Logger = logpkg.Logger
 
 // Names are the names under which the adapter's user sets each option, so
 // that a message names what to fix: "vault_path" in a plugin, "--vault" on
@@ -161,7 +157,7 @@ func Open(cfg Config) (_ *Trust, err error) {
 		t.now = time.Now
 	}
 	if t.log == nil {
-		t.log = nopLogger{}
+		t.log = logpkg.Nop{}
 	}
 	if err := t.checkConfig(); err != nil {
 		return nil, err
@@ -481,10 +477,3 @@ func (n Names) withDefaults() Names {
 	}
 	return n
 }
-
-type nopLogger struct{}
-
-func (nopLogger) Errorf(string, ...any) {}
-func (nopLogger) Warnf(string, ...any)  {}
-func (nopLogger) Infof(string, ...any)  {}
-func (nopLogger) Debugf(string, ...any) {}

@@ -13,7 +13,6 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/plugins/common/tls"
-	"github.com/influxdata/telegraf/plugins/inputs"
 
 	"github.com/ockam-addons/telegraf-ockam/cmd/ockamd/internal/sink"
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
@@ -36,7 +35,8 @@ const (
 )
 
 // fileConfig is ockamd.toml. The [listener] table has exactly the settings
-// of inputs.ockam_listener, decoded into the plugin itself.
+// of inputs.ockam_listener, decoded into the plugin's options and checked by
+// its Init, which builds the receiver ockamd runs.
 type fileConfig struct {
 	Debug           bool            `toml:"debug"`
 	Quiet           bool            `toml:"quiet"`
@@ -69,7 +69,7 @@ type daemonConfig struct {
 	healthAddress     string
 	shutdownTimeout   time.Duration
 	maxParallelWrites int
-	listener          *ockam_listener.Listener // configured, not initialized
+	listener          *ockam_listener.Listener // the [listener] options, not initialized
 	writer            sink.WriterConfig        // without Log and Statistics
 	tokenSource       string                   // where the token came from, for the log
 }
@@ -95,10 +95,7 @@ func loadConfig(path string) (*daemonConfig, error) {
 	if !md.IsDefined("listener") {
 		return nil, errors.New("no [listener] table: it holds the settings of inputs.ockam_listener")
 	}
-	l, ok := inputs.Inputs["ockam_listener"]().(*ockam_listener.Listener)
-	if !ok {
-		panic("ockamd: inputs.ockam_listener is not an *ockam_listener.Listener")
-	}
+	l := ockam_listener.New()
 	if err := md.PrimitiveDecode(fc.Listener, l); err != nil {
 		return nil, fmt.Errorf("[listener]: %w", err)
 	}

@@ -2,12 +2,13 @@
 // channels and writes them straight to InfluxDB: the receiving side of
 // telegraf-ockam without a gateway Telegraf.
 //
-// It runs the very listener Telegraf runs as inputs.ockam_listener (accept,
-// verify, authorize, parse, stamp), configured from the [listener] table of
-// its configuration file, with an accumulator of its own (internal/sink) that
-// writes each message to InfluxDB with a blocking write and only then lets
-// the listener answer the device: an ack once InfluxDB stored the points, a
-// permanent nack when InfluxDB refused them, a transient nack otherwise.
+// It runs the receiving engine (package receiver: accept, verify, authorize,
+// parse, stamp) that Telegraf runs as inputs.ockam_listener, configured from
+// the [listener] table of its configuration file with the plugin's options
+// and checks, and delivers to a Sink of its own (internal/sink) that writes
+// each message to InfluxDB with a blocking write and only then answers the
+// device: an ack once InfluxDB stored the points, a permanent nack when
+// InfluxDB refused them, a transient nack otherwise.
 //
 // Usage:
 //
@@ -204,13 +205,14 @@ func serve(ctx context.Context, cfg *daemonConfig) error {
 		logf.Warnf("InfluxDB at %s does not answer /ping (%v): messages are nacked (transient) until it does",
 			cfg.writer.URL, err)
 	}
-	acc := sink.New(w, cfg.maxParallelWrites, logf)
-	if err := l.Start(acc); err != nil {
-		acc.Close()
+	s := sink.New(w, cfg.maxParallelWrites, l.MaxUndeliveredMessages, logf)
+	r := l.Receiver()
+	if err := r.Start(s); err != nil {
+		s.Close()
 		return err
 	}
 	<-ctx.Done()
-	shutdown(cfg, l, acc, h, logf)
+	shutdown(cfg, r, s, h, logf)
 	return nil
 }
 
@@ -226,51 +228,32 @@ func routing(cfg *daemonConfig) string {
 	return fmt.Sprintf(", or %q by the sender's %s attribute", t, cfg.writer.BucketAttribute)
 }
 
-// replyGrace is how long the listener gets to send the answers of the
+// replyGrace is how long the receiver gets to send the answers of the
 // drained writes before Stop closes the channels. An answer lost here only
 // makes its sender write the same points again, which InfluxDB stores once
 // (same series and time).
 const replyGrace = 200 * time.Millisecond
 
-// listenerService is what shutdown needs of the listener.
-type listenerService interface{ Stop() }
+// receiverService is what shutdown needs of the receiver.
+type receiverService interface{ Stop() }
 
 // shutdown answers what it can and stops: new messages are nacked, the
-// writes under way finish within shutdown_timeout and their results reach
-// the listener, then the listener closes every channel (a message still
-// unanswered is delivered again by its sender) and the writes left are
-// canceled.
-func shutdown(cfg *daemonConfig, l listenerService, acc *sink.Accumulator, h *healthServer, logf telegraf.Logger) {
+// writes under way finish within shutdown_timeout and are answered, then
+// the receiver closes every channel (a message still unanswered is
+// delivered again by its sender) and the writes left are canceled.
+func shutdown(cfg *daemonConfig, r receiverService, s *sink.Sink, h *healthServer, logf telegraf.Logger) {
 	logf.Infof("Stopping: new messages are nacked (transient); waiting up to %v for the writes under way", cfg.shutdownTimeout)
 	if h != nil {
 		h.draining.Store(true)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
-	err := acc.Drain(ctx)
-	if err == nil {
-		err = waitRead(ctx, acc)
-	}
-	if err != nil {
+	if err := s.Drain(ctx); err != nil {
 		logf.Warnf("Writes still under way after shutdown_timeout (%v): their senders deliver them again", cfg.shutdownTimeout)
 	} else {
 		time.Sleep(replyGrace)
 	}
-	l.Stop()
-	acc.Close()
+	r.Stop()
+	s.Close()
 	logf.Infof("Stopped")
-}
-
-// waitRead waits until the listener has read every result.
-func waitRead(ctx context.Context, acc *sink.Accumulator) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for len(acc.Delivered()) > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }

@@ -30,6 +30,7 @@ func newBroker(t *testing.T) (*mqtttest.B, string) {
 // testLogger logs through t, and stops at the end of the test.
 type testLogger struct{ t *testing.T }
 
+func (l testLogger) Errorf(f string, a ...any) { l.t.Logf("error: "+f, a...) }
 func (l testLogger) Debugf(f string, a ...any) { l.t.Logf("debug: "+f, a...) }
 func (l testLogger) Infof(f string, a ...any)  { l.t.Logf("info: "+f, a...) }
 func (l testLogger) Warnf(f string, a ...any)  { l.t.Logf("warn: "+f, a...) }

@@ -84,6 +84,7 @@ func (l *testLog) add(level, format string, args ...any) {
 	defer l.mu.Unlock()
 	l.lines = append(l.lines, level+" "+fmt.Sprintf(format, args...))
 }
+func (l *testLog) Errorf(f string, a ...any) { l.add("E!", f, a...) }
 func (l *testLog) Debugf(f string, a ...any) { l.add("D!", f, a...) }
 func (l *testLog) Infof(f string, a ...any)  { l.add("I!", f, a...) }
 func (l *testLog) Warnf(f string, a ...any)  { l.add("W!", f, a...) }
@@ -786,6 +787,7 @@ func (g *gatedLog) add(level, format string, args ...any) {
 	defer g.gate.RUnlock()
 	g.testLog.add(level, format, args...)
 }
+func (g *gatedLog) Errorf(f string, a ...any) { g.add("E!", f, a...) }
 func (g *gatedLog) Debugf(f string, a ...any) { g.add("D!", f, a...) }
 func (g *gatedLog) Infof(f string, a ...any)  { g.add("I!", f, a...) }
 func (g *gatedLog) Warnf(f string, a ...any)  { g.add("W!", f, a...) }

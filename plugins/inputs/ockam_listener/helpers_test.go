@@ -83,7 +83,7 @@ var listeners atomic.Int64
 func (p *pki) listener() *Listener {
 	p.t.Helper()
 	vaultDir, credFile := p.listenerFiles("listener", "", p.now, 24*time.Hour)
-	l := newListener()
+	l := New()
 	l.ServiceAddress = "tcp://127.0.0.1:0"
 	l.VaultPath = vaultDir
 	l.CredentialPath = credFile
@@ -212,6 +212,17 @@ func (c *client) requireNack(batch uint64, permanent bool, reason string) secure
 	return m
 }
 
+// requireNoReplyYet expects that nothing was answered so far: it sends
+// marker, a message the listener refuses at once (bad line protocol), and
+// expects its nack as the next reply. The listener answers a channel's
+// messages in the order it queued the answers, so an answer given before the
+// marker's would come first.
+func (c *client) requireNoReplyYet(marker uint64) {
+	c.t.Helper()
+	c.send(marker, "not line protocol\n")
+	c.requireNack(marker, true, reasonBadLine)
+}
+
 // requireNoReply expects nothing within d.
 func (c *client) requireNoReply(d time.Duration) {
 	c.t.Helper()
@@ -291,7 +302,7 @@ func start(t *testing.T, l *Listener) (*outputs, string) {
 	acc := &testutil.Accumulator{}
 	require.NoError(t, l.Start(acc))
 	t.Cleanup(l.Stop)
-	return &outputs{t: t, acc: acc}, l.ln.Addr().String()
+	return &outputs{t: t, acc: acc}, l.receiver.Addr().String()
 }
 
 // outputs plays Telegraf's outputs: it takes the metrics the listener
@@ -377,24 +388,23 @@ func (c *clock) Add(d time.Duration) {
 func secret(s string) config.Secret { return config.NewSecret([]byte(s)) }
 
 // startPiped starts l for a test inside a testing/synctest bubble, where
-// the listener's timers run on the bubble's clock. Its TCP port is closed
-// at once (a goroutine in a real Accept never counts as blocked, so the
-// clock would not move), and each call of dial hands one end of a net.Pipe
-// to the listener's serve, as its accept loop does with a connection. l
-// stops when the test ends.
+// the listener's timers run on the bubble's clock. It listens on no port (a
+// goroutine in a real Accept never counts as blocked, so the clock would
+// not move): each call of dial hands one end of a net.Pipe to the
+// receiver's ServeConn, as a carrier does with a connection. l stops when
+// the test ends.
 func startPiped(t *testing.T, l *Listener) (out *outputs, dial func() net.Conn) {
 	t.Helper()
-	out, _ = start(t, l)
-	require.NoError(t, l.ln.Close())
-	// Stop ends the piped connections as it ends accepted ones.
-	ctx, cancel := context.WithCancel(context.Background())
-	stop := l.stop
-	l.stop = func() { stop(); cancel() }
-	return out, func() net.Conn {
+	require.NoError(t, l.Init())
+	require.NoError(t, l.trust.Close())
+	l.network = "" // no service port
+	require.NoError(t, l.newReceiver())
+	acc := &testutil.Accumulator{}
+	require.NoError(t, l.Start(acc))
+	t.Cleanup(l.Stop)
+	return &outputs{t: t, acc: acc}, func() net.Conn {
 		dev, srv := net.Pipe()
-		l.connections <- struct{}{}
-		l.running.Add(1)
-		go l.serve(ctx, srv, func() {})
+		l.receiver.ServeConn(srv)
 		t.Cleanup(func() { dev.Close() })
 		return dev
 	}

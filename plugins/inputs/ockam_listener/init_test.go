@@ -156,7 +156,7 @@ func TestInitOpensNothing(t *testing.T) {
 	require.NoError(t, l.Init())
 	require.Equal(t, "tcp", l.network)
 	require.Equal(t, "127.0.0.1:0", l.address)
-	require.Nil(t, l.ln)
+	require.Nil(t, l.receiver.Addr())
 	l.Stop() // before Start: a no-op
 }
 
@@ -176,7 +176,7 @@ func TestSampleConfig(t *testing.T) {
 	l, ok := c.Inputs[0].Input.(*Listener)
 	require.True(t, ok)
 
-	want := newListener()
+	want := New()
 	want.VaultPath = "/etc/telegraf/ockam/listener"
 	want.CredentialPath = "/etc/telegraf/ockam/listener.cred"
 	want.AuthorityPaths = []string{"/etc/telegraf/ockam/authority.identity"}

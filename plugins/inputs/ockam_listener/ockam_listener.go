@@ -1,8 +1,10 @@
 // Package ockam_listener is the Telegraf service input inputs.ockam_listener:
-// it accepts secure channels from devices (secure.Accept), checks every data
-// message against the sender's credential, the revocation list and the
-// policy, emits its line protocol as tracking metrics, and answers each
-// message with an ack once every output delivered it, or with a nack.
+// an adapter over the receiving engine (package receiver), which accepts
+// secure channels from devices, checks every data message against the
+// sender's credential, the revocation list and the policy, and answers each
+// message. This package holds the options, their checks, and the Sink that
+// emits each message as a tracking group and turns Telegraf's delivery
+// results into the answers (outcome.go).
 //
 // The wire protocol is docs/PROTOCOL.md; the ack and nack contract is in
 // README.md, "Acknowledgements".
@@ -15,15 +17,14 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/plugins/inputs"
-	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/selfstat"
 
+	"github.com/ockam-addons/telegraf-ockam/receiver"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/transport/mqtt"
 	"github.com/ockam-addons/telegraf-ockam/transport/relay"
@@ -97,37 +98,28 @@ type Listener struct {
 	Statistics *selfstat.Collector `toml:"-"`
 
 	// Set by Init.
-	network, address string       // of service_address; network "mqtt" for a broker, "" for none
-	trust            *trust.Trust // identity, credential, authorities, revocation; refreshed by Start's loop
+	network, address string // of service_address; network "mqtt" for a broker, "" for none
+	receiver         *receiver.Receiver
+	trust            *trust.Trust // identity, credential, authorities, revocation; refreshed by the receiver
 	verifier         *secure.Verifier
-	policy           *policy
-	reserved         map[string]bool // field keys no point may carry (check.go)
 	stats            *stats
 	now              func() time.Time
 
-	// The channels open, for closing those of the identities a new
-	// revocation list revokes as soon as it is applied (closeRevoked).
-	channelsMu sync.Mutex
-	channels   map[*conn]struct{}
-
 	// Set by Start.
-	server
+	sink *trackingSink
 }
 
 // AllowRule is one [[inputs.ockam_listener.allow]] block: a sender whose
 // credential has all Attributes (equal values) may write Measurements
 // (globs of Telegraf's filter package).
-type AllowRule struct {
-	Attributes   map[string]string `toml:"attributes"`
-	Measurements []string          `toml:"measurements"`
-}
+type AllowRule = receiver.AllowRule
 
 func init() {
-	inputs.Add("ockam_listener", func() telegraf.Input { return newListener() })
+	inputs.Add("ockam_listener", func() telegraf.Input { return New() })
 }
 
-// newListener returns a Listener with the defaults of the optional settings.
-func newListener() *Listener {
+// New returns a Listener with the defaults of the optional settings.
+func New() *Listener {
 	return &Listener{
 		ServiceAddress:         defaultServiceAddress,
 		IdentityTag:            defaultIdentityTag,
@@ -151,8 +143,9 @@ func (*Listener) SampleConfig() string { return sampleConfig }
 // Gather does nothing: metrics arrive through the channels opened in Start.
 func (*Listener) Gather(telegraf.Accumulator) error { return nil }
 
-// Init checks every setting and loads the vault, the identity, the
-// credential, the authorities and the revocation list. It opens no socket.
+// Init checks every setting, compiles the policy and loads the vault, the
+// identity, the credential, the authorities and the revocation list. It
+// opens no socket.
 func (l *Listener) Init() error {
 	if l.now == nil {
 		l.now = time.Now
@@ -160,23 +153,12 @@ func (l *Listener) Init() error {
 	if err := l.checkSettings(); err != nil {
 		return err
 	}
-	p, err := newPolicy(l.Allow)
-	if err != nil {
-		return err
-	}
-	l.policy = p
-	l.reserved = l.reservedFields()
-	// A parser with the settings every connection will use; each connection
-	// has its own, since influx.Parser serializes Parse.
-	if _, err := newParser(); err != nil {
-		return fmt.Errorf("line protocol parser: %w", err)
-	}
 	if l.Statistics == nil {
 		// Not run by Telegraf's models (a test, a shim): register globally.
 		l.Statistics = selfstat.NewCollector(nil)
 	}
 	l.stats = newStats(l.Statistics)
-	return l.loadTrust()
+	return l.newReceiver()
 }
 
 // checkSettings validates the settings that need no file.
@@ -209,7 +191,7 @@ func (l *Listener) checkSettings() error {
 	case l.RevocationCheckInterval <= 0:
 		return fmt.Errorf("revocation_check_interval must be positive, got %v", time.Duration(l.RevocationCheckInterval))
 	}
-	if l.IdentityTag == reservedKey || l.IdentityTag == BucketTag {
+	if l.IdentityTag == receiver.ReservedKey || l.IdentityTag == BucketTag {
 		return fmt.Errorf("identity_tag: %q is a reserved tag key", l.IdentityTag)
 	}
 	seen := map[string]bool{}
@@ -219,7 +201,7 @@ func (l *Listener) checkSettings() error {
 			return errors.New("attribute_tags: empty tag name")
 		case k == l.IdentityTag:
 			return fmt.Errorf("attribute_tags: %q is also the identity_tag", k)
-		case k == reservedKey || k == BucketTag:
+		case k == receiver.ReservedKey || k == BucketTag:
 			return fmt.Errorf("attribute_tags: %q is a reserved tag key", k)
 		case seen[k]:
 			return fmt.Errorf("attribute_tags: %q is listed twice", k)
@@ -300,48 +282,118 @@ func parseServiceAddress(s string) (network, address string, err error) {
 	return u.Scheme, u.Host, nil
 }
 
-// loadTrust opens the vault and loads the identity, the authorities, the
+// newReceiver opens the vault and loads the identity, the authorities, the
 // revocation list and its persisted state, and the credential, which must
-// be valid now (package trust).
-func (l *Listener) loadTrust() error {
+// be valid now (package trust), into the receiving engine.
+func (l *Listener) newReceiver() error {
 	buf, err := l.VaultPassphrase.Get()
 	if err != nil {
 		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer buf.Destroy()
-	t, err := trust.Open(trust.Config{
-		Vault:          l.VaultPath,
-		Passphrase:     buf.Bytes(),
-		Credential:     l.CredentialPath,
-		Authority:      l.AuthorityPath,
-		Authorities:    l.AuthorityPaths,
-		RevocationList: l.RevocationList,
-		Revocation: trust.RevocationConfig{
-			Source:       l.RevocationSource,
-			PollInterval: time.Duration(l.RevocationPollInterval),
-			State:        l.RevocationState,
-			FailOpen:     l.RevocationFailOpen,
-			StaleRefuses: l.RevocationRefuseStale,
-			Stale:        func() { l.stats.revocationListStale.Incr(1) },
-		},
-		OnRevocation: l.closeRevoked,
-		Peers:        "devices",
-		ExpiresIn:    func(d time.Duration) { l.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
-		Log:          l.Log,
-		Now:          l.now,
-	})
+	r, err := receiver.New(l.receiverConfig(buf.Bytes()))
 	if err != nil {
 		return err
 	}
-	l.trust, l.verifier = t, t.Verifier()
+	l.receiver, l.trust = r, r.Trust()
+	l.verifier = l.trust.Verifier()
 	return nil
 }
 
-// newParser returns a line protocol parser for one connection.
-func newParser() (*influx.Parser, error) {
-	p := &influx.Parser{}
-	if err := p.Init(); err != nil {
-		return nil, err
+// receiverConfig returns the checked settings as the engine takes them.
+// The vault passphrase is only used by receiver.New.
+func (l *Listener) receiverConfig(passphrase []byte) receiver.Config {
+	c := receiver.Config{
+		Network:      l.network,
+		Address:      l.address,
+		MQTTUsername: l.MQTTUsername,
+		RelayAddress: l.RelayAddress,
+		RelayName:    l.RelayName,
+
+		IdentityTag:   l.IdentityTag,
+		AttributeTags: l.AttributeTags,
+		Allow:         l.Allow,
+
+		MaxConnections:         l.MaxConnections,
+		MaxHandshakesPerIP:     l.MaxHandshakesPerIP,
+		MaxChannelsPerIdentity: l.MaxChannelsPerIdentity,
+		HandshakeTimeout:       time.Duration(l.HandshakeTimeout),
+		ReadTimeout:            time.Duration(l.ReadTimeout),
+		MaxReceivedMessageSize: int(l.MaxReceivedMessageSize),
+		MaxUndeliveredMessages: l.MaxUndeliveredMessages,
+
+		MaxUndeliveredBytesPerChannel:  int64(l.MaxUndeliveredBytesPerChannel),
+		MaxUndeliveredBytesPerIdentity: int64(l.MaxUndeliveredBytesPerIdentity),
+
+		Trust: trust.Config{
+			Vault:          l.VaultPath,
+			Passphrase:     passphrase,
+			Credential:     l.CredentialPath,
+			Authority:      l.AuthorityPath,
+			Authorities:    l.AuthorityPaths,
+			RevocationList: l.RevocationList,
+			Revocation: trust.RevocationConfig{
+				Source:       l.RevocationSource,
+				PollInterval: time.Duration(l.RevocationPollInterval),
+				State:        l.RevocationState,
+				FailOpen:     l.RevocationFailOpen,
+				StaleRefuses: l.RevocationRefuseStale,
+			},
+			Peers: "devices",
+		},
+		RevocationCheckInterval: time.Duration(l.RevocationCheckInterval),
+
+		Log: l.Log,
+		Counters: func(field string, tags map[string]string) receiver.Counter {
+			return l.Statistics.Register(statsMeasurement, field, tags)
+		},
+		Now: l.now,
 	}
-	return p, nil
+	if !l.MQTTPassword.Empty() {
+		c.MQTTPassword = func() (string, error) {
+			password, err := l.MQTTPassword.Get()
+			if err != nil {
+				return "", err
+			}
+			defer password.Destroy()
+			return password.String(), nil
+		}
+	}
+	return c
+}
+
+// Receiver returns the engine that Init built from the settings, for a host
+// that runs it with a Sink of its own instead of Start (ockamd), or nil
+// before Init.
+func (l *Listener) Receiver() *receiver.Receiver { return l.receiver }
+
+// BucketTag is the reserved tag of docs/PROTOCOL.md, section 13: the bucket
+// an InfluxDB client named, set by ockam inlet influxdb.
+const BucketTag = receiver.BucketTag
+
+// Start listens on service_address and registers at the relay, and emits
+// the metrics of every message the receiver accepts into acc, as tracking
+// groups, until Stop.
+func (l *Listener) Start(acc telegraf.Accumulator) error {
+	s := newTrackingSink(acc, l.MaxUndeliveredMessages, l.Log, l.stats)
+	if err := l.receiver.Start(s); err != nil {
+		s.close()
+		return err
+	}
+	l.sink = s
+	return nil
+}
+
+// Stop closes the listener and every connection, and returns once every
+// goroutine has ended. Messages still awaiting delivery are not answered:
+// their senders deliver them again.
+func (l *Listener) Stop() {
+	if l.sink == nil {
+		return
+	}
+	l.receiver.Stop()
+	l.sink.close()
+	l.sink = nil
+	l.VaultPassphrase.Destroy()
+	l.MQTTPassword.Destroy()
 }

@@ -1,13 +1,14 @@
 package ockam_listener
 
 import (
+	"context"
 	"sync"
 	"time"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/models"
 
-	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/receiver"
 )
 
 // DeliveryOutcome may be implemented by the telegraf.DeliveryInfo values an
@@ -18,7 +19,7 @@ import (
 //
 // For a group that was not delivered, the listener answers with a nack whose
 // kind is Permanent() and whose reason is Reason() (cut to secure.MaxReason
-// bytes; "not delivered" if empty). Permanent tells the sender to drop the
+// bytes; receiver.ReasonNotDelivered if empty). Permanent tells the sender to drop the
 // message: it is only right when delivering the same message again cannot
 // succeed (InfluxDB refused its points, for example). For a delivered group
 // both methods are ignored.
@@ -54,6 +55,110 @@ const reasonRefusedByOutput = "refused for good by an output of the gateway (not
 // rejections blur the answer; then it gets the transient nack.
 const maxProbes = 3
 
+// trackingSink is the receiver.Sink of the plugin: it emits each message as
+// a tracking group of Telegraf's accumulator, and calls the message's done
+// with what Delivered() reports of the group.
+type trackingSink struct {
+	acc   telegraf.TrackingAccumulator
+	log   telegraf.Logger
+	stats *stats
+	// resend: the accumulator's results do not say why a group was not
+	// delivered, so the sink finds out by sending it again.
+	resend bool
+
+	// mu is held around AddTrackingMetricGroup and the insert into pending:
+	// an empty group (or one whose metrics are all filtered out) reports its
+	// delivery inside AddTrackingMetricGroup (a Telegraf internal), and the
+	// delivery loop waits on mu until the message is in pending.
+	mu      sync.Mutex
+	pending map[telegraf.TrackingID]pendingMessage
+
+	// Used by the delivery loop only.
+	suspects []pendingMessage // not delivered, waiting to be probed
+	probing  bool             // a probe is under way
+	// undeliveredLog: warnings about messages the outputs did not deliver.
+	undeliveredLog undeliveredLog
+
+	stop    context.CancelFunc
+	stopped chan struct{} // closed when the delivery loop has ended
+}
+
+var (
+	_ receiver.Sink       = (*trackingSink)(nil)
+	_ receiver.CopyKeeper = (*trackingSink)(nil)
+)
+
+// pendingMessage is an emitted message awaiting its delivery result.
+type pendingMessage struct {
+	peer receiver.Peer
+	done func(receiver.Outcome)
+
+	// For an accumulator without DeliveryOutcome (Telegraf's): a copy of
+	// the metrics as emitted, to emit them again on their own.
+	copies   []telegraf.Metric
+	evicted  int64 // models.AgentMetricsDropped when (last) emitted
+	written  int64 // models.AgentMetricsWritten when first emitted
+	rejected int64 // models.AgentMetricsRejected when last emitted as a probe
+	probes   int   // times emitted again as a probe
+}
+
+// newTrackingSink starts the delivery loop over acc, which has room for
+// max groups unanswered (the receiver never has more).
+func newTrackingSink(acc telegraf.Accumulator, max int, log telegraf.Logger, st *stats) *trackingSink {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &trackingSink{
+		acc:     acc.WithTracking(max),
+		log:     log,
+		stats:   st,
+		resend:  !reportsOutcomes(acc),
+		pending: make(map[telegraf.TrackingID]pendingMessage),
+		stop:    cancel,
+		stopped: make(chan struct{}),
+	}
+	go s.deliveryLoop(ctx)
+	return s
+}
+
+// KeepsCopies reports whether the sink keeps a copy of each message (under
+// Telegraf's accumulator): the receiver counts it under the byte budget.
+func (s *trackingSink) KeepsCopies() bool { return s.resend }
+
+// Deliver emits metrics as one tracking group.
+func (s *trackingSink) Deliver(peer receiver.Peer, metrics []telegraf.Metric, done func(receiver.Outcome)) {
+	p := pendingMessage{peer: peer, done: done}
+	if s.resend {
+		p.copies = make([]telegraf.Metric, len(metrics))
+		for i, m := range metrics {
+			p.copies[i] = m.Copy()
+		}
+		p.evicted = models.AgentMetricsDropped.Get()
+		p.written = models.AgentMetricsWritten.Get()
+	}
+	s.mu.Lock()
+	id := s.acc.AddTrackingMetricGroup(metrics)
+	s.pending[id] = p
+	s.mu.Unlock()
+}
+
+// close ends the delivery loop. Messages still pending are not answered.
+func (s *trackingSink) close() {
+	s.stop()
+	<-s.stopped
+}
+
+// deliveryLoop routes each delivery result to its message.
+func (s *trackingSink) deliveryLoop(ctx context.Context) {
+	defer close(s.stopped)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case info := <-s.acc.Delivered():
+			s.delivered(info)
+		}
+	}
+}
+
 // delivered answers the message whose group info reports on: an ack when
 // every output accepted it, else a nack.
 //
@@ -76,47 +181,38 @@ const maxProbes = 3
 // with the transient nack. InfluxDB down is
 // no refusal: the output keeps the batch and retries, and no result comes
 // until it is written.
-func (l *Listener) delivered(info telegraf.DeliveryInfo) {
-	l.mu.Lock()
-	p, ok := l.pending[info.ID()]
-	delete(l.pending, info.ID())
-	l.mu.Unlock()
+func (s *trackingSink) delivered(info telegraf.DeliveryInfo) {
+	s.mu.Lock()
+	p, ok := s.pending[info.ID()]
+	delete(s.pending, info.ID())
+	s.mu.Unlock()
 	if !ok {
-		<-l.undelivered
 		return // cannot happen: every added group is in pending
 	}
 	if p.probes > 0 {
-		l.probing = false
-		defer l.nextProbe()
+		s.probing = false
+		defer s.nextProbe()
 	}
 	_, outcome := info.(DeliveryOutcome)
 	switch {
 	case info.Delivered():
-		l.stats.messagesDelivered.Incr(1)
-		l.answer(p, secure.Message{Type: secure.TypeAck, Batch: p.batch})
-	case outcome || !l.resend || models.AgentMetricsDropped.Get() != p.evicted:
-		l.stats.messagesUndelivered.Incr(1)
-		l.answer(p, nackFor(info, p.batch))
+		p.done(receiver.Delivered())
+	case outcome || !s.resend || models.AgentMetricsDropped.Get() != p.evicted:
+		p.done(outcomeOf(info))
 		if !outcome {
-			l.warnUndelivered(p)
+			s.warnUndelivered(p)
 		}
 	case p.probes == 0:
-		l.suspects = append(l.suspects, p) // keeps its max_undelivered_messages slot and its bytes
-		l.nextProbe()
+		s.suspects = append(s.suspects, p) // keeps its max_undelivered_messages slot and its bytes
+		s.nextProbe()
 	case models.AgentMetricsRejected.Get()-p.rejected == int64(len(p.copies)) &&
 		models.AgentMetricsWritten.Get() != p.written:
-		l.answer(p, secure.Message{Type: secure.TypeNack, Batch: p.batch, Permanent: true, Reason: reasonRefusedByOutput})
-		l.stats.messagesRefused[refusedOutput].Incr(1)
-		if l.refusals.first(p.conn.key + " output") {
-			l.Log.Warnf("Refused a message from %s (output): an output refused its metrics twice, the second time "+
-				"sent again on their own; further output refusals for this sender are only counted", p.conn.peer.Identifier.Short())
-		}
+		p.done(receiver.Refused(receiver.RefusedOutput, reasonRefusedByOutput))
 	case p.probes < maxProbes:
-		l.suspects = append(l.suspects, p)
+		s.suspects = append(s.suspects, p)
 	default:
-		l.stats.messagesUndelivered.Incr(1)
-		l.answer(p, nackFor(info, p.batch))
-		l.warnUndelivered(p)
+		p.done(outcomeOf(info))
+		s.warnUndelivered(p)
 	}
 }
 
@@ -130,15 +226,19 @@ const undeliveredPeriod = time.Minute
 // the warning points the operator to the output's own log lines. Called
 // after the transient nack of p under Telegraf's accumulator; ockamd's
 // (DeliveryOutcome) logs InfluxDB's answer itself.
-func (l *Listener) warnUndelivered(p pendingMessage) {
-	n, senders, warn := l.undeliveredLog.add(p.conn.key, time.Now(), undeliveredPeriod)
+func (s *trackingSink) warnUndelivered(p pendingMessage) {
+	n, senders, warn := s.undeliveredLog.add(p.peer.Identifier.String(), time.Now(), undeliveredPeriod)
 	if !warn {
 		return
 	}
-	l.Log.Warnf("The outputs did not deliver %d messages from %d senders (the last from %s) since the last such "+
+	s.log.Warnf("The outputs did not deliver %d messages from %d senders (the last from %s) since the last such "+
 		"warning; the senders keep them and retry. See the outputs' errors above (a missing database or bucket "+
-		"gives 404 Not Found); this warning is logged at most once a minute", n, senders, p.conn.peer.Identifier.Short())
+		"gives 404 Not Found); this warning is logged at most once a minute", n, senders, p.peer.Identifier.Short())
 }
+
+// maxOnce bounds the senders an undeliveredLog remembers between two
+// warnings.
+const maxOnce = 10000
 
 // undeliveredLog counts the messages not delivered by the outputs between
 // two warnings, and the senders they came from.
@@ -174,43 +274,32 @@ func (u *undeliveredLog) add(sender string, now time.Time, period time.Duration)
 
 // nextProbe emits the copy of the next suspect's metrics as a new group, in
 // place of the one that was not delivered, unless a probe is under way.
-func (l *Listener) nextProbe() {
-	if l.probing || len(l.suspects) == 0 {
+func (s *trackingSink) nextProbe() {
+	if s.probing || len(s.suspects) == 0 {
 		return
 	}
-	p := l.suspects[0]
-	l.suspects[0] = pendingMessage{}
-	l.suspects = l.suspects[1:]
+	p := s.suspects[0]
+	s.suspects[0] = pendingMessage{}
+	s.suspects = s.suspects[1:]
 	metrics := make([]telegraf.Metric, len(p.copies))
 	for i, m := range p.copies {
 		metrics[i] = m.Copy() // p.copies stays for another probe
 	}
 	p.probes++
 	p.evicted, p.rejected = models.AgentMetricsDropped.Get(), models.AgentMetricsRejected.Get()
-	l.probing = true
-	l.stats.messagesResent.Incr(1)
-	l.mu.Lock()
-	id := l.acc.AddTrackingMetricGroup(metrics)
-	l.pending[id] = p
-	l.mu.Unlock()
+	s.probing = true
+	s.stats.messagesResent.Incr(1)
+	s.mu.Lock()
+	id := s.acc.AddTrackingMetricGroup(metrics)
+	s.pending[id] = p
+	s.mu.Unlock()
 }
 
-// answer gives back what a pending message held and replies to its sender.
-func (l *Listener) answer(p pendingMessage, m secure.Message) {
-	<-l.undelivered
-	l.budget.release(p.conn, p.conn.key, p.size)
-	l.stats.undeliveredBytes.Incr(-p.size)
-	p.conn.reply(m)
-}
-
-// nackFor returns the nack of batch, whose group was not delivered.
-func nackFor(info telegraf.DeliveryInfo, batch uint64) secure.Message {
-	m := secure.Message{Type: secure.TypeNack, Batch: batch, Reason: reasonNotDelivered}
-	if o, ok := info.(DeliveryOutcome); ok {
-		m.Permanent = o.Permanent()
-		if r := o.Reason(); r != "" {
-			m.Reason = truncateReason(r)
-		}
+// outcomeOf returns the outcome of a group that was not delivered.
+func outcomeOf(info telegraf.DeliveryInfo) receiver.Outcome {
+	o, ok := info.(DeliveryOutcome)
+	if !ok {
+		return receiver.Transient(receiver.ReasonNotDelivered)
 	}
-	return m
+	return receiver.Outcome{Permanent: o.Permanent(), Reason: o.Reason()}
 }

@@ -80,7 +80,7 @@ func TestDeliveryOutcome(t *testing.T) {
 	require.NoError(t, l.Start(acc))
 	t.Cleanup(func() { l.Stop(); close(acc.done) })
 	out := &outputs{t: t, acc: acc.Accumulator}
-	c := p.device(nil).dial(t, l.ln.Addr().String())
+	c := p.device(nil).dial(t, l.receiver.Addr().String())
 
 	c.send(1, "cpu usage=1 1700000000000000000\n")
 	out.take(1)[0].Reject()

@@ -20,7 +20,7 @@ import (
 // restarted returns a new Listener with l's vault, credential and
 // authorities (so the same default revocation_state), asking source.
 func restarted(l *Listener, source string, log *testutil.CaptureLogger) *Listener {
-	n := newListener()
+	n := New()
 	n.ServiceAddress = "tcp://127.0.0.1:0"
 	n.VaultPath, n.CredentialPath, n.AuthorityPaths = l.VaultPath, l.CredentialPath, l.AuthorityPaths
 	n.RevocationSource = source

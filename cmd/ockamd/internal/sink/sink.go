@@ -1,26 +1,20 @@
-// Package sink is where ockamd's listener puts the metrics it verified: an
-// Accumulator that writes every tracking group to InfluxDB with the blocking
-// write API and reports, on Delivered(), whether InfluxDB stored it, and if
-// not, whether the sender should retry (ockam_listener.DeliveryOutcome).
+// Package sink is where ockamd's receiver puts the metrics it verified: a
+// receiver.Sink that writes each message's metrics to InfluxDB with the
+// blocking write API and then answers the message: delivered when InfluxDB
+// stored them, else whether the sender should retry.
 //
-// The listener (plugins/inputs/ockam_listener) is the same one Telegraf
-// runs; only the accumulator differs. Its contract is Telegraf's tracking
-// accumulator (TELEGRAF.md, "Tracking accumulator"): one result per group,
-// on a channel of the capacity given to WithTracking, which the caller must
-// never exceed with unanswered groups.
+// The receiver (package receiver) is the engine inputs.ockam_listener runs
+// in Telegraf; only the Sink differs.
 package sink
 
 import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/influxdata/telegraf"
-	"github.com/influxdata/telegraf/metric"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
+	"github.com/ockam-addons/telegraf-ockam/receiver"
 )
 
 // ReasonShuttingDown is the transient nack reason of a group that arrives,
@@ -44,33 +38,15 @@ type GroupWriter interface {
 	Write(ctx context.Context, metrics []telegraf.Metric) Outcome
 }
 
-// deliveryInfo is one result on Delivered().
-type deliveryInfo struct {
-	id      telegraf.TrackingID
-	outcome Outcome
-}
-
-var _ ockam_listener.DeliveryOutcome = deliveryInfo{}
-
-func (d deliveryInfo) ID() telegraf.TrackingID { return d.id }
-func (d deliveryInfo) Delivered() bool         { return d.outcome.Delivered }
-func (d deliveryInfo) Permanent() bool         { return d.outcome.Permanent }
-func (d deliveryInfo) Reason() string          { return d.outcome.Reason }
-
-// Accumulator is a telegraf.TrackingAccumulator whose groups go to a
-// GroupWriter, written by a fixed number of workers.
+// Sink is a receiver.Sink whose messages go to a GroupWriter, written by a
+// fixed number of workers.
 //
-// Tracking groups are queued, never written by the caller's goroutine:
-// AddTrackingMetricGroup returns at once, and each group's result arrives on
-// Delivered() once the writer is done with it. Metrics added without
-// tracking (AddMetric, AddFields, …) are written in the caller's goroutine;
-// a failure is logged, as no one is waiting for it.
-//
-// The caller (the listener) must call WithTracking once before adding
-// anything, and keep at most that many groups unanswered: every group takes
-// a place in the queue and then in the Delivered() channel until it is read.
-// Going beyond is a bug, and panics, as Telegraf's own accumulator does.
-type Accumulator struct {
+// Messages are queued, never written by the receiver's goroutine: Deliver
+// returns at once, and each message's done is called once the writer is
+// done with it. The queue holds max messages, the receiver's
+// max_undelivered_messages: the receiver never has more undelivered, and
+// going beyond is a bug, which panics.
+type Sink struct {
 	writer  GroupWriter
 	workers int
 	log     telegraf.Logger
@@ -78,150 +54,131 @@ type Accumulator struct {
 	ctx     context.Context // canceled by Close: writes in progress end
 	cancel  context.CancelFunc
 	running sync.WaitGroup // the workers
-	lastID  atomic.Uint64
 
-	mu        sync.Mutex
-	jobs      chan job // set by WithTracking
-	delivered chan telegraf.DeliveryInfo
-	busy      int // tracking groups queued or being written
-	state     state
-	idle      chan struct{} // closed once draining and busy is 0
+	mu    sync.Mutex
+	jobs  chan job
+	held  int // messages queued or being written, not yet answered (the capacity)
+	busy  int // messages queued, being written or being answered (Drain)
+	state state
+	idle  chan struct{} // closed once no longer running and busy is 0
+	// idleClosed: idle is closed.
+	idleClosed bool
 }
 
 type state int
 
 const (
 	running  state = iota
-	draining       // new groups are refused (transient), queued ones are written
-	closed         // new groups are refused, writes in progress are canceled
+	draining       // new messages are refused (transient), queued ones are written
+	closed         // new messages are refused, writes in progress are canceled
 )
 
 type job struct {
-	id      telegraf.TrackingID
 	metrics []telegraf.Metric
+	done    func(receiver.Outcome)
 }
 
-var (
-	_ telegraf.TrackingAccumulator   = (*Accumulator)(nil)
-	_ ockam_listener.OutcomeReporter = (*Accumulator)(nil)
-)
+var _ receiver.Sink = (*Sink)(nil)
 
-// New returns an Accumulator that writes with w, workers groups at a time.
-func New(w GroupWriter, workers int, log telegraf.Logger) *Accumulator {
-	if workers < 1 {
-		panic("sink: workers must be at least 1")
+// New returns a Sink that writes with w, workers messages at a time, for a
+// receiver with max undelivered messages, and starts its workers.
+func New(w GroupWriter, workers, max int, log telegraf.Logger) *Sink {
+	if workers < 1 || max < 1 {
+		panic("sink: workers and max must be at least 1")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Accumulator{writer: w, workers: workers, log: log, ctx: ctx, cancel: cancel, idle: make(chan struct{})}
-}
-
-// WithTracking makes room for max unanswered groups and starts the
-// workers. It may be called once.
-func (a *Accumulator) WithTracking(max int) telegraf.TrackingAccumulator {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.jobs != nil {
-		panic("sink: WithTracking called twice")
+	s := &Sink{writer: w, workers: workers, log: log, ctx: ctx, cancel: cancel,
+		jobs: make(chan job, max), idle: make(chan struct{})}
+	s.running.Add(workers)
+	for range workers {
+		go s.work()
 	}
-	a.jobs = make(chan job, max)
-	a.delivered = make(chan telegraf.DeliveryInfo, max)
-	a.running.Add(a.workers)
-	for range a.workers {
-		go a.work()
-	}
-	return a
+	return s
 }
 
-// Delivered returns the channel of the groups' results.
-func (a *Accumulator) Delivered() <-chan telegraf.DeliveryInfo {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.delivered
-}
-
-// AddTrackingMetricGroup queues group for writing and returns its ID. An
-// empty group is reported delivered at once, and a group added after Drain
-// or Close is reported not delivered (transient, ReasonShuttingDown) at once,
-// both before AddTrackingMetricGroup returns.
-func (a *Accumulator) AddTrackingMetricGroup(group []telegraf.Metric) telegraf.TrackingID {
-	id := telegraf.TrackingID(a.lastID.Add(1))
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// Deliver queues metrics for writing. An empty message is delivered at
+// once, and one that arrives after Drain or Close is refused (transient,
+// ReasonShuttingDown) at once, both before Deliver returns.
+func (s *Sink) Deliver(_ receiver.Peer, metrics []telegraf.Metric, done func(receiver.Outcome)) {
+	s.mu.Lock()
 	switch {
-	case a.jobs == nil:
-		panic("sink: AddTrackingMetricGroup before WithTracking")
-	case a.busy+len(a.delivered) >= cap(a.delivered):
-		// Queued, being written, or answered and not read yet.
-		panic("sink: more tracking groups unanswered than WithTracking's max")
-	case len(group) == 0:
-		a.notify(id, Outcome{Delivered: true})
-	case a.state != running:
-		a.notify(id, Outcome{Reason: ReasonShuttingDown})
+	case len(metrics) == 0:
+		s.mu.Unlock()
+		done(receiver.Delivered())
+	case s.state != running:
+		s.mu.Unlock()
+		done(answer(Outcome{Reason: ReasonShuttingDown}))
 	default:
-		a.jobs <- job{id: id, metrics: group} // room: busy < cap(jobs)
-		a.busy++
-	}
-	return id
-}
-
-// AddTrackingMetric is AddTrackingMetricGroup of one metric.
-func (a *Accumulator) AddTrackingMetric(m telegraf.Metric) telegraf.TrackingID {
-	return a.AddTrackingMetricGroup([]telegraf.Metric{m})
-}
-
-// notify reports a result, with mu held (so that busy and the results
-// waiting in delivered add up to the groups unanswered). The check in
-// AddTrackingMetricGroup keeps room for it: it never waits.
-func (a *Accumulator) notify(id telegraf.TrackingID, o Outcome) {
-	select {
-	case a.delivered <- deliveryInfo{id: id, outcome: o}:
-	default:
-		panic("sink: Delivered() is full: more tracking groups unanswered than WithTracking's max")
+		if s.held >= cap(s.jobs) {
+			s.mu.Unlock()
+			panic("sink: more messages undelivered than max")
+		}
+		s.jobs <- job{metrics: metrics, done: done} // room: held < cap(jobs)
+		s.held++
+		s.busy++
+		s.mu.Unlock()
 	}
 }
 
-// work writes queued groups until Close.
-func (a *Accumulator) work() {
-	defer a.running.Done()
+// answer is the receiver's outcome of a write.
+func answer(o Outcome) receiver.Outcome {
+	if o.Delivered {
+		return receiver.Delivered()
+	}
+	return receiver.Outcome{Permanent: o.Permanent, Reason: o.Reason}
+}
+
+// work writes queued messages until Close.
+func (s *Sink) work() {
+	defer s.running.Done()
 	for {
 		select {
-		case <-a.ctx.Done():
+		case <-s.ctx.Done():
 			return
-		case j := <-a.jobs:
-			o := a.writer.Write(a.ctx, j.metrics)
-			if !o.Delivered && a.ctx.Err() != nil {
+		case j := <-s.jobs:
+			o := s.writer.Write(s.ctx, j.metrics)
+			if !o.Delivered && s.ctx.Err() != nil {
 				o = Outcome{Reason: ReasonShuttingDown} // canceled by Close
 			}
-			a.done(j.id, o)
+			s.finish(j, o)
 		}
 	}
 }
 
-// done reports the result of a written group.
-func (a *Accumulator) done(id telegraf.TrackingID, o Outcome) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.notify(id, o)
-	a.busy--
-	if a.state == draining && a.busy == 0 {
-		close(a.idle)
+// finish answers a written message. Its place in the queue is free before
+// done: done lets the receiver deliver the next message at once.
+func (s *Sink) finish(j job, o Outcome) {
+	s.mu.Lock()
+	s.held--
+	s.mu.Unlock()
+	j.done(answer(o))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy--
+	s.closeIdleLocked()
+}
+
+// closeIdleLocked closes idle once the sink no longer runs and nothing is
+// queued or being written.
+func (s *Sink) closeIdleLocked() {
+	if s.state != running && s.busy == 0 && !s.idleClosed {
+		s.idleClosed = true
+		close(s.idle)
 	}
 }
 
-// Drain refuses every group added from now on (transient nack,
-// ReasonShuttingDown) and waits until each queued group has been written
-// and its result put on Delivered(), or ctx ends.
-func (a *Accumulator) Drain(ctx context.Context) error {
-	a.mu.Lock()
-	if a.state == running {
-		a.state = draining
-		if a.busy == 0 {
-			close(a.idle)
-		}
+// Drain refuses every message delivered from now on (transient nack,
+// ReasonShuttingDown) and waits until each queued message has been written
+// and answered, or ctx ends.
+func (s *Sink) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state == running {
+		s.state = draining
+		s.closeIdleLocked()
 	}
-	idle := a.idle
-	st := a.state
-	a.mu.Unlock()
+	idle := s.idle
+	st := s.state
+	s.mu.Unlock()
 	if st == closed {
 		return errors.New("sink: Drain after Close")
 	}
@@ -233,78 +190,21 @@ func (a *Accumulator) Drain(ctx context.Context) error {
 	}
 }
 
-// Close cancels the writes in progress, stops the workers and reports every
-// group not written as not delivered (transient, ReasonShuttingDown).
-// Results still go to Delivered(), which has room for them. Groups added
-// later are refused the same way.
-func (a *Accumulator) Close() {
-	a.mu.Lock()
-	a.state = closed
-	jobs := a.jobs
-	a.mu.Unlock()
-	a.cancel()
-	a.running.Wait()
-	for jobs != nil {
+// Close cancels the writes in progress, stops the workers and answers every
+// message not written as not delivered (transient, ReasonShuttingDown).
+// Messages delivered later are refused the same way.
+func (s *Sink) Close() {
+	s.mu.Lock()
+	s.state = closed
+	s.mu.Unlock()
+	s.cancel()
+	s.running.Wait()
+	for {
 		select {
-		case j := <-jobs:
-			a.done(j.id, Outcome{Reason: ReasonShuttingDown})
+		case j := <-s.jobs:
+			s.finish(j, Outcome{Reason: ReasonShuttingDown})
 		default:
 			return
 		}
 	}
 }
-
-// AddMetric writes m at once, without tracking; a failure is logged.
-func (a *Accumulator) AddMetric(m telegraf.Metric) {
-	if o := a.writer.Write(a.ctx, []telegraf.Metric{m}); !o.Delivered {
-		a.log.Errorf("Writing a metric of %q without tracking failed: %s", m.Name(), o.Reason)
-	}
-}
-
-// AddFields writes an untyped metric, as AddMetric.
-func (a *Accumulator) AddFields(measurement string, fields map[string]any, tags map[string]string, t ...time.Time) {
-	a.add(measurement, fields, tags, telegraf.Untyped, t)
-}
-
-// AddGauge writes a gauge, as AddMetric.
-func (a *Accumulator) AddGauge(measurement string, fields map[string]any, tags map[string]string, t ...time.Time) {
-	a.add(measurement, fields, tags, telegraf.Gauge, t)
-}
-
-// AddCounter writes a counter, as AddMetric.
-func (a *Accumulator) AddCounter(measurement string, fields map[string]any, tags map[string]string, t ...time.Time) {
-	a.add(measurement, fields, tags, telegraf.Counter, t)
-}
-
-// AddSummary writes a summary, as AddMetric.
-func (a *Accumulator) AddSummary(measurement string, fields map[string]any, tags map[string]string, t ...time.Time) {
-	a.add(measurement, fields, tags, telegraf.Summary, t)
-}
-
-// AddHistogram writes a histogram, as AddMetric.
-func (a *Accumulator) AddHistogram(measurement string, fields map[string]any, tags map[string]string, t ...time.Time) {
-	a.add(measurement, fields, tags, telegraf.Histogram, t)
-}
-
-func (a *Accumulator) add(measurement string, fields map[string]any, tags map[string]string, tp telegraf.ValueType, t []time.Time) {
-	tm := time.Now()
-	if len(t) > 0 {
-		tm = t[0]
-	}
-	a.AddMetric(metric.New(measurement, tags, fields, tm, tp))
-}
-
-// SetPrecision does nothing: timestamps are written in nanoseconds.
-func (*Accumulator) SetPrecision(time.Duration) {}
-
-// AddError logs err.
-func (a *Accumulator) AddError(err error) {
-	if err != nil {
-		a.log.Errorf("Error in the listener: %v", err)
-	}
-}
-
-// ReportsOutcomes reports true: every result on Delivered() implements
-// ockam_listener.DeliveryOutcome, so the listener keeps no copy of a
-// message to send it again.
-func (*Accumulator) ReportsOutcomes() bool { return true }

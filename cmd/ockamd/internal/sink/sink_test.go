@@ -12,7 +12,7 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
+	"github.com/ockam-addons/telegraf-ockam/receiver"
 )
 
 // wait bounds every wait for something that should happen promptly, with
@@ -56,31 +56,33 @@ func (f *fakeWriter) Write(ctx context.Context, ms []telegraf.Metric) Outcome {
 	return f.outcome(ms)
 }
 
-// results reads n results from acc, by ID.
-func results(t *testing.T, acc telegraf.TrackingAccumulator, n int) map[telegraf.TrackingID]telegraf.DeliveryInfo {
+// outcomeCh gets the outcome of one delivered message, once done is called.
+type outcomeCh chan receiver.Outcome
+
+// deliver hands metrics to s and returns where its outcome arrives; a
+// second call of done fails the test.
+func deliver(t *testing.T, s *Sink, metrics []telegraf.Metric) outcomeCh {
 	t.Helper()
-	out := make(map[telegraf.TrackingID]telegraf.DeliveryInfo, n)
-	for range n {
-		select {
-		case info := <-acc.Delivered():
-			_, dup := out[info.ID()]
-			require.False(t, dup, "two results for group %d", info.ID())
-			out[info.ID()] = info
-		case <-time.After(wait):
-			t.Fatalf("%d results of %d", len(out), n)
-		}
-	}
-	return out
+	a := make(outcomeCh, 2)
+	s.Deliver(receiver.Peer{}, metrics, func(o receiver.Outcome) { a <- o })
+	return a
 }
 
-// requireOutcome checks a result against want, through the interfaces the
-// listener uses.
-func requireOutcome(t *testing.T, want Outcome, info telegraf.DeliveryInfo) {
+// requireOutcome waits for a's outcome and checks it against want, and
+// that done was called once.
+func (a outcomeCh) requireOutcome(t *testing.T, want receiver.Outcome) {
 	t.Helper()
-	o, ok := info.(ockam_listener.DeliveryOutcome)
-	require.True(t, ok, "the result implements ockam_listener.DeliveryOutcome")
-	require.Equal(t, want, Outcome{Delivered: info.Delivered(), Permanent: o.Permanent(), Reason: o.Reason()})
+	select {
+	case o := <-a:
+		require.Equal(t, want, o)
+	case <-time.After(wait):
+		t.Fatal("no outcome")
+	}
+	require.Empty(t, a, "done called twice")
 }
+
+// answered reports whether a's outcome has come.
+func (a outcomeCh) answered() bool { return len(a) > 0 }
 
 func group(values ...float64) []telegraf.Metric {
 	ms := make([]telegraf.Metric, len(values))
@@ -90,88 +92,99 @@ func group(values ...float64) []telegraf.Metric {
 	return ms
 }
 
-func newTestAccumulator(t *testing.T, w GroupWriter, workers, max int) (*Accumulator, telegraf.TrackingAccumulator) {
+func newTestSink(t *testing.T, w GroupWriter, workers, max int) *Sink {
 	t.Helper()
-	a := New(w, workers, testutil.Logger{Name: "ockamd"})
-	t.Cleanup(a.Close)
-	return a, a.WithTracking(max)
+	s := New(w, workers, max, testutil.Logger{Name: "ockamd"})
+	t.Cleanup(s.Close)
+	return s
 }
 
-func TestAccumulatorReportsEachGroup(t *testing.T) {
+var shuttingDown = receiver.Outcome{Reason: ReasonShuttingDown}
+
+func TestSinkAnswersEachMessage(t *testing.T) {
 	outcomes := map[float64]Outcome{
 		1: {Delivered: true},
 		2: {Permanent: true, Reason: "influxdb 400: partial write"},
 		3: {Reason: "influxdb unreachable"},
 	}
+	want := map[float64]receiver.Outcome{
+		1: receiver.Delivered(),
+		2: {Permanent: true, Reason: "influxdb 400: partial write"},
+		3: receiver.Transient("influxdb unreachable"),
+	}
 	w := &fakeWriter{outcome: func(ms []telegraf.Metric) Outcome {
 		v, _ := ms[0].GetField("value")
 		return outcomes[v.(float64)]
 	}}
-	_, acc := newTestAccumulator(t, w, 2, 10)
+	s := newTestSink(t, w, 2, 10)
 
-	ids := map[telegraf.TrackingID]Outcome{}
-	for v, o := range outcomes {
-		ids[acc.AddTrackingMetricGroup(group(v, v))] = o
+	answers := map[float64]outcomeCh{}
+	for v := range outcomes {
+		answers[v] = deliver(t, s, group(v, v))
 	}
-	got := results(t, acc, len(ids))
-	for id, want := range ids {
-		requireOutcome(t, want, got[id])
+	for v, a := range answers {
+		a.requireOutcome(t, want[v])
 	}
-	require.Len(t, w.written, 3, "one write per group")
+	require.Len(t, w.written, 3, "one write per message")
 	for _, g := range w.written {
-		require.Len(t, g, 2, "a group is written whole")
+		require.Len(t, g, 2, "a message is written whole")
 	}
 }
 
-func TestAccumulatorEmptyGroup(t *testing.T) {
+func TestSinkEmptyMessage(t *testing.T) {
 	w := &fakeWriter{}
-	_, acc := newTestAccumulator(t, w, 1, 1)
-	id := acc.AddTrackingMetricGroup(nil)
-	// Reported before AddTrackingMetricGroup returned.
-	require.Len(t, acc.Delivered(), 1)
-	requireOutcome(t, Outcome{Delivered: true}, results(t, acc, 1)[id])
+	s := newTestSink(t, w, 1, 1)
+	a := deliver(t, s, nil)
+	require.True(t, a.answered(), "answered before Deliver returned")
+	a.requireOutcome(t, receiver.Delivered())
 	require.Empty(t, w.written)
 }
 
-// TestAccumulatorParallelWrites runs on the bubble's clock (testing/synctest):
+// TestSinkParallelWrites runs on the bubble's clock (testing/synctest):
 // once every worker is blocked, no fourth write can start.
-func TestAccumulatorParallelWrites(t *testing.T) {
+func TestSinkParallelWrites(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &fakeWriter{gate: make(chan struct{})}
-		_, acc := newTestAccumulator(t, w, 3, 10)
+		s := newTestSink(t, w, 3, 10)
+		var answers []outcomeCh
 		for i := range 8 {
-			acc.AddTrackingMetricGroup(group(float64(i)))
+			answers = append(answers, deliver(t, s, group(float64(i))))
 		}
 		synctest.Wait() // every worker is in a write, or idle
 		require.Equal(t, int64(3), w.active.Load())
 		require.Equal(t, int64(3), w.maxActive.Load())
-		require.Empty(t, acc.Delivered(), "nothing is answered before it is written")
+		for _, a := range answers {
+			require.False(t, a.answered(), "nothing is answered before it is written")
+		}
 		close(w.gate)
-		results(t, acc, 8)
+		for _, a := range answers {
+			a.requireOutcome(t, receiver.Delivered())
+		}
 		require.Equal(t, int64(3), w.maxActive.Load())
 	})
 }
 
-// TestAccumulatorDrain runs on the bubble's clock (testing/synctest): Drain
-// is seen still waiting once nothing else can move.
-func TestAccumulatorDrain(t *testing.T) {
+// TestSinkDrain runs on the bubble's clock (testing/synctest): Drain is
+// seen still waiting once nothing else can move.
+func TestSinkDrain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &fakeWriter{gate: make(chan struct{})}
-		a, acc := newTestAccumulator(t, w, 1, 10)
-		first := acc.AddTrackingMetricGroup(group(1))
-		queued := acc.AddTrackingMetricGroup(group(2))
+		s := newTestSink(t, w, 1, 10)
+		first := deliver(t, s, group(1))
+		queued := deliver(t, s, group(2))
 		synctest.Wait()
 		require.Equal(t, int64(1), w.active.Load())
 
 		drained := make(chan error, 1)
-		go func() { drained <- a.Drain(context.Background()) }()
-		// Once draining, a new group is refused at once; the queued ones wait.
+		go func() { drained <- s.Drain(context.Background()) }()
+		// Once draining, a new message is refused at once; the queued ones wait.
 		synctest.Wait()
-		a.mu.Lock()
-		require.Equal(t, draining, a.state)
-		a.mu.Unlock()
-		late := acc.AddTrackingMetricGroup(group(3))
-		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
+		s.mu.Lock()
+		require.Equal(t, draining, s.state)
+		s.mu.Unlock()
+		late := deliver(t, s, group(3))
+		require.True(t, late.answered(), "refused before Deliver returned")
+		late.requireOutcome(t, shuttingDown)
 		synctest.Wait()
 		select {
 		case err := <-drained:
@@ -181,29 +194,29 @@ func TestAccumulatorDrain(t *testing.T) {
 
 		close(w.gate)
 		require.NoError(t, <-drained)
-		// Every result is on Delivered() when Drain returns.
-		require.Len(t, acc.Delivered(), 2)
-		got := results(t, acc, 2)
-		requireOutcome(t, Outcome{Delivered: true}, got[first])
-		requireOutcome(t, Outcome{Delivered: true}, got[queued])
+		// Every message is answered when Drain returns.
+		require.True(t, first.answered())
+		require.True(t, queued.answered())
+		first.requireOutcome(t, receiver.Delivered())
+		queued.requireOutcome(t, receiver.Delivered())
 		require.Len(t, w.written, 2)
 	})
 }
 
-func TestAccumulatorDrainIdle(t *testing.T) {
-	a, _ := newTestAccumulator(t, &fakeWriter{}, 1, 1)
-	require.NoError(t, a.Drain(context.Background()))
-	require.NoError(t, a.Drain(context.Background()), "twice")
+func TestSinkDrainIdle(t *testing.T) {
+	s := newTestSink(t, &fakeWriter{}, 1, 1)
+	require.NoError(t, s.Drain(context.Background()))
+	require.NoError(t, s.Drain(context.Background()), "twice")
 }
 
-// TestAccumulatorCloseCancelsWrites runs on the bubble's clock
+// TestSinkCloseCancelsWrites runs on the bubble's clock
 // (testing/synctest): Drain's deadline passes while the write hangs.
-func TestAccumulatorCloseCancelsWrites(t *testing.T) {
+func TestSinkCloseCancelsWrites(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &fakeWriter{gate: make(chan struct{})} // never opens: InfluxDB hangs
-		a, acc := newTestAccumulator(t, w, 1, 10)
-		inFlight := acc.AddTrackingMetricGroup(group(1))
-		queued := acc.AddTrackingMetricGroup(group(2))
+		s := newTestSink(t, w, 1, 10)
+		inFlight := deliver(t, s, group(1))
+		queued := deliver(t, s, group(2))
 		synctest.Wait()
 		require.Equal(t, int64(1), w.active.Load())
 
@@ -211,52 +224,39 @@ func TestAccumulatorCloseCancelsWrites(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
 		started := time.Now()
-		require.ErrorIs(t, a.Drain(ctx), context.DeadlineExceeded)
+		require.ErrorIs(t, s.Drain(ctx), context.DeadlineExceeded)
 		require.Equal(t, deadline, time.Since(started), "Drain gives up at its deadline")
 
-		a.Close()
-		got := results(t, acc, 2)
-		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[inFlight])
-		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, got[queued])
-		late := acc.AddTrackingMetricGroup(group(3))
-		requireOutcome(t, Outcome{Reason: ReasonShuttingDown}, results(t, acc, 1)[late])
-		a.Close() // twice is fine
+		s.Close()
+		inFlight.requireOutcome(t, shuttingDown)
+		queued.requireOutcome(t, shuttingDown)
+		late := deliver(t, s, group(3))
+		late.requireOutcome(t, shuttingDown)
+		s.Close() // twice is fine
+		require.ErrorContains(t, s.Drain(context.Background()), "Drain after Close")
 	})
 }
 
-func TestAccumulatorCallerBugsPanic(t *testing.T) {
-	a := New(&fakeWriter{}, 1, testutil.Logger{})
-	t.Cleanup(a.Close)
-	require.PanicsWithValue(t, "sink: AddTrackingMetricGroup before WithTracking", func() { a.AddTrackingMetricGroup(group(1)) })
-	a.WithTracking(1)
-	require.PanicsWithValue(t, "sink: WithTracking called twice", func() { a.WithTracking(1) })
-	require.Panics(t, func() { New(&fakeWriter{}, 0, testutil.Logger{}) })
+// TestSinkCallerBugsPanic: more undelivered messages than max is the
+// receiver's bug; the place of a message is free again before its done.
+func TestSinkCallerBugsPanic(t *testing.T) {
+	require.Panics(t, func() { New(&fakeWriter{}, 0, 1, testutil.Logger{}) })
+	require.Panics(t, func() { New(&fakeWriter{}, 1, 0, testutil.Logger{}) })
 
-	// More unanswered groups than WithTracking's max: one is being written
-	// (or answered and not read), so a second is a bug.
-	_, acc := newTestAccumulator(t, &fakeWriter{}, 1, 1)
-	acc.AddTrackingMetricGroup(group(1))
-	require.PanicsWithValue(t, "sink: more tracking groups unanswered than WithTracking's max", func() {
-		acc.AddTrackingMetricGroup(group(2))
+	w := &fakeWriter{gate: make(chan struct{})}
+	s := newTestSink(t, w, 1, 1)
+	first := deliver(t, s, group(1))
+	require.PanicsWithValue(t, "sink: more messages undelivered than max", func() { deliver(t, s, group(2)) })
+	close(w.gate)
+	first.requireOutcome(t, receiver.Delivered())
+	// done is called with the place free: a receiver may deliver again from
+	// inside done.
+	again := make(outcomeCh, 2)
+	fourth := make(chan outcomeCh, 1)
+	s.Deliver(receiver.Peer{}, group(3), func(o receiver.Outcome) {
+		again <- o
+		fourth <- deliver(t, s, group(4)) // would panic if the place were still taken
 	})
-	results(t, acc, 1)
-	acc.AddTrackingMetricGroup(group(3)) // room again
-	results(t, acc, 1)
-}
-
-func TestAccumulatorUntracked(t *testing.T) {
-	w := &fakeWriter{outcome: func([]telegraf.Metric) Outcome { return Outcome{Reason: "influxdb unreachable"} }}
-	log := &testutil.CaptureLogger{Name: "ockamd"}
-	a := New(w, 1, log)
-	t.Cleanup(a.Close)
-	a.AddFields("temp", map[string]any{"value": 1.0}, map[string]string{"site": "x"}, ts)
-	a.AddGauge("temp", map[string]any{"value": 2.0}, nil)
-	require.Len(t, w.written, 2, "written in the caller's goroutine")
-	require.Equal(t, telegraf.Gauge, w.written[1][0].Type())
-	require.Equal(t, ts, w.written[0][0].Time())
-	require.Len(t, log.Errors(), 2)
-	require.Contains(t, log.Errors()[0], "influxdb unreachable")
-	a.AddError(nil)
-	a.AddError(context.Canceled)
-	require.Len(t, log.Errors(), 3)
+	again.requireOutcome(t, receiver.Delivered())
+	(<-fourth).requireOutcome(t, receiver.Delivered())
 }

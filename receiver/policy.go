@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"errors"
@@ -7,6 +7,14 @@ import (
 
 	"github.com/influxdata/telegraf/filter"
 )
+
+// AllowRule is one allow block ([[inputs.ockam_listener.allow]]): a
+// sender whose credential has all Attributes (equal values) may write
+// Measurements (globs of Telegraf's filter package).
+type AllowRule struct {
+	Attributes   map[string]string `toml:"attributes"`
+	Measurements []string          `toml:"measurements"`
+}
 
 // policy is the compiled list of allow blocks. A nil policy (no allow block)
 // lets any sender with a valid credential write anything.

@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"fmt"
@@ -32,15 +32,15 @@ const (
 	// maxStringField is the documented bound of a string field value in
 	// InfluxDB 1.x ("64KB"); longer strings are not guaranteed to be stored.
 	maxStringField = 64 << 10
-	// reservedKey is the name influxd refuses as a tag key, and drops as a
+	// ReservedKey is the name influxd refuses as a tag key, and drops as a
 	// field key.
-	reservedKey = "time"
+	ReservedKey = "time"
 )
 
 // pointRefusal is why a message was refused before delivery: the
 // messages_refused reason and the nack's text.
 type pointRefusal struct {
-	kind   string // refusedReservedField or refusedInvalidPoint
+	kind   string // RefusedReservedField or RefusedInvalidPoint
 	reason string
 }
 
@@ -49,12 +49,12 @@ type pointRefusal struct {
 // docs/PROTOCOL.md, section 13. InfluxQL resolves a name that is both a
 // tag and a field to the field, so a device's field "ockam_identity" would
 // answer a query for another device's verified tag.
-func (l *Listener) reservedFields() map[string]bool {
+func reservedFields(identityTag string, attributeTags []string) map[string]bool {
 	r := map[string]bool{BucketTag: true}
-	if l.IdentityTag != "" {
-		r[l.IdentityTag] = true
+	if identityTag != "" {
+		r[identityTag] = true
 	}
-	for _, k := range l.AttributeTags {
+	for _, k := range attributeTags {
 		r[k] = true
 	}
 	return r
@@ -69,13 +69,13 @@ func checkPoints(metrics []telegraf.Metric, reserved map[string]bool, stamped ma
 		name := m.Name()
 		for _, f := range m.FieldList() {
 			if reserved[f.Key] {
-				return &pointRefusal{refusedReservedField, fmt.Sprintf(
+				return &pointRefusal{RefusedReservedField, fmt.Sprintf(
 					"field %q on measurement %q has the name of a tag the listener sets from the sender's credential; "+
 						"rename the field", f.Key, name)}
 			}
 		}
 		if r := checkInfluxRules(m, stamped, types); r != "" {
-			return &pointRefusal{refusedInvalidPoint, r}
+			return &pointRefusal{RefusedInvalidPoint, r}
 		}
 	}
 	return nil
@@ -85,8 +85,8 @@ func checkPoints(metrics []telegraf.Metric, reserved map[string]bool, stamped ma
 // influxd's own where it has one.
 func checkInfluxRules(m telegraf.Metric, stamped map[string]string, types map[string]string) string {
 	name := m.Name()
-	if _, ok := m.GetTag(reservedKey); ok {
-		return fmt.Sprintf("invalid tag key: input tag %q on measurement %q is invalid", reservedKey, name)
+	if _, ok := m.GetTag(ReservedKey); ok {
+		return fmt.Sprintf("invalid tag key: input tag %q on measurement %q is invalid", ReservedKey, name)
 	}
 	key := escapedLen(name, false)
 	for _, t := range m.TagList() {
@@ -103,8 +103,8 @@ func checkInfluxRules(m telegraf.Metric, stamped map[string]string, types map[st
 		return fmt.Sprintf("max key length exceeded: %d > %d (measurement %q)", key, maxKeyLength, truncate(name, 64))
 	}
 	for _, f := range m.FieldList() {
-		if f.Key == reservedKey {
-			return fmt.Sprintf("invalid field name: input field %q on measurement %q is invalid", reservedKey, name)
+		if f.Key == ReservedKey {
+			return fmt.Sprintf("invalid field name: input field %q on measurement %q is invalid", ReservedKey, name)
 		}
 		if sz := key + fieldKeySeparator + escapedLen(f.Key, true); sz > maxKeyLength {
 			return fmt.Sprintf("max key length exceeded: %d > %d (measurement %q, field %q)", sz, maxKeyLength,

@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 // max_undelivered_messages × max_received_message_size of the gateway while the
 // outputs are slow (docs/SECURITY.md, W14).
 //
-// A message is counted by sizeEstimate of its payload, before it is parsed:
+// A message is counted by SizeEstimate of its payload, before it is parsed:
 // a reader waiting for room holds the payload only, never its parsed
 // metrics. A message is always let in when its channel and its identity
 // hold nothing, so a message over a bound still goes through, alone.
@@ -72,7 +72,7 @@ func (b *byteBudget) release(c *conn, id string, n int64) {
 	b.changed = make(chan struct{})
 }
 
-// The weights of sizeEstimate, measured with runtime.ReadMemStats on
+// The weights of SizeEstimate, measured with runtime.ReadMemStats on
 // Telegraf v1.39.3's influx parser (4 MiB payloads; TestSizeEstimate):
 // 168 bytes of heap per metric for "m v=1", 218 for
 // "m,host=a v=1 1700000000000000000", 562 for a line with 3 tags and 4
@@ -85,11 +85,11 @@ const (
 	perStamped = 64  // a stamped tag on each metric
 )
 
-// sizeEstimate is the heap that the metrics parsed from payload will pin,
+// SizeEstimate is the heap that the metrics parsed from payload will pin,
 // from its length and its counts of lines and "=", with stamped tags added
 // to every line. It counts high, never low, on the line protocol measured
 // above.
-func sizeEstimate(payload []byte, stamped int) int64 {
+func SizeEstimate(payload []byte, stamped int) int64 {
 	lines := int64(bytes.Count(payload, []byte{'\n'}) + 1)
 	pairs := int64(bytes.Count(payload, []byte{'='}))
 	n := int64(len(payload))

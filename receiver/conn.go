@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"context"
@@ -24,9 +24,9 @@ const (
 	// so Stop returns promptly even when a peer does not read.
 	closeGrace = 500 * time.Millisecond
 
-	// Close reasons sent to the peer.
-	closeStopping = "listener stopping"
-	closeIdle     = "idle timeout"
+	// CloseStopping and CloseIdle are close reasons sent to the peer.
+	CloseStopping = "listener stopping"
+	CloseIdle     = "idle timeout"
 )
 
 var errClosing = errors.New("channel closing")
@@ -232,7 +232,7 @@ func (c *conn) watchIdle(d time.Duration) *time.Timer {
 			t.Reset(d - idle)
 			return
 		}
-		c.shutdown(closeIdle)
+		c.shutdown(CloseIdle)
 	})
 	close(assigned)
 	return t
@@ -282,4 +282,13 @@ func (g *helloGuard) Read(p []byte) (int, error) {
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// newParser returns a line protocol parser for one connection.
+func newParser() (*influx.Parser, error) {
+	p := &influx.Parser{}
+	if err := p.Init(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }

@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"net"

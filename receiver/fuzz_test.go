@@ -1,4 +1,4 @@
-package ockam_listener
+package receiver
 
 import (
 	"flag"
@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/influxdata/telegraf"
-	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/internal/fuzzseed"
@@ -21,50 +20,51 @@ import (
 
 var updateSeeds = flag.Bool("update", false, "rewrite the fuzz seed corpora in testdata/fuzz/")
 
-// fuzzFixture is a listener after Init (not started) and the verified peer
+// fuzzFixture is a receiver after New (not started) and the verified peer
 // of an in-process handshake with it: a sensor of site plant-7.
-func fuzzFixture(t testing.TB) (*Listener, *secure.Peer) {
-	p := newPKI(t)
-	l := p.listener()
-	l.Log = &recordLog{}
-	l.AttributeTags = []string{"site", "zone"}
-	l.Allow = []AllowRule{{Attributes: map[string]string{"role": "sensor"}, Measurements: []string{"cpu", "temp*", "mem"}}}
-	l.now = func() time.Time { return p.now }
-	require.NoError(t, l.Init())
-	d := p.device(map[string]string{"role": "sensor", "site": "plant-7"})
-	i, err := secure.NewInitiator(secure.HandshakeConfig{Identity: d.id, Credential: d.cred, Verifier: p.verifier, Now: l.now})
+func fuzzFixture(t testing.TB) (*Receiver, *secure.Peer) {
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.AttributeTags = []string{"site", "zone"}
+	cfg.Allow = []AllowRule{{Attributes: map[string]string{"role": "sensor"}, Measurements: []string{"cpu", "temp*", "mem"}}}
+	r, err := New(cfg)
 	require.NoError(t, err)
-	r, err := secure.NewResponder(secure.HandshakeConfig{Identity: l.trust.Current().Identity, Credential: l.trust.Current().Credential,
-		Verifier: l.verifier, Now: l.now})
+	d := f.device(map[string]string{"role": "sensor", "site": "plant-7"})
+	i, err := secure.NewInitiator(secure.HandshakeConfig{Identity: d.id, Credential: d.cred, Verifier: f.verifier, Now: r.now})
+	require.NoError(t, err)
+	r2, err := secure.NewResponder(secure.HandshakeConfig{Identity: r.trust.Current().Identity, Credential: r.trust.Current().Credential,
+		Verifier: r.verifier, Now: r.now})
 	require.NoError(t, err)
 	msg1, err := i.Start()
 	require.NoError(t, err)
-	msg2, err := r.Respond(msg1)
+	msg2, err := r2.Respond(msg1)
 	require.NoError(t, err)
 	msg3, _, err := i.Finish(msg2)
 	require.NoError(t, err)
-	s, err := r.Finish(msg3)
+	s, err := r2.Finish(msg3)
 	require.NoError(t, err)
-	return l, s.Peer()
+	return r, s.Peer()
 }
 
 // FuzzHandleMessage: the attacker is a device with a valid credential (its
 // own, or a stolen one with its keys) and controls the batch id and every
 // byte of a data message's payload, which handle takes through
 // authorization, line-protocol parsing, the policy and the stamping of
-// verified tags. Whatever it sends, the message is either emitted whole or
-// answered at once, never both; every metric emitted is one the policy
-// allows, with the verified identity and attributes as its only values of
-// those tags; a refusal is a permanent nack of that batch with a valid
-// reason; the channel is never closed (the credential stays valid).
+// verified tags. Whatever it sends, the message is either delivered whole
+// to the Sink or answered at once, never both; every metric delivered is one
+// the policy allows, with the verified identity and attributes as its only
+// values of those tags; a refusal is a permanent nack of that batch with a
+// valid reason; the channel is never closed (the credential stays valid).
 func FuzzHandleMessage(f *testing.F) {
 	requireSeeds(f)
-	l, peer := fuzzFixture(f)
+	r, peer := fuzzFixture(f)
 	id := peer.Identifier.String()
 	f.Fuzz(func(t *testing.T, batch uint64, payload []byte) {
-		acc := &testutil.Accumulator{}
-		l.server = server{acc: acc.WithTracking(1), undelivered: make(chan struct{}, 1),
-			pending: make(map[telegraf.TrackingID]pendingMessage), budget: newByteBudget(1<<40, 1<<40)}
+		var got []delivery
+		sink := sinkFunc(func(p Peer, metrics []telegraf.Metric, done func(Outcome)) {
+			got = append(got, delivery{peer: p, metrics: metrics, done: done})
+		})
+		r.server = server{sink: sink, undelivered: make(chan struct{}, 1), budget: newByteBudget(1<<40, 1<<40)}
 		a, b := net.Pipe()
 		defer a.Close()
 		defer b.Close()
@@ -74,14 +74,13 @@ func FuzzHandleMessage(f *testing.F) {
 		require.NoError(t, err)
 		parser.SetTimeFunc(fuzzNow) // a line without a timestamp gets this one
 		c.peer, c.parser, c.key = peer, parser, id
-		c.grant, c.tags = l.policy.grant(peer.Credential.Attributes), l.tagsFor(peer)
+		c.grant, c.tags = r.policy.grant(peer.Credential.Attributes), r.tagsFor(peer)
 
-		reason, ok := l.handle(c, secure.Message{Type: secure.TypeData, Batch: batch, Payload: payload})
+		reason, ok := r.handle(c, secure.Message{Type: secure.TypeData, Batch: batch, Payload: payload})
 		require.True(t, ok)
 		require.Empty(t, reason)
-		emitted := acc.GetTelegrafMetrics()
-		if len(emitted) == 0 {
-			require.Len(t, c.queue, 1, "a message not emitted is answered at once")
+		if len(got) == 0 {
+			require.Len(t, c.queue, 1, "a message not delivered is answered at once")
 			m := c.queue[0].msg
 			require.Equal(t, batch, m.Batch)
 			if m.Type == secure.TypeAck {
@@ -93,8 +92,10 @@ func FuzzHandleMessage(f *testing.F) {
 			require.True(t, utf8.ValidString(m.Reason) && len(m.Reason) <= secure.MaxReason && m.Reason != "")
 			return
 		}
-		require.Empty(t, c.queue, "an emitted message is answered after delivery")
-		require.Len(t, l.pending, 1)
+		require.Empty(t, c.queue, "a delivered message is answered when the Sink is done")
+		require.Len(t, got, 1)
+		require.Equal(t, peer.Identifier, got[0].peer.Identifier)
+		emitted := got[0].metrics
 		want := mustParse(t, payload)
 		require.Len(t, emitted, len(want))
 		for i, m := range emitted {
@@ -106,13 +107,20 @@ func FuzzHandleMessage(f *testing.F) {
 			tags["ockam_identity"], tags["site"] = id, "plant-7"
 			delete(tags, "zone") // not an attribute of the credential
 			require.Equal(t, tags, m.Tags())
-			m.Accept()
 		}
-		require.True(t, (<-acc.Delivered()).Delivered())
+		got[0].done(Delivered())
+		require.Len(t, c.queue, 1)
+		require.Equal(t, secure.Message{Type: secure.TypeAck, Batch: batch}, c.queue[0].msg)
 	})
 }
 
-func fuzzNow() time.Time { return ts }
+// sinkFunc is a Sink of one function.
+type sinkFunc func(Peer, []telegraf.Metric, func(Outcome))
+
+func (f sinkFunc) Deliver(p Peer, metrics []telegraf.Metric, done func(Outcome)) { f(p, metrics, done) }
+
+// fuzzNow is the time of a line without a timestamp.
+func fuzzNow() time.Time { return time.Unix(1700000000, 0) }
 
 // mustParse parses line protocol with a parser of its own.
 func mustParse(t *testing.T, payload []byte) []telegraf.Metric {
@@ -175,7 +183,7 @@ func TestFuzzSeeds(t *testing.T) {
 			require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
 		}
 		got, err := os.ReadFile(path)
-		require.NoError(t, err, "run: go test ./plugins/inputs/ockam_listener -run TestFuzzSeeds -update")
+		require.NoError(t, err, "run: go test ./receiver -run TestFuzzSeeds -update")
 		require.Equal(t, want, string(got), path)
 	}
 }
