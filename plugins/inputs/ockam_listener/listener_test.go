@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -518,7 +517,6 @@ func TestStopWithPendingMessages(t *testing.T) {
 func TestStopWhileBlocked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPKI(t)
-		goroutines := runtime.NumGoroutine()
 		l := p.listener()
 		l.MaxUndeliveredMessages = 1
 		out, dial := startPiped(t, l)
@@ -539,10 +537,13 @@ func TestStopWhileBlocked(t *testing.T) {
 		require.ErrorIs(t, err, io.EOF)
 		out.requireNone()
 
-		// Nothing of the listener is left running.
+		// Nothing of the listener is left running: synctest.Test fails the
+		// test if a goroutine of the bubble is still blocked once this
+		// function returns. (runtime.NumGoroutine counts the whole process,
+		// where another test's goroutines may still be ending: make stress
+		// saw 6 > 5.)
 		silent.Close()
 		synctest.Wait()
-		require.LessOrEqual(t, runtime.NumGoroutine(), goroutines)
 	})
 }
 
