@@ -33,6 +33,7 @@ type testLogger struct{ t *testing.T }
 func (l testLogger) Debugf(f string, a ...any) { l.t.Logf("debug: "+f, a...) }
 func (l testLogger) Infof(f string, a ...any)  { l.t.Logf("info: "+f, a...) }
 func (l testLogger) Warnf(f string, a ...any)  { l.t.Logf("warn: "+f, a...) }
+func (l testLogger) Errorf(f string, a ...any) { l.t.Logf("error: "+f, a...) }
 
 func listen(t *testing.T, addr string, opts Options) *Listener {
 	t.Helper()

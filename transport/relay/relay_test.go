@@ -87,6 +87,7 @@ func (l *testLog) add(level, format string, args ...any) {
 func (l *testLog) Debugf(f string, a ...any) { l.add("D!", f, a...) }
 func (l *testLog) Infof(f string, a ...any)  { l.add("I!", f, a...) }
 func (l *testLog) Warnf(f string, a ...any)  { l.add("W!", f, a...) }
+func (l *testLog) Errorf(f string, a ...any) { l.add("E!", f, a...) }
 
 // contains reports whether a line matches re.
 func (l *testLog) contains(re string) bool {
@@ -789,6 +790,7 @@ func (g *gatedLog) add(level, format string, args ...any) {
 func (g *gatedLog) Debugf(f string, a ...any) { g.add("D!", f, a...) }
 func (g *gatedLog) Infof(f string, a ...any)  { g.add("I!", f, a...) }
 func (g *gatedLog) Warnf(f string, a ...any)  { g.add("W!", f, a...) }
+func (g *gatedLog) Errorf(f string, a ...any) { g.add("E!", f, a...) }
 
 // failingListener fails its first fails Accepts with err, as a process out
 // of file descriptors does, then accepts.

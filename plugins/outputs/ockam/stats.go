@@ -1,6 +1,10 @@
 package ockam
 
-import "github.com/influxdata/telegraf/selfstat"
+import (
+	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/sender"
+)
 
 // stats are the plugin's internal metrics, measurement internal_ockam. Each
 // is a no-op when Telegraf injected no Statistics collector.
@@ -32,6 +36,18 @@ func newStats(c *selfstat.Collector) stats {
 
 		revocationListStale: reg("revocation_list_stale"),
 		credentialExpiresIn: reg("credential_expires_in_seconds"),
+	}
+}
+
+// sender returns the counters the sender keeps.
+func (st stats) sender() sender.Stats {
+	return sender.Stats{
+		MessagesSent:   st.messagesSent,
+		BytesSent:      st.bytesSent,
+		Acks:           st.acks,
+		NacksPermanent: st.nacksPermanent,
+		NacksTransient: st.nacksTransient,
+		Reconnects:     st.reconnects,
 	}
 }
 
