@@ -38,7 +38,7 @@ func BenchmarkInlet(b *testing.B) {
 	metrics := benchMetrics(benchBatch)
 	b.Run("direct", func(b *testing.B) {
 		f := newChannelFixture(b, false)
-		o := f.sender(b, nil)
+		o := f.output(b)
 		for b.Loop() {
 			if err := o.Write(metrics); err != nil {
 				b.Fatal(err)

@@ -1,11 +1,14 @@
 package inlet
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/influxdata/influxdb/models"
 	"github.com/influxdata/telegraf"
@@ -28,8 +31,21 @@ import (
 
 // lines is a parsed write body.
 type lines struct {
-	// metrics are the points to send, in the order of the body.
+	// payload are the points to send, in the order of the body, as line
+	// protocol that Telegraf's parser (the listener's) reads as influxd
+	// read the body, each with the tag BucketTag; count is their number.
+	payload []byte
+	count   int
+	// plain counts the points written from the parsed values without a
+	// Telegraf metric (see appendPlain); the others were serialized.
+	plain int
+	// metrics are the metrics serialized, with plain false only (for the
+	// fuzz test).
 	metrics []telegraf.Metric
+	// unserializable counts the points that Telegraf's serializer refused,
+	// and unserializableReason says why for the first.
+	unserializable       int
+	unserializableReason string
 	// parseErr names every line that does not parse, as influxd does:
 	// "unable to parse '<line>': <reason>", one per line; "" if none.
 	parseErr string
@@ -40,14 +56,31 @@ type lines struct {
 }
 
 // parseLines parses body as influxd 1.8 does for a write with precision
-// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"). A point without a
+// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"), and writes the
+// points to send, each tagged BucketTag=bucket. A point without a
 // timestamp gets now, truncated to the precision.
+//
+// Most points are written straight from what influxd's parser read
+// (appendPlain): the series key as it is in the body, the field values
+// and the timestamp in nanoseconds. A Telegraf metric is built and
+// serialized only where it must be: a point whose bytes need a check of
+// the two dialects (backslashes, control characters), that has a tag
+// BucketTag of its own or a field "time", or when the bucket must be
+// escaped.
 //
 // It is self-contained (no Handler) so that whatever sends the bytes can
 // check them with InfluxDB's rules first.
-func parseLines(body []byte, now time.Time, precision string) lines {
+func parseLines(body []byte, now time.Time, precision, bucket string) lines {
+	return parseBody(body, now, precision, bucket, true)
+}
+
+// parseBody is parseLines; with plain false every point is serialized from
+// a Telegraf metric (the fuzz test compares both ways).
+func parseBody(body []byte, now time.Time, precision, bucket string, plain bool) lines {
 	points, err := models.ParsePointsWithPrecision(body, now.UTC(), precision)
 	var out lines
+	plain = plain && plainBucket(bucket)
+	w := newLineWriter(bucket, len(body))
 	if err != nil {
 		out.parseErr = err.Error()
 	}
@@ -59,6 +92,14 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 			out.dropped++
 			tagTime = first(tagTime, fmt.Sprintf(`invalid tag key: input tag "time" on measurement "%s" is invalid`, name))
 			continue
+		}
+		if plain {
+			var ok bool
+			if w.buf, ok = appendPlain(w.buf, p, w.tag, types); ok {
+				out.count++
+				out.plain++
+				continue
+			}
 		}
 		m, reason := toMetric(p, name, types)
 		if reason == errNotCarried {
@@ -74,10 +115,191 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 			conflict = first(conflict, reason)
 			continue
 		}
-		out.metrics = append(out.metrics, m)
+		if err := w.appendMetric(m); err != nil {
+			out.unserializable++
+			out.unserializableReason = first(out.unserializableReason, fmt.Sprintf("metric %q: %v", name, err))
+			continue
+		}
+		if !plain {
+			out.metrics = append(out.metrics, m)
+		}
+		out.count++
 	}
+	out.payload = w.buf
 	out.dropReason = first(first(tagTime, fieldTime), conflict)
 	return out
+}
+
+// lineWriter writes the points of one body.
+type lineWriter struct {
+	buf    []byte
+	bucket string
+	tag    []byte // ",<BucketTag>=<bucket>", for appendPlain
+	ser    *influxser.Serializer
+}
+
+func newLineWriter(bucket string, size int) *lineWriter {
+	// The lines are about as long as the body, plus the tag on each.
+	return &lineWriter{buf: make([]byte, 0, size+size/4), bucket: bucket, tag: []byte("," + BucketTag + "=" + bucket)}
+}
+
+// appendMetric serializes m, with the tag BucketTag, as outputs.ockam does.
+func (w *lineWriter) appendMetric(m telegraf.Metric) error {
+	if w.ser == nil {
+		w.ser = &influxser.Serializer{}
+		if err := w.ser.Init(); err != nil {
+			return err
+		}
+	}
+	m.AddTag(BucketTag, w.bucket)
+	line, err := w.ser.Serialize(m)
+	if err != nil {
+		return err
+	}
+	w.buf = append(w.buf, line...)
+	return nil
+}
+
+// appendPlain appends p to buf as "<key> <fields> <nanoseconds>\n", where
+// key is the series key as influxd read it (measurement and sorted tags, as
+// in the body) with tag added among the tags, and fields are written from
+// the parsed values as Telegraf's serializer writes them (integers with an
+// i, floats with the fewest digits that read back the same, true or false,
+// strings quoted). It does so only for a point whose key and string values hold no
+// backslash, no control character and no double quote, whose tags are
+// plain key=value pairs and not BucketTag, and whose fields are not "time"
+// and not repeated: Telegraf and influxd read those bytes the same way, so
+// no check is needed. It records the types of the fields in types, as
+// toMetric does. Otherwise it returns buf unchanged and false, and the
+// point goes through toMetric.
+func appendPlain(buf []byte, p models.Point, tag []byte, types map[fieldOf]models.FieldType) ([]byte, bool) {
+	start := len(buf)
+	buf, ok := appendKey(buf, p.Key(), tag)
+	if !ok {
+		return buf[:start], false
+	}
+	name := ""
+	var fields []keyType // of p so far: a repeated one takes the long way
+	iter := p.FieldIterator()
+	for iter.Next() {
+		k, typ := iter.FieldKey(), iter.Type()
+		// FieldKey is unescaped: a key that needs escaping takes the long way.
+		if len(k) == 0 || string(k) == "time" || !plainValue(string(k)) || bytes.ContainsAny(k, " ,=") ||
+			repeated(fields, k) {
+			return buf[:start], false
+		}
+		if name == "" {
+			name = string(p.Name())
+		}
+		if have, ok := types[fieldOf{name, string(k)}]; ok && have != typ {
+			return buf[:start], false // toMetric gives influxd's reason
+		}
+		fields = append(fields, keyType{string(k), typ})
+		if len(fields) == 1 {
+			buf = append(buf, ' ')
+		} else {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, k...)
+		buf = append(buf, '=')
+		var ok bool
+		if buf, ok = appendValue(buf, iter); !ok {
+			return buf[:start], false
+		}
+	}
+	if len(fields) == 0 {
+		return buf[:start], false // toMetric drops it, as influxd does
+	}
+	for _, f := range fields {
+		types[fieldOf{name, f.key}] = f.typ
+	}
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, p.UnixNano(), 10)
+	return append(buf, '\n'), true
+}
+
+// keyType is a field's key and type.
+type keyType struct {
+	key string
+	typ models.FieldType
+}
+
+// repeated reports whether k is among fields.
+func repeated(fields []keyType, k []byte) bool {
+	for _, f := range fields {
+		if f.key == string(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendValue appends the value at iter as appendPlain writes it; false if
+// it cannot.
+func appendValue(buf []byte, iter models.FieldIterator) ([]byte, bool) {
+	switch iter.Type() {
+	case models.Float:
+		v, err := iter.FloatValue()
+		return strconv.AppendFloat(buf, v, 'f', -1, 64), err == nil // as Telegraf's serializer
+	case models.Integer:
+		v, err := iter.IntegerValue()
+		return append(strconv.AppendInt(buf, v, 10), 'i'), err == nil
+	case models.Boolean:
+		v, err := iter.BooleanValue()
+		return strconv.AppendBool(buf, v), err == nil
+	case models.String:
+		v := iter.StringValue()
+		if !plainValue(v) || strings.ContainsRune(v, '"') {
+			return buf, false
+		}
+		buf = append(buf, '"')
+		buf = append(buf, v...)
+		return append(buf, '"'), true
+	}
+	return buf, false // unsigned: influxd 1.8 refuses it
+}
+
+// plainValue reports whether s holds no backslash and no control
+// character: no escape and no character that the two dialects write or
+// read differently.
+func plainValue(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, '\\') && !strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// plainBucket reports whether bucket can be a tag value as it is.
+func plainBucket(bucket string) bool {
+	return plainValue(bucket) && !strings.ContainsAny(bucket, ", =")
+}
+
+// appendKey appends the series key key with tag (",BucketTag=bucket")
+// among its tags, in order, as Telegraf's serializer would write them. It
+// returns false, and what it appended is to be dropped, unless key is
+// plain (plainValue), its tags are key=value pairs with one '=' each, and
+// none is BucketTag or empty: then Telegraf's parser reads it as influxd did.
+func appendKey(buf, key, tag []byte) ([]byte, bool) {
+	if !utf8.Valid(key) || bytes.IndexByte(key, '\\') >= 0 || bytes.ContainsFunc(key, unicode.IsControl) {
+		return buf, false
+	}
+	name, tags, _ := bytes.Cut(key, []byte{','})
+	if len(name) == 0 { // influxd reads a name out of a NUL
+		return buf, false
+	}
+	buf = append(buf, name...)
+	bucketTag := []byte(BucketTag)
+	for len(tags) > 0 {
+		var pair []byte
+		pair, tags, _ = bytes.Cut(tags, []byte{','})
+		k, v, ok := bytes.Cut(pair, []byte{'='})
+		if !ok || len(k) == 0 || len(v) == 0 || bytes.IndexByte(v, '=') >= 0 || bytes.Equal(k, bucketTag) {
+			return buf, false
+		}
+		if tag != nil && bytes.Compare(k, bucketTag) > 0 {
+			buf, tag = append(buf, tag...), nil
+		}
+		buf = append(buf, ',')
+		buf = append(buf, pair...)
+	}
+	return append(buf, tag...), true
 }
 
 // toMetric returns p as a metric, without a field "time" (influxd skips it),

@@ -71,6 +71,18 @@ type Config struct {
 	Stats Stats
 }
 
+// TrustConfig returns cfg with the settings of a sender's trust loader:
+// every dial re-reads the credential file and dials only with what it
+// holds now (StrictCredential), and a device that was off past its
+// credential's expiry starts, buffers, and connects once the file is
+// renewed (StartExpired). Peers names "the listener" in messages.
+func TrustConfig(cfg trust.Config) trust.Config {
+	cfg.Peers = "the listener"
+	cfg.StrictCredential = true
+	cfg.StartExpired = true
+	return cfg
+}
+
 // Sender keeps a channel to one listener and sends through it. Send, Peer
 // and Status are safe for concurrent use; Start and Close are called once
 // each, in that order.

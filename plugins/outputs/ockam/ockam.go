@@ -116,7 +116,7 @@ func (o *Output) Init() (err error) {
 		RevocationCheckInterval: time.Duration(o.RevocationCheckInterval),
 		CredentialPath:          o.CredentialPath,
 		Log:                     o.Log,
-		Stats:                   o.stats.sender(),
+		Stats:                   o.stats.sender,
 	}
 	if !o.MQTTPassword.Empty() {
 		cfg.MQTTPassword = o.mqttPassword
@@ -189,7 +189,7 @@ func (o *Output) loadTrust() error {
 		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer passphrase.Destroy()
-	t, err := trust.Open(trust.Config{
+	t, err := trust.Open(sender.TrustConfig(trust.Config{
 		Vault:          o.VaultPath,
 		Passphrase:     passphrase.Bytes(),
 		Credential:     o.CredentialPath,
@@ -204,18 +204,11 @@ func (o *Output) loadTrust() error {
 			StaleRefuses: o.RevocationRefuseStale,
 			Stale:        func() { o.stats.revocationListStale.Incr(1) },
 		},
-		// Every dial re-reads credential_path, and dials only with what it
-		// holds now (TestRenewedCredentialMustBeValid).
-		Peers:            "the listener",
-		StrictCredential: true,
-		// A device that was off past its credential's expiry starts,
-		// buffers, and connects once the file is renewed
-		// (TestStartsWithExpiredCredential).
-		StartExpired: true,
-		ExpiresIn:    func(d time.Duration) { o.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
-		Names:        o.names(),
-		Log:          o.Log,
-	})
+		// TestRenewedCredentialMustBeValid, TestStartsWithExpiredCredential
+		ExpiresIn: func(d time.Duration) { o.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
+		Names:     o.names(),
+		Log:       o.Log,
+	}))
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func TestPurposeKeyRotationOnRunningDevice(t *testing.T) {
 	require.NotEqual(t, first, currentLink(o))
 	require.Equal(t, newKey, o.trust.Current().Identity.Public().Attestation().PurposeKey, "the channel after the rotation")
 	require.Equal(t, dev.Identity.Identifier(), o.trust.Current().Identity.Identifier())
-	requireStat(t, o.stats.reconnects.s, 1)
+	requireStat(t, o.stats.sender.Reconnects.(counter).s, 1)
 
 	id := dev.Identity.Identifier().String()
 	require.Equal(t, want(id, 0, 100), l.seqs("ockam_identity"), "before the restart: every metric delivered once")
