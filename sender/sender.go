@@ -157,7 +157,7 @@ func (s *Sender) Start() {
 
 // Close closes the channel, telling the listener why (within Timeout), and
 // stops the background goroutines. It waits for them to end. Sends still
-// waiting fail. It does not close Trust.
+// waiting fail. It does not close Trust. Later calls return at once.
 func (s *Sender) Close() {
 	if s.cancel == nil {
 		return
