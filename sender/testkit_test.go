@@ -30,14 +30,16 @@ type listener struct {
 
 	mu       sync.Mutex
 	answer   func(secure.Message) secure.Message
-	received []secure.Message    // data messages
+	received []secure.Message     // data messages
 	creds    []*secure.Credential // the device's, one per channel accepted
 	conns    []net.Conn
 	wg       sync.WaitGroup
 }
 
 // ack answers m with an ack.
-func ack(m secure.Message) secure.Message { return secure.Message{Type: secure.TypeAck, Batch: m.Batch} }
+func ack(m secure.Message) secure.Message {
+	return secure.Message{Type: secure.TypeAck, Batch: m.Batch}
+}
 
 // newListener enrolls a device and a listener with one authority and
 // starts the listener; it stops when the test ends. admit, if not nil,
