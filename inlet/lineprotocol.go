@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -85,7 +85,7 @@ func parseBody(body []byte, now time.Time, precision, bucket string, plain bool)
 		out.parseErr = err.Error()
 	}
 	var tagTime, fieldTime, conflict string // the first reason of each kind, as influxd orders them
-	types := map[fieldOf]models.FieldType{} // the type each field has in this body
+	types := fieldTypes{}                   // the type each field has in this body
 	for _, p := range points {
 		name := string(p.Name())
 		if p.Tags().Get([]byte("time")) != nil {
@@ -94,8 +94,7 @@ func parseBody(body []byte, now time.Time, precision, bucket string, plain bool)
 			continue
 		}
 		if plain {
-			var ok bool
-			if w.buf, ok = appendPlain(w.buf, p, w.tag, types); ok {
+			if w.appendPlain(p, name, types) {
 				out.count++
 				out.plain++
 				continue
@@ -134,7 +133,9 @@ func parseBody(body []byte, now time.Time, precision, bucket string, plain bool)
 type lineWriter struct {
 	buf    []byte
 	bucket string
-	tag    []byte // ",<BucketTag>=<bucket>", for appendPlain
+	tag    []byte    // ",<BucketTag>=<bucket>", for appendPlain
+	fields []keyType // appendPlain's, reused
+	line   []byte    // appendPlain's, reused
 	ser    *influxser.Serializer
 }
 
@@ -160,103 +161,161 @@ func (w *lineWriter) appendMetric(m telegraf.Metric) error {
 	return nil
 }
 
-// appendPlain appends p to buf as "<key> <fields> <nanoseconds>\n", where
-// key is the series key as influxd read it (measurement and sorted tags, as
-// in the body) with tag added among the tags, and fields are written from
-// the parsed values as Telegraf's serializer writes them (integers with an
-// i, floats with the fewest digits that read back the same, true or false,
-// strings quoted). It does so only for a point whose key and string values hold no
-// backslash, no control character and no double quote, whose tags are
-// plain key=value pairs and not BucketTag, and whose fields are not "time"
-// and not repeated: Telegraf and influxd read those bytes the same way, so
-// no check is needed. It records the types of the fields in types, as
-// toMetric does. Otherwise it returns buf unchanged and false, and the
-// point goes through toMetric.
-func appendPlain(buf []byte, p models.Point, tag []byte, types map[fieldOf]models.FieldType) ([]byte, bool) {
-	start := len(buf)
-	buf, ok := appendKey(buf, p.Key(), tag)
-	if !ok {
-		return buf[:start], false
+// appendPlain appends p to w.buf as "<key> <fields> <nanoseconds>\n",
+// where key is the series key as influxd read it (measurement and sorted
+// tags, as in the body) with the bucket tag added among the tags, and
+// fields are the point's fields as they are in the body. It does so only
+// for a point whose bytes hold no backslash and no control character,
+// whose tags are plain key=value pairs and not BucketTag, whose fields are
+// not "time" and not repeated, and whose values are written as Telegraf's
+// parser reads them (no leading zeros, a finite float): Telegraf and
+// influxd then read those bytes the same way, so no check is needed. It
+// records the types of the fields in types, as toMetric does. Otherwise it
+// appends nothing and returns false, and the point goes through toMetric.
+func (w *lineWriter) appendPlain(p models.Point, name string, types fieldTypes) bool {
+	// The body's bytes, as influxd keeps them: key, fields, nanoseconds.
+	w.line = p.AppendString(w.line[:0])
+	key := p.Key()
+	sp := bytes.LastIndexByte(w.line, ' ')
+	if sp <= len(key) || bytes.IndexByte(w.line, '\\') >= 0 || bytes.ContainsFunc(w.line, unicode.IsControl) ||
+		!utf8.Valid(w.line) {
+		return false
 	}
-	name := ""
-	var fields []keyType // of p so far: a repeated one takes the long way
+	raw := w.line[len(key)+1 : sp]
+	fields := w.fields[:0] // of p so far: a repeated one takes the long way
+	defer func() { w.fields = fields[:0] }()
+	rest := raw
 	iter := p.FieldIterator()
 	for iter.Next() {
 		k, typ := iter.FieldKey(), iter.Type()
+		if len(fields) > 0 {
+			if len(rest) == 0 || rest[0] != ',' {
+				return false
+			}
+			rest = rest[1:]
+		}
 		// FieldKey is unescaped: a key that needs escaping takes the long way.
-		if len(k) == 0 || string(k) == "time" || !plainValue(string(k)) || bytes.ContainsAny(k, " ,=") ||
-			repeated(fields, k) {
-			return buf[:start], false
+		if len(k) == 0 || string(k) == "time" || bytes.ContainsAny(k, " ,=") || repeated(fields, k) ||
+			!bytes.HasPrefix(rest, k) || len(rest) == len(k) || rest[len(k)] != '=' {
+			return false
 		}
-		if name == "" {
-			name = string(p.Name())
+		if have, ok := types.get(name, k); ok && have != typ {
+			return false // toMetric gives influxd's reason
 		}
-		if have, ok := types[fieldOf{name, string(k)}]; ok && have != typ {
-			return buf[:start], false // toMetric gives influxd's reason
+		rest = rest[len(k)+1:]
+		n := valueLength(rest, typ)
+		if n == 0 || !readAlike(rest[:n], iter) {
+			return false
 		}
-		fields = append(fields, keyType{string(k), typ})
-		if len(fields) == 1 {
-			buf = append(buf, ' ')
-		} else {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, k...)
-		buf = append(buf, '=')
-		var ok bool
-		if buf, ok = appendValue(buf, iter); !ok {
-			return buf[:start], false
-		}
+		rest = rest[n:]
+		fields = append(fields, keyType{k, typ})
 	}
-	if len(fields) == 0 {
-		return buf[:start], false // toMetric drops it, as influxd does
+	if len(fields) == 0 || len(rest) != 0 {
+		return false // no field: toMetric drops it, as influxd does
 	}
 	for _, f := range fields {
-		types[fieldOf{name, f.key}] = f.typ
+		types.set(name, f.key, f.typ)
 	}
-	buf = append(buf, ' ')
-	buf = strconv.AppendInt(buf, p.UnixNano(), 10)
-	return append(buf, '\n'), true
+	start := len(w.buf)
+	var ok bool
+	if w.buf, ok = appendKey(w.buf, key, w.tag); !ok {
+		w.buf = w.buf[:start]
+		return false
+	}
+	w.buf = append(w.buf, w.line[len(key):]...) // " fields nanoseconds"
+	w.buf = append(w.buf, '\n')
+	return true
+}
+
+// valueLength returns the length of the value of type typ at the start of
+// b, a field section without backslashes: a quoted string, or up to the
+// next comma.
+func valueLength(b []byte, typ models.FieldType) int {
+	if typ == models.String {
+		if len(b) < 2 || b[0] != '"' {
+			return 0
+		}
+		end := bytes.IndexByte(b[1:], '"')
+		if end < 0 {
+			return 0
+		}
+		return end + 2
+	}
+	if n := bytes.IndexByte(b, ','); n >= 0 {
+		return n
+	}
+	return len(b)
+}
+
+// readAlike reports whether Telegraf's parser reads the value v, which
+// influxd's parser read as the value at iter, as the same value: it
+// matches Telegraf's grammar (machine.go.rl: integers without leading
+// zeros, floats of digits with an optional fraction and exponent, the
+// booleans both accept) and a float is finite (influxd and Telegraf both
+// read the same text with strconv).
+func readAlike(v []byte, iter models.FieldIterator) bool {
+	switch iter.Type() {
+	case models.String:
+		return true // quoted, without backslashes
+	case models.Boolean:
+		switch string(v) {
+		case "t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE":
+			return true
+		}
+		return false
+	case models.Integer:
+		digits, ok := bytes.CutSuffix(bytes.TrimPrefix(v, []byte{'-'}), []byte{'i'})
+		return ok && allDigits(digits) && (len(digits) == 1 || digits[0] != '0')
+	case models.Float:
+		mant, exp, hasExp := bytes.Cut(bytes.TrimPrefix(v, []byte{'-'}), []byte{'e'})
+		if !hasExp {
+			mant, exp, hasExp = bytes.Cut(mant, []byte{'E'})
+		}
+		whole, frac, dot := bytes.Cut(mant, []byte{'.'})
+		switch {
+		case !allDigits(whole) || !allDigits(frac) || len(whole)+len(frac) == 0 || len(whole) == 0 && !dot:
+			return false
+		case hasExp:
+			if len(exp) > 0 && (exp[0] == '+' || exp[0] == '-') {
+				exp = exp[1:]
+			}
+			if len(exp) == 0 || !allDigits(exp) {
+				return false
+			}
+		}
+		if hasExp || len(v) > 300 { // could overflow: influxd keeps ±Inf, Telegraf refuses it
+			f, err := iter.FloatValue()
+			return err == nil && !math.IsInf(f, 0) && !math.IsNaN(f)
+		}
+		return true
+	}
+	return false // unsigned: influxd 1.8 refuses it
+}
+
+// allDigits reports whether b is only ASCII digits (true for none).
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // keyType is a field's key and type.
 type keyType struct {
-	key string
+	key []byte // in the point's bytes
 	typ models.FieldType
 }
 
 // repeated reports whether k is among fields.
 func repeated(fields []keyType, k []byte) bool {
 	for _, f := range fields {
-		if f.key == string(k) {
+		if bytes.Equal(f.key, k) {
 			return true
 		}
 	}
 	return false
-}
-
-// appendValue appends the value at iter as appendPlain writes it; false if
-// it cannot.
-func appendValue(buf []byte, iter models.FieldIterator) ([]byte, bool) {
-	switch iter.Type() {
-	case models.Float:
-		v, err := iter.FloatValue()
-		return strconv.AppendFloat(buf, v, 'f', -1, 64), err == nil // as Telegraf's serializer
-	case models.Integer:
-		v, err := iter.IntegerValue()
-		return append(strconv.AppendInt(buf, v, 10), 'i'), err == nil
-	case models.Boolean:
-		v, err := iter.BooleanValue()
-		return strconv.AppendBool(buf, v), err == nil
-	case models.String:
-		v := iter.StringValue()
-		if !plainValue(v) || strings.ContainsRune(v, '"') {
-			return buf, false
-		}
-		buf = append(buf, '"')
-		buf = append(buf, v...)
-		return append(buf, '"'), true
-	}
-	return buf, false // unsigned: influxd 1.8 refuses it
 }
 
 // plainValue reports whether s holds no backslash and no control
@@ -308,7 +367,7 @@ func appendKey(buf, key, tag []byte) ([]byte, bool) {
 // from the one recorded, and nil and errNotCarried if the point would not
 // reach influxd unchanged (then nothing is recorded). With types nil, it
 // only converts p.
-func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (telegraf.Metric, string) {
+func toMetric(p models.Point, name string, types fieldTypes) (telegraf.Metric, string) {
 	fields := map[string]any{}
 	iter := p.FieldIterator()
 	for iter.Next() {
@@ -317,7 +376,7 @@ func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (
 			continue
 		}
 		typ := iter.Type()
-		if have, ok := types[fieldOf{name, key}]; ok && have != typ {
+		if have, ok := types.get(name, []byte(key)); ok && have != typ {
 			return nil, fmt.Sprintf(`field type conflict: input field "%s" on measurement "%s" is type %s, already exists as type %s`,
 				key, name, typeName(typ), typeName(have))
 		}
@@ -335,20 +394,47 @@ func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (
 	for _, t := range p.Tags() {
 		tags[string(t.Key)] = string(t.Value)
 	}
-	m := metric.New(name, tags, fields, p.Time())
+	// The fields in the order of the body (the last of a repeated one): a
+	// map's order would make carried, which serializes m, vary from run
+	// to run.
+	m := metric.New(name, tags, nil, p.Time())
+	for iter.Reset(); iter.Next(); {
+		if key := string(iter.FieldKey()); key != "time" {
+			m.AddField(key, fields[key])
+		}
+	}
 	if types != nil && !carried(m) {
 		return nil, errNotCarried
 	}
 	if types != nil {
 		for key, v := range fields {
-			types[fieldOf{name, key}] = fieldType(v)
+			types.set(name, []byte(key), fieldType(v))
 		}
 	}
 	return m, ""
 }
 
-// fieldOf names a field of a measurement.
-type fieldOf struct{ measurement, field string }
+// fieldTypes are the types of the fields of a body, by measurement and
+// field key.
+type fieldTypes map[string]map[string]models.FieldType
+
+// get returns the type of field key of measurement name, if recorded.
+func (ft fieldTypes) get(name string, key []byte) (models.FieldType, bool) {
+	t, ok := ft[name][string(key)]
+	return t, ok
+}
+
+// set records the type of field key of measurement name.
+func (ft fieldTypes) set(name string, key []byte, t models.FieldType) {
+	m := ft[name]
+	if m == nil {
+		m = map[string]models.FieldType{}
+		ft[name] = m
+	}
+	if have, ok := m[string(key)]; !ok || have != t {
+		m[string(key)] = t
+	}
+}
 
 // errNotCarried marks a point that influxd parses but that would not reach
 // it unchanged; see carried.
