@@ -16,15 +16,16 @@ const closeReason = "telegraf output closing"
 
 // Backoff between dial attempts: it doubles from minBackoff to maxBackoff,
 // with jitter so that a fleet of devices does not reconnect in step after a
-// listener restart. A Write without a channel cuts the wait short.
+// listener restart. A Send without a channel cuts the wait short.
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 30 * time.Second
-	// A listener that refused the device for good (revoked, expired,
-	// unknown issuer, ...) refuses it again until its operator acts: the
-	// device backs off from MinRefusedBackoff to maxRefusedBackoff, and a
-	// Write does not cut the wait short. The credential is read again
-	// before each attempt, so a renewed one is used at the next.
+	// MinRefusedBackoff is the shortest wait after a listener refused the
+	// device for good (revoked, expired, unknown issuer, ...): it refuses
+	// it again until its operator acts, so the device backs off from
+	// MinRefusedBackoff to maxRefusedBackoff, and a Send does not cut the
+	// wait short (it fails at once with the refusal). The credential is
+	// read again before each attempt, so a renewed one is used at the next.
 	MinRefusedBackoff = 5 * time.Second
 	maxRefusedBackoff = 5 * time.Minute
 	// relogRefusal: the same refusal is logged again at most this often.
