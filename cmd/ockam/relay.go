@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-
 	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
