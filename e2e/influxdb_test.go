@@ -63,7 +63,7 @@ func (db *influxDB) start(bind string) {
 	renderTemplate(t, "influxdb.conf.tmpl", conf, map[string]string{"Dir": db.dir, "HTTPBind": bind})
 	db.proc = startProcess(t, fmt.Sprintf("influxd-%d", db.starts), db.bin, "-config", conf)
 	// Flux's standard library takes ~5 s of CPU to initialise before the bind.
-	db.addr = db.proc.waitLog(listeningHTTP, 60*time.Second)[1]
+	db.addr = db.proc.waitLog(listeningHTTP, 3*time.Minute)[1]
 	eventually(t, 30*time.Second, "influxd /ping", func() (bool, string) {
 		resp, err := http.Get(db.url() + "/ping")
 		if err != nil {

@@ -155,10 +155,18 @@ var errTimeout = errors.New("timed out")
 // timeout with what and the last detail cond returned.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
+	// A bound is what a test gives up after, never what it measures: it
+	// returns as soon as cond holds. make stress showed a process starved by
+	// busy loops taking over a minute to log its first lines, so no wait is
+	// shorter than waitFloor.
+	timeout = max(timeout, waitFloor)
 	if err := poll(timeout, cond); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
+
+// waitFloor is the least time eventually waits for a condition.
+const waitFloor = 2 * time.Minute
 
 // poll is eventually without a test: it returns errTimeout, with cond's last
 // detail, if cond did not come true within timeout.
