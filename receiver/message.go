@@ -24,7 +24,7 @@ const (
 	reasonPolicy       = "policy: measurement %q is not allowed"
 	// reasonReservedMeasurement: only the gateway writes outcomes.
 	reasonReservedMeasurement = "measurement %q is reserved for the outcomes of control instructions, which the gateway writes"
-	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
+	reasonTooLarge            = "data message larger than max_received_message_size (%d bytes)"
 )
 
 // Refusals: the reason tag of messages_refused.
