@@ -177,7 +177,7 @@ func startOckam(b testing.TB) *pipeline {
 	b.Helper()
 	fleet := ockamtest.NewFleet(b)
 	addr, acc := startOckamListener(b, fleet)
-	return connectOckam(b, fleet, acc, func(o *ockam.Ockam) { o.Address = "tcp://" + addr })
+	return connectOckam(b, fleet, acc, func(o *ockam.Output) { o.Address = "tcp://" + addr })
 }
 
 // startOckamRelay is startOckam through a relay on loopback: the listener
@@ -202,16 +202,16 @@ func startOckamRelay(b testing.TB) *pipeline {
 		})
 	// The registration runs in the background: the warm-up in connectOckam
 	// retries until the first batch went through.
-	return connectOckam(b, fleet, acc, func(o *ockam.Ockam) { o.Route = route })
+	return connectOckam(b, fleet, acc, func(o *ockam.Output) { o.Route = route })
 }
 
 // connectOckam starts outputs.ockam with its default settings for a new
 // device of fleet, sending where to says, and waits until a first batch
 // reached acc.
-func connectOckam(b testing.TB, fleet *ockamtest.Fleet, acc *countingAcc, to func(*ockam.Ockam)) *pipeline {
+func connectOckam(b testing.TB, fleet *ockamtest.Fleet, acc *countingAcc, to func(*ockam.Output)) *pipeline {
 	b.Helper()
 	device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
-	o := outputs.Outputs["ockam"]().(*ockam.Ockam)
+	o := outputs.Outputs["ockam"]().(*ockam.Output)
 	to(o)
 	o.VaultPath = device.VaultPath
 	o.CredentialPath = device.CredentialPath

@@ -85,7 +85,7 @@ func TestComposeTelegrafConfigs(t *testing.T) {
 		c := loadTelegraf(t, r, configFile(t, p, s, "/etc/telegraf/telegraf.conf"), envs)
 		require.Equal(t, []string{"cpu", "mem", "system"}, sorted(c.InputNames()), "service %s", name)
 		require.Equal(t, []string{"ockam"}, c.OutputNames(), "service %s", name)
-		out := c.Outputs[0].Output.(*ockamout.Ockam)
+		out := c.Outputs[0].Output.(*ockamout.Output)
 		if d.relayed {
 			require.Equal(t, []string{relayAddress, relayName}, out.Route, "service %s: route", name)
 			require.Empty(t, out.Address, "service %s: address", name)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,12 +39,14 @@ func BenchmarkInlet(b *testing.B) {
 	metrics := benchMetrics(benchBatch)
 	b.Run("direct", func(b *testing.B) {
 		f := newChannelFixture(b, false)
-		o := f.sender(b, nil)
+		o := f.output(b)
+		cpu := startCPU(b)
 		for b.Loop() {
 			if err := o.Write(metrics); err != nil {
 				b.Fatal(err)
 			}
 		}
+		cpu.report(b)
 		reportRate(b, f)
 	})
 	for _, compress := range []bool{true, false} {
@@ -70,6 +73,7 @@ func benchInlet(b *testing.B, metrics []telegraf.Metric, compress bool) {
 	}
 	var body bytes.Buffer
 	zw := gzip.NewWriter(&body)
+	cpu := startCPU(b)
 	for b.Loop() {
 		// The client's side, as outputs.influxdb_v2 does it.
 		lines, err := serializer.SerializeBatch(metrics)
@@ -98,7 +102,31 @@ func benchInlet(b *testing.B, metrics []telegraf.Metric, compress bool) {
 			b.Fatalf("inlet answered %s", resp.Status)
 		}
 	}
+	cpu.report(b)
 	reportRate(b, f)
+}
+
+// cpuClock is the process's CPU time at the start of a benchmark.
+type cpuClock time.Duration
+
+func startCPU(b *testing.B) cpuClock {
+	b.Helper()
+	return cpuClock(processCPU(b))
+}
+
+// report reports the CPU time used since start, per op, in milliseconds.
+func (c cpuClock) report(b *testing.B) {
+	used := processCPU(b) - time.Duration(c)
+	b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+// processCPU returns the user and system CPU time of the process so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // reportRate reports metrics/s, and checks that the listener got every line.
@@ -141,4 +169,39 @@ func benchMetrics(n int) []telegraf.Metric {
 			start.Add(time.Duration(i)*time.Second))
 	}
 	return ms
+}
+
+// BenchmarkParseBody compares, on one body of benchBatch metrics, the two
+// ways the inlet turns a write into what it sends: "plain" writes each
+// point from influxd's parse (parseLines), "metric" builds a Telegraf
+// metric, tags it and serializes it, as the inlet did for every point
+// before it sent through package sender (parseBody with plain false).
+//
+//	go test -run '^$' -bench '^BenchmarkParseBody$' ./inlet
+func BenchmarkParseBody(b *testing.B) {
+	serializer := &influx.Serializer{}
+	if err := serializer.Init(); err != nil {
+		b.Fatal(err)
+	}
+	body, err := serializer.SerializeBatch(benchMetrics(benchBatch))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Unix(1700000000, 0)
+	for _, plain := range []bool{true, false} {
+		name := "plain"
+		if !plain {
+			name = "metric"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if got := parseBody(body, now, "n", "telemetry", plain); got.count != benchBatch {
+					b.Fatalf("%d points, want %d", got.count, benchBatch)
+				}
+			}
+			b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "metrics/s")
+		})
+	}
 }

@@ -1,9 +1,9 @@
 // Package inlet serves the write endpoints of the InfluxDB HTTP API on a
 // local address, so that any InfluxDB client (stock Telegraf's
-// outputs.influxdb_v2 included) can send through an outputs.ockam channel.
-// Each write is parsed as line protocol, sent with the output's sender
-// (ockam.Ockam.Send: the same messages as outputs.ockam, docs/PROTOCOL.md
-// "Transport messages"), and answered only once the listener answered:
+// outputs.influxdb_v2 included) can send through an ockam channel. Each
+// write is checked as line protocol, sent with package sender (the
+// engine of outputs.ockam: the same messages, docs/PROTOCOL.md "Transport
+// messages"), and answered only once the listener answered:
 //
 //	listener acked every message          204 No Content
 //	permanent nack, or a point no         400 {"code":"invalid","message":"…"}
@@ -34,11 +34,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/selfstat"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // BucketTag is the reserved tag that carries, on every metric of a write,
@@ -63,18 +63,19 @@ const (
 	maxErrorMessage = 4096
 )
 
-// Sender sends metrics through a channel and says what the listener made of
-// them. *ockam.Ockam is one, after Init and Connect.
+// Sender sends line protocol through a channel and says what the listener
+// made of it. *sender.Sender is one, after Start.
 type Sender interface {
-	// Send has the contract of ockam.Ockam.Send: an error means "retry all
-	// of them later"; otherwise each metric was acked or refused for good.
-	Send(ctx context.Context, metrics []telegraf.Metric) (ockam.Result, error)
+	// Send has the contract of sender.Sender.Send: an error means "retry
+	// all of them later"; otherwise each metric was acked or refused for
+	// good.
+	Send(ctx context.Context, payloads []sender.Payload) (sender.Result, error)
 	// Peer returns the listener the channel is open to, or why there is
 	// none.
 	Peer() (secure.Identifier, error)
 }
 
-var _ Sender = (*ockam.Ockam)(nil)
+var _ Sender = (*sender.Sender)(nil)
 
 // Config configures a Handler.
 type Config struct {
@@ -89,10 +90,10 @@ type Config struct {
 	MaxBodySize int64
 	// Version is sent in the X-Influxdb-Version header and in /health.
 	Version string
-	Log     telegraf.Logger
+	Log     logger.Logger
 	// Statistics, when not nil, receives the counters of measurement
 	// internal_ockam_inlet; /health also reports those of internal_ockam
-	// registered there by the sender.
+	// registered there for the sender (sender.StatFields).
 	Statistics *selfstat.Collector
 	// Now is the clock for points without a timestamp; time.Now when nil.
 	Now func() time.Time
@@ -109,7 +110,7 @@ type Handler struct {
 	tokenHash   *[sha256.Size]byte // nil: no token required
 	maxBodySize int64
 	version     string
-	log         telegraf.Logger
+	log         logger.Logger
 	collector   *selfstat.Collector
 	stats       stats
 	now         func() time.Time

@@ -18,23 +18,38 @@ import (
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/plugins/parsers/influx"
 	"github.com/influxdata/telegraf/selfstat"
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // fakeSender records what it is asked to send and answers as told.
 type fakeSender struct {
 	mu      sync.Mutex
 	batches [][]telegraf.Metric
-	send    func([]telegraf.Metric) (ockam.Result, error) // nil: ack all
+	send    func([]telegraf.Metric) (sender.Result, error) // nil: ack all
 	peerErr error
 }
 
-func (f *fakeSender) Send(_ context.Context, ms []telegraf.Metric) (ockam.Result, error) {
+// Send parses payloads as the listener does, records the metrics and
+// answers for them.
+func (f *fakeSender) Send(_ context.Context, payloads []sender.Payload) (sender.Result, error) {
+	var ms []telegraf.Metric
+	for _, p := range payloads {
+		parser := &influx.Parser{}
+		if err := parser.Init(); err != nil {
+			return sender.Result{}, err
+		}
+		got, err := parser.Parse(p.Lines)
+		if err != nil || len(got) != p.Metrics {
+			return sender.Result{}, fmt.Errorf("payload of %d metrics %q: %d parsed, %v", p.Metrics, p.Lines, len(got), err)
+		}
+		ms = append(ms, got...)
+	}
 	f.mu.Lock()
 	f.batches = append(f.batches, ms)
 	send := f.send
@@ -42,7 +57,7 @@ func (f *fakeSender) Send(_ context.Context, ms []telegraf.Metric) (ockam.Result
 	if send != nil {
 		return send(ms)
 	}
-	return ockam.Result{Acked: len(ms)}, nil
+	return sender.Result{Acked: len(ms)}, nil
 }
 
 func (f *fakeSender) Peer() (secure.Identifier, error) {
@@ -335,28 +350,28 @@ func TestBodyTooLarge(t *testing.T) {
 func TestSendOutcomes(t *testing.T) {
 	tests := []struct {
 		name    string
-		res     ockam.Result
+		res     sender.Result
 		err     error
 		status  int
 		message string // a part of it
 	}{
-		{"ack", ockam.Result{Acked: 2}, nil, http.StatusNoContent, ""},
-		{"no channel", ockam.Result{}, errors.New("no channel to tcp://gw:4000: connection refused"),
+		{"ack", sender.Result{Acked: 2}, nil, http.StatusNoContent, ""},
+		{"no channel", sender.Result{}, errors.New("no channel to tcp://gw:4000: connection refused"),
 			http.StatusServiceUnavailable, "not delivered, retry later: no channel to tcp://gw:4000: connection refused"},
-		{"transient nack after an ack", ockam.Result{Acked: 1}, errors.New(`listener asked to retry 1 metrics later: "not delivered"`),
+		{"transient nack after an ack", sender.Result{Acked: 1}, errors.New(`listener asked to retry 1 metrics later: "not delivered"`),
 			http.StatusServiceUnavailable, "retry later"},
-		{"revoked", ockam.Result{Refused: []ockam.Refusal{{Metrics: 2, Reason: "revoked", Listener: true}}}, nil,
+		{"revoked", sender.Result{Refused: []sender.Refusal{{Metrics: 2, Reason: "revoked", Listener: true}}}, nil,
 			http.StatusBadRequest, `2 of 2 points refused, dropped: listener: "revoked"`},
-		{"partly refused", ockam.Result{Acked: 1, Refused: []ockam.Refusal{{Metrics: 1, Reason: `policy: measurement "mem" is not allowed`, Listener: true}}}, nil,
+		{"partly refused", sender.Result{Acked: 1, Refused: []sender.Refusal{{Metrics: 1, Reason: `policy: measurement "mem" is not allowed`, Listener: true}}}, nil,
 			http.StatusBadRequest, `1 of 2 points refused, dropped: listener: "policy: measurement \"mem\" is not allowed"`},
-		{"refused by the sender", ockam.Result{Acked: 1, Refused: []ockam.Refusal{{Metrics: 1, Reason: "too long"}}}, nil,
+		{"refused by the sender", sender.Result{Acked: 1, Refused: []sender.Refusal{{Metrics: 1, Reason: "too long"}}}, nil,
 			http.StatusBadRequest, "refused, dropped: too long"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, api := range []apiVersion{v2API, v1API} {
 				h, s := newHandler(t, Config{})
-				s.send = func([]telegraf.Metric) (ockam.Result, error) { return tt.res, tt.err }
+				s.send = func([]telegraf.Metric) (sender.Result, error) { return tt.res, tt.err }
 				target := map[apiVersion]string{v2API: "/api/v2/write?bucket=b", v1API: "/write?db=b"}[api]
 				resp := do(h, request{target: target, body: "cpu v=1\nmem v=2\n", gzip: true})
 				require.Equal(t, tt.status, resp.StatusCode)
@@ -427,13 +442,13 @@ func TestConcurrentWritesAreBounded(t *testing.T) {
 	h, s := newHandler(t, Config{})
 	release := make(chan struct{})
 	var inFlight, most atomic.Int64
-	s.send = func(ms []telegraf.Metric) (ockam.Result, error) {
+	s.send = func(ms []telegraf.Metric) (sender.Result, error) {
 		n := inFlight.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
 		<-release
 		inFlight.Add(-1)
-		return ockam.Result{Acked: len(ms)}, nil
+		return sender.Result{Acked: len(ms)}, nil
 	}
 	const writes = 3 * maxConcurrentWrites
 	var wg sync.WaitGroup

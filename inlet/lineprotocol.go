@@ -28,8 +28,21 @@ import (
 
 // lines is a parsed write body.
 type lines struct {
-	// metrics are the points to send, in the order of the body.
+	// payload are the points to send, in the order of the body, as line
+	// protocol that Telegraf's parser (the listener's) reads as influxd
+	// read the body, each with the tag BucketTag; count is their number.
+	payload []byte
+	count   int
+	// plain counts the points written from the parsed values without a
+	// Telegraf metric (see appendPlain); the others were serialized.
+	plain int
+	// metrics are the metrics serialized, with plain false only (for the
+	// fuzz test).
 	metrics []telegraf.Metric
+	// unserializable counts the points that Telegraf's serializer refused,
+	// and unserializableReason says why for the first.
+	unserializable       int
+	unserializableReason string
 	// parseErr names every line that does not parse, as influxd does:
 	// "unable to parse '<line>': <reason>", one per line; "" if none.
 	parseErr string
@@ -40,25 +53,49 @@ type lines struct {
 }
 
 // parseLines parses body as influxd 1.8 does for a write with precision
-// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"). A point without a
+// (influxd's codes: "n" or "", "u", "ms", "s", "m", "h"), and writes the
+// points to send, each tagged BucketTag=bucket. A point without a
 // timestamp gets now, truncated to the precision.
+//
+// Most points are written straight from what influxd's parser read
+// (appendPlain): the series key as it is in the body, the field values
+// and the timestamp in nanoseconds. A Telegraf metric is built and
+// serialized only where it must be: a point whose bytes need a check of
+// the two dialects (backslashes, control characters), that has a tag
+// BucketTag of its own or a field "time", or when the bucket must be
+// escaped.
 //
 // It is self-contained (no Handler) so that whatever sends the bytes can
 // check them with InfluxDB's rules first.
-func parseLines(body []byte, now time.Time, precision string) lines {
+func parseLines(body []byte, now time.Time, precision, bucket string) lines {
+	return parseBody(body, now, precision, bucket, true)
+}
+
+// parseBody is parseLines; with plain false every point is serialized from
+// a Telegraf metric (the fuzz test compares both ways).
+func parseBody(body []byte, now time.Time, precision, bucket string, plain bool) lines {
 	points, err := models.ParsePointsWithPrecision(body, now.UTC(), precision)
 	var out lines
+	plain = plain && plainBucket(bucket)
+	w := newLineWriter(bucket, len(body))
 	if err != nil {
 		out.parseErr = err.Error()
 	}
 	var tagTime, fieldTime, conflict string // the first reason of each kind, as influxd orders them
-	types := map[fieldOf]models.FieldType{} // the type each field has in this body
+	types := fieldTypes{}                   // the type each field has in this body
 	for _, p := range points {
 		name := string(p.Name())
 		if p.Tags().Get([]byte("time")) != nil {
 			out.dropped++
 			tagTime = first(tagTime, fmt.Sprintf(`invalid tag key: input tag "time" on measurement "%s" is invalid`, name))
 			continue
+		}
+		if plain {
+			if w.appendPlain(p, name, types) {
+				out.count++
+				out.plain++
+				continue
+			}
 		}
 		m, reason := toMetric(p, name, types)
 		if reason == errNotCarried {
@@ -74,8 +111,17 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 			conflict = first(conflict, reason)
 			continue
 		}
-		out.metrics = append(out.metrics, m)
+		if err := w.appendMetric(m); err != nil {
+			out.unserializable++
+			out.unserializableReason = first(out.unserializableReason, fmt.Sprintf("metric %q: %v", name, err))
+			continue
+		}
+		if !plain {
+			out.metrics = append(out.metrics, m)
+		}
+		out.count++
 	}
+	out.payload = w.buf
 	out.dropReason = first(first(tagTime, fieldTime), conflict)
 	return out
 }
@@ -86,7 +132,7 @@ func parseLines(body []byte, now time.Time, precision string) lines {
 // from the one recorded, and nil and errNotCarried if the point would not
 // reach influxd unchanged (then nothing is recorded). With types nil, it
 // only converts p.
-func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (telegraf.Metric, string) {
+func toMetric(p models.Point, name string, types fieldTypes) (telegraf.Metric, string) {
 	fields := map[string]any{}
 	iter := p.FieldIterator()
 	for iter.Next() {
@@ -95,7 +141,7 @@ func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (
 			continue
 		}
 		typ := iter.Type()
-		if have, ok := types[fieldOf{name, key}]; ok && have != typ {
+		if have, ok := types.get(name, []byte(key)); ok && have != typ {
 			return nil, fmt.Sprintf(`field type conflict: input field "%s" on measurement "%s" is type %s, already exists as type %s`,
 				key, name, typeName(typ), typeName(have))
 		}
@@ -113,20 +159,47 @@ func toMetric(p models.Point, name string, types map[fieldOf]models.FieldType) (
 	for _, t := range p.Tags() {
 		tags[string(t.Key)] = string(t.Value)
 	}
-	m := metric.New(name, tags, fields, p.Time())
+	// The fields in the order of the body (the last of a repeated one): a
+	// map's order would make carried, which serializes m, vary from run
+	// to run.
+	m := metric.New(name, tags, nil, p.Time())
+	for iter.Reset(); iter.Next(); {
+		if key := string(iter.FieldKey()); key != "time" {
+			m.AddField(key, fields[key])
+		}
+	}
 	if types != nil && !carried(m) {
 		return nil, errNotCarried
 	}
 	if types != nil {
 		for key, v := range fields {
-			types[fieldOf{name, key}] = fieldType(v)
+			types.set(name, []byte(key), fieldType(v))
 		}
 	}
 	return m, ""
 }
 
-// fieldOf names a field of a measurement.
-type fieldOf struct{ measurement, field string }
+// fieldTypes are the types of the fields of a body, by measurement and
+// field key.
+type fieldTypes map[string]map[string]models.FieldType
+
+// get returns the type of field key of measurement name, if recorded.
+func (ft fieldTypes) get(name string, key []byte) (models.FieldType, bool) {
+	t, ok := ft[name][string(key)]
+	return t, ok
+}
+
+// set records the type of field key of measurement name.
+func (ft fieldTypes) set(name string, key []byte, t models.FieldType) {
+	m := ft[name]
+	if m == nil {
+		m = map[string]models.FieldType{}
+		ft[name] = m
+	}
+	if have, ok := m[string(key)]; !ok || have != t {
+		m[string(key)] = t
+	}
+}
 
 // errNotCarried marks a point that influxd parses but that would not reach
 // it unchanged; see carried.

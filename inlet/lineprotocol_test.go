@@ -12,11 +12,10 @@ import (
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/metric"
 	"github.com/influxdata/telegraf/plugins/parsers/influx"
-	influxser "github.com/influxdata/telegraf/plugins/serializers/influx"
 	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // TestInfluxDBAnswers checks the answer and the points sent for the bodies
@@ -110,13 +109,13 @@ func TestInfluxDBAnswers(t *testing.T) {
 func TestPartialWriteAndListener(t *testing.T) {
 	body := "m v=1 1\nm v= 2\n"
 	h, s := newHandler(t, Config{})
-	s.send = func([]telegraf.Metric) (ockam.Result, error) { return ockam.Result{}, errors.New("no channel") }
+	s.send = func([]telegraf.Metric) (sender.Result, error) { return sender.Result{}, errors.New("no channel") }
 	resp := do(h, request{target: "/write?db=db", body: body})
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.Equal(t, map[string]string{"error": "not delivered, retry later: no channel"}, errorBody(t, resp))
 
-	s.send = func(ms []telegraf.Metric) (ockam.Result, error) {
-		return ockam.Result{Refused: []ockam.Refusal{{Metrics: len(ms), Reason: "revoked", Listener: true}}}, nil
+	s.send = func(ms []telegraf.Metric) (sender.Result, error) {
+		return sender.Result{Refused: []sender.Refusal{{Metrics: len(ms), Reason: "revoked", Listener: true}}}, nil
 	}
 	resp = do(h, request{target: "/write?db=db", body: body})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
@@ -130,7 +129,9 @@ func TestPartialWriteAndListener(t *testing.T) {
 // InfluxDB stores and what survives the way to the gateway: every metric has
 // a field, none has a tag or a field named "time", a field keeps one type in
 // a body, and the metrics serialized as outputs.ockam does and parsed as the
-// listener does come out equal. The seed corpus is in
+// listener does come out equal. The lines written without a metric
+// (appendPlain) must give the listener the same metrics, and the body the
+// same answer, as serializing every point. The seed corpus is in
 // testdata/fuzz/FuzzParseLines.
 func FuzzParseLines(f *testing.F) {
 	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzParseLines"))
@@ -138,17 +139,27 @@ func FuzzParseLines(f *testing.F) {
 	require.NotEmpty(f, entries, "the seed corpus is empty")
 	now := time.Unix(1700000000, 0)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got := parseLines(body, now, "n")
-		if len(got.metrics) == 0 {
+		got := parseLines(body, now, "n", "db/rp")
+		slow := parseBody(body, now, "n", "db/rp", false)
+		require.Equal(t, slow.count, got.count)
+		require.Equal(t, slow.parseErr, got.parseErr)
+		require.Equal(t, slow.dropped, got.dropped)
+		require.Equal(t, slow.dropReason, got.dropReason)
+		require.Equal(t, slow.unserializable, got.unserializable)
+		require.Len(t, slow.metrics, slow.count)
+		if len(slow.metrics) == 0 {
+			require.Empty(t, got.payload)
 			return
 		}
 		types := map[string]string{}
-		for _, m := range got.metrics {
+		for _, m := range slow.metrics {
 			require.NotEmpty(t, m.FieldList())
 			_, hasTime := m.GetTag("time")
 			require.False(t, hasTime)
 			_, hasTime = m.GetField("time")
 			require.False(t, hasTime)
+			bucket, _ := m.GetTag(BucketTag)
+			require.Equal(t, "db/rp", bucket)
 			for _, fl := range m.FieldList() {
 				key, typ := m.Name()+"\x00"+fl.Key, typeName(fieldType(fl.Value))
 				if have, ok := types[key]; ok {
@@ -157,17 +168,49 @@ func FuzzParseLines(f *testing.F) {
 				types[key] = typ
 			}
 		}
-		s := &influxser.Serializer{}
-		require.NoError(t, s.Init())
-		wire, err := s.SerializeBatch(got.metrics)
-		require.NoError(t, err)
-		p := &influx.Parser{}
-		require.NoError(t, p.Init())
-		back, err := p.Parse(wire)
-		require.NoError(t, err, "%s", wire)
-		testutil.RequireMetricsEqual(t, got.metrics, back)
-		require.LessOrEqual(t, len(got.metrics), strings.Count(string(body), "\n")+1)
+		for _, payload := range [][]byte{slow.payload, got.payload} {
+			p := &influx.Parser{}
+			require.NoError(t, p.Init())
+			back, err := p.Parse(payload)
+			require.NoError(t, err, "%s", payload)
+			testutil.RequireMetricsEqual(t, slow.metrics, back)
+		}
+		require.LessOrEqual(t, len(slow.metrics), strings.Count(string(body), "\n")+1)
 	})
+}
+
+// TestPlainLines: points of the usual kind are written without a Telegraf
+// metric, byte for byte as Telegraf's serializer writes them; the others
+// take the long way.
+func TestPlainLines(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name, body, bucket, want string
+		plain                    int
+	}{
+		{"tags around the bucket tag", "cpu,A=1,host=a v=1.5,n=2i,ok=true,s=\"x y\" 17\n", "db/rp",
+			"cpu,A=1,_ockam_bucket=db/rp,host=a v=1.5,n=2i,ok=true,s=\"x y\" 17\n", 1},
+		{"no tags, no timestamp, precision", "m v=1", "b", "m,_ockam_bucket=b v=1 1700000000000000000\n", 1},
+		{"a bucket to escape", "m v=1 1", "my db", "m,_ockam_bucket=my\\ db v=1 1\n", 0},
+		{"a client bucket tag", "m,_ockam_bucket=x v=1 1", "b", "m,_ockam_bucket=b v=1 1\n", 0},
+		{"an escaped string", `m s="a\"b" 1`, "b", `m,_ockam_bucket=b s="a\"b" 1` + "\n", 0},
+		{"an escaped space", `m,t=a\ b v=1 1`, "b", `m,_ockam_bucket=b,t=a\ b v=1 1` + "\n", 0},
+		{"a field time", "m time=1,v=2 1", "b", "m,_ockam_bucket=b v=2 1\n", 0},
+		{"values as they came", "m b=t,f=-.5E+3,g=1.,i=-0i 1", "b", "m,_ockam_bucket=b b=t,f=-.5E+3,g=1.,i=-0i 1\n", 1},
+		{"leading zeros", "m v=007i 1", "b", "m,_ockam_bucket=b v=7i 1\n", 0},
+		{"a float too large for Telegraf", "m v=1e400 1", "b", "", 0},
+		{"a repeated field", "m v=1,v=2 1", "b", "m,_ockam_bucket=b v=2 1\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := parseLines([]byte(tc.body), now, "n", tc.bucket)
+			require.Equal(t, tc.want, string(got.payload))
+			require.Equal(t, tc.plain, got.plain)
+			if tc.want != "" {
+				require.Empty(t, got.parseErr)
+				require.Equal(t, 1, got.count)
+			}
+		})
+	}
 }
 
 // TestPartialWriteMessageBounded: a body of many bad lines is answered and

@@ -15,6 +15,8 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
+	"github.com/ockam-addons/telegraf-ockam/trust"
 	"github.com/ockam-addons/telegraf-ockam/vault"
 )
 
@@ -69,18 +71,48 @@ func newChannelFixture(t testing.TB, keep bool) *channelFixture {
 // it on a loaded machine.
 const senderTimeout = 30 * time.Second
 
-// sender returns an outputs.ockam for the device, connected to the listener
-// and closed when the test ends.
-func (f *channelFixture) sender(t testing.TB, stats *selfstat.Collector) *ockam.Ockam {
+// sender returns a sender for the device, started, connecting to the
+// listener, and closed when the test ends; it counts in stats if not nil.
+func (f *channelFixture) sender(t testing.TB, stats *selfstat.Collector) *sender.Sender {
 	t.Helper()
-	o := &ockam.Ockam{
+	tr, err := trust.Open(sender.TrustConfig(trust.Config{
+		Vault:      f.device.VaultPath,
+		Credential: f.device.CredentialPath,
+		Authority:  f.fleet.AuthorityFile,
+		Log:        testutil.Logger{Quiet: true},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() }) // after the sender's Close
+	target, err := sender.ParseTarget("tcp://"+f.ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sender.Config{Target: target, Trust: tr, Timeout: senderTimeout, Log: testutil.Logger{Quiet: true}}
+	if stats != nil {
+		cfg.Stats = sender.NewStats(func(field string) sender.Counter { return stats.Register("ockam", field, nil) })
+	}
+	s, err := sender.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// output returns outputs.ockam for the device, connected to the listener
+// and closed when the test ends.
+func (f *channelFixture) output(t testing.TB) *ockam.Output {
+	t.Helper()
+	o := &ockam.Output{
 		Address:        "tcp://" + f.ln.Addr().String(),
 		VaultPath:      f.device.VaultPath,
 		CredentialPath: f.device.CredentialPath,
 		AuthorityPath:  f.fleet.AuthorityFile,
 		Timeout:        config.Duration(senderTimeout),
 		Log:            testutil.Logger{Quiet: true},
-		Statistics:     stats,
 	}
 	if err := o.Init(); err != nil {
 		t.Fatal(err)

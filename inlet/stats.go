@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/influxdata/telegraf/selfstat"
+
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // stats are the inlet's counters, measurement internal_ockam_inlet. Each is
@@ -26,10 +28,6 @@ type stats struct {
 var statFields = []string{"writes", "writes_acked", "writes_refused", "writes_unavailable", "writes_too_large",
 	"writes_unauthorized", "writes_other", "metrics_received", "metrics_acked", "metrics_refused",
 	"browser_requests_refused"}
-
-// outputStatFields are the fields of internal_ockam that the sender
-// (outputs.ockam) registers; /health reports those it finds.
-var outputStatFields = []string{"messages_sent", "bytes_sent", "acks", "nacks_permanent", "nacks_transient", "reconnects"}
 
 func newStats(c *selfstat.Collector) stats {
 	if c == nil {
@@ -79,7 +77,7 @@ func (h *Handler) Counters() map[string]int64 {
 	for _, group := range []struct {
 		measurement string
 		fields      []string
-	}{{"ockam_inlet", statFields}, {"ockam", outputStatFields}} {
+	}{{"ockam_inlet", statFields}, {"ockam", sender.StatFields()}} {
 		for _, f := range group.fields {
 			if s := h.collector.Get(group.measurement, f, nil); s != nil {
 				out[group.measurement+"."+f] = s.Get()

@@ -12,8 +12,8 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // writeAPI is what differs between the two write endpoints.
@@ -53,7 +53,7 @@ type outcome struct {
 	status  int
 	msg     string // the error message, for a status other than 204
 	metrics int    // metrics parsed
-	res     ockam.Result
+	res     sender.Result
 }
 
 // serveV2Write serves POST /api/v2/write?bucket=…&precision=… (org is
@@ -119,9 +119,14 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 	if out.status != 0 {
 		return out
 	}
-	parsed := parseLines(body, h.now(), req.precision)
-	metrics := parsed.metrics
-	if len(metrics) == 0 {
+	parsed := parseLines(body, h.now(), req.precision, req.bucket)
+	var refused []sender.Refusal
+	if parsed.unserializable > 0 {
+		// Not expected: what influxd's parser accepts, Telegraf's
+		// serializer writes. Dropped, as outputs.ockam drops it.
+		refused = []sender.Refusal{{Metrics: parsed.unserializable, Reason: parsed.unserializableReason}}
+	}
+	if parsed.count == 0 && refused == nil {
 		// As influxd: nothing to store is a success, unless a line was bad.
 		switch {
 		case parsed.dropped > 0:
@@ -131,12 +136,11 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 		}
 		return outcome{status: http.StatusNoContent}
 	}
-	for _, m := range metrics {
-		m.AddTag(BucketTag, req.bucket)
-	}
-	out = outcome{metrics: len(metrics)}
+	n := parsed.count + parsed.unserializable
+	out = outcome{metrics: n}
 	var err error
-	out.res, err = h.sender.Send(r.Context(), metrics)
+	out.res, err = h.sender.Send(r.Context(), []sender.Payload{{Lines: parsed.payload, Metrics: parsed.count}})
+	out.res.Refused = append(refused, out.res.Refused...)
 	var refusal *secure.RefusedError
 	switch refused := out.res.RefusedMetrics(); {
 	case errors.As(err, &refusal) && refusal.Code == secure.RefusedRevoked:
@@ -149,7 +153,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, req writeRequest
 		out.status, out.msg = http.StatusServiceUnavailable, "not delivered, retry later: "+err.Error()
 	case refused > 0:
 		out.status = http.StatusBadRequest
-		out.msg = fmt.Sprintf("%d of %d points refused, dropped: %s", refused, len(metrics), reasons(out.res.Refused))
+		out.msg = fmt.Sprintf("%d of %d points refused, dropped: %s", refused, n, reasons(out.res.Refused))
 		if parsed.parseErr != "" || parsed.dropped > 0 {
 			out.msg = partialWrite(parsed) + "; " + out.msg
 		}
@@ -174,7 +178,7 @@ func partialWrite(p lines) string {
 
 // reasons lists the distinct reasons of refused; those of the listener are
 // marked as such, and quoted.
-func reasons(refused []ockam.Refusal) string {
+func reasons(refused []sender.Refusal) string {
 	var list []string
 	seen := map[string]bool{}
 	for _, f := range refused {
@@ -248,10 +252,10 @@ func (h *Handler) account(r *http.Request, req writeRequest, out outcome, took t
 	line := fmt.Sprintf("%s %s bucket %q from %s: %d %s: %s", r.Method, r.URL.Path, req.bucket, r.RemoteAddr,
 		out.status, http.StatusText(out.status), msg)
 	if out.status == http.StatusServiceUnavailable && !h.unavailable.changed(out.msg) {
-		h.log.Debug(line)
+		h.log.Debugf("%s", line)
 		return
 	}
-	h.log.Warn(line)
+	h.log.Warnf("%s", line)
 }
 
 // errorOnce remembers the last message of a recurring failure.

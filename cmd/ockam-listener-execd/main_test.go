@@ -56,7 +56,7 @@ func TestShim(t *testing.T) {
 	// stdin stays open, as inputs.execd keeps it.
 	shim := ockamtest.Start(t, filepath.Join(bin, "ockam-listener-execd"), "--config", conf)
 
-	o := outputs.Outputs["ockam"]().(*ockam.Ockam)
+	o := outputs.Outputs["ockam"]().(*ockam.Output)
 	o.Address = "tcp://" + addr
 	o.VaultPath, o.CredentialPath, o.AuthorityPath = device.VaultPath, device.CredentialPath, fleet.AuthorityFile
 	o.Timeout = config.Duration(2 * time.Second)

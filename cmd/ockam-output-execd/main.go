@@ -9,6 +9,13 @@
 // while stdin is not read (backpressure), instead of being discarded as the
 // shim would. SIGINT or SIGTERM stops the retries; what is not yet
 // acknowledged is then lost.
+//
+// It is an adapter over the plugin (ockam.Output), and through it over
+// package sender, rather than over the sender directly: its configuration
+// file is an [[outputs.ockam]] table, which Telegraf's shim reads into the
+// registered plugin (config.Secret for the passphrases, durations and
+// sizes, the plugin's defaults, deprecations and Init messages), so the
+// shim and the custom Telegraf take the same file.
 package main
 
 import (

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ockam-addons/telegraf-ockam/authority"
 	"github.com/ockam-addons/telegraf-ockam/internal/atomicfile"
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/secure/enroll"
 )
@@ -99,11 +100,8 @@ func authorityServe(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		level := slog.LevelInfo
-		if *debug {
-			level = slog.LevelDebug
-		}
-		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+		// Telegraf's log format, as the relay and the inlet print.
+		log := slog.New(logger.NewLines(e.stderr, "authority", *debug).Handler())
 		a, err := authority.New(authority.Config{Vault: v, Identity: id, Store: store, Now: e.clock(), Logger: log})
 		if err != nil {
 			store.Close()

@@ -10,17 +10,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/config"
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/inlet"
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/internal/version"
-	"github.com/ockam-addons/telegraf-ockam/plugins/outputs/ockam"
+	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
@@ -153,11 +153,7 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 		if maxBody <= 0 {
 			return usagef("--max-body-size %d: must be positive", int64(maxBody))
 		}
-		level := telegraf.Info
-		if *debug {
-			level = telegraf.Debug
-		}
-		log := newLineLogger(e.stderr, "inlet", level)
+		log := logger.NewLines(e.stderr, "inlet", *debug)
 		token, err := readToken(*tokenFile)
 		if err != nil {
 			return err
@@ -168,34 +164,23 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 			return err
 		}
 		stats := selfstat.NewCollector(nil)
-		out := &ockam.Ockam{
-			Address:          *address,
-			Route:            route,
-			VaultPath:        vf.dir,
-			VaultPassphrase:  config.NewSecret(pass), // takes pass and wipes it
-			CredentialPath:   *credential,
-			AuthorityPath:    *authority,
-			ListenerIdentity: *listenerID,
-			Timeout:          config.Duration(*timeout),
-			RevocationList:   *revocationList,
-			RevocationSource: *revocationSource,
-			RevocationState:  *revocationState,
-			Log:              log.named("outputs.ockam"),
-			Statistics:       stats,
-			TrustNames:       &inletTrustNames,
-		}
-		if err := out.Init(); err != nil {
+		out, err := newInletSender(inletOptions{
+			address: *address, route: route, vault: vf.dir, passphrase: pass, credential: *credential,
+			authority: *authority, listenerIdentity: *listenerID, timeout: *timeout,
+			revocationList: *revocationList, revocationSource: *revocationSource, revocationState: *revocationState,
+		}, log.Named("outputs.ockam"), stats)
+		if err != nil {
 			return withHint(err, "--vault, --credential, --authority, --address, --route, --listener-identity and "+
 				"--revocation-* are outputs.ockam's vault_path, credential_path, authority_path, address, route, "+
 				"listener_identity and revocation_*")
 		}
-		defer out.Close() // releases the vault on every path; serveInlet closes it first
+		defer out.close() // releases the vault on every path; serveInlet closes the sender first
 		ln, err := listenLocal(*listen, *allowRemote)
 		if err != nil {
 			return err
 		}
 		h, err := inlet.New(inlet.Config{
-			Sender: out, Token: token, MaxBodySize: int64(maxBody), Version: version.String(),
+			Sender: out.sender, Token: token, MaxBodySize: int64(maxBody), Version: version.String(),
 			Log: log, Statistics: stats,
 		})
 		if err != nil {
@@ -205,19 +190,14 @@ func inletInfluxDB(fs *flag.FlagSet) action {
 		if len(token) == 0 && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 			log.Warnf("Listening on %s without --token-file: anyone who can reach it writes as this device", ln.Addr())
 		}
-		_ = out.Connect() // dials in the background; never fails
-		destination := *address
-		if destination == "" {
-			destination = "route " + strings.Join(route, " → ")
-		}
-		return serveInlet(ln, h, out, destination, *timeout, log)
+		out.sender.Start() // dials in the background
+		return serveInlet(ln, h, out.sender, *timeout, log)
 	}
 }
 
 // serveInlet serves h on ln until a signal, then shuts down: the writes in
 // flight are answered before the channel is closed.
-func serveInlet(ln net.Listener, h *inlet.Handler, out *ockam.Ockam, address string,
-	timeout time.Duration, log lineLogger) error {
+func serveInlet(ln net.Listener, h *inlet.Handler, out *sender.Sender, timeout time.Duration, log logger.Lines) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv := &http.Server{
@@ -229,7 +209,7 @@ func serveInlet(ln net.Listener, h *inlet.Handler, out *ockam.Ockam, address str
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Infof("Listening on http://%s (InfluxDB write API: /api/v2/write, /write), sending to %s", ln.Addr(), address)
+	log.Infof("Listening on http://%s (InfluxDB write API: /api/v2/write, /write), sending to %s", ln.Addr(), out.Target())
 
 	var err error
 	select {
@@ -245,13 +225,91 @@ func serveInlet(ln net.Listener, h *inlet.Handler, out *ockam.Ockam, address str
 		log.Warnf("Writes still in flight after %v were cut off (their clients retry): %v", 2*timeout+shutdownMargin, serr)
 		_ = srv.Close()
 	}
-	_ = out.Close()
+	out.Close()
 	if counters := h.Counters(); counters != nil {
 		log.Infof("Stopped: %d writes acknowledged, %d refused, %d unavailable; %d points acknowledged",
 			counters["ockam_inlet.writes_acked"], counters["ockam_inlet.writes_refused"],
 			counters["ockam_inlet.writes_unavailable"], counters["ockam_inlet.metrics_acked"])
 	}
 	return err
+}
+
+// inletOptions are the flags of "ockam inlet influxdb" that configure its
+// sender.
+type inletOptions struct {
+	address          string
+	route            []string
+	vault            string
+	passphrase       []byte // wiped by newInletSender
+	credential       string
+	authority        string
+	listenerIdentity string
+	timeout          time.Duration
+	revocationList   string
+	revocationSource string
+	revocationState  string
+}
+
+// inletSender is the inlet's sender and the trust loader it sends with.
+type inletSender struct {
+	sender *sender.Sender
+	trust  *trust.Trust
+	log    logger.Logger
+}
+
+// newInletSender opens the device's trust files and returns a sender to
+// the listener, not yet started; its errors name the flags. It counts in
+// stats as outputs.ockam does (measurement internal_ockam).
+func newInletSender(o inletOptions, log logger.Logger, stats *selfstat.Collector) (*inletSender, error) {
+	defer clear(o.passphrase)
+	target, err := sender.ParseTarget(o.address, o.route)
+	if err != nil {
+		return nil, err
+	}
+	var pin secure.Identifier
+	if o.listenerIdentity != "" {
+		if pin, err = secure.ParseIdentifier(o.listenerIdentity); err != nil {
+			return nil, fmt.Errorf("--listener-identity: %w", err)
+		}
+	}
+	t, err := trust.Open(sender.TrustConfig(trust.Config{
+		Vault:          o.vault,
+		Passphrase:     o.passphrase,
+		Credential:     o.credential,
+		Authority:      o.authority,
+		RevocationList: o.revocationList,
+		Revocation: trust.RevocationConfig{
+			Source: o.revocationSource,
+			State:  o.revocationState,
+		},
+		Names: inletTrustNames,
+		Log:   log,
+	}))
+	if err != nil {
+		return nil, err
+	}
+	s, err := sender.New(sender.Config{
+		Target:           target,
+		Trust:            t,
+		ListenerIdentity: pin,
+		Timeout:          o.timeout,
+		CredentialPath:   o.credential,
+		Log:              log,
+		Stats:            sender.NewStats(func(field string) sender.Counter { return stats.Register("ockam", field, nil) }),
+	})
+	if err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return &inletSender{sender: s, trust: t, log: log}, nil
+}
+
+// close closes the sender, then the trust loader (the vault).
+func (s *inletSender) close() {
+	s.sender.Close()
+	if err := s.trust.Close(); err != nil {
+		s.log.Warnf("%v", err)
+	}
 }
 
 // listenLocal listens on addr (host:port), refusing an address that is not

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/influxdata/telegraf"
-
 	"github.com/ockam-addons/telegraf-ockam/internal/filewatch"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -88,7 +86,7 @@ func relayServe(fs *flag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		level, ok := map[string]telegraf.LogLevel{"info": telegraf.Info, "debug": telegraf.Debug}[*logLevel]
+		debug, ok := map[string]bool{"info": false, "debug": true}[*logLevel]
 		if !ok {
 			return usagef("--log-level %q: want info or debug", *logLevel)
 		}
@@ -104,7 +102,7 @@ func relayServe(fs *flag.FlagSet) action {
 			}
 		}
 		cfg := relay.ServerConfig{NextHops: nextHops, MaxConnections: *maxConns, MaxConnectionsPerIP: *maxPerIP, Now: e.clock(),
-			Logger: newLineLogger(e.stderr, "relay", level)}
+			Logger: logger.NewLines(e.stderr, "relay", debug)}
 		for _, path := range authorities {
 			id, err := readIdentityFile(path)
 			if err != nil {

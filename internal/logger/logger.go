@@ -1,7 +1,7 @@
-// Package logger declares the one small interface that the transports, the
-// trust loader and the receiver log through, so that each need not declare
-// its own. telegraf.Logger satisfies it, and so does any type with these
-// four methods.
+// Package logger declares the one small interface that the engines (sender,
+// receiver), the trust loader and the transports log through, so that each
+// need not declare its own. telegraf.Logger satisfies it, and so does any
+// type with these four methods.
 package logger
 
 // Logger receives a package's few log lines. What is logged names peers,

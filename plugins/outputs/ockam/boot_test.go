@@ -43,7 +43,7 @@ func TestStartsWithExpiredCredential(t *testing.T) {
 	require.ErrorIs(t, err, secure.ErrExpired)
 	require.ErrorContains(t, err, "credential_path "+dev.CredentialPath+": credential expired at "+expiry)
 	require.ErrorContains(t, err, "renew it with ockam credential issue")
-	require.Nil(t, currentLink(o))
+	require.Zero(t, currentLink(o))
 	require.Empty(t, l.seqs("ockam_identity"))
 	require.Empty(t, logged(l.log, "Handshake from"), "the expired credential was never presented")
 
@@ -79,7 +79,7 @@ func TestExpiredCredentialStillChecked(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ockamtest.WriteFile(t, dev.CredentialPath, tt.cred.MarshalFile())
-			o := outputs.Outputs["ockam"]().(*Ockam)
+			o := outputs.Outputs["ockam"]().(*Output)
 			o.Address = "tcp://127.0.0.1:4000"
 			o.VaultPath, o.CredentialPath, o.AuthorityPath = dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile
 			o.Log = testutil.Logger{}

@@ -1,20 +1,16 @@
 // Package ockam is the Telegraf output outputs.ockam. It sends each batch of
-// metrics as line protocol over a secure channel (secure.Dial, docs/PROTOCOL.md
+// metrics as line protocol over a secure channel (docs/PROTOCOL.md
 // "Handshake" and "Transport messages") to an inputs.ockam_listener, and
 // counts the batch as written only when the listener acknowledged every
-// message of it.
+// message of it. It is an adapter: options, trust loading (package trust)
+// and serialization here; dialing, sending and awaiting answers in package
+// sender.
 package ockam
 
 import (
-	"context"
 	_ "embed"
 	"errors"
 	"fmt"
-	"net/url"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/influxdata/telegraf"
@@ -24,6 +20,7 @@ import (
 	"github.com/influxdata/telegraf/selfstat"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 	"github.com/ockam-addons/telegraf-ockam/trust"
 )
 
@@ -31,18 +28,15 @@ import (
 var sampleConfig string
 
 const (
-	defaultTimeout        = 10 * time.Second
-	defaultMaxMessageSize = 256 << 10
-	// defaultRevocationCheckInterval is how often the revocation list file
-	// is re-read and the open channel's listener checked against the lists,
-	// as in the listener.
-	defaultRevocationCheckInterval = time.Second
+	defaultTimeout                 = sender.DefaultTimeout
+	defaultMaxMessageSize          = sender.DefaultMaxMessageSize
+	defaultRevocationCheckInterval = sender.DefaultRevocationCheckInterval
 )
 
-// Ockam is the outputs.ockam plugin. Telegraf calls Init, Connect, Write and
-// Close from one goroutine at a time; the plugin runs a dialer goroutine and
-// one reader goroutine per channel of its own.
-type Ockam struct {
+// Output is the outputs.ockam plugin. Telegraf calls Init, Connect, Write
+// and Close from one goroutine at a time; the sender runs a dialer
+// goroutine and one reader goroutine per channel of its own.
+type Output struct {
 	Address          string        `toml:"address"`
 	Route            []string      `toml:"route"`
 	MQTTUsername     string        `toml:"mqtt_username"`
@@ -74,37 +68,23 @@ type Ockam struct {
 	TrustNames *trust.Names `toml:"-"`
 
 	// Set by Init.
-	target     target
-	timeout    time.Duration
-	trust      *trust.Trust // identity, credential, authorities, revocation; refreshed before every dial
+	target     sender.Target
 	pin        secure.Identifier
+	trust      *trust.Trust // identity, credential, authorities, revocation; refreshed before every dial
 	serializer *influx.Serializer
 	stats      stats
-	lastBatch  atomic.Uint64 // the last batch id used
-
-	// Set by Connect, ended by Close.
-	cancel     context.CancelFunc
-	dialerDone chan struct{}
-	trustDone  chan struct{} // closed when trust.Run returned
-	kick       chan struct{} // wakes the dialer from its backoff
-	readers    sync.WaitGroup
-
-	mu       sync.Mutex
-	link     *link         // the current channel, nil when there is none
-	started  uint64        // dial attempts begun
-	finished uint64        // the number of the last attempt that ended
-	lastErr  error         // why the last attempt failed or the last link ended
-	changed  chan struct{} // closed and replaced whenever link, finished or lastErr change
+	sender     *sender.Sender
+	connected  bool // Connect started the sender
 }
 
 // SampleConfig returns the sample configuration.
-func (*Ockam) SampleConfig() string { return sampleConfig }
+func (*Output) SampleConfig() string { return sampleConfig }
 
 // Init checks the settings and loads the identity, the authorities and the
 // credential. It connects to nothing. A credential that is only expired
 // (or not yet valid) does not fail it: it is logged, Write fails until
 // credential_path holds a valid one, and Telegraf buffers meanwhile.
-func (o *Ockam) Init() (err error) {
+func (o *Output) Init() (err error) {
 	if err := o.checkSettings(); err != nil {
 		return err
 	}
@@ -125,17 +105,52 @@ func (o *Ockam) Init() (err error) {
 	if err := o.serializer.Init(); err != nil {
 		return fmt.Errorf("line-protocol serializer: %w", err)
 	}
-	o.changed = make(chan struct{})
-	return nil
+	cfg := sender.Config{
+		Target:                  o.target,
+		MQTTUsername:            o.MQTTUsername,
+		Trust:                   o.trust,
+		ListenerIdentity:        o.pin,
+		ListenerAttributes:      o.ListenerAttributes,
+		Timeout:                 time.Duration(o.Timeout),
+		MaxMessageSize:          int(o.MaxMessageSize),
+		RevocationCheckInterval: time.Duration(o.RevocationCheckInterval),
+		CredentialPath:          o.CredentialPath,
+		Log:                     o.Log,
+		Stats:                   o.stats.sender,
+	}
+	if !o.MQTTPassword.Empty() {
+		cfg.MQTTPassword = o.mqttPassword
+	}
+	o.sender, err = sender.New(cfg)
+	return err
+}
+
+// mqttPassword returns mqtt_password as it is now (a secret store may
+// change it).
+func (o *Output) mqttPassword() (string, error) {
+	password, err := o.MQTTPassword.Get()
+	if err != nil {
+		return "", err
+	}
+	defer password.Destroy()
+	return password.String(), nil
+}
+
+// names are the names of the trust options in messages.
+func (o *Output) names() trust.Names {
+	if o.TrustNames != nil {
+		return *o.TrustNames
+	}
+	return trust.PluginNames
 }
 
 // checkSettings validates the options and applies defaults.
-func (o *Ockam) checkSettings() error {
+func (o *Output) checkSettings() error {
 	var err error
-	if o.target, err = parseTarget(o.Address, o.Route); err != nil {
+	if o.target, err = sender.ParseTarget(o.Address, o.Route); err != nil {
 		return err
 	}
-	if o.target.kind != targetMQTT && (o.MQTTUsername != "" || !o.MQTTPassword.Empty()) {
+	if !o.target.MQTT() && (o.MQTTUsername != "" || !o.MQTTPassword.Empty()) {
 		return errors.New(`mqtt_username and mqtt_password apply to an mqtt:// address only`)
 	}
 	if o.ListenerIdentity != "" {
@@ -149,7 +164,6 @@ func (o *Ockam) checkSettings() error {
 	case o.Timeout == 0:
 		o.Timeout = config.Duration(defaultTimeout)
 	}
-	o.timeout = time.Duration(o.Timeout)
 	switch {
 	case o.RevocationCheckInterval < 0:
 		return fmt.Errorf("revocation_check_interval %v: must be positive", time.Duration(o.RevocationCheckInterval))
@@ -166,41 +180,16 @@ func (o *Ockam) checkSettings() error {
 	return nil
 }
 
-// parseAddress returns host:port of a tcp:// address (mqtt:// addresses are
-// parsed by parseTarget).
-func parseAddress(address string) (string, error) {
-	scheme, _, ok := strings.Cut(address, "://")
-	if !ok {
-		return "", fmt.Errorf("address %q: want tcp://host:port", address)
-	}
-	if scheme != "tcp" {
-		return "", fmt.Errorf("address %q: scheme %q is not supported, only tcp:// and mqtt:// addresses are supported "+
-			"(or a route through relays in \"route\")", address, scheme)
-	}
-	u, err := url.Parse(address)
-	if err != nil || u.User != nil || strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("address %q: want tcp://host:port", address)
-	}
-	if port, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || port == 0 || u.Hostname() == "" {
-		return "", fmt.Errorf("address %q: want tcp://host:port with a port from 1 to 65535", address)
-	}
-	return u.Host, nil
-}
-
 // loadTrust opens the vault and loads the identity, the authorities, the
 // revocation list and its persisted state, and the credential, which must
 // be valid now but for its validity period (package trust).
-func (o *Ockam) loadTrust() error {
+func (o *Output) loadTrust() error {
 	passphrase, err := o.VaultPassphrase.Get()
 	if err != nil {
 		return fmt.Errorf("vault_passphrase: %w", err)
 	}
 	defer passphrase.Destroy()
-	names := trust.PluginNames
-	if o.TrustNames != nil {
-		names = *o.TrustNames
-	}
-	t, err := trust.Open(trust.Config{
+	t, err := trust.Open(sender.TrustConfig(trust.Config{
 		Vault:          o.VaultPath,
 		Passphrase:     passphrase.Bytes(),
 		Credential:     o.CredentialPath,
@@ -215,18 +204,11 @@ func (o *Ockam) loadTrust() error {
 			StaleRefuses: o.RevocationRefuseStale,
 			Stale:        func() { o.stats.revocationListStale.Incr(1) },
 		},
-		// Every dial re-reads credential_path, and dials only with what it
-		// holds now (TestRenewedCredentialMustBeValid).
-		Peers:            "the listener",
-		StrictCredential: true,
-		// A device that was off past its credential's expiry starts,
-		// buffers, and connects once the file is renewed
-		// (TestStartsWithExpiredCredential).
-		StartExpired: true,
-		ExpiresIn:    func(d time.Duration) { o.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
-		Names:        names,
-		Log:          o.Log,
-	})
+		// TestRenewedCredentialMustBeValid, TestStartsWithExpiredCredential
+		ExpiresIn: func(d time.Duration) { o.stats.credentialExpiresIn.Set(int64(d / time.Second)) },
+		Names:     o.names(),
+		Log:       o.Log,
+	}))
 	if err != nil {
 		return err
 	}
@@ -237,47 +219,39 @@ func (o *Ockam) loadTrust() error {
 // Connect starts dialing the listener in the background and returns nil: an
 // error here would make Telegraf exit (TELEGRAF.md). Write reports whether
 // there is a channel.
-func (o *Ockam) Connect() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	o.cancel = cancel
-	o.dialerDone = make(chan struct{})
-	o.kick = make(chan struct{}, 1)
-	o.trustDone = make(chan struct{})
-	go func() {
-		// revocation_list, credential_path, the vault and revocation_source
-		defer close(o.trustDone)
-		o.trust.Run(ctx, time.Duration(o.RevocationCheckInterval))
-	}()
-	go o.runDialer(ctx)
+func (o *Output) Connect() error {
+	o.sender.Start()
+	o.connected = true
 	return nil
 }
 
 // Close closes the channel and stops the background goroutines. It waits for
 // them to end.
-func (o *Ockam) Close() error {
-	defer o.closeTrust()
-	if o.cancel == nil {
-		return nil
+func (o *Output) Close() error {
+	if o.sender != nil {
+		o.sender.Close()
 	}
-	o.cancel()
-	<-o.dialerDone
-	<-o.trustDone
-	o.mu.Lock()
-	l := o.link
-	o.link = nil
-	o.mu.Unlock()
-	if l != nil {
-		l.shutdown("telegraf output closing", o.timeout)
-	}
-	o.readers.Wait()
+	o.closeTrust()
 	o.VaultPassphrase.Destroy()
 	o.MQTTPassword.Destroy()
 	return nil
 }
 
+// closeTrust releases the vault (a PKCS#11 token session; a directory
+// needs nothing).
+func (o *Output) closeTrust() {
+	if o.trust == nil {
+		return
+	}
+	if err := o.trust.Close(); err != nil {
+		o.Log.Warnf("%v", err)
+	}
+	o.trust = nil
+}
+
 func init() {
 	outputs.Add("ockam", func() telegraf.Output {
-		return &Ockam{
+		return &Output{
 			Timeout:                 config.Duration(defaultTimeout),
 			MaxMessageSize:          defaultMaxMessageSize,
 			RevocationCheckInterval: config.Duration(defaultRevocationCheckInterval),

@@ -29,10 +29,10 @@ import (
 
 // newOutput returns an initialized plugin for the fixture's device, sending
 // to addr, and closes it when the test ends.
-func (f *fixture) newOutput(t *testing.T, addr string, modify ...func(*Ockam)) (*Ockam, *testutil.CaptureLogger) {
+func (f *fixture) newOutput(t *testing.T, addr string, modify ...func(*Output)) (*Output, *testutil.CaptureLogger) {
 	t.Helper()
 	log := &testutil.CaptureLogger{}
-	o := outputs.Outputs["ockam"]().(*Ockam)
+	o := outputs.Outputs["ockam"]().(*Output)
 	o.Address = "tcp://" + addr
 	o.VaultPath = f.vaultPath
 	o.CredentialPath = f.credPath
@@ -97,7 +97,7 @@ func newCollector(t *testing.T) *selfstat.Collector {
 var collectors atomic.Int64
 
 func TestConfigKeys(t *testing.T) {
-	typ := reflect.TypeFor[Ockam]()
+	typ := reflect.TypeFor[Output]()
 	var keys []string
 	for i := range typ.NumField() {
 		if tag := typ.Field(i).Tag.Get("toml"); tag != "" && tag != "-" {
@@ -112,67 +112,10 @@ func TestConfigKeys(t *testing.T) {
 		require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
 		require.Contains(t, readmeText(t), "- `"+k+"`", "README.md documents %s", k)
 	}
-	o := outputs.Outputs["ockam"]().(*Ockam)
+	o := outputs.Outputs["ockam"]().(*Output)
 	require.Equal(t, config.Duration(10*time.Second), o.Timeout)
 	require.Equal(t, config.Size(256*1024), o.MaxMessageSize)
 	require.Equal(t, sampleConfig, o.SampleConfig())
-}
-
-func TestParseAddress(t *testing.T) {
-	for addr, want := range map[string]string{
-		"tcp://127.0.0.1:4000":  "127.0.0.1:4000",
-		"tcp://gateway:4000/":   "gateway:4000",
-		"tcp://[::1]:4000":      "[::1]:4000",
-		"udp://127.0.0.1:4000":  "",
-		"127.0.0.1:4000":        "",
-		"tcp://127.0.0.1":       "",
-		"tcp://127.0.0.1:0":     "",
-		"tcp://127.0.0.1:99999": "",
-		"tcp://:4000":           "",
-		"tcp://h:4000/path":     "",
-		"tcp://u@h:4000":        "",
-	} {
-		got, err := parseAddress(addr)
-		if want == "" {
-			require.Error(t, err, addr)
-			require.Contains(t, err.Error(), "address", addr)
-			continue
-		}
-		require.NoError(t, err, addr)
-		require.Equal(t, want, got, addr)
-	}
-	_, err := parseAddress("udp://127.0.0.1:4000")
-	require.ErrorContains(t, err, "only tcp:// and mqtt:// addresses are supported")
-}
-
-func TestParseTarget(t *testing.T) {
-	for _, tc := range []struct {
-		address string
-		route   []string
-		kind    targetKind
-		text    string // the target's text, or a part of the error
-		fails   bool
-	}{
-		{address: "tcp://127.0.0.1:4000", kind: targetTCP, text: "tcp://127.0.0.1:4000"},
-		{address: "mqtt://broker:1883/ockam/plant-7", kind: targetMQTT, text: "mqtt://broker:1883/ockam/plant-7"},
-		{route: []string{"tcp://relay-a:4000", "tcp://relay-b:4000", "plant-7-gateway"}, kind: targetRoute,
-			text: "route tcp://relay-a:4000 → tcp://relay-b:4000 → plant-7-gateway"},
-		{address: "tcp://127.0.0.1:4000", route: []string{"tcp://relay:4000", "gw"}, fails: true, text: "not both"},
-		{fails: true, text: `"address" is required (or "route"`},
-		{address: "mqtt://broker:1883", fails: true, text: `address "mqtt://broker:1883"`},
-		{address: "mqtt://broker:1883/ockam/#", fails: true, text: "mqtt://broker:1883/ockam/#"},
-		{route: []string{"plant-7-gateway"}, fails: true, text: "route:"},
-		{route: []string{"tcp://relay:4000", "bad name!"}, fails: true, text: "route:"},
-	} {
-		got, err := parseTarget(tc.address, tc.route)
-		if tc.fails {
-			require.ErrorContains(t, err, tc.text, "%q %q", tc.address, tc.route)
-			continue
-		}
-		require.NoError(t, err, "%q %q", tc.address, tc.route)
-		require.Equal(t, tc.kind, got.kind)
-		require.Equal(t, tc.text, got.String())
-	}
 }
 
 func TestInitErrors(t *testing.T) {
@@ -183,23 +126,23 @@ func TestInitErrors(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		modify  func(*Ockam)
+		modify  func(*Output)
 		prepare func(t *testing.T)
 		is      error  // errors.Is target, if any
 		text    string // a part of the message
 	}{
-		{name: "no address", modify: func(o *Ockam) { o.Address = "" }, text: `option "address" is required (or "route"`},
-		{name: "no vault", modify: func(o *Ockam) { o.VaultPath = "" }, text: `option "vault_path" is required`},
-		{name: "no credential", modify: func(o *Ockam) { o.CredentialPath = "" }, text: `option "credential_path" is required`},
-		{name: "no authority", modify: func(o *Ockam) { o.AuthorityPath = "" }, text: `option "authority_path" is required`},
-		{name: "udp", modify: func(o *Ockam) { o.Address = "udp://127.0.0.1:4000" }, text: "only tcp:// and mqtt:// addresses are supported"},
-		{name: "mqtt login on tcp", modify: func(o *Ockam) { o.MQTTUsername = "device" }, text: "apply to an mqtt:// address only"},
-		{name: "bad pin", modify: func(o *Ockam) { o.ListenerIdentity = "I1234" }, is: secure.ErrMalformed, text: "listener_identity"},
-		{name: "negative timeout", modify: func(o *Ockam) { o.Timeout = -1 }, text: "timeout"},
-		{name: "huge messages", modify: func(o *Ockam) { o.MaxMessageSize = secure.DefaultMaxMessageSize + 1 }, text: "max_message_size"},
-		{name: "missing vault", modify: func(o *Ockam) { o.VaultPath = filepath.Join(f.dir, "nope") }, text: "ockam identity create"},
-		{name: "missing credential", modify: func(o *Ockam) { o.CredentialPath = filepath.Join(f.dir, "nope") }, text: "credential_path"},
-		{name: "missing authority", modify: func(o *Ockam) { o.AuthorityPath = filepath.Join(f.dir, "nope") }, text: "authority_path"},
+		{name: "no address", modify: func(o *Output) { o.Address = "" }, text: `option "address" is required (or "route"`},
+		{name: "no vault", modify: func(o *Output) { o.VaultPath = "" }, text: `option "vault_path" is required`},
+		{name: "no credential", modify: func(o *Output) { o.CredentialPath = "" }, text: `option "credential_path" is required`},
+		{name: "no authority", modify: func(o *Output) { o.AuthorityPath = "" }, text: `option "authority_path" is required`},
+		{name: "udp", modify: func(o *Output) { o.Address = "udp://127.0.0.1:4000" }, text: "only tcp:// and mqtt:// addresses are supported"},
+		{name: "mqtt login on tcp", modify: func(o *Output) { o.MQTTUsername = "device" }, text: "apply to an mqtt:// address only"},
+		{name: "bad pin", modify: func(o *Output) { o.ListenerIdentity = "I1234" }, is: secure.ErrMalformed, text: "listener_identity"},
+		{name: "negative timeout", modify: func(o *Output) { o.Timeout = -1 }, text: "timeout"},
+		{name: "huge messages", modify: func(o *Output) { o.MaxMessageSize = secure.DefaultMaxMessageSize + 1 }, text: "max_message_size"},
+		{name: "missing vault", modify: func(o *Output) { o.VaultPath = filepath.Join(f.dir, "nope") }, text: "ockam identity create"},
+		{name: "missing credential", modify: func(o *Output) { o.CredentialPath = filepath.Join(f.dir, "nope") }, text: "credential_path"},
+		{name: "missing authority", modify: func(o *Output) { o.AuthorityPath = filepath.Join(f.dir, "nope") }, text: "authority_path"},
 		{
 			name:    "credential from another authority",
 			prepare: func(t *testing.T) { f.writeCredential(t, f.issue(t, other, f.device.Identifier(), now, time.Hour)) },
@@ -230,7 +173,7 @@ func TestInitErrors(t *testing.T) {
 			if tt.prepare != nil {
 				tt.prepare(t)
 			}
-			o := outputs.Outputs["ockam"]().(*Ockam)
+			o := outputs.Outputs["ockam"]().(*Output)
 			o.Address = "tcp://127.0.0.1:4000"
 			o.VaultPath, o.CredentialPath, o.AuthorityPath = f.vaultPath, f.credPath, f.authorityPath
 			o.Log = testutil.Logger{}
@@ -268,7 +211,7 @@ func TestWriteAck(t *testing.T) {
 func TestWriteNackPermanent(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, log := f.newOutput(t, l.addr(), func(o *Ockam) { o.MaxMessageSize = 200 })
+	o, log := f.newOutput(t, l.addr(), func(o *Output) { o.MaxMessageSize = 200 })
 	require.NoError(t, o.Connect())
 
 	// Refuse the message that holds h0; accept the others.
@@ -312,7 +255,7 @@ func TestWriteNackTransient(t *testing.T) {
 func TestWriteNoAnswer(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.Timeout = config.Duration(300 * time.Millisecond) })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.Timeout = config.Duration(300 * time.Millisecond) })
 	require.NoError(t, o.Connect())
 
 	l.setReply(func(secure.Message) reply { return replySilent })
@@ -339,7 +282,7 @@ func TestWriteNoAnswer(t *testing.T) {
 func TestWriteConnectionDropped(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) {
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) {
 		o.Statistics = newCollector(t)
 	})
 	require.NoError(t, o.Connect())
@@ -376,7 +319,7 @@ func TestListenerDownAtConnect(t *testing.T) {
 func TestPinnedListener(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerIdentity = f.listener.Identifier().String() })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.ListenerIdentity = f.listener.Identifier().String() })
 	require.NoError(t, o.Connect())
 	require.NoError(t, o.Write(testMetrics(1)))
 }
@@ -388,7 +331,7 @@ func TestListenerAttributes(t *testing.T) {
 	f := newFixture(t) // the fixture's listener holds role=sensor
 	l := f.startListener(t, "127.0.0.1:0")
 
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerAttributes = map[string]string{"role": "listener"} })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.ListenerAttributes = map[string]string{"role": "listener"} })
 	require.NoError(t, o.Connect())
 	err := o.Write(testMetrics(2))
 	require.ErrorIs(t, err, secure.ErrPeerAttributes)
@@ -398,7 +341,7 @@ func TestListenerAttributes(t *testing.T) {
 		require.Error(t, h.err, "the device never sent message 3")
 	}
 
-	ok, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerAttributes = map[string]string{"role": "sensor"} })
+	ok, _ := f.newOutput(t, l.addr(), func(o *Output) { o.ListenerAttributes = map[string]string{"role": "sensor"} })
 	require.NoError(t, ok.Connect())
 	require.NoError(t, ok.Write(testMetrics(1)))
 }
@@ -406,7 +349,7 @@ func TestListenerAttributes(t *testing.T) {
 func TestPinMismatch(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.ListenerIdentity = f.authority.Identifier().String() })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.ListenerIdentity = f.authority.Identifier().String() })
 	require.NoError(t, o.Connect())
 
 	err := o.Write(testMetrics(2))
@@ -443,7 +386,7 @@ func TestSplitIntoMessages(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
 	const limit = 300
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) {
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) {
 		o.MaxMessageSize = limit
 		o.Statistics = newCollector(t)
 	})
@@ -489,7 +432,7 @@ func TestSplitIntoMessages(t *testing.T) {
 func TestLongLineTravelsAlone(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, log := f.newOutput(t, l.addr(), func(o *Ockam) { o.MaxMessageSize = 1024 })
+	o, log := f.newOutput(t, l.addr(), func(o *Output) { o.MaxMessageSize = 1024 })
 	require.NoError(t, o.Connect())
 
 	long := metric.New("blob", nil, map[string]any{"data": strings.Repeat("x", 200_000)}, time.Unix(1700000000, 0))
@@ -580,7 +523,7 @@ func TestCloseDestroysSecrets(t *testing.T) {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	o, _ := f.newOutput(t, addr, func(o *Ockam) {
+	o, _ := f.newOutput(t, addr, func(o *Output) {
 		o.Address = "mqtt://" + addr + "/ockam/plant-7"
 		o.MQTTUsername = "device"
 		o.MQTTPassword = config.NewSecret([]byte("broker-password"))
@@ -599,7 +542,7 @@ func TestCloseWhileDialing(t *testing.T) {
 	require.NoError(t, err)
 	defer ln.Close()
 	before := runtime.NumGoroutine()
-	o, _ := f.newOutput(t, ln.Addr().String(), func(o *Ockam) { o.Timeout = config.Duration(time.Minute) })
+	o, _ := f.newOutput(t, ln.Addr().String(), func(o *Output) { o.Timeout = config.Duration(time.Minute) })
 	require.NoError(t, o.Connect())
 	conn, err := ln.Accept()
 	require.NoError(t, err)
@@ -642,7 +585,7 @@ func readmeText(t *testing.T) string {
 // waitChannel waits until o's dialer has opened a channel, so that what a
 // test times next is the write, not the dial (which, under load, may take
 // a good part of the timeout).
-func waitChannel(t *testing.T, o *Ockam) {
+func waitChannel(t *testing.T, o *Output) {
 	t.Helper()
 	require.Eventually(t, func() bool { _, err := o.Peer(); return err == nil }, 30*time.Second, time.Millisecond)
 }

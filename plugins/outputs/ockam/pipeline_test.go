@@ -115,9 +115,9 @@ func (r *realListener) seqs(tag string) []string {
 // newPipelineOutput returns a connected outputs.ockam for the vault and
 // credential, trusting authorities, sending to addr. It closes when the test
 // ends, if not before.
-func newPipelineOutput(t *testing.T, addr, vaultPath, credPath string, authorities ...string) *Ockam {
+func newPipelineOutput(t *testing.T, addr, vaultPath, credPath string, authorities ...string) *Output {
 	t.Helper()
-	o := outputs.Outputs["ockam"]().(*Ockam)
+	o := outputs.Outputs["ockam"]().(*Output)
 	o.Address = "tcp://" + addr
 	o.VaultPath, o.CredentialPath = vaultPath, credPath
 	o.AuthorityPath, o.AuthorityPaths = authorities[0], authorities[1:]
@@ -144,7 +144,7 @@ func sequence(from, n int) []telegraf.Metric {
 
 // writeAll writes ms as Telegraf does: a failed write is retried with the
 // same batch until it succeeds. It returns how many writes failed.
-func writeAll(t *testing.T, o *Ockam, ms []telegraf.Metric) int {
+func writeAll(t *testing.T, o *Output, ms []telegraf.Metric) int {
 	t.Helper()
 	failed := 0
 	for deadline := time.Now().Add(60 * time.Second); ; failed++ {
@@ -160,7 +160,7 @@ func writeAll(t *testing.T, o *Ockam, ms []telegraf.Metric) int {
 }
 
 // requireWriteFails expects every write of ms within a second to fail.
-func requireWriteFails(t *testing.T, o *Ockam, ms []telegraf.Metric) error {
+func requireWriteFails(t *testing.T, o *Output, ms []telegraf.Metric) error {
 	t.Helper()
 	var err error
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -172,21 +172,13 @@ func requireWriteFails(t *testing.T, o *Ockam, ms []telegraf.Metric) error {
 
 // waitChannelEnd waits until o has no open channel (the listener closed the
 // idle one).
-func waitChannelEnd(t *testing.T, o *Ockam) {
+func waitChannelEnd(t *testing.T, o *Output) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		return o.link == nil || o.link.ended()
-	}, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return o.sender.Status().Channel == 0 }, 30*time.Second, 5*time.Millisecond)
 }
 
-// currentLink returns o's channel now (nil when it has none).
-func currentLink(o *Ockam) *link {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.link
-}
+// currentLink returns the number of o's channel now (0 when it has none).
+func currentLink(o *Output) uint64 { return o.sender.Status().Channel }
 
 // want returns "id=seq" (as seqs formats it) for seq from, ..., from+n-1.
 func want(id string, from, n int) []string {

@@ -12,6 +12,7 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/internal/ockamtest"
 	"github.com/ockam-addons/telegraf-ockam/plugins/inputs/ockam_listener"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // TestRefusedByListener runs the real listener: a device it refuses at the
@@ -67,17 +68,13 @@ func TestRefusedByListener(t *testing.T) {
 
 			// Writes fail at once with the refusal and do not wake the
 			// dialer, which backs off for seconds, then minutes.
-			o.mu.Lock()
-			before := o.started
-			o.mu.Unlock()
+			before := o.sender.Status().Dials
 			start := time.Now()
 			for i := range 20 {
 				require.ErrorContains(t, o.Write(sequence(i+1, 1)), want)
 			}
-			o.mu.Lock()
-			after := o.started
-			o.mu.Unlock()
-			if elapsed := time.Since(start); elapsed < minRefusedBackoff/2 {
+			after := o.sender.Status().Dials
+			if elapsed := time.Since(start); elapsed < sender.MinRefusedBackoff/2 {
 				require.Equal(t, before, after, "20 writes in %v made the device dial again", elapsed)
 			} else {
 				t.Logf("20 writes took %v, longer than the shortest backoff: dial count not checked", elapsed)
@@ -105,34 +102,3 @@ func TestRefusedByListener(t *testing.T) {
 		})
 	}
 }
-
-// TestBackoffFor: a permanent refusal grows the wait from 5 s to 5 min; a
-// refusal that may pass (too many channels) and any other failure stay
-// within 100 ms .. 30 s.
-func TestBackoffFor(t *testing.T) {
-	revoked := &secure.RefusedError{Code: secure.RefusedRevoked}
-	busy := &secure.RefusedError{Code: secure.RefusedTooManyChannels}
-	var got []time.Duration
-	for b, i := time.Duration(0), 0; i < 10; i++ {
-		b = backoffFor(b, revoked)
-		got = append(got, b)
-	}
-	s := time.Second
-	require.Equal(t, []time.Duration{5 * s, 10 * s, 20 * s, 40 * s, 80 * s, 160 * s, 300 * s, 300 * s, 300 * s, 300 * s}, got)
-
-	for _, err := range []error{busy, nil, errString("connection refused")} {
-		got = got[:0]
-		for b, i := minBackoff, 0; i < 10; i++ {
-			b = backoffFor(b, err)
-			got = append(got, b)
-		}
-		ms := time.Millisecond
-		require.Equal(t, []time.Duration{200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 6400 * ms, 12800 * ms, 25600 * ms, 30 * s, 30 * s}, got, "%v", err)
-	}
-	// After a refusal for good, the next other failure falls back within 30 s.
-	require.Equal(t, maxBackoff, backoffFor(maxRefusedBackoff, nil))
-}
-
-type errString string
-
-func (e errString) Error() string { return string(e) }

@@ -24,8 +24,8 @@ func (f *fixture) writeList(t *testing.T, path string, seq uint64, subjects ...s
 }
 
 // withRevocationList sets revocation_list, checked every 10ms.
-func withRevocationList(path string) func(*Ockam) {
-	return func(o *Ockam) {
+func withRevocationList(path string) func(*Output) {
+	return func(o *Output) {
 		o.RevocationList = path
 		o.RevocationCheckInterval = config.Duration(10 * time.Millisecond)
 	}

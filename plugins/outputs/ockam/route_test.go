@@ -37,9 +37,9 @@ func startRelay(t *testing.T, fleet *ockamtest.Fleet, addr string) (string, func
 }
 
 // newRoutedOutput is newPipelineOutput with a route instead of an address.
-func newRoutedOutput(t *testing.T, route []string, vaultPath, credPath string, authorities ...string) *Ockam {
+func newRoutedOutput(t *testing.T, route []string, vaultPath, credPath string, authorities ...string) *Output {
 	t.Helper()
-	o := outputs.Outputs["ockam"]().(*Ockam)
+	o := outputs.Outputs["ockam"]().(*Output)
 	o.Route = route
 	o.VaultPath, o.CredentialPath = vaultPath, credPath
 	o.AuthorityPath, o.AuthorityPaths = authorities[0], authorities[1:]
@@ -100,7 +100,7 @@ func TestWriteOverMQTT(t *testing.T) {
 	topic := broker.URL() + "/ockam/test"
 	l := startListenerAt(t, func(l *ockam_listener.Listener) { l.ServiceAddress = topic },
 		gw.VaultPath, gw.CredentialPath, time.Minute, fleet.AuthorityFile)
-	o := outputs.Outputs["ockam"]().(*Ockam)
+	o := outputs.Outputs["ockam"]().(*Output)
 	o.Address = topic
 	o.VaultPath, o.CredentialPath, o.AuthorityPath = dev.VaultPath, dev.CredentialPath, fleet.AuthorityFile
 	o.Log = &testutil.CaptureLogger{Name: "outputs.ockam"}

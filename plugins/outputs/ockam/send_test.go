@@ -15,12 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 func TestSendResult(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, log := f.newOutput(t, l.addr(), func(o *Ockam) { o.MaxMessageSize = 200 })
+	o, log := f.newOutput(t, l.addr(), func(o *Output) { o.MaxMessageSize = 200 })
 	require.NoError(t, o.Connect())
 
 	// The message that holds h0 is refused; a line too long for any
@@ -40,9 +41,9 @@ func TestSendResult(t *testing.T) {
 	require.Regexp(t, `^metric "huge": its line of \d+ bytes is larger than 4194304, the most a listener accepts$`,
 		res.Refused[0].Reason)
 	res.Refused[0].Reason = ""
-	require.Equal(t, Result{
+	require.Equal(t, sender.Result{
 		Acked: 6 - refusedByListener,
-		Refused: []Refusal{
+		Refused: []sender.Refusal{
 			{Metrics: 1},
 			{Metrics: refusedByListener, Reason: "refused by policy", Listener: true},
 		},
@@ -58,7 +59,7 @@ func TestSendResult(t *testing.T) {
 func TestSendRetryableErrors(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.MaxMessageSize = 100 })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.MaxMessageSize = 100 })
 	require.NoError(t, o.Connect())
 
 	// A transient nack after an ack: an error, and the ack is counted.
@@ -101,13 +102,13 @@ func TestSendRetryableErrors(t *testing.T) {
 func TestSendConcurrent(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.MaxMessageSize = 300 })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.MaxMessageSize = 300 })
 	require.NoError(t, o.Connect())
 
 	const senders = 8
 	var wg sync.WaitGroup
 	var all []telegraf.Metric
-	results := make([]Result, senders)
+	results := make([]sender.Result, senders)
 	errs := make([]error, senders)
 	for i := range senders {
 		ms := namedMetrics(string(rune('a'+i)), 20)
@@ -117,7 +118,7 @@ func TestSendConcurrent(t *testing.T) {
 	wg.Wait()
 	for i := range senders {
 		require.NoError(t, errs[i])
-		require.Equal(t, Result{Acked: 20}, results[i])
+		require.Equal(t, sender.Result{Acked: 20}, results[i])
 	}
 	requireArrivedOnce(t, l, all)
 	seen := map[uint64]bool{}
@@ -131,7 +132,7 @@ func TestSendConcurrent(t *testing.T) {
 func TestPeer(t *testing.T) {
 	f := newFixture(t)
 	l := f.startListener(t, "127.0.0.1:0")
-	o, _ := f.newOutput(t, l.addr(), func(o *Ockam) { o.Timeout = config.Duration(time.Second) })
+	o, _ := f.newOutput(t, l.addr(), func(o *Output) { o.Timeout = config.Duration(time.Second) })
 	require.NoError(t, o.Connect())
 	require.Eventually(t, func() bool {
 		id, err := o.Peer()

@@ -1,16 +1,16 @@
 package ockam
 
-import "github.com/influxdata/telegraf/selfstat"
+import (
+	"github.com/influxdata/telegraf/selfstat"
 
-// stats are the plugin's internal metrics, measurement internal_ockam. Each
-// is a no-op when Telegraf injected no Statistics collector.
+	"github.com/ockam-addons/telegraf-ockam/sender"
+)
+
+// stats are the plugin's internal metrics, measurement internal_ockam: the
+// sender's (sender.StatFields) and the trust loader's. Each is a no-op when
+// Telegraf injected no Statistics collector.
 type stats struct {
-	messagesSent   counter // data messages sent
-	bytesSent      counter // line-protocol bytes in them
-	acks           counter
-	nacksPermanent counter // messages refused for good (their metrics dropped)
-	nacksTransient counter // messages the listener asked to retry
-	reconnects     counter // channels opened after the first one
+	sender sender.Stats
 	// lists from revocation_source that passed their next update
 	revocationListStale counter
 	// seconds the credential in use stays valid, negative once expired
@@ -23,13 +23,7 @@ func newStats(c *selfstat.Collector) stats {
 	}
 	reg := func(field string) counter { return counter{c.Register("ockam", field, nil)} }
 	return stats{
-		messagesSent:   reg("messages_sent"),
-		bytesSent:      reg("bytes_sent"),
-		acks:           reg("acks"),
-		nacksPermanent: reg("nacks_permanent"),
-		nacksTransient: reg("nacks_transient"),
-		reconnects:     reg("reconnects"),
-
+		sender:              sender.NewStats(func(field string) sender.Counter { return reg(field) }),
 		revocationListStale: reg("revocation_list_stale"),
 		credentialExpiresIn: reg("credential_expires_in_seconds"),
 	}

@@ -3,142 +3,85 @@ package ockam
 import (
 	"context"
 	"fmt"
-	"strings"
-	"time"
+	"sync"
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/plugins/serializers/influx"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
+
+// serializers hold line-protocol serializers with the settings that Init
+// checks on o.serializer (Telegraf's defaults). A serializer is not safe for
+// concurrent use, and Send may be called from several goroutines.
+var serializers = sync.Pool{New: func() any {
+	s := &influx.Serializer{}
+	_ = s.Init() // it only allocates
+	return s
+}}
 
 // Write sends metrics and waits until the listener answered every message.
 // It returns nil when each message was acknowledged or refused permanently
 // (those metrics are logged and dropped), and an error, so that Telegraf
 // keeps the batch and retries it, in every other case: no channel, a
 // transient refusal, no answer within timeout, or a lost connection.
-func (o *Ockam) Write(metrics []telegraf.Metric) error {
+func (o *Output) Write(metrics []telegraf.Metric) error {
 	_, err := o.Send(context.Background(), metrics)
 	return err
 }
 
-// awaitReplies collects the answers to the messages in pending into res. The
-// timeout starts again with every answer: a slow listener that makes
-// progress is not cut off in the middle of a large batch.
-func (o *Ockam) awaitReplies(ctx context.Context, l *link, pending map[uint64]*message,
-	replies <-chan secure.Message, res *Result) error {
-	timer := time.NewTimer(o.timeout)
-	defer timer.Stop()
-	var retry error
-	for len(pending) > 0 {
-		select {
-		case m := <-replies:
-			if err := o.handleReply(l, pending, m, res); err != nil && retry == nil {
-				retry = err
-			}
-			timer.Reset(o.timeout)
-		case <-l.done:
-			// Answers the reader queued before the link ended still count.
-			for drained := false; !drained; {
-				select {
-				case m := <-replies:
-					if err := o.handleReply(l, pending, m, res); err != nil && retry == nil {
-						retry = err
-					}
-				default:
-					drained = true
-				}
-			}
-			if len(pending) == 0 || retry != nil {
-				return retry
-			}
-			return fmt.Errorf("channel to %s lost with %d messages unanswered: %w", o.target, len(pending), l.cause())
-		case <-ctx.Done():
-			return fmt.Errorf("stopped waiting for %d answers from %s: %w", len(pending), o.target, ctx.Err())
-		case <-timer.C:
-			l.shutdown("no acknowledgement within timeout", o.timeout)
-			return fmt.Errorf("no answer from %s within %v to %d of the messages sent; channel closed",
-				o.target, o.timeout, len(pending))
-		}
+// Send serializes metrics and sends them with sender.Sender.Send, whose
+// contract it has: an error means "send them all again later"; otherwise
+// each metric was acknowledged or refused for good (a metric that cannot
+// be serialized is refused here). Unlike Write, it may be called from
+// several goroutines at once. Connect must have been called.
+func (o *Output) Send(ctx context.Context, metrics []telegraf.Metric) (sender.Result, error) {
+	if !o.connected {
+		return sender.Result{}, fmt.Errorf("not connected: Connect was not called")
 	}
-	return retry
+	payloads, refused := o.serialize(metrics)
+	res, err := o.sender.Send(ctx, payloads)
+	res.Refused = append(refused, res.Refused...)
+	return res, err
 }
 
-// handleReply accounts for one ack or nack in res. It returns an error for a
-// transient nack.
-func (o *Ockam) handleReply(l *link, pending map[uint64]*message, m secure.Message, res *Result) error {
-	msg, ok := pending[m.Batch]
-	if !ok {
-		return nil // the reader only routes batches we registered
-	}
-	delete(pending, m.Batch)
-	switch {
-	case m.Type == secure.TypeAck:
-		o.stats.acks.Incr(1)
-		res.Acked += msg.metrics
-		return nil
-	case m.Permanent:
-		o.stats.nacksPermanent.Incr(1)
-		res.Refused = append(res.Refused, Refusal{Metrics: msg.metrics, Reason: m.Reason, Listener: true})
-		o.Log.Errorf("Listener %s refused %d metrics permanently, they will be dropped: %q",
-			l.peer.Short(), msg.metrics, m.Reason)
-		return nil
-	}
-	o.stats.nacksTransient.Incr(1)
-	if strings.Contains(m.Reason, "expired") {
-		// A new channel re-reads credential_path.
-		o.Log.Warnf("Listener %s: %q; reconnecting with the credential in %s",
-			l.peer.Short(), m.Reason, o.CredentialPath)
-		l.shutdown("credential expired", o.timeout)
-	}
-	return fmt.Errorf("listener %s asked to retry %d metrics later: %q", l.peer.Short(), msg.metrics, m.Reason)
-}
+// Peer returns the identifier of the listener that the current channel is
+// open to or, when there is no channel, an error saying why: the last dial
+// failed, the last channel ended, or the first dial is under way. Call it
+// after Connect; it is safe for concurrent use.
+func (o *Output) Peer() (secure.Identifier, error) { return o.sender.Peer() }
 
-// message is one data message of a batch.
-type message struct {
-	payload []byte // whole lines of line protocol
-	metrics int    // how many metrics (lines) it holds
-}
-
-// split serializes metrics and packs whole lines into messages of at most
-// MaxMessageSize bytes; a longer line travels alone. A metric that cannot be
-// serialized, or whose line no listener would accept, is logged, dropped and
-// returned as refused: no retry can deliver it.
-func (o *Ockam) split(metrics []telegraf.Metric) ([]message, []Refusal) {
-	limit := int(o.MaxMessageSize)
-	var msgs []message
-	var refused []Refusal
-	var cur message
+// serialize returns metrics as line protocol, one payload per metric, all
+// in one buffer (the sender packs adjacent payloads without copying). A
+// metric that cannot be serialized is logged, dropped and returned as
+// refused: no retry can deliver it.
+func (o *Output) serialize(metrics []telegraf.Metric) ([]sender.Payload, []sender.Refusal) {
 	serializer := serializers.Get().(*influx.Serializer)
 	defer serializers.Put(serializer)
-	for i, m := range metrics {
+	var refused []sender.Refusal
+	var buf []byte
+	ends := make([]int, 0, len(metrics))
+	for _, m := range metrics {
 		line, err := serializer.Serialize(m)
 		if err != nil {
 			o.Log.Debugf("Could not serialize metric: %v", err)
-			refused = append(refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %v", m.Name(), err)})
+			refused = append(refused, sender.Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %v", m.Name(), err)})
 			continue
 		}
-		if len(line) > secure.DefaultMaxMessageSize {
-			reason := fmt.Sprintf("its line of %d bytes is larger than %d, the most a listener accepts",
-				len(line), secure.DefaultMaxMessageSize)
-			o.Log.Errorf("Dropping a metric of %q: %s", m.Name(), reason)
-			refused = append(refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %s", m.Name(), reason)})
-			continue
+		if buf == nil {
+			// Room for the batch at this line's length: growing the buffer
+			// line by line copies it twice over.
+			buf = make([]byte, 0, len(line)*len(metrics))
 		}
-		if cur.metrics > 0 && len(cur.payload)+len(line) > limit {
-			msgs = append(msgs, cur)
-			cur = message{}
-		}
-		if cur.payload == nil {
-			// Room for the rest of the batch at this line's length, up to a
-			// message: growing the payload line by line copied it twice over.
-			cur.payload = make([]byte, 0, max(len(line), min(limit, len(line)*(len(metrics)-i))))
-		}
-		cur.payload = append(cur.payload, line...)
-		cur.metrics++
+		buf = append(buf, line...)
+		ends = append(ends, len(buf))
 	}
-	if cur.metrics > 0 {
-		msgs = append(msgs, cur)
+	payloads := make([]sender.Payload, len(ends))
+	start := 0
+	for i, end := range ends {
+		payloads[i] = sender.Payload{Lines: buf[start:end], Metrics: 1}
+		start = end
 	}
-	return msgs, refused
+	return payloads, refused
 }

@@ -1,4 +1,4 @@
-package ockam
+package sender
 
 import (
 	"errors"
@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/influxdata/telegraf"
-
+	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
@@ -18,6 +17,8 @@ import (
 type link struct {
 	ch       *secure.Channel
 	conn     net.Conn
+	number   uint64             // 1 for the Sender's first channel (Status.Channel)
+	own      *secure.Credential // the device's, presented in the handshake
 	peer     secure.Identifier
 	peerCred *secure.Credential // the listener's, verified in the handshake
 	verifier *secure.Verifier   // its revocation lists change while the link lives
@@ -25,19 +26,23 @@ type link struct {
 	mu      sync.Mutex
 	waiters map[uint64]chan<- secure.Message // batch → where its answer goes
 
-	once  sync.Once
-	done  chan struct{} // closed when the link ended
-	err   error         // why; set before done is closed
-	local bool          // ended by shutdown
+	once      sync.Once
+	closeOnce sync.Once     // the close message is sent once
+	done      chan struct{} // closed when the link ended
+	err       error         // why; set before done is closed
+	local     bool          // ended by shutdown
 }
 
 // newLink starts the reader of ch; wg counts it until it returns. The
 // listener's credential is checked against v's revocation lists before
 // every answer counts.
-func newLink(ch *secure.Channel, conn net.Conn, v *secure.Verifier, log telegraf.Logger, wg *sync.WaitGroup) *link {
+func newLink(ch *secure.Channel, conn net.Conn, number uint64, own *secure.Credential, v *secure.Verifier,
+	log logger.Logger, wg *sync.WaitGroup) *link {
 	l := &link{
 		ch:       ch,
 		conn:     conn,
+		number:   number,
+		own:      own,
 		peer:     ch.Peer().Identifier,
 		peerCred: ch.Peer().Credential,
 		verifier: v,
@@ -52,7 +57,7 @@ func newLink(ch *secure.Channel, conn net.Conn, v *secure.Verifier, log telegraf
 }
 
 // read routes acks and nacks to their waiters until the channel fails.
-func (l *link) read(log telegraf.Logger) {
+func (l *link) read(log logger.Logger) {
 	for {
 		m, err := l.ch.Receive()
 		if err != nil {
@@ -114,13 +119,18 @@ func (l *link) send(m secure.Message, timeout time.Duration) error {
 }
 
 // shutdown ends the link and closes the channel, telling the listener why
-// (best effort, within timeout). Any goroutine may call it, also while
-// others send: Channel.Close sends no close message while a Send is in
-// progress, and closing the transport ends that Send, which then fails.
+// (best effort, within timeout). Any goroutine may call it, any number of
+// times, also while others send: the dialer (on Close, or when its context
+// ends mid-dial), Sender.Close, and every Send that timed out. Only the
+// first call closes the channel; the others return at once. Channel.Close
+// sends no close message while a Send is in progress, and closing the
+// transport ends that Send, which then fails.
 func (l *link) shutdown(reason string, timeout time.Duration) {
 	l.end(errors.New(reason), true)
-	_ = l.conn.SetWriteDeadline(time.Now().Add(timeout))
-	_ = l.ch.Close(reason)
+	l.closeOnce.Do(func() {
+		_ = l.conn.SetWriteDeadline(time.Now().Add(timeout))
+		_ = l.ch.Close(reason)
+	})
 }
 
 // fail ends the link after an error, then closes the connection, which
