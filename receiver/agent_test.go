@@ -71,10 +71,9 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 		Identity: a.d.id, Credential: a.d.cred, Verifier: f.verifier})
 	require.NoError(t, err)
 	a.ch, a.waiters, a.done = ch, map[uint64]chan<- secure.Message{}, make(chan struct{})
-	ready := make(chan struct{})
+	a.session = a.agent.NewSession(a)
 	go func() {
 		defer close(a.done)
-		<-ready
 		for {
 			m, err := ch.Receive()
 			if err != nil {
@@ -94,9 +93,7 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 			}
 		}
 	}()
-	a.session, err = a.agent.Start(a)
-	require.NoError(t, err)
-	close(ready)
+	require.NoError(t, a.session.Begin())
 	t.Cleanup(a.close)
 }
 

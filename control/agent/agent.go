@@ -252,27 +252,31 @@ type Session struct {
 	wg     sync.WaitGroup
 }
 
-// Start begins the agent's part on a channel just opened: it sends the
-// outbox, then ready. It returns an error if sending failed (the channel is
-// then unusable).
-func (a *Agent) Start(l Link) (*Session, error) {
+// NewSession returns the agent's session on a channel just opened; the
+// channel's reader may hand it instructions (Offer) from now on. Begin
+// starts it.
+func (a *Agent) NewSession(l Link) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{a: a, link: l, ctx: ctx, cancel: cancel, work: make(chan []byte, queueSize),
+	return &Session{a: a, link: l, ctx: ctx, cancel: cancel, work: make(chan []byte, queueSize),
 		acks: make(chan secure.Message, MaxOutbox+queueSize+1)}
-	for _, e := range a.unacked() {
+}
+
+// Begin sends the outbox, then ready, and starts the session's goroutines.
+// It returns an error if sending failed (the channel is then unusable);
+// Stop is still to be called.
+func (s *Session) Begin() error {
+	for _, e := range s.a.unacked() {
 		if err := s.send(e); err != nil {
-			cancel()
-			return nil, err
+			return err
 		}
 	}
-	if err := l.Send(secure.Message{Type: secure.TypeReady, Kinds: a.Kinds(), MaxChunk: secure.MaxChunkData}); err != nil {
-		cancel()
-		return nil, err
+	if err := s.link.Send(secure.Message{Type: secure.TypeReady, Kinds: s.a.Kinds(), MaxChunk: secure.MaxChunkData}); err != nil {
+		return err
 	}
 	s.wg.Add(2)
 	go s.run()
 	go s.answers()
-	return s, nil
+	return nil
 }
 
 // send registers and sends one outcome.
