@@ -76,13 +76,21 @@ var (
 // InfluxDB. Two refusals end to end: an instruction signed by the
 // gateway's own identity (its credential is valid, but no operator's), and
 // the operator's first instruction handed over again (a replay).
-func TestControlConfigRollout(t *testing.T) {
+func TestControlConfigRollout(t *testing.T) { testControlRollout(t, false) }
+
+// TestControlConfigRolloutThroughRelay is TestControlConfigRollout with a
+// gateway that opens no port: it registers at a relay, and the device's
+// route goes through it. Instructions and outcomes travel the channel the
+// device dialed, through the relay, as its readings do.
+func TestControlConfigRolloutThroughRelay(t *testing.T) { testControlRollout(t, true) }
+
+func testControlRollout(t *testing.T, viaRelay bool) {
 	bin := requireBinaries(t)
 	db := startInfluxDB(t, bin.influxd)
 	cli := newOckamCLI(t, bin.ockam)
 	authority := cli.identity("authority", "")
 	gateway := cli.identity("gateway", "")
-	cli.issue(authority, gateway, "720h", "role=listener")
+	cli.issue(authority, gateway, "720h", "role=listener", "relay="+gatewayName)
 	device := cli.identity("device", "")
 	cli.issue(authority, device, "720h", "role=sensor", "site=plant-7")
 	operator := cli.identity("operator", "")
@@ -91,11 +99,20 @@ func TestControlConfigRollout(t *testing.T) {
 	// The gateway: a control socket next to its pending store.
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "control.sock")
-	conf := listenerConf(t, gateway, authority, db, `["mem"]`,
-		fmt.Sprintf("  service_address = \"tcp://127.0.0.1:0\"\n  control_socket = %q", socket))
-	l := &listener{t: t, bin: bin.telegraf, member: gateway}
+	where := "  service_address = \"tcp://127.0.0.1:0\""
+	var relay *relayNode
+	if viaRelay {
+		relay = startRelay(t, bin.ockam, "relay", authority)
+		where = fmt.Sprintf("  service_address = \"\"\n  relay_address = %q\n  relay_name = %q", relay.url(), gatewayName)
+	}
+	conf := listenerConf(t, gateway, authority, db, `["mem"]`, where+fmt.Sprintf("\n  control_socket = %q", socket))
+	l := &listener{t: t, bin: bin.telegraf, member: gateway, addr: "unused:0"}
 	l.proc = startProcess(t, "gateway", bin.telegraf, "--config", conf)
-	l.addr = l.proc.waitLog(listeningOckam, 30*time.Second)[1]
+	if viaRelay {
+		l.proc.waitLog(registeredAtRelay, 30*time.Second)
+	} else {
+		l.addr = l.proc.waitLog(listeningOckam, 30*time.Second)[1]
+	}
 	fi, err := os.Stat(socket)
 	require.NoError(t, err)
 	require.Equal(t, os.ModeSocket|0o600, fi.Mode(), "the control socket")
@@ -111,6 +128,9 @@ func TestControlConfigRollout(t *testing.T) {
 		"VaultPath": device.vault, "VaultPassphrase": "", "CredentialPath": device.credential,
 		"AuthorityPath": authority.identity,
 	})
+	if viaRelay {
+		replaceOnce(t, devConf, "address =", fmt.Sprintf("  route = [%q, %q]", relay.url(), gatewayName))
+	}
 	f, err := os.OpenFile(devConf, os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = fmt.Fprintf(f, "  control_state = %q\n  control_config_dir = %q\n"+
