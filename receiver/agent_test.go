@@ -47,7 +47,12 @@ func (f *fixture) agentDevice(t *testing.T, attrs map[string]string, state strin
 	dir := filepath.Join(state, "telegraf.d")
 	require.NoError(t, os.Mkdir(dir, 0o700))
 	a, err := agent.New(agent.Config{Verifier: v, Outbox: filepath.Join(state, "outbox"),
-		Appliers: map[control.Kind]apply.Applier{control.KindConfig: &apply.ConfigDir{Dir: dir}}})
+		Appliers: map[control.Kind]apply.Applier{
+			control.KindConfig: &apply.ConfigDir{Dir: dir},
+			// the argument, copied from standard input to a file
+			control.KindCommand: &apply.Commands{Handlers: map[string]apply.Handler{
+				"interval": {Program: "/bin/cp", Args: []string{"/dev/stdin", filepath.Join(state, "interval")}}}},
+		}})
 	require.NoError(t, err)
 	return &agentDevice{t: t, d: d, agent: a, dir: dir}
 }
@@ -126,7 +131,8 @@ func outcomeOf(t *testing.T, sink *chanSink, id control.ID, o Outcome) (map[stri
 // TestControlAgentEndToEnd: an operator's config instruction, handed to
 // the gateway's endpoint, is written by the device's agent into its
 // watched directory, and its outcome comes back as a metric of the
-// device's verified identity; an instruction signed by the gateway's own
+// device's verified identity; a command runs its configured program with
+// the argument; an instruction signed by the gateway's own
 // identity and a replayed sequence are refused on the device, each with
 // its refusal row; an outcome the gateway did not ack is sent again from
 // the outbox on the next channel.
@@ -142,25 +148,42 @@ func TestControlAgentEndToEnd(t *testing.T) {
 
 	in := instruction(t, op, "site=plant-7", 5, time.Now(), time.Hour)
 	accepted(t, cfg.ControlSocket, in)
-	tg, fields := outcomeOf(t, sink, in.ID, Delivered())
+	tg, fields0 := outcomeOf(t, sink, in.ID, Delivered())
 	require.Equal(t, map[string]string{"instruction": in.ID.String(), "operator": op.id.Identifier().String(),
 		"kind": "config", "result": "applied", "ockam_identity": id, "site": "plant-7"}, tg)
-	require.Equal(t, map[string]any{"sequence": int64(5), "code": int64(0), "reason": ""}, fields)
+	require.Equal(t, map[string]any{"sequence": int64(5), "code": int64(0), "reason": ""}, fields0)
 	got, err := os.ReadFile(filepath.Join(dev.dir, "ockam-interval.conf"))
 	require.NoError(t, err)
 	require.Equal(t, "[agent]\n  interval = \"5s\"\n", string(got))
 
+	// A command: the configured program runs with the argument.
+	payload, err := control.MarshalNamed("interval", []byte("2s"))
+	require.NoError(t, err)
+	target, err := control.ParseTarget(id)
+	require.NoError(t, err)
+	cmd, err := control.Sign(op.id.Signer(), op.cred, control.Template{Kind: control.KindCommand, Target: target,
+		Sequence: 6, IssuedAt: time.Now(), Lifetime: time.Hour, Payload: payload}, nil)
+	require.NoError(t, err)
+	accepted(t, cfg.ControlSocket, cmd)
+	tg2, fields := outcomeOf(t, sink, cmd.ID, Delivered())
+	require.Equal(t, "applied", tg2["result"], fields)
+	require.Equal(t, "command", tg2["kind"])
+	arg, err := os.ReadFile(filepath.Join(filepath.Dir(dev.dir), "interval"))
+	require.NoError(t, err)
+	require.Equal(t, "2s", string(arg))
+
 	// Signed by the gateway: its credential (role=listener) is valid, but
 	// the device's policy gives it nothing.
 	gw := &device{id: f.member.Identity, cred: f.member.Credential}
-	forged := instruction(t, gw, id, 6, time.Now(), time.Hour)
+	forged := instruction(t, gw, id, 7, time.Now(), time.Hour)
 	accepted(t, cfg.ControlSocket, forged)
 	tg, fields = outcomeOf(t, sink, forged.ID, Delivered())
 	require.Equal(t, "refused", tg["result"])
 	require.Equal(t, int64(control.RefusedUnauthorized), fields["code"])
 
-	// The operator's sequence 5 again, in a new instruction: replayed.
-	replay := instruction(t, op, id, 5, time.Now(), time.Hour)
+	// The operator's sequence 6 (the command's) again, in a new
+	// instruction: replayed.
+	replay := instruction(t, op, id, 6, time.Now(), time.Hour)
 	accepted(t, cfg.ControlSocket, replay)
 	tg, fields = outcomeOf(t, sink, replay.ID, Delivered())
 	require.Equal(t, "refused", tg["result"])
