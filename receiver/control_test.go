@@ -361,3 +361,26 @@ func TestControlEndpointTampered(t *testing.T) {
 	require.Contains(t, reason, "signature")
 	require.Zero(t, r.pending.Len())
 }
+
+// TestControlKinds: a device gets only the kinds its ready named.
+func TestControlKinds(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.controlConfig(t, t.TempDir())
+	r := start(t, cfg, newCounters(), &outcomeSink{o: Delivered()})
+	d := f.device(nil)
+	op := f.operator(nil)
+	cl := f.dial(t, d, r.Addr())
+	require.NoError(t, cl.ch.Send(secure.Message{Type: secure.TypeReady, Kinds: 0b001, MaxChunk: 1}))
+	target, err := control.ParseTarget(d.id.Identifier().String())
+	require.NoError(t, err)
+	payload, err := control.MarshalNamed("restart", nil)
+	require.NoError(t, err)
+	cmd, err := control.Sign(op.id.Signer(), op.cred, control.Template{Kind: control.KindCommand, Target: target,
+		Sequence: 1, IssuedAt: time.Now(), Lifetime: time.Hour, Payload: payload}, nil)
+	require.NoError(t, err)
+	accepted(t, cfg.ControlSocket, cmd)
+	conf := instruction(t, op, d.id.Identifier().String(), 2, time.Now(), time.Hour)
+	accepted(t, cfg.ControlSocket, conf)
+	require.Equal(t, conf.ID, cl.instruction().ID, "the command is not for a device that applies config only")
+	require.Equal(t, 2, r.pending.Len())
+}
