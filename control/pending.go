@@ -343,3 +343,15 @@ func (p *Pending) Len() int {
 	defer p.mu.Unlock()
 	return len(p.entries)
 }
+
+// Get returns the pending instruction of this id, or nil.
+func (p *Pending) Get(id ID) *Instruction {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.entries {
+		if e.in.ID == id {
+			return e.in
+		}
+	}
+	return nil
+}

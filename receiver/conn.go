@@ -57,6 +57,8 @@ type conn struct {
 
 	heldBytes int64 // of the byte budget, guarded by its mu
 
+	ctl ctlState // control instructions (control.go)
+
 	inflight   atomic.Int64 // data messages received and not yet answered
 	lastActive atomic.Int64 // Unix nanoseconds of the last message in or out
 

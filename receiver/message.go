@@ -22,7 +22,9 @@ const (
 	ReasonUnauthorized = "unauthorized"        // permanent: any other Authorize failure
 	ReasonBadLine      = "bad line protocol: " // permanent, followed by the parser's error
 	reasonPolicy       = "policy: measurement %q is not allowed"
-	reasonTooLarge     = "data message larger than max_received_message_size (%d bytes)"
+	// reasonReservedMeasurement: only the gateway writes outcomes.
+	reasonReservedMeasurement = "measurement %q is reserved for the outcomes of control instructions, which the gateway writes"
+	reasonTooLarge            = "data message larger than max_received_message_size (%d bytes)"
 )
 
 // Refusals: the reason tag of messages_refused.
@@ -51,21 +53,8 @@ const (
 func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok bool) {
 	c.inflight.Add(1)
 	// 1. the sender's credential is still valid and not revoked
-	if err := r.verifier.Authorize(c.peer, r.now()); err != nil {
-		switch {
-		case errors.Is(err, secure.ErrRevoked):
-			// Nothing from this identity is accepted again: close the
-			// channel, as for an expired credential.
-			r.refuse(c, m.Batch, RefusedRevoked, true, ReasonRevoked, err)
-			return ReasonRevoked, false
-		case errors.Is(err, secure.ErrExpired):
-			// The sender reloads its credential and opens a new channel.
-			r.refuse(c, m.Batch, RefusedExpired, false, ReasonExpired, err)
-			return ReasonExpired, false
-		default:
-			r.refuse(c, m.Batch, RefusedUnauthorized, true, ReasonUnauthorized, err)
-		}
-		return "", true
+	if closeReason, stop, refused := r.checkSender(c, m.Batch); refused {
+		return closeReason, !stop
 	}
 	// 2. not over max_received_message_size (its payload was discarded)
 	if m.TooLarge {
@@ -98,8 +87,13 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		r.refuse(c, m.Batch, RefusedParse, true, ReasonBadLine+err.Error(), err)
 		return "", true
 	}
-	// 5. the policy allows every measurement
+	// 5. the policy allows every measurement, and none is the gateway's own
 	for _, metric := range metrics {
+		if metric.Name() == OutcomeMeasurement {
+			err := fmt.Errorf(reasonReservedMeasurement, OutcomeMeasurement)
+			r.refuse(c, m.Batch, RefusedReservedField, true, err.Error(), err)
+			return "", true
+		}
 		if name := metric.Name(); !c.grant.allows(name) {
 			err := fmt.Errorf(reasonPolicy, name)
 			r.refuse(c, m.Batch, RefusedPolicy, true, err.Error(), err)
@@ -130,6 +124,29 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	}
 	size = 0 // released when the delivery result comes
 	return "", true
+}
+
+// checkSender checks that the sender's credential is still valid and not
+// revoked before a message of batch is taken. If not, it answers the
+// message with a nack (refused) and says whether the channel must be closed
+// (stop), with the reason to send.
+func (r *Receiver) checkSender(c *conn, batch uint64) (closeReason string, stop, refused bool) {
+	err := r.verifier.Authorize(c.peer, r.now())
+	switch {
+	case err == nil:
+		return "", false, false
+	case errors.Is(err, secure.ErrRevoked):
+		// Nothing from this identity is accepted again: close the
+		// channel, as for an expired credential.
+		r.refuse(c, batch, RefusedRevoked, true, ReasonRevoked, err)
+		return ReasonRevoked, true, true
+	case errors.Is(err, secure.ErrExpired):
+		// The sender reloads its credential and opens a new channel.
+		r.refuse(c, batch, RefusedExpired, false, ReasonExpired, err)
+		return ReasonExpired, true, true
+	}
+	r.refuse(c, batch, RefusedUnauthorized, true, ReasonUnauthorized, err)
+	return "", false, true
 }
 
 // deliver hands the metrics of one message to the Sink, and answers the

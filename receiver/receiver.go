@@ -19,6 +19,7 @@ import (
 
 	"github.com/influxdata/telegraf"
 
+	"github.com/ockam-addons/telegraf-ockam/control"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/trust"
@@ -146,6 +147,17 @@ type Config struct {
 	// RevocationCheckInterval is how often the files are checked.
 	RevocationCheckInterval time.Duration
 
+	// ControlPending is the file of the pending store of control
+	// instructions (docs/PROTOCOL.md, section 17.5); "" disables control: a
+	// device's ready or outcome message is then a protocol error.
+	ControlPending string
+	// ControlSocket is the path of the control endpoint, a Unix socket of
+	// mode 0600; "" for none. It requires ControlPending.
+	ControlSocket string
+	// ControlLimits bound the pending store; zero is
+	// control.DefaultPendingLimits.
+	ControlLimits control.PendingLimits
+
 	// Log receives the receiver's log lines (never a secret or payload).
 	Log logger.Logger
 	// Counters registers the internal metrics; nil keeps them internal.
@@ -165,6 +177,12 @@ type Receiver struct {
 	policy   *policy
 	reserved map[string]bool // field keys no point may carry (check.go)
 	stats    *stats
+
+	// pending holds the control instructions for devices (nil: control
+	// disabled); recent those that left it answered (control.go).
+	pending    *control.Pending
+	recent     recentInstructions
+	pendingLog rateLimit // pending store write errors
 
 	// The channels open, for closing those of the identities a new
 	// revocation list revokes as soon as it is applied (closeRevoked).
@@ -220,6 +238,16 @@ func New(cfg Config) (*Receiver, error) {
 		return nil, err
 	}
 	r.trust, r.verifier = t, t.Verifier()
+	if cfg.ControlSocket != "" && cfg.ControlPending == "" {
+		t.Close()
+		return nil, errors.New("receiver: a control socket needs a pending store (control_pending)")
+	}
+	if cfg.ControlPending != "" {
+		if r.pending, err = control.OpenPending(cfg.ControlPending, r.verifier, cfg.ControlLimits, r.now()); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 type server struct {
 	ln      net.Listener    // the service (TCP or MQTT), nil without one
 	relay   net.Listener    // the relay registration, nil without one
+	control net.Listener    // the control endpoint, nil without one
 	stop    func()          // cancels the context of every goroutine
 	ctx     context.Context // of every goroutine; canceled by Stop
 	running sync.WaitGroup  // every goroutine Start began
@@ -45,6 +47,7 @@ type server struct {
 	throttleLog rateLimit      // connections_throttled warnings
 	stallLog    rateLimit      // byte_limit_stalls warnings
 	acceptLog   rateLimit      // Accept errors
+	endpointLog rateLimit      // control endpoint refusals and errors
 	refusalLog  keyedRateLimit // handshake refusals, per identity (or source) and reason
 }
 
@@ -74,10 +77,24 @@ func (r *Receiver) Start(sink Sink) error {
 			return fmt.Errorf("relay_address %q: %w", r.cfg.RelayAddress, err)
 		}
 	}
+	var cl net.Listener
+	if r.cfg.ControlSocket != "" {
+		ucl, err := listenControl(r.cfg.ControlSocket)
+		if err != nil {
+			for _, l := range []net.Listener{ln, rl} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("control_socket: %w", err)
+		}
+		cl = ucl
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.server = server{
 		ln:          ln,
 		relay:       rl,
+		control:     cl,
 		stop:        cancel,
 		ctx:         ctx,
 		sink:        sink,
@@ -98,6 +115,11 @@ func (r *Receiver) Start(sink Sink) error {
 		r.running.Add(1)
 		go r.acceptLoop(ctx, ln)
 		r.log.Infof("Listening on %s as %s", ln.Addr(), r.trust.Current().Identity.Identifier())
+	}
+	if cl != nil {
+		r.running.Add(1)
+		go r.serveControl(ctx, cl)
+		r.log.Infof("Control endpoint on %s (%d instructions pending)", r.cfg.ControlSocket, r.pending.Len())
 	}
 	if rl != nil {
 		r.running.Add(1)
@@ -174,10 +196,13 @@ func (r *Receiver) Stop() {
 		return
 	}
 	r.stop()
-	for _, ln := range []net.Listener{r.ln, r.relay} {
+	for _, ln := range []net.Listener{r.ln, r.relay, r.control} {
 		if ln != nil {
 			ln.Close()
 		}
+	}
+	if r.control != nil {
+		_ = os.Remove(r.cfg.ControlSocket)
 	}
 	r.running.Wait()
 	r.stop = nil
@@ -372,14 +397,26 @@ func (r *Receiver) receiveLoop(c *conn) string {
 			return r.receiveFailed(c, err)
 		}
 		c.touch()
-		if m.Type != secure.TypeData {
-			// A device sends data, rekey and close only (docs/PROTOCOL.md,
-			// section 9); Receive handles the last two.
+		switch {
+		case m.Type == secure.TypeData:
+			r.stats.bytesReceived.Incr(int64(len(m.Payload)))
+			if closeReason, ok := r.handle(c, m); !ok {
+				return closeReason
+			}
+		case m.Type == secure.TypeReady && r.pending != nil:
+			if err := r.ready(c, m); err != nil {
+				return r.receiveFailed(c, err)
+			}
+		case m.Type == secure.TypeOutcome && r.pending != nil:
+			r.stats.bytesReceived.Incr(int64(len(m.Payload)))
+			if closeReason, ok := r.outcome(c, m); !ok {
+				return closeReason
+			}
+		default:
+			// A device sends data, rekey and close (docs/PROTOCOL.md,
+			// section 9; Receive handles the last two), and to a gateway
+			// configured for control ready and outcome (section 17.5).
 			return r.receiveFailed(c, fmt.Errorf("%w: %v message from a device", secure.ErrMalformed, m.Type))
-		}
-		r.stats.bytesReceived.Incr(int64(len(m.Payload)))
-		if closeReason, ok := r.handle(c, m); !ok {
-			return closeReason
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
@@ -18,6 +19,14 @@ type MessageType uint8
 //	rekey  5                      (the sender's next message uses the next key)
 //	accept 6                      (the listener's first message: the channel is open)
 //	refuse 7 | code u8 | reason   (the listener's first and last message instead)
+//
+// and those of control instructions (section 17.5), which only a device
+// that opted in with ready and a gateway configured for control exchange:
+//
+//	ready       8  | kinds u8 (bits 0..2) | max chunk bytes u32 (1..MaxChunkData)  device → gateway
+//	instruction 9  | instruction (section 17.1)                                     gateway → device
+//	chunk       10 | [16] instruction id | offset u64 | flags u8 (bit 0: last) | data  gateway → device
+//	outcome     11 | batch u64 | outcome body (section 17.5)                        device → gateway
 const (
 	TypeData   MessageType = 1
 	TypeAck    MessageType = 2
@@ -26,6 +35,33 @@ const (
 	TypeRekey  MessageType = 5
 	TypeAccept MessageType = 6
 	TypeRefuse MessageType = 7
+	// TypeReady is control-ready: the device applies instructions of
+	// Message.Kinds, artifact chunks of at most Message.MaxChunk bytes.
+	TypeReady MessageType = 8
+	// TypeInstruction carries one signed instruction in Payload.
+	TypeInstruction MessageType = 9
+	// TypeChunk carries one chunk of an artifact: Payload is its body
+	// after the type byte (id, offset, flags, data), checked for form.
+	TypeChunk MessageType = 10
+	// TypeOutcome carries a device's answer to one instruction: Batch, and
+	// the outcome body (control.ParseOutcome) in Payload.
+	TypeOutcome MessageType = 11
+)
+
+// Bounds of the control messages.
+const (
+	// ChunkHeaderSize is the chunk body before its data: id, offset, flags.
+	ChunkHeaderSize = 16 + 8 + 1
+	// MaxChunkData is the most data one chunk message carries.
+	MaxChunkData = MaxPlaintext - 1 - ChunkHeaderSize
+	// ReadyKinds are the kind bits a ready message may set.
+	ReadyKinds = 0b111
+	// chunkLast is the chunk flag of an artifact's last chunk.
+	chunkLast = 1
+	// minOutcomeBody is control's fixed outcome part: id, operator,
+	// sequence, result, code.
+	minOutcomeBody = 16 + 32 + 8 + 1 + 1
+	readyLen       = 1 + 1 + 4
 )
 
 // String returns the type's name.
@@ -45,6 +81,14 @@ func (t MessageType) String() string {
 		return "accept"
 	case TypeRefuse:
 		return "refuse"
+	case TypeReady:
+		return "ready"
+	case TypeInstruction:
+		return "instruction"
+	case TypeChunk:
+		return "chunk"
+	case TypeOutcome:
+		return "outcome"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -90,6 +134,12 @@ type Message struct {
 	// read to the last and discarded, and Payload is nil. The channel stays
 	// usable; the receiver answers with a permanent nack. Send ignores it.
 	TooLarge bool
+	// Kinds (ready only) are the instruction kinds the device applies, bit
+	// 0 config, bit 1 artifact, bit 2 command.
+	Kinds uint8
+	// MaxChunk (ready only) bounds the data of each chunk sent to the
+	// device, 1..MaxChunkData.
+	MaxChunk uint32
 }
 
 // appendFragment appends the plaintext of one data fragment.
@@ -123,6 +173,26 @@ func appendControl(b []byte, m Message) ([]byte, error) {
 		return append(b, m.Reason...), nil
 	case TypeRekey, TypeAccept:
 		return b, nil
+	case TypeReady:
+		if m.Kinds&^ReadyKinds != 0 || m.MaxChunk < 1 || m.MaxChunk > MaxChunkData {
+			return nil, fmt.Errorf("secure: ready with kinds %#x and max chunk %d", m.Kinds, m.MaxChunk)
+		}
+		return binary.BigEndian.AppendUint32(append(b, m.Kinds), m.MaxChunk), nil
+	case TypeInstruction:
+		if len(m.Payload) == 0 || len(m.Payload) > MaxPlaintext-1 {
+			return nil, fmt.Errorf("secure: instruction of %d bytes", len(m.Payload))
+		}
+		return append(b, m.Payload...), nil
+	case TypeChunk:
+		if err := checkChunk(m.Payload); err != nil {
+			return nil, err
+		}
+		return append(b, m.Payload...), nil
+	case TypeOutcome:
+		if len(m.Payload) < minOutcomeBody || len(m.Payload) > MaxPlaintext-9 {
+			return nil, fmt.Errorf("secure: outcome body of %d bytes", len(m.Payload))
+		}
+		return append(binary.BigEndian.AppendUint64(b, m.Batch), m.Payload...), nil
 	case TypeRefuse:
 		if !m.Code.valid() {
 			return nil, fmt.Errorf("secure: cannot encode refusal code %d", m.Code)
@@ -201,10 +271,46 @@ func parsePlaintext(p []byte) (fragment, error) {
 		if err := setReason(&f.Message, p[refuseHeader:]); err != nil {
 			return f, err
 		}
+	case TypeReady:
+		if len(p) != readyLen {
+			return f, fmt.Errorf("%w: ready message of %d bytes", ErrMalformed, len(p))
+		}
+		f.Kinds, f.MaxChunk = p[1], binary.BigEndian.Uint32(p[2:])
+		if f.Kinds&^ReadyKinds != 0 || f.MaxChunk < 1 || f.MaxChunk > MaxChunkData {
+			return f, fmt.Errorf("%w: ready with kinds %#x and max chunk %d", ErrMalformed, f.Kinds, f.MaxChunk)
+		}
+	case TypeInstruction:
+		if len(p) < 2 {
+			return f, fmt.Errorf("%w: empty instruction message", ErrMalformed)
+		}
+		f.Payload = bytes.Clone(p[1:]) // p is a pooled buffer
+	case TypeChunk:
+		if err := checkChunk(p[1:]); err != nil {
+			return f, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		f.Payload = bytes.Clone(p[1:])
+	case TypeOutcome:
+		if len(p) < 1+8+minOutcomeBody {
+			return f, fmt.Errorf("%w: outcome message of %d bytes", ErrMalformed, len(p))
+		}
+		f.Batch = binary.BigEndian.Uint64(p[1:9])
+		f.Payload = bytes.Clone(p[9:])
 	default:
 		return f, fmt.Errorf("%w: unknown message type %d", ErrMalformed, p[0])
 	}
 	return f, nil
+}
+
+// checkChunk checks the form of a chunk body: its header, and no flag but
+// last.
+func checkChunk(b []byte) error {
+	if len(b) < ChunkHeaderSize || len(b) > ChunkHeaderSize+MaxChunkData {
+		return fmt.Errorf("secure: chunk body of %d bytes", len(b))
+	}
+	if b[ChunkHeaderSize-1]&^chunkLast != 0 {
+		return fmt.Errorf("secure: chunk flags %#x", b[ChunkHeaderSize-1])
+	}
+	return nil
 }
 
 // setReason checks and copies a reason text.

@@ -32,6 +32,15 @@ func TestMessageEncoding(t *testing.T) {
 		{"close", fragment{Message: Message{Type: TypeClose, Reason: "bye ✓"}}, "04 627965 20 e29c93"},
 		{"close, no reason", fragment{Message: Message{Type: TypeClose}}, "04"},
 		{"rekey", fragment{Message: Message{Type: TypeRekey}}, "05"},
+		{"ready", fragment{Message: Message{Type: TypeReady, Kinds: 0b101, MaxChunk: 65493}}, "08 05 0000ffd5"},
+		{"ready, config only", fragment{Message: Message{Type: TypeReady, Kinds: 1, MaxChunk: 1}}, "08 01 00000001"},
+		{"instruction", fragment{Message: Message{Type: TypeInstruction, Payload: []byte{1, 2, 3}}}, "09 010203"},
+		{"chunk", fragment{Message: Message{Type: TypeChunk, Payload: unhex(t, "00112233445566778899aabbccddeeff 0000000000000010 01 6162")}},
+			"0a 00112233445566778899aabbccddeeff 0000000000000010 01 6162"},
+		{"chunk, empty", fragment{Message: Message{Type: TypeChunk, Payload: unhex(t, "00112233445566778899aabbccddeeff 0000000000000000 00")}},
+			"0a 00112233445566778899aabbccddeeff 0000000000000000 00"},
+		{"outcome", fragment{Message: Message{Type: TypeOutcome, Batch: 5, Payload: bytes.Repeat([]byte{2}, 58)}},
+			"0b 0000000000000005 " + strings.Repeat("02", 58)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b []byte
@@ -58,7 +67,16 @@ func TestAppendControlErrors(t *testing.T) {
 		{Type: TypeNack, Reason: "\xff"},
 		{Type: TypeData},
 		{Type: 0},
-		{Type: 8},
+		{Type: 12},
+		{Type: TypeReady, Kinds: 8, MaxChunk: 1},
+		{Type: TypeReady, Kinds: 1},
+		{Type: TypeReady, Kinds: 1, MaxChunk: MaxChunkData + 1},
+		{Type: TypeInstruction},
+		{Type: TypeInstruction, Payload: make([]byte, MaxPlaintext)},
+		{Type: TypeChunk, Payload: make([]byte, ChunkHeaderSize-1)},
+		{Type: TypeChunk, Payload: append(make([]byte, ChunkHeaderSize-1), 2)},
+		{Type: TypeChunk, Payload: make([]byte, ChunkHeaderSize+MaxChunkData+1)},
+		{Type: TypeOutcome, Payload: make([]byte, 57)},
 		{Type: TypeRefuse},
 		{Type: TypeRefuse, Code: 8},
 	} {
@@ -72,7 +90,18 @@ func TestParsePlaintextStrict(t *testing.T) {
 	for _, tc := range []struct{ name, plain string }{
 		{"empty", ""},
 		{"type 0", "00"},
-		{"type 8", "08"},
+		{"type 12", "0c"},
+		{"ready of 1 byte", "08"},
+		{"ready of 5 bytes", "08 01 000001"},
+		{"ready of 7 bytes", "08 01 00000001 00"},
+		{"ready kind bit 3", "08 09 00000001"},
+		{"ready max chunk 0", "08 01 00000000"},
+		{"ready max chunk over 65493", "08 01 0000ffd6"},
+		{"empty instruction", "09"},
+		{"chunk of 24 bytes", "0a 00112233445566778899aabbccddeeff 0000000000000000"},
+		{"chunk flags 2", "0a 00112233445566778899aabbccddeeff 0000000000000000 02"},
+		{"outcome without batch", "0b 00000000"},
+		{"outcome body of 57 bytes", "0b 0000000000000001 " + strings.Repeat("00", 57)},
 		{"accept with a byte", "06 00"},
 		{"refuse without a code", "07"},
 		{"refuse code 0", "07 00"},
@@ -109,6 +138,7 @@ func TestParsePlaintextStrict(t *testing.T) {
 func TestMessageTypeString(t *testing.T) {
 	for typ, want := range map[MessageType]string{
 		TypeData: "data", TypeAck: "ack", TypeNack: "nack", TypeClose: "close", TypeRekey: "rekey",
+		TypeReady: "ready", TypeInstruction: "instruction", TypeChunk: "chunk", TypeOutcome: "outcome",
 		0: "MessageType(0)", 200: "MessageType(200)",
 	} {
 		require.Equal(t, want, typ.String())
@@ -207,4 +237,20 @@ func TestReassemblerDiscardBound(t *testing.T) {
 	require.ErrorIs(t, err, ErrMalformed)
 	require.Equal(t, maxDiscarded/maxFragment+1, n, "fragments taken before the error")
 	require.Nil(t, r.buf, "nothing kept")
+}
+
+// TestControlPayloadOwned: the payload of an instruction, chunk or outcome
+// is a copy, not the (pooled) plaintext buffer Receive decrypts into.
+func TestControlPayloadOwned(t *testing.T) {
+	for _, plain := range []string{"09 010203", "0a 00112233445566778899aabbccddeeff 0000000000000000 01 61",
+		"0b 0000000000000001 " + strings.Repeat("00", 58)} {
+		p := unhex(t, plain)
+		f, err := parsePlaintext(p)
+		require.NoError(t, err)
+		want := bytes.Clone(f.Payload)
+		for i := range p {
+			p[i] = 0xee
+		}
+		require.Equal(t, want, f.Payload, plain)
+	}
 }

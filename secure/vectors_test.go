@@ -188,6 +188,7 @@ var vectorScenarios = []vectorScenario{
 	{"handshake-unknown-authority.txt", genHandshakeUnknownAuthority, checkHandshakeUnknownAuthority},
 	{"handshake-refused.txt", genHandshakeRefused, checkHandshakeRefused},
 	{"channel-rekey.txt", genChannelRekey, checkChannelRekey},
+	{"channel-control.txt", genChannelControl, checkChannelControl},
 	{"identity-key-small-order.txt", genIdentityKeySmallOrder, checkIdentityKeySmallOrder},
 	{"identity-key-non-canonical.txt", genIdentityKeyNonCanonical, checkIdentityKeyNonCanonical},
 }
@@ -664,4 +665,55 @@ func checkChannelRekey(t *testing.T, v *vectorFile) {
 	require.Equal(t, k2, s.recv.UnsafeKey())
 	require.Equal(t, uint64(3), s.recv.Nonce(), "the nonce counter is not reset")
 	vectorfile.RequireOutcome(t, v.expect(t), nil)
+}
+
+// The control messages of channel-control.txt, section 17.5.
+var vectorControl = []struct {
+	name string
+	m    Message
+}{
+	{"ready", Message{Type: TypeReady, Kinds: 0b101, MaxChunk: 16384}},
+	{"instruction", Message{Type: TypeInstruction, Payload: []byte{1, 3, 0xaa, 0xbb}}},
+	{"chunk", Message{Type: TypeChunk, Payload: append(append(bytes.Repeat([]byte{0x11}, 16), 0, 0, 0, 0, 0, 0, 0x40, 0, 1), "tail"...)}},
+	{"outcome", Message{Type: TypeOutcome, Batch: 3, Payload: append(append(append(bytes.Repeat([]byte{0x11}, 16),
+		bytes.Repeat([]byte{0x22}, 32)...), 0, 0, 0, 0, 0, 0, 0, 7, 2, 12), "replayed"...)}},
+}
+
+func genChannelControl(t *testing.T, f *fixtures) *vectorFile {
+	h := f.handshake(t, f.listenerCred)
+	require.NoError(t, h.err)
+	v := &vectorFile{}
+	v.Comment("Control messages (docs/PROTOCOL.md, section 17.5) on the channel of handshake.txt, as plaintexts and")
+	v.Comment("sealed in turn by the device (nonces 0 to 3 under key, the device's sending key): ready (kinds config and")
+	v.Comment("command, chunks of at most 16384 bytes), an instruction (its bytes are opaque to the channel; they are")
+	v.Comment("not a valid instruction), a last chunk at offset 16384, and an outcome of batch 3: refused, code 12.")
+	v.Comment("In a real channel only ready and outcome go from the device; the direction does not change the framing.")
+	v.Comment(generatedBy)
+	v.Set("key", h.dev.send.UnsafeKey())
+	for _, c := range vectorControl {
+		p, err := appendControl(nil, c.m)
+		require.NoError(t, err)
+		ct, err := h.dev.seal(nil, p)
+		require.NoError(t, err)
+		v.Set(c.name+"-plaintext", p)
+		v.Set(c.name+"-ciphertext", ct)
+	}
+	v.Set("expect", "ok")
+	return v
+}
+
+func checkChannelControl(t *testing.T, v *vectorFile) {
+	k := v.Key32(t, "key")
+	suite := noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+	s := &Session{recv: noise.UnsafeNewCipherState(suite, k, 0), recvSince: vectorNow, rekeyAfterMessages: RekeyAfterMessages}
+	c := &Channel{session: s, reasm: reassembler{max: DefaultMaxMessageSize}}
+	for _, want := range vectorControl {
+		f, err := parsePlaintext(v.Bytes(t, want.name+"-plaintext"))
+		require.NoError(t, err, want.name)
+		require.Equal(t, want.m, f.Message, want.name)
+		m, ok, err := c.take(v.Bytes(t, want.name+"-ciphertext"), vectorNow)
+		require.NoError(t, err, want.name)
+		require.True(t, ok, want.name)
+		require.Equal(t, want.m, m, want.name)
+	}
 }

@@ -261,5 +261,13 @@ func (s *Sender) dial(ctx context.Context) (*link, error) {
 	number := s.links
 	s.mu.Unlock()
 	s.readers.Add(1)
-	return newLink(ch, conn, number, cur.Credential, cur.Verifier, s.log, &s.readers), nil
+	l := newLink(ch, conn, number, cur.Credential, cur.Verifier, s.cfg.Control, s.cfg.Timeout, s.log, &s.readers)
+	if l.control != nil {
+		// the outbox, then ready (docs/PROTOCOL.md, section 17.5)
+		if err := l.control.Begin(); err != nil {
+			l.fail(err)
+			return nil, fmt.Errorf("%s: opting in to control instructions: %w", s.cfg.Target, err)
+		}
+	}
+	return l, nil
 }

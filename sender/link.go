@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -26,6 +27,10 @@ type link struct {
 	mu      sync.Mutex
 	waiters map[uint64]chan<- secure.Message // batch → where its answer goes
 
+	// control is the control agent's session on this channel, nil without
+	// one: the reader hands it instructions (docs/PROTOCOL.md, 17.5).
+	control *agent.Session
+
 	once      sync.Once
 	closeOnce sync.Once     // the close message is sent once
 	done      chan struct{} // closed when the link ended
@@ -36,8 +41,11 @@ type link struct {
 // newLink starts the reader of ch; wg counts it until it returns. The
 // listener's credential is checked against v's revocation lists before
 // every answer counts.
+//
+// With a control agent, its session on the channel is created before the
+// reader starts; the caller Begins it.
 func newLink(ch *secure.Channel, conn net.Conn, number uint64, own *secure.Credential, v *secure.Verifier,
-	log logger.Logger, wg *sync.WaitGroup) *link {
+	ctl *agent.Agent, timeout time.Duration, log logger.Logger, wg *sync.WaitGroup) *link {
 	l := &link{
 		ch:       ch,
 		conn:     conn,
@@ -49,11 +57,33 @@ func newLink(ch *secure.Channel, conn net.Conn, number uint64, own *secure.Crede
 		waiters:  make(map[uint64]chan<- secure.Message),
 		done:     make(chan struct{}),
 	}
+	if ctl != nil {
+		l.control = ctl.NewSession(controlLink{l, timeout})
+		wg.Add(1)
+		go func() {
+			// the session ends with the channel; Close waits for an
+			// instruction being applied
+			defer wg.Done()
+			<-l.done
+			l.control.Stop()
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		l.read(log)
 	}()
 	return l
+}
+
+// controlLink is the link as the control agent speaks on it.
+type controlLink struct {
+	l       *link
+	timeout time.Duration
+}
+
+func (c controlLink) Send(m secure.Message) error { return c.l.send(m, c.timeout) }
+func (c controlLink) Expect(batch uint64, w chan<- secure.Message) {
+	c.l.expect(batch, w)
 }
 
 // read routes acks and nacks to their waiters until the channel fails.
@@ -64,7 +94,18 @@ func (l *link) read(log logger.Logger) {
 			l.fail(err)
 			return
 		}
-		if m.Type != secure.TypeAck && m.Type != secure.TypeNack {
+		switch {
+		case m.Type == secure.TypeAck || m.Type == secure.TypeNack:
+		case m.Type == secure.TypeInstruction && l.control != nil:
+			// checked by the agent, whoever relayed it
+			l.control.Offer(m.Payload)
+			continue
+		case m.Type == secure.TypeChunk && l.control != nil:
+			// artifact chunks: no instruction of this version takes them
+			// (the gateway does not send artifacts); dropped
+			log.Debugf("Listener %s sent an artifact chunk; dropped", l.peer.Short())
+			continue
+		default:
 			l.fail(fmt.Errorf("unexpected %v message from the listener", m.Type))
 			return
 		}

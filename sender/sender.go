@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/trust"
@@ -62,6 +63,12 @@ type Config struct {
 	// and the open channel's listener checked against the revocation
 	// lists; DefaultRevocationCheckInterval if zero.
 	RevocationCheckInterval time.Duration
+
+	// Control, if set, takes control instructions on every channel
+	// (docs/PROTOCOL.md, section 17.5): it opts in with ready, so only
+	// set it for a listener configured for control (control_socket);
+	// another closes the channel.
+	Control *agent.Agent
 
 	// CredentialPath is the credential file that Trust reads, for
 	// messages.

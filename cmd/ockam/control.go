@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,7 +26,7 @@ func controlCommand() *command {
 		{name: "sign", summary: "sign an instruction to devices (operator)", usage: controlSignUsage, flags: controlSign},
 		{name: "release", summary: "sign the manifest of an artifact (release identity)", usage: controlReleaseUsage, flags: controlRelease},
 		{name: "inspect", summary: "print the fields of an instruction", usage: controlInspectUsage, flags: controlInspect},
-		{name: "send", summary: "hand an instruction to a gateway (not yet implemented)", usage: controlSendUsage, flags: controlSend},
+		{name: "send", summary: "hand instructions to a gateway's control socket", usage: controlSendUsage, flags: controlSend},
 	}}
 }
 
@@ -427,19 +428,81 @@ func printPayload(w io.Writer, in *control.Instruction) {
 }
 
 // controlSendUsage is the --help text of "ockam control send".
-const controlSendUsage = `Usage: ockam control send (not yet available)
+const controlSendUsage = `Usage: ockam control send --socket PATH FILE...
 
-Will hand a signed instruction to a gateway's control endpoint, which keeps
-it until it expires and pushes it to the matching devices over their
-channels (docs/PROTOCOL.md, section 17.5, a draft). Not implemented in this
-version: it exits with an error. Sign with 'ockam control sign' and inspect
-with 'ockam control inspect' meanwhile.
+Hands each signed instruction FILE (from 'ockam control sign') to a
+gateway's control endpoint: the Unix socket set by control_socket in
+inputs.ockam_listener or ockamd's [listener] (docs/PROTOCOL.md, section
+17.5). The gateway checks the instruction's form, signature, operator
+credential and expiry, keeps it until it expires, and pushes it to every
+device it targets that has opted in, now or when it next connects. Each
+device answers with an outcome, written as an ockam_control point (see
+docs/OPERATIONS.md, "Rolling out a configuration").
+
+Prints one line per FILE: accepted, with the instruction id, or refused,
+with the gateway's reason. Exits non-zero if any was refused.
+
+Flags:
+  --socket PATH   the gateway's control socket (required)
 `
 
-// controlSend defines "ockam control send": reserved, not yet implemented.
-func controlSend(*flag.FlagSet) action {
-	return func(*env, []string) error {
-		return withHint(errors.New("ockam control send is not implemented yet"),
-			"sign the instruction with 'ockam control sign'; gateway delivery comes in a later version")
+// controlSend defines "ockam control send".
+func controlSend(fs *flag.FlagSet) action {
+	socket := fs.String("socket", "", "the gateway's control socket")
+	return func(e *env, args []string) error {
+		if *socket == "" {
+			return errors.New("--socket is required: the gateway's control_socket")
+		}
+		if len(args) == 0 {
+			return errors.New("name at least one instruction FILE")
+		}
+		refused := 0
+		for _, path := range args {
+			in, err := readParsed(path, maxInstructionFile, control.Parse)
+			if err != nil {
+				return err
+			}
+			status, reason, err := handOver(*socket, in.Marshal())
+			if err != nil {
+				return withHint(fmt.Errorf("%s: %w", path, err), "is the gateway running with control_socket = \""+*socket+"\"?")
+			}
+			if status != 0 {
+				refused++
+				fmt.Fprintf(e.stdout, "%s: refused: %s\n", path, reason)
+				continue
+			}
+			fmt.Fprintf(e.stdout, "%s: accepted: %s\n", path, reason)
+		}
+		if refused > 0 {
+			return fmt.Errorf("the gateway refused %d of %d instructions", refused, len(args))
+		}
+		return nil
 	}
+}
+
+// handOver sends one instruction to the control endpoint at socket and
+// returns its answer: status 0 accepted, 1 refused, and the reason.
+func handOver(socket string, instruction []byte) (status byte, reason string, err error) {
+	nc, err := net.DialTimeout("unix", socket, 10*time.Second)
+	if err != nil {
+		return 0, "", err
+	}
+	defer nc.Close()
+	if err := nc.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		return 0, "", err
+	}
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(instruction)))
+	if _, err := nc.Write(append(frame, instruction...)); err != nil {
+		return 0, "", err
+	}
+	answer, err := io.ReadAll(io.LimitReader(nc, 1+control.MaxReasonSize+1))
+	switch {
+	case err != nil:
+		return 0, "", err
+	case len(answer) == 0:
+		return 0, "", errors.New("the gateway closed the connection without an answer")
+	case len(answer) > 1+control.MaxReasonSize || answer[0] > 1 || !utf8.Valid(answer[1:]):
+		return 0, "", errors.New("the gateway's answer is malformed")
+	}
+	return answer[0], string(answer[1:]), nil
 }

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	telegraf --config telegraf.conf [--config more.conf] [--config-directory dir]
+//	telegraf --config telegraf.conf [--config more.conf] [--config-directory dir] [--watch-config poll]
 //	telegraf --config telegraf.conf --test     # gather once, print, no outputs
 //	telegraf --config telegraf.conf --once     # gather once, write, exit
 //	telegraf [--input-filter cpu:mem] [--output-filter ockam] config > telegraf.conf
@@ -16,7 +16,9 @@
 //	telegraf version
 //
 // SIGINT and SIGTERM stop it cleanly (the outputs get a last flush);
-// SIGHUP reloads the configuration.
+// SIGHUP reloads the configuration, and so, with --watch-config, does a
+// change of a --config file or of a *.conf file of a --config-directory
+// (polled every --watch-interval, 1 s by default).
 package main
 
 //go:generate go run ../../tools/pluginsgen
@@ -59,7 +61,11 @@ type options struct {
 	nonStrictEnv bool
 	strictEnv    bool
 	selections   []string
-	filters      filters
+	// watch is --watch-config ("", notify or poll), watchInterval how
+	// often it looks.
+	watch         string
+	watchInterval time.Duration
+	filters       filters
 	// command is the command (config, config check, secrets set, ...) and
 	// args its arguments.
 	command, args []string
@@ -143,6 +149,9 @@ func flagSet(name string, opts *options, f *filters, stderr io.Writer, global bo
 	fs.BoolVar(&opts.once, "once", false, "gather once, write the metrics to the outputs and exit")
 	fs.BoolVar(&opts.test, "test", false, "gather once, print the metrics to stdout and exit; outputs are not used")
 	fs.DurationVar(&opts.testWait, "test-wait", 0, "with --test or --once, how long to wait for service inputs")
+	fs.StringVar(&opts.watch, "watch-config", "", "reload the configuration when a --config file or a *.conf file of a "+
+		"--config-directory changes: notify or poll (this build polls in both modes)")
+	fs.DurationVar(&opts.watchInterval, "watch-interval", defaultWatchInterval, "how often --watch-config looks")
 	fs.BoolVar(&opts.version, "version", false, "print the version and exit")
 	fs.BoolVar(&opts.sampleConfig, "sample-config", false, "print a sample configuration (see the filters) and exit")
 	fs.StringVar(&opts.usage, "usage", "", "print the sample configuration of input or output `NAME` and exit")
@@ -167,6 +176,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flagSet("telegraf", &opts, &opts.filters, stderr, true)
 	if err := fs.Parse(args); err != nil {
 		return opts, err
+	}
+	if err := watchMode(opts.watch); err != nil {
+		return opts, err
+	}
+	if opts.watchInterval <= 0 {
+		return opts, fmt.Errorf("--watch-interval %v: must be positive", opts.watchInterval)
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -262,6 +277,13 @@ func runAgent(ctx context.Context, opts options) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	changed := make(chan struct{}, 1)
+	if opts.watch != "" && !opts.once && !opts.test {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go watchConfig(watchCtx, opts, fingerprint(opts), opts.watchInterval, changed)
+		log.Printf("I! Watching the configuration for changes every %v", opts.watchInterval)
+	}
 	for {
 		runCtx, cancel := context.WithCancel(ctx)
 		reload := false
@@ -270,6 +292,10 @@ func runAgent(ctx context.Context, opts options) error {
 			defer close(watched)
 			select {
 			case <-hup:
+				reload = true
+				cancel()
+			case <-changed:
+				log.Printf("I! Configuration changed (--watch-config)")
 				reload = true
 				cancel()
 			case <-runCtx.Done():

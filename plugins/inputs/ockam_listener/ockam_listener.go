@@ -94,6 +94,9 @@ type Listener struct {
 	MaxUndeliveredBytesPerIdentity config.Size `toml:"max_undelivered_bytes_per_identity"`
 	Allow                          []AllowRule `toml:"allow"`
 
+	ControlSocket  string `toml:"control_socket"`
+	ControlPending string `toml:"control_pending"`
+
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
 
@@ -300,6 +303,15 @@ func (l *Listener) newReceiver() error {
 	return nil
 }
 
+// controlPending is control_pending, by default next to control_socket
+// (its path with ".pending" appended); "" without a control socket.
+func (l *Listener) controlPending() string {
+	if l.ControlPending != "" || l.ControlSocket == "" {
+		return l.ControlPending
+	}
+	return l.ControlSocket + ".pending"
+}
+
 // receiverConfig returns the checked settings as the engine takes them.
 // The vault passphrase is only used by receiver.New.
 func (l *Listener) receiverConfig(passphrase []byte) receiver.Config {
@@ -324,6 +336,9 @@ func (l *Listener) receiverConfig(passphrase []byte) receiver.Config {
 
 		MaxUndeliveredBytesPerChannel:  int64(l.MaxUndeliveredBytesPerChannel),
 		MaxUndeliveredBytesPerIdentity: int64(l.MaxUndeliveredBytesPerIdentity),
+
+		ControlSocket:  l.ControlSocket,
+		ControlPending: l.controlPending(),
 
 		Trust: trust.Config{
 			Vault:          l.VaultPath,

@@ -61,6 +61,15 @@ type Output struct {
 	RevocationFailOpen      bool            `toml:"revocation_fail_open"`
 	RevocationRefuseStale   bool            `toml:"revocation_refuse_stale"`
 
+	// Control instructions (docs/PROTOCOL.md, section 17): who may send
+	// which kinds, where the sequences and the outbox are kept, and what
+	// each kind does on this device.
+	ControlPolicy         []ControlRule       `toml:"control_policy"`
+	ControlState          string              `toml:"control_state"`
+	ControlConfigDir      string              `toml:"control_config_dir"`
+	ControlCommands       map[string][]string `toml:"control_commands"`
+	ControlCommandTimeout config.Duration     `toml:"control_command_timeout"`
+
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`
 	// TrustNames, if set, are the names messages give the trust options
@@ -120,6 +129,9 @@ func (o *Output) Init() (err error) {
 	}
 	if !o.MQTTPassword.Empty() {
 		cfg.MQTTPassword = o.mqttPassword
+	}
+	if cfg.Control, err = o.controlAgent(); err != nil {
+		return err
 	}
 	o.sender, err = sender.New(cfg)
 	return err

@@ -107,15 +107,25 @@ func TestConfigKeys(t *testing.T) {
 	require.Equal(t, []string{"address", "route", "mqtt_username", "mqtt_password", "vault_path", "vault_passphrase", "credential_path", "authority_path",
 		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size",
 		"revocation_list", "revocation_check_interval", "revocation_source", "revocation_poll_interval",
-		"revocation_state", "revocation_fail_open", "revocation_refuse_stale"}, keys)
+		"revocation_state", "revocation_fail_open", "revocation_refuse_stale",
+		"control_policy", "control_state", "control_config_dir", "control_commands", "control_command_timeout"}, keys)
 	for _, k := range keys {
-		require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
+		if k == "control_policy" { // a block
+			require.Contains(t, sampleConfig, "[[outputs.ockam.control_policy]]")
+		} else {
+			require.Contains(t, sampleConfig, k+" = ", "sample.conf documents %s", k)
+		}
 		require.Contains(t, readmeText(t), "- `"+k+"`", "README.md documents %s", k)
 	}
 	o := outputs.Outputs["ockam"]().(*Output)
 	require.Equal(t, config.Duration(10*time.Second), o.Timeout)
 	require.Equal(t, config.Size(256*1024), o.MaxMessageSize)
 	require.Equal(t, sampleConfig, o.SampleConfig())
+}
+
+// operatorPolicy is a control_policy letting role=operator send kinds.
+func operatorPolicy(kinds ...string) []ControlRule {
+	return []ControlRule{{Attributes: map[string]string{"role": "operator"}, Kinds: kinds}}
 }
 
 func TestInitErrors(t *testing.T) {
@@ -143,6 +153,28 @@ func TestInitErrors(t *testing.T) {
 		{name: "missing vault", modify: func(o *Output) { o.VaultPath = filepath.Join(f.dir, "nope") }, text: "ockam identity create"},
 		{name: "missing credential", modify: func(o *Output) { o.CredentialPath = filepath.Join(f.dir, "nope") }, text: "credential_path"},
 		{name: "missing authority", modify: func(o *Output) { o.AuthorityPath = filepath.Join(f.dir, "nope") }, text: "authority_path"},
+		{name: "control without policy", modify: func(o *Output) { o.ControlState = filepath.Join(f.dir, "seq") },
+			text: "need at least one [[outputs.ockam.control_policy]] block"},
+		{name: "control without state", modify: func(o *Output) { o.ControlPolicy = operatorPolicy("config"); o.ControlConfigDir = f.dir },
+			text: "control_state is required"},
+		{name: "control applying nothing", modify: func(o *Output) {
+			o.ControlPolicy, o.ControlState = operatorPolicy("config"), filepath.Join(f.dir, "seq")
+		}, text: "neither control_config_dir nor control_commands"},
+		{name: "control artifact", modify: func(o *Output) { o.ControlPolicy = operatorPolicy("artifact") },
+			text: "artifact instructions are not delivered"},
+		{name: "control unknown kind", modify: func(o *Output) { o.ControlPolicy = operatorPolicy("reboot") }, text: "control_policy block 1"},
+		{name: "control policy without attributes", modify: func(o *Output) {
+			o.ControlPolicy = []ControlRule{{Kinds: []string{"config"}}}
+			o.ControlState, o.ControlConfigDir = filepath.Join(f.dir, "seq"), f.dir
+		}, text: "names no attribute"},
+		{name: "control command without program", modify: func(o *Output) {
+			o.ControlPolicy, o.ControlState = operatorPolicy("command"), filepath.Join(f.dir, "seq")
+			o.ControlCommands = map[string][]string{"interval": {}}
+		}, text: `control_commands "interval"`},
+		{name: "control config dir missing", modify: func(o *Output) {
+			o.ControlPolicy, o.ControlState = operatorPolicy("config"), filepath.Join(f.dir, "seq")
+			o.ControlConfigDir = filepath.Join(f.dir, "nope")
+		}, text: "control_config_dir"},
 		{
 			name:    "credential from another authority",
 			prepare: func(t *testing.T) { f.writeCredential(t, f.issue(t, other, f.device.Identifier(), now, time.Hour)) },
