@@ -8,6 +8,7 @@ import (
 
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/metric"
+	"github.com/influxdata/telegraf/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -85,4 +86,36 @@ func BenchmarkCheckPoints(b *testing.B) {
 			b.Fatal(r.reason)
 		}
 	}
+}
+
+// TestReplay checks that replay gives the metrics of a message as they were
+// handed over: the same points, the stamped tags in place of forged ones,
+// the time a line without a timestamp was given when first parsed, and
+// none of the changes Telegraf's processors made to the metrics handed
+// over meanwhile. Each call gives new metrics.
+func TestReplay(t *testing.T) {
+	payload := []byte("cpu,host=a,ockam_identity=forged usage=1.5,n=2i 1700000000000000000\nmem,site=x free=3i\n")
+	tags := map[string]string{"ockam_identity": "I0123", "site": ""}
+	p, err := newParser()
+	require.NoError(t, err)
+	metrics, err := p.Parse(payload)
+	require.NoError(t, err)
+	stamp(metrics, tags)
+	parsedAt := time.Date(2026, 12, 4, 22, 0, 0, 0, time.UTC) // as if parsed then
+	metrics[1].SetTime(parsedAt)
+	again := replay(payload, metrics, tags)
+	// What processors and outputs may do to the metrics handed over.
+	metrics[0].AddTag("processed", "yes")
+	metrics[0].RemoveField("n")
+	metrics[1].SetName("renamed")
+
+	want := []telegraf.Metric{
+		metric.New("cpu", map[string]string{"host": "a", "ockam_identity": "I0123"},
+			map[string]any{"usage": 1.5, "n": int64(2)}, time.Unix(0, 1700000000000000000)),
+		metric.New("mem", map[string]string{"ockam_identity": "I0123"}, map[string]any{"free": int64(3)}, parsedAt),
+	}
+	first := again()
+	testutil.RequireMetricsEqual(t, want, first)
+	first[0].AddTag("probe", "1")
+	testutil.RequireMetricsEqual(t, want, again())
 }
