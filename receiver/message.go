@@ -160,7 +160,11 @@ func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf
 		r.answer(c, batch, size, o)
 	}
 	if rs, ok := r.sink.(ReplaySink); ok {
-		rs.DeliverReplayable(peer, metrics, replay(payload, metrics, c.tags), done)
+		var again func() []telegraf.Metric
+		if r.keepsCopies {
+			again = replay(payload, metrics, c.tags)
+		}
+		rs.DeliverReplayable(peer, metrics, again, done)
 	} else {
 		r.sink.Deliver(peer, metrics, done)
 	}

@@ -53,7 +53,8 @@ type CopyKeeper interface {
 // returns a new set of the message's metrics as they were handed over
 // (the same points, timestamps and stamped tags), parsed again from the
 // message's payload, which the receiver keeps until done. It spares the
-// Sink a copy of every metric up front for a replay that is rare.
+// Sink a copy of every metric up front for a replay that is rare. again is
+// nil unless the Sink is a CopyKeeper whose KeepsCopies is true.
 type ReplaySink interface {
 	Sink
 	DeliverReplayable(peer Peer, metrics []telegraf.Metric, again func() []telegraf.Metric, done func(Outcome))
