@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,70 +32,118 @@ const (
 	realBatch   = 5000
 )
 
+// realPipe is one pipeline of BenchmarkRealBinaries.
+type realPipe struct {
+	name string // the metric is name+"-metrics/s"
+	kind string // pipeOckam, pipeV2, pipeOckamd or "influxd-direct"
+	// batch is the device's metric_batch_size; gatewayBatch the gateway
+	// Telegraf's.
+	batch, gatewayBatch int
+	// delay is added each way between device and gateway by a proxy
+	// (delayProxy): half a round trip.
+	delay time.Duration
+	// maxMessage is outputs.ockam's max_message_size; "" for its default.
+	maxMessage string
+}
+
+// pipeOckamd: the device's outputs.ockam into ockamd, which writes each
+// message to influxd itself, several at once.
+const pipeOckamd = "ockamd"
+
+// realPipes are the pipelines of BenchmarkRealBinaries, in the order each
+// iteration runs them. The ockam rows with a delay are compared with the
+// row of the same batch size without one.
+var realPipes = []realPipe{
+	{name: pipeOckam, kind: pipeOckam, batch: realBatch, gatewayBatch: realGatewayBatch},
+	{name: pipeV2, kind: pipeV2, batch: realBatch, gatewayBatch: realBatch},
+	{name: pipeOckamd, kind: pipeOckamd, batch: realBatch},
+	{name: "influxd-direct", kind: "influxd-direct", batch: realBatch},
+	{name: pipeOckam + "-50ms", kind: pipeOckam, batch: realBatch, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
+	{name: pipeOckam + "-batch50000", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch},
+	{name: pipeOckam + "-batch50000-50ms", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
+}
+
+// realGatewayBatch is the ockam gateways' metric_batch_size: the device's
+// (5000), as for influxdb_v2. Smaller gateway batches, to write a message to
+// influxd while the next is parsed, were slower on this machine
+// (docs/BENCHMARKS.md, "Real binaries").
+const realGatewayBatch = realBatch
+
 // BenchmarkRealBinaries runs each pipeline through real processes: a device
 // Telegraf (bin/telegraf --once, reading the workload with inputs.file)
-// sends to a gateway Telegraf, which writes to influxd 1.8. "influxd-direct"
-// posts the same batches to influxd from this process, one at a time: the
-// ceiling of a single writer. The figure is the rate at which points are
-// written into influxd (its httpd pointsWrittenOK counter, polled), from
-// the first point to the last. Each iteration runs the three in turn, on
-// one influxd; each reports the median of its runs.
+// sends to a gateway (a Telegraf, or ockamd), which writes to influxd 1.8.
+// "influxd-direct" posts the same batches to influxd from this process, one
+// at a time: the ceiling of a single writer. The figure is the rate at
+// which points are written into influxd (its httpd pointsWrittenOK counter,
+// polled), from the first point to the last. Each iteration runs the
+// pipelines of realPipes in turn, on one influxd; each reports the median
+// of its runs. BENCH_REAL_PIPES (names, comma-separated) runs only some.
 //
-// outputs.ockam waits for each batch's ack, which the listener sends after
-// the gateway wrote the batch to influxd; inputs.influxdb_v2_listener
-// answers as soon as it parsed a batch, so the device's next batch overlaps
-// the gateway's write. It needs OCKAM_BIN (the directory of the custom
-// telegraf) and INFLUXD; make bench sets both.
+// outputs.ockam waits for each batch's ack, which the listener (or ockamd)
+// sends after the gateway wrote the batch's messages to influxd;
+// inputs.influxdb_v2_listener answers as soon as it parsed a batch, so the
+// device's next batch overlaps the gateway's write. Telegraf calls an
+// output's Write serially: an ockam device has at most one batch in flight,
+// so a round trip added by the network (the -50ms rows: 50 ms each way)
+// costs each batch that much. It needs OCKAM_BIN (the directory of the
+// custom telegraf and ockamd) and INFLUXD; make bench sets both.
 func BenchmarkRealBinaries(b *testing.B) {
 	binDir, influxd := os.Getenv("OCKAM_BIN"), os.Getenv("INFLUXD")
 	if binDir == "" || influxd == "" {
 		b.Skip("set OCKAM_BIN and INFLUXD (make bench does)")
 	}
-	telegraf, err := filepath.Abs(filepath.Join(binDir, "telegraf"))
+	binDir, err := filepath.Abs(binDir)
 	must(b, err)
 	db := startInfluxd(b, influxd)
 	input := filepath.Join(b.TempDir(), "workload.lp")
 	writeLineProtocol(b, input, realMetrics)
 
-	names := []string{pipeOckam, pipeV2, "influxd-direct"}
-	rates := make([][]float64, len(names))
+	pipes := realPipes
+	if only := os.Getenv("BENCH_REAL_PIPES"); only != "" {
+		pipes = slices.DeleteFunc(slices.Clone(pipes), func(p realPipe) bool {
+			return !slices.Contains(strings.Split(only, ","), p.name)
+		})
+	}
+	rates := make([][]float64, len(pipes))
 	for b.Loop() {
-		for i, name := range names {
+		for i, p := range pipes {
 			database := fmt.Sprintf("bench_%d", collectors.Add(1))
 			db.query(b, "CREATE DATABASE "+database)
 			base, err := db.pointsWritten()
 			must(b, err)
 			watch := db.watch(base, realMetrics)
-			if name == "influxd-direct" {
+			if p.kind == "influxd-direct" {
 				db.postFile(b, database, input)
 			} else {
-				runPipeline(b, name, telegraf, input, db, database)
+				runPipeline(b, p, binDir, input, db, database)
 			}
 			elapsed, err := (<-watch)()
 			must(b, err)
 			if got := db.count(b, database); got != realMetrics {
-				b.Fatalf("%s: influxd holds %d points, want %d", name, got, realMetrics)
+				b.Fatalf("%s: influxd holds %d points, want %d", p.name, got, realMetrics)
 			}
 			rates[i] = append(rates[i], float64(realMetrics)/elapsed.Seconds())
 		}
 	}
 	b.ReportMetric(0, "ns/op") // the setup, mostly
-	for i, name := range names {
+	for i, p := range pipes {
 		slices.Sort(rates[i])
-		b.ReportMetric(rates[i][len(rates[i])/2], name+"-metrics/s")
+		b.ReportMetric(rates[i][len(rates[i])/2], p.name+"-metrics/s")
 	}
 }
 
 // runPipeline runs the gateway and then the device, and waits until the
 // device has written everything.
-func runPipeline(b *testing.B, name, telegraf, input string, db *influxdb, database string) {
+func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, database string) {
+	telegraf := filepath.Join(binDir, "telegraf")
 	addr := ockamtest.FreeAddr(b)
 	conf := map[string]string{
-		"Addr": addr, "Input": input, "Influx": db.url, "Database": database,
-		"Batch": fmt.Sprint(realBatch), "Buffer": fmt.Sprint(2 * realMetrics),
+		"Addr": addr, "DeviceAddr": addr, "Input": input, "Influx": db.url, "Database": database,
+		"Batch": fmt.Sprint(p.batch), "GatewayBatch": fmt.Sprint(p.gatewayBatch),
+		"Buffer": fmt.Sprint(2 * realMetrics), "MaxMessage": cmp.Or(p.maxMessage, "256KiB"),
 	}
 	gatewayTmpl, deviceTmpl := v2Gateway, v2Device
-	if name == pipeOckam {
+	if p.kind != pipeV2 {
 		fleet := ockamtest.NewFleet(b)
 		gateway := fleet.Enroll(b, "gateway", map[string]string{"role": "listener"})
 		device := fleet.Enroll(b, "device", map[string]string{"role": "sensor"})
@@ -103,8 +152,16 @@ func runPipeline(b *testing.B, name, telegraf, input string, db *influxdb, datab
 		conf["DeviceVault"], conf["DeviceCred"] = device.VaultPath, device.CredentialPath
 		gatewayTmpl, deviceTmpl = ockamGateway, ockamDevice
 	}
-	gw := startProcess(b, "gateway", telegraf, "--config", render(b, gatewayTmpl, conf))
+	var gw *process
+	if p.kind == pipeOckamd {
+		gw = startProcess(b, "ockamd", filepath.Join(binDir, "ockamd"), "--config", render(b, ockamdGateway, conf))
+	} else {
+		gw = startProcess(b, "gateway", telegraf, "--config", render(b, gatewayTmpl, conf))
+	}
 	waitListening(b, gw, addr)
+	if p.delay > 0 {
+		conf["DeviceAddr"] = startDelayProxy(b, addr, p.delay)
+	}
 	dev := startProcess(b, "device", telegraf, "--once", "--config", render(b, deviceTmpl, conf))
 	if err := dev.wait(3 * time.Minute); err != nil {
 		b.Fatalf("device: %v\n%s", err, dev.tail())
@@ -112,13 +169,22 @@ func runPipeline(b *testing.B, name, telegraf, input string, db *influxdb, datab
 	gw.stop(b)
 }
 
-// The Telegraf configurations. Both gateways write to influxd with
-// outputs.influxdb_v2's defaults (gzip); the batch size is the device's.
+// The configurations. Both gateway Telegrafs write to influxd with
+// outputs.influxdb_v2's defaults (gzip), in batches of GatewayBatch.
 const agentConf = `[agent]
   interval = "1h"
   flush_interval = "1s"
   flush_jitter = "0s"
   metric_batch_size = {{.Batch}}
+  metric_buffer_limit = {{.Buffer}}
+  omit_hostname = true
+`
+
+const gatewayAgentConf = `[agent]
+  interval = "1h"
+  flush_interval = "1s"
+  flush_jitter = "0s"
+  metric_batch_size = {{.GatewayBatch}}
   metric_buffer_limit = {{.Buffer}}
   omit_hostname = true
 `
@@ -139,7 +205,7 @@ const fileInput = `
 `
 
 var (
-	ockamGateway = agentConf + `
+	ockamGateway = gatewayAgentConf + `
 [[inputs.ockam_listener]]
   service_address = "tcp://{{.Addr}}"
   vault_path = "{{.GatewayVault}}"
@@ -148,25 +214,41 @@ var (
 ` + toInfluxd
 	ockamDevice = agentConf + fileInput + `
 [[outputs.ockam]]
-  address = "tcp://{{.Addr}}"
+  address = "tcp://{{.DeviceAddr}}"
   vault_path = "{{.DeviceVault}}"
   credential_path = "{{.DeviceCred}}"
   authority_path = "{{.Authority}}"
+  max_message_size = "{{.MaxMessage}}"
   timeout = "30s"
 `
-	v2Gateway = agentConf + `
+	v2Gateway = gatewayAgentConf + `
 [[inputs.influxdb_v2_listener]]
   service_address = "{{.Addr}}"
 ` + toInfluxd
 	v2Device = agentConf + fileInput + `
 [[outputs.influxdb_v2]]
-  urls = ["http://{{.Addr}}"]
+  urls = ["http://{{.DeviceAddr}}"]
   token = ""
   organization = ""
   bucket = "device"
   timeout = "30s"
 `
 )
+
+// ockamdGateway is ockamd with its defaults (max_parallel_writes 4).
+const ockamdGateway = `quiet = true
+
+[listener]
+  service_address = "tcp://{{.Addr}}"
+  vault_path = "{{.GatewayVault}}"
+  credential_path = "{{.GatewayCred}}"
+  authority_paths = ["{{.Authority}}"]
+
+[influxdb]
+  url = "{{.Influx}}"
+  bucket = "{{.Database}}/autogen"
+  timeout = "30s"
+`
 
 // render writes a configuration and returns its path.
 func render(b testing.TB, text string, data map[string]string) string {

@@ -64,7 +64,14 @@ func reservedFields(identityTag string, attributeTags []string) map[string]bool 
 // keys and InfluxDB's rules, as the point will leave the listener: with the
 // stamped tags (an empty value removes the tag). It returns nil if all pass.
 func checkPoints(metrics []telegraf.Metric, reserved map[string]bool, stamped map[string]string) *pointRefusal {
-	types := map[string]string{} // "measurement\x00field" → type, within the message
+	// The stamped tags' part of every series key, computed once.
+	stampedKey := 0
+	for k, v := range stamped {
+		if v != "" {
+			stampedKey += 2 + escapedLen(k, true) + escapedLen(v, true)
+		}
+	}
+	types := map[fieldID]string{} // within the message
 	for _, m := range metrics {
 		name := m.Name()
 		for _, f := range m.FieldList() {
@@ -74,29 +81,29 @@ func checkPoints(metrics []telegraf.Metric, reserved map[string]bool, stamped ma
 						"rename the field", f.Key, name)}
 			}
 		}
-		if r := checkInfluxRules(m, stamped, types); r != "" {
+		if r := checkInfluxRules(m, stamped, stampedKey, types); r != "" {
 			return &pointRefusal{RefusedInvalidPoint, r}
 		}
 	}
 	return nil
 }
 
+// fieldID is a field of a measurement: the key of checkPoints' types (a
+// struct, so that a lookup allocates no string).
+type fieldID struct{ measurement, field string }
+
 // checkInfluxRules returns why influxd would refuse m, or "". The texts are
-// influxd's own where it has one.
-func checkInfluxRules(m telegraf.Metric, stamped map[string]string, types map[string]string) string {
+// influxd's own where it has one. stampedKey is the length the stamped tags
+// add to the series key.
+func checkInfluxRules(m telegraf.Metric, stamped map[string]string, stampedKey int, types map[fieldID]string) string {
 	name := m.Name()
 	if _, ok := m.GetTag(ReservedKey); ok {
 		return fmt.Sprintf("invalid tag key: input tag %q on measurement %q is invalid", ReservedKey, name)
 	}
-	key := escapedLen(name, false)
+	key := escapedLen(name, false) + stampedKey
 	for _, t := range m.TagList() {
 		if _, ok := stamped[t.Key]; !ok {
 			key += 2 + escapedLen(t.Key, true) + escapedLen(t.Value, true)
-		}
-	}
-	for k, v := range stamped {
-		if v != "" {
-			key += 2 + escapedLen(k, true) + escapedLen(v, true)
 		}
 	}
 	if key > maxKeyLength {
@@ -115,12 +122,13 @@ func checkInfluxRules(m telegraf.Metric, stamped map[string]string, types map[st
 			return fmt.Sprintf("input field %q on measurement %q is a string of %d bytes, over InfluxDB's limit of %d",
 				f.Key, name, len(s), maxStringField)
 		}
-		k := name + "\x00" + f.Key
-		if prev, ok := types[k]; ok && prev != typ {
+		k := fieldID{name, f.Key}
+		if prev, ok := types[k]; !ok {
+			types[k] = typ
+		} else if prev != typ {
 			return fmt.Sprintf("field type conflict: input field %q on measurement %q is type %s, "+
 				"and type %s earlier in the same message", f.Key, name, typ, prev)
 		}
-		types[k] = typ
 	}
 	return ""
 }

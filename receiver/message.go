@@ -66,7 +66,7 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 	// wait for it with the payload only, before parsing
 	size := SizeEstimate(m.Payload, len(c.tags))
 	if r.keepsCopies {
-		size *= 2 // and the copy kept to send it again (outcome.go)
+		size *= 2 // and what is kept to send it again (ReplaySink; the payload: less)
 	}
 	if !r.budget.acquire(c.ctx, c, c.key, size, func() { r.stalled(c) }) {
 		return "", false // shut down meanwhile
@@ -119,7 +119,7 @@ func (r *Receiver) handle(c *conn, m secure.Message) (closeReason string, ok boo
 		c.reply(secure.Message{Type: secure.TypeAck, Batch: m.Batch})
 		return "", true
 	}
-	if !r.deliver(c, m.Batch, size, metrics) {
+	if !r.deliver(c, m.Batch, size, metrics, m.Payload) {
 		return "", false
 	}
 	size = 0 // released when the delivery result comes
@@ -152,8 +152,9 @@ func (r *Receiver) checkSender(c *conn, batch uint64) (closeReason string, stop,
 // deliver hands the metrics of one message to the Sink, and answers the
 // message when the Sink calls done. It waits for a free
 // max_undelivered_messages slot, and returns false if the connection is
-// shut down meanwhile.
-func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf.Metric) bool {
+// shut down meanwhile. payload is the message's, which a ReplaySink may
+// have parsed again.
+func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf.Metric, payload []byte) bool {
 	select {
 	case r.undelivered <- struct{}{}:
 	case <-c.ctx.Done():
@@ -169,13 +170,48 @@ func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf
 	r.stats.metricsEmitted.Incr(int64(n))
 	var called atomic.Bool
 	peer := Peer{Identifier: c.peer.Identifier, Attributes: c.peer.Credential.Attributes, Remote: c.remote}
-	r.sink.Deliver(peer, metrics, func(o Outcome) {
+	done := func(o Outcome) {
 		if called.Swap(true) {
 			panic("receiver: a Sink called done twice")
 		}
 		r.answer(c, batch, size, o)
-	})
+	}
+	if rs, ok := r.sink.(ReplaySink); ok {
+		var again func() []telegraf.Metric
+		if r.keepsCopies {
+			again = replay(payload, metrics, c.tags)
+		}
+		rs.DeliverReplayable(peer, metrics, again, done)
+	} else {
+		r.sink.Deliver(peer, metrics, done)
+	}
 	return true
+}
+
+// replay returns the again function of ReplaySink for a message: payload
+// parsed again, each point given the time it had when handed over (the
+// parser gives a line without one the time of parsing), and the tags
+// stamped again. It keeps payload and the points' times, not the metrics.
+func replay(payload []byte, metrics []telegraf.Metric, tags map[string]string) func() []telegraf.Metric {
+	times := make([]time.Time, len(metrics))
+	for i, m := range metrics {
+		times[i] = m.Time()
+	}
+	return func() []telegraf.Metric {
+		p, err := newParser()
+		if err != nil {
+			return nil // checked in Init
+		}
+		again, err := p.Parse(payload)
+		if err != nil || len(again) != len(times) {
+			return nil // cannot happen: the same parser accepted it before
+		}
+		for i, m := range again {
+			m.SetTime(times[i])
+		}
+		stamp(again, tags)
+		return again
+	}
 }
 
 // answer gives back what a delivered message held and replies to its

@@ -48,6 +48,19 @@ type CopyKeeper interface {
 	KeepsCopies() bool
 }
 
+// ReplaySink may be implemented by a Sink that delivers a message again
+// (inputs.ockam_listener does, under Telegraf's accumulator). The receiver
+// then calls DeliverReplayable in place of Deliver, with again: each call
+// returns a new set of the message's metrics as they were handed over
+// (the same points, timestamps and stamped tags), parsed again from the
+// message's payload, which the receiver keeps until done. It spares the
+// Sink a copy of every metric up front for a replay that is rare. again is
+// nil unless the Sink is a CopyKeeper whose KeepsCopies is true.
+type ReplaySink interface {
+	Sink
+	DeliverReplayable(peer Peer, metrics []telegraf.Metric, again func() []telegraf.Metric, done func(Outcome))
+}
+
 // Peer is the verified sender of a message.
 type Peer struct {
 	// Identifier is the sender's identity, proven in the handshake.

@@ -8,7 +8,10 @@
 #                      runs each of them once, so the pipelines compared are
 #                      measured close together in time on a noisy machine.
 #   BENCH_IDLE_ROUNDS  runs of the 10,000-idle-channel measurement (default 3)
-#   BENCH_REAL_ROUNDS  runs through the real binaries into influxd (default 3)
+#   BENCH_REAL_ROUNDS  runs through the real binaries into influxd (default 3):
+#                      device Telegraf into a gateway Telegraf (ockam and
+#                      influxdb_v2) or ockamd, at 0 and 50 ms each way, at
+#                      batch 5000 and 50000 (about 1 min a run)
 #   BENCH_STORM_ROUNDS reconnect storms of 10,000 devices against the real
 #                      gateway (default 3)
 #   BENCH_ENROLL_DEVICES devices enrolled against `ockam authority serve`

@@ -130,15 +130,7 @@ func rows(s stats) []row {
 			ratio: fmt.Sprintf("a/b %s, a/c %s", times(ca/ib), times(ca/ic)),
 		})
 	}
-	real := func(p string) float64 { return s.get("RealBinaries", p+"-metrics/s") }
-	ra, rb, direct := real(a), real(b), real("influxd-direct")
-	out = append(out,
-		row{
-			what: "Real binaries into influxd 1.8, batch 5000", unit: "metrics/s", a: ra, b: rb, c: math.NaN(),
-			ratio: fmt.Sprintf("a/b %s; a = %s of influxd alone", times(ra/rb), percent(ra/direct)),
-		},
-		row{what: "  influxd alone, one writer, batch 5000", unit: "metrics/s", a: direct, b: math.NaN(), c: math.NaN()},
-	)
+	out = append(out, realRows(s)...)
 	for _, q := range []string{"p50", "p99"} {
 		get := func(p string) float64 { return s.get("AckLatency/"+p, q+"-ms") }
 		la, lb, lc := get(a), get(b), get(c)
@@ -223,6 +215,46 @@ func rows(s stats) []row {
 		row{what: "Ed25519 verify (CPU time)", unit: "µs", a: v * 1e6, b: math.NaN(), c: math.NaN()},
 	)
 	return out
+}
+
+// realRows are BenchmarkRealBinaries': a device Telegraf into a gateway
+// (Telegraf or ockamd) into influxd, each row with what the device's ack
+// means.
+func realRows(s stats) []row {
+	real := func(p string) float64 { return s.get("RealBinaries", p+"-metrics/s") }
+	const a, b = "ockam", "influxdb_v2"
+	ra, rb, direct, md := real(a), real(b), real("influxd-direct"), real("ockamd")
+	slow, big, bigSlow := real(a+"-50ms"), real(a+"-batch50000"), real(a+"-batch50000-50ms")
+	return []row{
+		{
+			what: "Real binaries into influxd 1.8, batch 5000 (ack: a in InfluxDB; b parsed by the gateway)",
+			unit: "metrics/s", a: ra, b: rb, c: math.NaN(),
+			ratio:  fmt.Sprintf("a/b %s; a = %s of influxd alone", times(ra/rb), percent(ra/direct)),
+			target: "a/b ≥ 1.0×", met: verdict(ra/rb >= 1.0, ra/rb),
+		},
+		{
+			what: "  a through ockamd instead of a gateway Telegraf (ack: in InfluxDB)", unit: "metrics/s",
+			a: md, b: math.NaN(), c: math.NaN(),
+			ratio:  fmt.Sprintf("ockamd/b %s, ockamd/a %s", times(md/rb), times(md/ra)),
+			target: "ockamd/b ≥ 1.0×", met: verdict(md/rb >= 1.0, md/rb),
+		},
+		{what: "  influxd alone, one writer, batch 5000", unit: "metrics/s", a: direct, b: math.NaN(), c: math.NaN()},
+		{
+			what: "  a, 50 ms added each way between device and gateway, batch 5000", unit: "metrics/s",
+			a: slow, b: math.NaN(), c: math.NaN(),
+			ratio:  percent(slow/ra) + " of 0 ms",
+			target: "≥ 80 % of 0 ms", met: verdict(slow/ra >= 0.8, slow/ra),
+		},
+		{
+			what: "  a, batch 50000", unit: "metrics/s", a: big, b: math.NaN(), c: math.NaN(),
+			ratio: times(big/ra) + " batch 5000",
+		},
+		{
+			what: "  a, 50 ms added each way, batch 50000", unit: "metrics/s", a: bigSlow, b: math.NaN(), c: math.NaN(),
+			ratio:  percent(bigSlow/big) + " of 0 ms at batch 50000",
+			target: "≥ 80 % of 0 ms", met: verdict(bigSlow/big >= 0.8, bigSlow/big),
+		},
+	}
 }
 
 // stormRows are the reconnect storm's (BenchmarkReconnectStorm): the real

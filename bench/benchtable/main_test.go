@@ -158,3 +158,55 @@ func TestTableFleetRows(t *testing.T) {
 		}
 	}
 }
+
+// sampleReal is benchstat's CSV of BenchmarkRealBinaries.
+const sampleReal = `pkg: github.com/ockam-addons/telegraf-ockam/bench
+,raw.txt,
+,ockam-metrics/s,CI
+RealBinaries-2,50000,∞
+
+,raw.txt,
+,influxdb_v2-metrics/s,CI
+RealBinaries-2,100000,∞
+
+,raw.txt,
+,influxd-direct-metrics/s,CI
+RealBinaries-2,125000,∞
+
+,raw.txt,
+,ockamd-metrics/s,CI
+RealBinaries-2,110000,∞
+
+,raw.txt,
+,ockam-50ms-metrics/s,CI
+RealBinaries-2,25000,∞
+
+,raw.txt,
+,ockam-batch50000-metrics/s,CI
+RealBinaries-2,60000,∞
+
+,raw.txt,
+,ockam-batch50000-50ms-metrics/s,CI
+RealBinaries-2,51000,∞
+`
+
+func TestRealRows(t *testing.T) {
+	s, err := parse(strings.NewReader(sampleReal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printTable(&b, s)
+	for _, want := range []string{
+		"| Real binaries into influxd 1.8, batch 5000 (ack: a in InfluxDB; b parsed by the gateway) | metrics/s | 50,000 | 100,000 | — | a/b 0.50×; a = 40 % of influxd alone | a/b ≥ 1.0× | **no** |",
+		"|   a through ockamd instead of a gateway Telegraf (ack: in InfluxDB) | metrics/s | 110,000 | — | — | ockamd/b 1.10×, ockamd/a 2.20× | ockamd/b ≥ 1.0× | yes |",
+		"|   influxd alone, one writer, batch 5000 | metrics/s | 125,000 | — | — |  |  |  |",
+		"|   a, 50 ms added each way between device and gateway, batch 5000 | metrics/s | 25,000 | — | — | 50 % of 0 ms | ≥ 80 % of 0 ms | **no** |",
+		"|   a, batch 50000 | metrics/s | 60,000 | — | — | 1.20× batch 5000 |  |  |",
+		"|   a, 50 ms added each way, batch 50000 | metrics/s | 51,000 | — | — | 85 % of 0 ms at batch 50000 | ≥ 80 % of 0 ms | yes |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

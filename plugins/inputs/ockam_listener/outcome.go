@@ -32,8 +32,8 @@ type DeliveryOutcome interface {
 
 // OutcomeReporter is implemented by an accumulator whose delivery results
 // all implement DeliveryOutcome (ockamd's). With any other accumulator the
-// listener keeps a copy of each message's metrics until its result, to
-// find out by sending it again why it was not delivered.
+// listener keeps each message (its payload, parsed again when needed) until
+// its result, to find out by sending it again why it was not delivered.
 type OutcomeReporter interface {
 	// ReportsOutcomes reports whether every result implements DeliveryOutcome.
 	ReportsOutcomes() bool
@@ -84,7 +84,7 @@ type trackingSink struct {
 }
 
 var (
-	_ receiver.Sink       = (*trackingSink)(nil)
+	_ receiver.ReplaySink = (*trackingSink)(nil)
 	_ receiver.CopyKeeper = (*trackingSink)(nil)
 )
 
@@ -93,9 +93,11 @@ type pendingMessage struct {
 	peer receiver.Peer
 	done func(receiver.Outcome)
 
-	// For an accumulator without DeliveryOutcome (Telegraf's): a copy of
-	// the metrics as emitted, to emit them again on their own.
-	copies   []telegraf.Metric
+	// For an accumulator without DeliveryOutcome (Telegraf's): how to get
+	// the metrics as emitted again, to emit them again on their own, and
+	// how many there are.
+	again    func() []telegraf.Metric
+	metrics  int
 	evicted  int64 // models.AgentMetricsDropped when (last) emitted
 	written  int64 // models.AgentMetricsWritten when first emitted
 	rejected int64 // models.AgentMetricsRejected when last emitted as a probe
@@ -123,14 +125,33 @@ func newTrackingSink(acc telegraf.Accumulator, max int, log telegraf.Logger, st 
 // Telegraf's accumulator): the receiver counts it under the byte budget.
 func (s *trackingSink) KeepsCopies() bool { return s.resend }
 
-// Deliver emits metrics as one tracking group.
+// Deliver emits metrics as one tracking group, keeping a copy of them to
+// emit again (receiver.Receiver calls DeliverReplayable instead).
 func (s *trackingSink) Deliver(peer receiver.Peer, metrics []telegraf.Metric, done func(receiver.Outcome)) {
+	var again func() []telegraf.Metric
+	if s.resend {
+		copies := make([]telegraf.Metric, len(metrics))
+		for i, m := range metrics {
+			copies[i] = m.Copy()
+		}
+		again = func() []telegraf.Metric {
+			ms := make([]telegraf.Metric, len(copies))
+			for i, m := range copies {
+				ms[i] = m.Copy() // copies stays for another probe
+			}
+			return ms
+		}
+	}
+	s.DeliverReplayable(peer, metrics, again, done)
+}
+
+// DeliverReplayable emits metrics as one tracking group; again gives them
+// anew, for a probe (delivered).
+func (s *trackingSink) DeliverReplayable(peer receiver.Peer, metrics []telegraf.Metric,
+	again func() []telegraf.Metric, done func(receiver.Outcome)) {
 	p := pendingMessage{peer: peer, done: done}
 	if s.resend {
-		p.copies = make([]telegraf.Metric, len(metrics))
-		for i, m := range metrics {
-			p.copies[i] = m.Copy()
-		}
+		p.again, p.metrics = again, len(metrics)
 		p.evicted = models.AgentMetricsDropped.Get()
 		p.written = models.AgentMetricsWritten.Get()
 	}
@@ -205,7 +226,7 @@ func (s *trackingSink) delivered(info telegraf.DeliveryInfo) {
 	case p.probes == 0:
 		s.suspects = append(s.suspects, p) // keeps its max_undelivered_messages slot and its bytes
 		s.nextProbe()
-	case models.AgentMetricsRejected.Get()-p.rejected == int64(len(p.copies)) &&
+	case models.AgentMetricsRejected.Get()-p.rejected == int64(p.metrics) &&
 		models.AgentMetricsWritten.Get() != p.written:
 		p.done(receiver.Refused(receiver.RefusedOutput, reasonRefusedByOutput))
 	case p.probes < maxProbes:
@@ -272,7 +293,7 @@ func (u *undeliveredLog) add(sender string, now time.Time, period time.Duration)
 	return n, senders, true
 }
 
-// nextProbe emits the copy of the next suspect's metrics as a new group, in
+// nextProbe emits the next suspect's metrics again as a new group, in
 // place of the one that was not delivered, unless a probe is under way.
 func (s *trackingSink) nextProbe() {
 	if s.probing || len(s.suspects) == 0 {
@@ -281,9 +302,11 @@ func (s *trackingSink) nextProbe() {
 	p := s.suspects[0]
 	s.suspects[0] = pendingMessage{}
 	s.suspects = s.suspects[1:]
-	metrics := make([]telegraf.Metric, len(p.copies))
-	for i, m := range p.copies {
-		metrics[i] = m.Copy() // p.copies stays for another probe
+	metrics := p.again()
+	if len(metrics) != p.metrics { // cannot happen: see receiver.ReplaySink
+		p.done(receiver.Transient(receiver.ReasonNotDelivered))
+		s.nextProbe()
+		return
 	}
 	p.probes++
 	p.evicted, p.rejected = models.AgentMetricsDropped.Get(), models.AgentMetricsRejected.Get()
