@@ -200,7 +200,7 @@ func (r *Receiver) outcome(c *conn, m secure.Message) (closeReason string, ok bo
 	if !r.budget.acquire(c.ctx, c, c.key, size, func() { r.stalled(c) }) {
 		return "", false
 	}
-	if !r.deliver(c, m.Batch, size, metrics) {
+	if !r.deliver(c, m.Batch, size, metrics, nil) {
 		r.budget.release(c, c.key, size)
 		return "", false
 	}

@@ -152,8 +152,9 @@ func (r *Receiver) checkSender(c *conn, batch uint64) (closeReason string, stop,
 // deliver hands the metrics of one message to the Sink, and answers the
 // message when the Sink calls done. It waits for a free
 // max_undelivered_messages slot, and returns false if the connection is
-// shut down meanwhile. payload is the message's, which a ReplaySink may
-// have parsed again.
+// shut down meanwhile. payload is the message's line protocol, which a
+// ReplaySink may have parsed again; nil for metrics that are not parsed
+// from a payload (a control outcome), which are copied instead.
 func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf.Metric, payload []byte) bool {
 	select {
 	case r.undelivered <- struct{}{}:
@@ -178,8 +179,12 @@ func (r *Receiver) deliver(c *conn, batch uint64, size int64, metrics []telegraf
 	}
 	if rs, ok := r.sink.(ReplaySink); ok {
 		var again func() []telegraf.Metric
-		if r.keepsCopies {
+		switch {
+		case !r.keepsCopies:
+		case payload != nil:
 			again = replay(payload, metrics, c.tags)
+		default: // not line protocol (a control outcome): one small metric, copied now
+			again = copies(metrics)
 		}
 		rs.DeliverReplayable(peer, metrics, again, done)
 	} else {
@@ -211,6 +216,22 @@ func replay(payload []byte, metrics []telegraf.Metric, tags map[string]string) f
 		}
 		stamp(again, tags)
 		return again
+	}
+}
+
+// copies returns an again function of ReplaySink that hands out copies of
+// metrics as they are now.
+func copies(metrics []telegraf.Metric) func() []telegraf.Metric {
+	kept := make([]telegraf.Metric, len(metrics))
+	for i, m := range metrics {
+		kept[i] = m.Copy()
+	}
+	return func() []telegraf.Metric {
+		out := make([]telegraf.Metric, len(kept))
+		for i, m := range kept {
+			out[i] = m.Copy()
+		}
+		return out
 	}
 }
 
