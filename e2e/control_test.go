@@ -133,9 +133,12 @@ func testControlRollout(t *testing.T, viaRelay bool) {
 	}
 	f, err := os.OpenFile(devConf, os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
-	_, err = fmt.Fprintf(f, "  control_state = %q\n  control_config_dir = %q\n"+
+	// Its revocation list (none yet) names the operators it no longer obeys.
+	revoked := filepath.Join(t.TempDir(), "revoked.list")
+	_, err = fmt.Fprintf(f, "  revocation_list = %q\n  revocation_check_interval = \"1s\"\n"+
+		"  control_state = %q\n  control_config_dir = %q\n"+
 		"  [[outputs.ockam.control_policy]]\n    attributes = { role = \"operator\" }\n    kinds = [\"config\"]\n",
-		filepath.Join(t.TempDir(), "control.seq"), watched)
+		revoked, filepath.Join(t.TempDir(), "control.seq"), watched)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	dev := startProcess(t, "device", bin.telegraf, "--config", devConf, "--config-directory", watched, "--watch-config", "poll")
@@ -201,6 +204,27 @@ func testControlRollout(t *testing.T, viaRelay bool) {
 	})
 	require.Regexp(t, `^code=8 reason=.*the policy lets no attribute of operator`, rollout(t, db, forged)[device.id+" refused"])
 	require.Regexp(t, `^code=12 reason=.*`, rollout(t, db, replayed)[device.id+" refused"])
+
+	// Signed by a device of the site (a valid credential, no operator's
+	// attribute), and by the operator once the authority revoked it.
+	byDevice := sign(device, "--to="+device.identity, "by-device.bin")
+	require.Contains(t, send("by-device.bin"), "accepted")
+	cli.revoke(authority, revoked, operator)
+	dev.waitLog(regexp.MustCompile(`Revocation list ".*" applied: sequence 1, 1 subjects`), 60*time.Second)
+	byRevoked := sign(operator, "--to="+device.identity, "by-revoked.bin")
+	require.Contains(t, send("by-revoked.bin"), "accepted")
+	eventually(t, 90*time.Second, "two more refusal rows", func() (bool, string) {
+		d, r := rollout(t, db, byDevice), rollout(t, db, byRevoked)
+		return len(d) == 1 && len(r) == 1, fmt.Sprint(d, r)
+	})
+	require.Regexp(t, `^code=8 reason=.*the policy lets no attribute of operator`, rollout(t, db, byDevice)[device.id+" refused"])
+	require.Regexp(t, `^code=6 reason=.*revoked`, rollout(t, db, byRevoked)[device.id+" refused"])
+	// A payload over the bound is refused before it leaves the operator.
+	big := filepath.Join(cli.dir, "big.conf")
+	require.NoError(t, os.WriteFile(big, []byte("# "+strings.Repeat("x", 40<<10)+"\n"), 0o644))
+	require.Contains(t, strings.Join(cli.fail("control", "sign", "--vault", operator.vault, "--credential", operator.credential,
+		"--to="+device.identity, "--kind", "config", "--file", big, "-o", filepath.Join(cli.dir, "big.bin")), "\n"),
+		"is larger than 32768 bytes")
 	// The selector's instruction is still pending (for devices that join
 	// the site); handed over again it is refused at the gateway's door.
 	require.Contains(t, strings.Join(cli.fail("control", "send", "--socket", socket, filepath.Join(cli.dir, "interval.bin")), "\n"),
