@@ -15,7 +15,7 @@ import (
 
 // ControlRule is one [[outputs.ockam.control_policy]] block: an operator
 // whose credential has all Attributes (equal values) may send instructions
-// of Kinds ("config", "command").
+// of Kinds ("config", "artifact", "command").
 type ControlRule struct {
 	Attributes map[string]string `toml:"attributes"`
 	Kinds      []string          `toml:"kinds"`
