@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,9 @@ type agentDevice struct {
 	dir     string // the watched configuration directory
 	staging string // the artifacts' staging directory
 	release *device // the release identity whose manifests it accepts
+	// reorder makes the reader hand the agent each artifact's first chunk
+	// after its second: a gateway that sends chunks out of order
+	reorder atomic.Bool
 	ch      *secure.Channel
 	session *agent.Session
 
@@ -88,6 +92,7 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 	a.session = a.agent.NewSession(a)
 	go func() {
 		defer close(a.done)
+		var held []byte // the first chunk, when reordering
 		for {
 			m, err := ch.Receive()
 			if err != nil {
@@ -97,6 +102,17 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 			case secure.TypeInstruction:
 				a.session.Offer(m.Payload)
 			case secure.TypeChunk:
+				c, err := control.ParseChunk(m.Payload)
+				switch {
+				case err == nil && a.reorder.Load() && c.Offset == 0 && !c.Last:
+					held = m.Payload
+					continue
+				case held != nil:
+					a.session.OfferChunk(m.Payload)
+					a.session.OfferChunk(held)
+					held = nil
+					continue
+				}
 				a.session.OfferChunk(m.Payload)
 			case secure.TypeAck, secure.TypeNack:
 				a.mu.Lock()

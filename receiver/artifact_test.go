@@ -118,6 +118,20 @@ func TestControlArtifact(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 
+	// A gateway that sends the chunks out of order: refused, nothing
+	// staged.
+	dev.reorder.Store(true)
+	swapped := artifactInstruction(t, op, dev.release, id, 6, "fw6.bin", data)
+	status, reason = handOverArtifact(t, cfg.ControlSocket, swapped, uint64(len(data)), data)
+	require.Equal(t, byte(EndpointAccepted), status, reason)
+	tg, fields = outcomeOf(t, sink, swapped.ID, Delivered())
+	require.Equal(t, "refused", tg["result"])
+	require.Equal(t, int64(control.RefusedInvalidPayload), fields["code"])
+	require.Contains(t, fields["reason"], "chunk at")
+	entries, err = os.ReadDir(dev.staging)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+
 	// More bytes than the manifest's size, and an artifact past the
 	// gateway's cap: refused at the endpoint, nothing kept.
 	more := artifactInstruction(t, op, dev.release, id, 4, "fw4.bin", data)
