@@ -25,8 +25,8 @@ type agentDevice struct {
 	t       *testing.T
 	d       *device
 	agent   *agent.Agent
-	dir     string // the watched configuration directory
-	staging string // the artifacts' staging directory
+	dir     string  // the watched configuration directory
+	staging string  // the artifacts' staging directory
 	release *device // the release identity whose manifests it accepts
 	// reorder makes the reader hand the agent each artifact's first chunk
 	// after its second: a gateway that sends chunks out of order
