@@ -3,10 +3,12 @@ package receiver
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,4 +148,71 @@ func TestControlArtifact(t *testing.T) {
 	left, err := os.ReadDir(filepath.Join(dir, "pending.artifacts"))
 	require.NoError(t, err)
 	require.Empty(t, left)
+}
+
+// recordLink is a Link that records what a session sends.
+type recordLink struct {
+	mu   sync.Mutex
+	sent []secure.Message
+}
+
+func (l *recordLink) Send(m secure.Message) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, m)
+	return nil
+}
+
+func (l *recordLink) Expect(uint64, chan<- secure.Message) {}
+
+func (l *recordLink) outcomes(t *testing.T) []control.Outcome {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []control.Outcome
+	for _, m := range l.sent {
+		if m.Type == secure.TypeOutcome {
+			o, err := control.ParseOutcome(m.Payload)
+			require.NoError(t, err)
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestControlArtifactChunksRaceInstruction: the reader queues an artifact
+// instruction and then its chunks, and the agent's loop finds both queued
+// at once (a session begun after they arrived); it must take the
+// instruction first, never drop its first chunk. Repeated, since the
+// loop's choice between ready queues is random.
+func TestControlArtifactChunksRaceInstruction(t *testing.T) {
+	f := newFixture(t)
+	dev := f.agentDevice(t, map[string]string{"site": "plant-7", "role": "sensor"}, t.TempDir())
+	op := f.operator(nil)
+	data := make([]byte, 100)
+	for i := range 16 {
+		name := fmt.Sprintf("fw%d.bin", i)
+		in := artifactInstruction(t, op, dev.release, dev.d.id.Identifier().String(), uint64(i+1), name, data)
+		l := &recordLink{}
+		s := dev.agent.NewSession(l)
+		s.Offer(in.Marshal())
+		s.OfferChunk(control.AppendChunk(nil, control.Chunk{ID: in.ID, Data: data[:50]}))
+		s.OfferChunk(control.AppendChunk(nil, control.Chunk{ID: in.ID, Offset: 50, Last: true, Data: data[50:]}))
+		require.NoError(t, s.Begin())
+		// (the outbox, never acked here, sends the earlier rounds' first)
+		var o control.Outcome
+		require.Eventually(t, func() bool {
+			for _, got := range l.outcomes(t) {
+				if got.ID == in.ID {
+					o = got
+					return true
+				}
+			}
+			return false
+		}, wait, time.Millisecond)
+		s.Stop()
+		require.Equal(t, control.Applied, o.Result, "round %d: %s", i, o.Reason)
+		staged, err := os.ReadFile(filepath.Join(dev.staging, name))
+		require.NoError(t, err)
+		require.Equal(t, data, staged)
+	}
 }

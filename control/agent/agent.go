@@ -336,22 +336,32 @@ func (s *Session) run() {
 		case <-s.ctx.Done():
 			return
 		case b := <-s.work:
-			s.answer(s.a.handle(s.ctx, b, s.chunks))
-		case <-s.chunks:
-			// of an instruction refused, or answered already: dropped
+			s.answer(s.a.handle(s.ctx, b, nil, s.chunks))
+		case c := <-s.chunks:
+			// The reader queued a chunk's instruction before the chunk:
+			// select may still pick the chunk first, so an instruction
+			// waiting now goes first, with this chunk. Else the chunk is
+			// of an instruction refused or answered: dropped.
+			select {
+			case b := <-s.work:
+				s.answer(s.a.handle(s.ctx, b, c, s.chunks))
+			default:
+			}
 		}
 	}
 }
 
 // handle verifies and applies one instruction and returns its outcome.
-func (a *Agent) handle(ctx context.Context, b []byte, chunks <-chan []byte) control.Outcome {
+// first, if not nil, is a chunk received before the chunks still in
+// chunks.
+func (a *Agent) handle(ctx context.Context, b, first []byte, chunks <-chan []byte) control.Outcome {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	in, err := a.cfg.Verifier.Verify(b, a.now())
 	switch {
 	case err != nil:
 	case in.Kind == control.KindArtifact && a.cfg.Artifacts != nil:
-		err = a.stage(ctx, in, chunks)
+		err = a.stage(ctx, in, first, chunks)
 	default:
 		err = apply.Apply(ctx, a.cfg.Appliers, in)
 	}
@@ -406,27 +416,31 @@ func (s *Session) answers() {
 // Chunks of another instruction are dropped. The channel's end before the
 // last chunk is a failure: the sequence is consumed, and the operator signs
 // a new instruction.
-func (a *Agent) stage(ctx context.Context, in *control.Instruction, chunks <-chan []byte) error {
+func (a *Agent) stage(ctx context.Context, in *control.Instruction, first []byte, chunks <-chan []byte) error {
 	st, err := a.cfg.Artifacts.Begin(in)
 	if err != nil {
 		return err
 	}
 	for {
-		select {
-		case <-ctx.Done():
-			st.Abort()
-			return errors.New("the channel ended before the artifact's last chunk")
-		case b := <-chunks:
-			c, err := control.ParseChunk(b)
-			if err != nil || c.ID != in.ID {
-				continue
+		b := first
+		first = nil
+		if b == nil {
+			select {
+			case <-ctx.Done():
+				st.Abort()
+				return errors.New("the channel ended before the artifact's last chunk")
+			case b = <-chunks:
 			}
-			if err := st.Write(c.Offset, c.Data); err != nil {
-				return err
-			}
-			if c.Last {
-				return st.Commit(ctx)
-			}
+		}
+		c, err := control.ParseChunk(b)
+		if err != nil || c.ID != in.ID {
+			continue
+		}
+		if err := st.Write(c.Offset, c.Data); err != nil {
+			return err
+		}
+		if c.Last {
+			return st.Commit(ctx)
 		}
 	}
 }
