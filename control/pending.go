@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -38,10 +39,18 @@ type PendingLimits struct {
 	PerTarget int   // instructions pending for one target
 	Total     int   // instructions pending in all
 	Bytes     int64 // their encodings together
+	// ArtifactBytes bounds the artifact bytes kept with pending artifact
+	// instructions, together; zero is DefaultArtifactBytes.
+	ArtifactBytes int64
 }
 
-// DefaultPendingLimits: 64 per target, 4,096 in all, 64 MiB.
-var DefaultPendingLimits = PendingLimits{PerTarget: 64, Total: 4096, Bytes: 64 << 20}
+// DefaultPendingLimits: 64 per target, 4,096 in all, 64 MiB, and
+// DefaultArtifactBytes of artifacts.
+var DefaultPendingLimits = PendingLimits{PerTarget: 64, Total: 4096, Bytes: 64 << 20, ArtifactBytes: DefaultArtifactBytes}
+
+// DefaultArtifactBytes bounds a gateway's pending artifact bytes: 2 GiB,
+// two artifacts of the largest size (section 17.3).
+const DefaultArtifactBytes = 2 << 30
 
 // ErrPendingFull: the pending store holds as much as its limits allow.
 var ErrPendingFull = errors.New("control: pending store full")
@@ -62,16 +71,18 @@ type Pending struct {
 	limits      PendingLimits
 	path        string
 
-	mu       sync.Mutex
-	entries  []*pendingEntry
-	bytes    int64 // of the instructions' encodings
-	answered int   // answers remembered, in all
+	mu            sync.Mutex
+	entries       []*pendingEntry
+	bytes         int64 // of the instructions' encodings
+	answered      int   // answers remembered, in all
+	artifactBytes int64 // of the artifacts kept, and being received
 }
 
 // pendingEntry is one pending instruction and who answered it.
 type pendingEntry struct {
 	in       *Instruction
 	answered map[secure.Identifier]bool
+	size     int64 // of its artifact, for an artifact instruction
 }
 
 // OpenPending reads the store at path (none: empty), dropping what expired
@@ -79,6 +90,9 @@ type pendingEntry struct {
 func OpenPending(path string, credentials *secure.Verifier, limits PendingLimits, now time.Time) (*Pending, error) {
 	if limits == (PendingLimits{}) {
 		limits = DefaultPendingLimits
+	}
+	if limits.ArtifactBytes == 0 {
+		limits.ArtifactBytes = DefaultArtifactBytes
 	}
 	if limits.PerTarget < 1 || limits.Total < 1 || limits.Bytes < MaxInstructionSize {
 		return nil, fmt.Errorf("control: pending limits %+v: want at least one instruction of the largest size", limits)
@@ -94,10 +108,20 @@ func OpenPending(path string, credentials *secure.Verifier, limits PendingLimits
 	if p.entries, err = parsePending(data); err != nil {
 		return nil, fmt.Errorf("control: pending store %s: %w", path, err)
 	}
+	keep := map[string]bool{}
 	for _, e := range p.entries {
 		p.bytes += int64(len(e.in.raw))
 		p.answered += len(e.answered)
+		if e.in.Kind != KindArtifact {
+			continue
+		}
+		if e.size, err = p.checkArtifactFile(e.in); err != nil {
+			return nil, fmt.Errorf("control: pending store %s: %w", path, err)
+		}
+		p.artifactBytes += e.size
+		keep[e.in.ID.String()] = true
 	}
+	p.removeStrayArtifacts(keep)
 	if p.answered > MaxAnswered {
 		return nil, fmt.Errorf("control: pending store %s: %w: %d answers", path, ErrMalformed, p.answered)
 	}
@@ -206,6 +230,18 @@ func (p *Pending) save() error {
 // (ErrPendingFull). The device's policy, target and sequence are the
 // device's to check.
 func (p *Pending) Add(b []byte, now time.Time) (*Instruction, error) {
+	in, err := p.check(b, now)
+	if err != nil {
+		return nil, err
+	}
+	if in.Kind == KindArtifact {
+		return nil, fmt.Errorf("%w: an artifact instruction comes with its artifact's bytes (AddArtifact)", ErrMalformed)
+	}
+	return p.add(in, 0, "", now)
+}
+
+// check is Add's checks of the instruction itself.
+func (p *Pending) check(b []byte, now time.Time) (*Instruction, error) {
 	in, err := Parse(b)
 	if err != nil {
 		return nil, err
@@ -222,6 +258,14 @@ func (p *Pending) Add(b []byte, now time.Time) (*Instruction, error) {
 	if !now.Before(in.ExpiresAt) {
 		return nil, fmt.Errorf("instruction expired at %s: %w", in.ExpiresAt.Format(time.RFC3339), secure.ErrExpired)
 	}
+	return in, nil
+}
+
+// add keeps a checked instruction; tmp is its artifact's file, size bytes,
+// for an artifact instruction, renamed into place once the instruction is
+// admitted. The caller reserved size (reserve) and removes tmp and
+// releases size if add fails.
+func (p *Pending) add(in *Instruction, size int64, tmp string, now time.Time) (*Instruction, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.prune(now)
@@ -242,11 +286,19 @@ func (p *Pending) Add(b []byte, now time.Time) (*Instruction, error) {
 	case p.bytes+int64(len(in.raw)) > p.limits.Bytes:
 		return nil, fmt.Errorf("%w: %d bytes pending", ErrPendingFull, p.bytes)
 	}
-	p.entries = append(p.entries, &pendingEntry{in: in, answered: map[secure.Identifier]bool{}})
+	if tmp != "" {
+		if err := os.Rename(tmp, p.artifactPath(in.ID)); err != nil {
+			return nil, fmt.Errorf("control: pending artifact: %w", err)
+		}
+	}
+	p.entries = append(p.entries, &pendingEntry{in: in, answered: map[secure.Identifier]bool{}, size: size})
 	p.bytes += int64(len(in.raw))
 	if err := p.save(); err != nil {
 		p.entries = p.entries[:len(p.entries)-1]
 		p.bytes -= int64(len(in.raw))
+		if tmp != "" {
+			os.Remove(p.artifactPath(in.ID))
+		}
 		return nil, err
 	}
 	return in, nil
@@ -300,6 +352,7 @@ func (p *Pending) Answered(id ID, device secure.Identifier) error {
 			p.entries = slices.Delete(p.entries, i, i+1)
 			p.bytes -= int64(len(e.in.raw))
 			p.answered -= len(e.answered)
+			defer p.dropArtifact(e) // after the store no longer names it
 		} else {
 			if e.answered[device] || p.answered >= MaxAnswered {
 				return nil
@@ -332,6 +385,7 @@ func (p *Pending) prune(now time.Time) bool {
 		}
 		p.bytes -= int64(len(e.in.raw))
 		p.answered -= len(e.answered)
+		p.dropArtifact(e)
 		return true
 	})
 	return len(p.entries) != n
@@ -354,4 +408,139 @@ func (p *Pending) Get(id ID) *Instruction {
 		}
 	}
 	return nil
+}
+
+// The artifacts of pending artifact instructions are files next to the
+// store: <store>.artifacts/<instruction id, hex>, mode 0600, in a directory
+// of mode 0700, each of the size its manifest names. A file that no entry
+// names is removed at start; an entry whose file is missing or of another
+// size is refused at start.
+
+// artifactDir is the directory of the pending artifacts.
+func (p *Pending) artifactDir() string { return p.path + ".artifacts" }
+
+// artifactPath is the file of the artifact of instruction id.
+func (p *Pending) artifactPath(id ID) string {
+	return filepath.Join(p.artifactDir(), id.String())
+}
+
+// ArtifactFile opens the artifact of the pending instruction in, for
+// sending; the caller closes it. A file removed once opened stays
+// readable.
+func (p *Pending) ArtifactFile(in *Instruction) (*os.File, error) {
+	return os.Open(p.artifactPath(in.ID))
+}
+
+// checkArtifactFile checks the file of a stored artifact instruction and
+// returns its size.
+func (p *Pending) checkArtifactFile(in *Instruction) (int64, error) {
+	m, err := ParseManifest(in.Payload)
+	if err != nil {
+		return 0, fmt.Errorf("instruction %s: %w", in.ID, err)
+	}
+	fi, err := os.Lstat(p.artifactPath(in.ID))
+	if err != nil {
+		return 0, fmt.Errorf("instruction %s: its artifact: %w", in.ID, err)
+	}
+	switch {
+	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0:
+		return 0, fmt.Errorf("instruction %s: artifact file of mode %v; want 0600", in.ID, fi.Mode())
+	case uint64(fi.Size()) != m.Size:
+		return 0, fmt.Errorf("instruction %s: artifact file of %d bytes, its manifest names %d", in.ID, fi.Size(), m.Size)
+	}
+	return fi.Size(), nil
+}
+
+// removeStrayArtifacts removes the artifact files, and temporary files,
+// of no entry.
+func (p *Pending) removeStrayArtifacts(keep map[string]bool) {
+	des, err := os.ReadDir(p.artifactDir())
+	if err != nil {
+		return
+	}
+	for _, de := range des {
+		if !keep[de.Name()] {
+			os.Remove(filepath.Join(p.artifactDir(), de.Name()))
+		}
+	}
+}
+
+// dropArtifact removes the artifact of an entry that left the store; the
+// caller holds p.mu.
+func (p *Pending) dropArtifact(e *pendingEntry) {
+	if e.in.Kind != KindArtifact {
+		return
+	}
+	os.Remove(p.artifactPath(e.in.ID))
+	p.artifactBytes -= e.size
+}
+
+// AddArtifact is Add for an artifact instruction b, followed by its
+// artifact's n bytes, read from r: n must be the size its manifest names,
+// within the limit of the artifact bytes pending (ErrPendingFull). The
+// bytes are written 0600 next to the store and kept until the instruction
+// leaves it. Their digest is the devices' to check: the gateway does not
+// know the release identities.
+func (p *Pending) AddArtifact(b []byte, n uint64, r io.Reader, now time.Time) (*Instruction, error) {
+	in, err := p.check(b, now)
+	if err != nil {
+		return nil, err
+	}
+	if in.Kind != KindArtifact {
+		return nil, fmt.Errorf("%w: a %v instruction comes without artifact bytes", ErrMalformed, in.Kind)
+	}
+	m, err := ParseManifest(in.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if n != m.Size {
+		return nil, fmt.Errorf("%w: %d artifact bytes, the manifest of %s names %d", ErrMalformed, n, m.Name, m.Size)
+	}
+	size := int64(n) // n <= MaxArtifactSize
+	p.mu.Lock()
+	p.prune(now)
+	if p.artifactBytes+size > p.limits.ArtifactBytes {
+		held := p.artifactBytes
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d artifact bytes pending, %d more would pass the limit of %d", ErrPendingFull, held, size, p.limits.ArtifactBytes)
+	}
+	p.artifactBytes += size
+	p.mu.Unlock()
+	tmp, err := p.receiveArtifact(r, size)
+	if err == nil {
+		if in, err = p.add(in, size, tmp, now); err != nil {
+			os.Remove(tmp)
+		}
+	}
+	if err != nil {
+		p.mu.Lock()
+		p.artifactBytes -= size
+		p.mu.Unlock()
+		return nil, err
+	}
+	return in, nil
+}
+
+// receiveArtifact writes size bytes of r into a new 0600 temporary file in
+// the artifact directory, synced, and returns its path.
+func (p *Pending) receiveArtifact(r io.Reader, size int64) (string, error) {
+	if err := os.Mkdir(p.artifactDir(), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("control: pending artifacts: %w", err)
+	}
+	f, err := os.CreateTemp(p.artifactDir(), ".*.tmp") // 0600
+	if err != nil {
+		return "", fmt.Errorf("control: pending artifacts: %w", err)
+	}
+	_, err = io.CopyN(f, r, size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("receiving the artifact: %w", err)
+	}
+	return f.Name(), nil
 }

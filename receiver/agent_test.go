@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +25,12 @@ type agentDevice struct {
 	t       *testing.T
 	d       *device
 	agent   *agent.Agent
-	dir     string // the watched configuration directory
+	dir     string  // the watched configuration directory
+	staging string  // the artifacts' staging directory
+	release *device // the release identity whose manifests it accepts
+	// reorder makes the reader hand the agent each artifact's first chunk
+	// after its second: a gateway that sends chunks out of order
+	reorder atomic.Bool
 	ch      *secure.Channel
 	session *agent.Session
 
@@ -37,7 +43,7 @@ func (f *fixture) agentDevice(t *testing.T, attrs map[string]string, state strin
 	t.Helper()
 	d := f.device(attrs)
 	policy, err := control.NewPolicy(control.Rule{Attributes: map[string]string{"role": "operator"},
-		Kinds: []control.Kind{control.KindConfig, control.KindCommand}})
+		Kinds: []control.Kind{control.KindConfig, control.KindCommand, control.KindArtifact}})
 	require.NoError(t, err)
 	store, err := control.OpenSequenceStore(filepath.Join(state, "sequences"))
 	require.NoError(t, err)
@@ -46,7 +52,14 @@ func (f *fixture) agentDevice(t *testing.T, attrs map[string]string, state strin
 	require.NoError(t, err)
 	dir := filepath.Join(state, "telegraf.d")
 	require.NoError(t, os.Mkdir(dir, 0o700))
+	staging := filepath.Join(state, "staging")
+	require.NoError(t, os.Mkdir(staging, 0o700))
+	release := f.device(map[string]string{"role": "release"})
 	a, err := agent.New(agent.Config{Verifier: v, Outbox: filepath.Join(state, "outbox"),
+		// the apply program copies its environment's OCKAM_ARTIFACT and the file's path
+		Artifacts: &apply.Artifacts{Dir: staging, Releases: []*secure.Identity{release.id.Public()},
+			Apply: &apply.Handler{Program: "/bin/sh", Args: []string{"-c",
+				`printf '%s %s' "$OCKAM_ARTIFACT" "$1" > "$0"`, filepath.Join(state, "applied")}}},
 		Appliers: map[control.Kind]apply.Applier{
 			control.KindConfig: &apply.ConfigDir{Dir: dir},
 			// the argument, copied from standard input to a file
@@ -54,7 +67,7 @@ func (f *fixture) agentDevice(t *testing.T, attrs map[string]string, state strin
 				"interval": {Program: "/bin/cp", Args: []string{"/dev/stdin", filepath.Join(state, "interval")}}}},
 		}})
 	require.NoError(t, err)
-	return &agentDevice{t: t, d: d, agent: a, dir: dir}
+	return &agentDevice{t: t, d: d, agent: a, dir: dir, staging: staging, release: release}
 }
 
 func (a *agentDevice) Send(m secure.Message) error { return a.ch.Send(m) }
@@ -79,6 +92,7 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 	a.session = a.agent.NewSession(a)
 	go func() {
 		defer close(a.done)
+		var held []byte // the first chunk, when reordering
 		for {
 			m, err := ch.Receive()
 			if err != nil {
@@ -87,6 +101,19 @@ func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 			switch m.Type {
 			case secure.TypeInstruction:
 				a.session.Offer(m.Payload)
+			case secure.TypeChunk:
+				c, err := control.ParseChunk(m.Payload)
+				switch {
+				case err == nil && a.reorder.Load() && c.Offset == 0 && !c.Last:
+					held = m.Payload
+					continue
+				case held != nil:
+					a.session.OfferChunk(m.Payload)
+					a.session.OfferChunk(held)
+					held = nil
+					continue
+				}
+				a.session.OfferChunk(m.Payload)
 			case secure.TypeAck, secure.TypeNack:
 				a.mu.Lock()
 				w := a.waiters[m.Batch]

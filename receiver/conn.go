@@ -78,6 +78,7 @@ type outgoing struct {
 	msg         secure.Message
 	close       bool
 	closeReason string
+	artifact    *artifactSend // the chunks of an artifact, sent after msg
 }
 
 func newConn(nc net.Conn) *conn {
@@ -101,6 +102,11 @@ func (c *conn) shutdown(reason string) {
 	defer c.mu.Unlock()
 	if c.closing {
 		return
+	}
+	for _, o := range c.queue {
+		if o.artifact != nil {
+			o.artifact.f.Close()
+		}
 	}
 	c.closing, c.reason, c.queue = true, reason, nil
 	c.cancel()
@@ -192,6 +198,11 @@ func (c *conn) writeLoop() {
 		case o.close:
 			c.shutdown(o.closeReason)
 		case c.send(o.msg) != nil:
+			if o.artifact != nil {
+				o.artifact.f.Close()
+			}
+			c.shutdown("")
+		case o.artifact != nil && c.sendArtifact(o.artifact) != nil:
 			c.shutdown("")
 		default:
 			c.touch()

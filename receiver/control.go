@@ -2,7 +2,9 @@ package receiver
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -33,10 +35,11 @@ const recentAnswered = 4096
 type ctlState struct {
 	mu sync.Mutex
 	// Set by ready: the device applies instructions of these kinds.
-	ready  bool
-	kinds  uint8
-	device secure.Identifier
-	attrs  map[string]string
+	ready    bool
+	kinds    uint8
+	maxChunk uint32
+	device   secure.Identifier
+	attrs    map[string]string
 	// inflight is the instruction sent and not yet answered on this
 	// channel; offered is every instruction sent on it.
 	inflight *control.Instruction
@@ -91,7 +94,7 @@ func (r *Receiver) ready(c *conn, m secure.Message) error {
 		c.ctl.mu.Unlock()
 		return fmt.Errorf("%w: a second ready message", secure.ErrMalformed)
 	}
-	c.ctl.ready, c.ctl.kinds = true, m.Kinds
+	c.ctl.ready, c.ctl.kinds, c.ctl.maxChunk = true, m.Kinds, m.MaxChunk
 	c.ctl.device, c.ctl.attrs = c.peer.Identifier, c.peer.Credential.Attributes
 	c.ctl.offered = make(map[control.ID]*control.Instruction)
 	c.ctl.mu.Unlock()
@@ -113,8 +116,21 @@ func (r *Receiver) pushNext(c *conn) {
 		if c.ctl.offered[in.ID] != nil || c.ctl.kinds&kindBit(in.Kind) == 0 {
 			continue
 		}
+		out := outgoing{msg: secure.Message{Type: secure.TypeInstruction, Payload: in.Marshal()}}
+		if in.Kind == control.KindArtifact {
+			f, err := r.pending.ArtifactFile(in)
+			if err != nil { // removed since Due: expired or answered
+				continue
+			}
+			m, err := control.ParseManifest(in.Payload)
+			if err != nil { // checked by Add
+				f.Close()
+				continue
+			}
+			out.artifact = &artifactSend{id: in.ID, f: f, size: m.Size, max: c.ctl.maxChunk}
+		}
 		c.ctl.offered[in.ID], c.ctl.inflight = in, in
-		c.enqueue(outgoing{msg: secure.Message{Type: secure.TypeInstruction, Payload: in.Marshal()}})
+		c.enqueue(out)
 		r.log.Debugf("Sent instruction %s (%v, operator %s, sequence %d) to %s",
 			in.ID, in.Kind, in.Operator().Short(), in.Sequence, c.ctl.device.Short())
 		return
@@ -226,4 +242,38 @@ func outcomeMetric(in *control.Instruction, o control.Outcome, now time.Time) te
 		},
 		map[string]any{"sequence": seq, "code": int64(o.Code), "reason": o.Reason},
 		now)
+}
+
+// artifactSend is the artifact of an instruction being pushed: its chunks
+// follow the instruction back to back, read from the pending store's file
+// as the writer sends them, so an artifact is never held in memory.
+type artifactSend struct {
+	id   control.ID
+	f    *os.File
+	size uint64
+	max  uint32 // the device's max chunk bytes
+}
+
+// sendArtifact sends the chunks of a, the last flagged, and closes its
+// file. An error ends the channel: the device then fails the instruction
+// as interrupted.
+func (c *conn) sendArtifact(a *artifactSend) error {
+	defer a.f.Close()
+	buf := make([]byte, 0, control.ChunkHeaderSize+int(a.max))
+	data := make([]byte, a.max)
+	for off := uint64(0); ; {
+		n := min(uint64(a.max), a.size-off)
+		if _, err := io.ReadFull(a.f, data[:n]); err != nil {
+			return fmt.Errorf("reading the artifact of instruction %s: %w", a.id, err)
+		}
+		last := off+n == a.size
+		buf = control.AppendChunk(buf[:0], control.Chunk{ID: a.id, Offset: off, Last: last, Data: data[:n]})
+		if err := c.send(secure.Message{Type: secure.TypeChunk, Payload: buf}); err != nil {
+			return err
+		}
+		c.touch()
+		if off += n; last {
+			return nil
+		}
+	}
 }

@@ -20,7 +20,7 @@ import (
 // mode 0600, on which an operator's tool (ockam control send) hands the
 // gateway one signed instruction per connection:
 //
-//	client:  u32 length | instruction
+//	client:  u32 length | instruction [| u64 length | artifact bytes, for an artifact instruction]
 //	gateway: u8 status (0 accepted, 1 refused) | reason (UTF-8, at most 1024 bytes), then it closes
 //
 // The gateway checks what it can before it stores (control.Pending.Add);
@@ -154,9 +154,26 @@ func (r *Receiver) takeInstruction(nc net.Conn) (*control.Instruction, error) {
 		return nil, fmt.Errorf("reading the instruction: %w", err)
 	}
 	if in, err := control.Parse(b); err == nil && in.Kind == control.KindArtifact {
-		return nil, errors.New("artifact instructions are not delivered over the channel by this version (docs/PROTOCOL.md, section 17.5)")
+		var size [8]byte
+		if _, err := io.ReadFull(nc, size[:]); err != nil {
+			return nil, fmt.Errorf("reading the artifact's length: %w", err)
+		}
+		return r.pending.AddArtifact(b, binary.BigEndian.Uint64(size[:]), &progressReader{nc}, r.now())
 	}
 	return r.pending.Add(b, r.now())
+}
+
+// progressReader reads an artifact from the endpoint's connection,
+// extending its deadline as bytes arrive: a large artifact takes longer
+// than endpointTimeout, a stalled client does not.
+type progressReader struct{ nc net.Conn }
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.nc.Read(b)
+	if n > 0 {
+		_ = p.nc.SetDeadline(time.Now().Add(endpointTimeout))
+	}
+	return n, err
 }
 
 // writeAnswer writes the endpoint's answer.

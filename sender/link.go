@@ -101,9 +101,8 @@ func (l *link) read(log logger.Logger) {
 			l.control.Offer(m.Payload)
 			continue
 		case m.Type == secure.TypeChunk && l.control != nil:
-			// artifact chunks: no instruction of this version takes them
-			// (the gateway does not send artifacts); dropped
-			log.Debugf("Listener %s sent an artifact chunk; dropped", l.peer.Short())
+			// an artifact's chunks, to the agent's staging (or dropped)
+			l.control.OfferChunk(m.Payload)
 			continue
 		default:
 			l.fail(fmt.Errorf("unexpected %v message from the listener", m.Type))

@@ -428,7 +428,7 @@ func printPayload(w io.Writer, in *control.Instruction) {
 }
 
 // controlSendUsage is the --help text of "ockam control send".
-const controlSendUsage = `Usage: ockam control send --socket PATH FILE...
+const controlSendUsage = `Usage: ockam control send --socket PATH FILE... | --socket PATH --artifact ARTIFACT FILE
 
 Hands each signed instruction FILE (from 'ockam control sign') to a
 gateway's control endpoint: the Unix socket set by control_socket in
@@ -442,13 +442,19 @@ docs/OPERATIONS.md, "Rolling out a configuration").
 Prints one line per FILE: accepted, with the instruction id, or refused,
 with the gateway's reason. Exits non-zero if any was refused.
 
+An artifact instruction goes with its artifact's bytes (--artifact, one
+instruction FILE): the gateway keeps them with the instruction and sends
+them to each device in chunks after it.
+
 Flags:
-  --socket PATH   the gateway's control socket (required)
+  --socket PATH        the gateway's control socket (required)
+  --artifact ARTIFACT  the artifact of an artifact instruction
 `
 
 // controlSend defines "ockam control send".
 func controlSend(fs *flag.FlagSet) action {
 	socket := fs.String("socket", "", "the gateway's control socket")
+	artifact := fs.String("artifact", "", "the artifact of an artifact instruction")
 	return func(e *env, args []string) error {
 		if *socket == "" {
 			return errors.New("--socket is required: the gateway's control_socket")
@@ -456,13 +462,19 @@ func controlSend(fs *flag.FlagSet) action {
 		if len(args) == 0 {
 			return errors.New("name at least one instruction FILE")
 		}
+		if *artifact != "" && len(args) != 1 {
+			return errors.New("--artifact goes with exactly one instruction FILE")
+		}
 		refused := 0
 		for _, path := range args {
 			in, err := readParsed(path, maxInstructionFile, control.Parse)
 			if err != nil {
 				return err
 			}
-			status, reason, err := handOver(*socket, in.Marshal())
+			if (in.Kind == control.KindArtifact) != (*artifact != "") {
+				return usagef("%s: an artifact instruction, and only one, goes with --artifact", path)
+			}
+			status, reason, err := handOver(*socket, in.Marshal(), *artifact)
 			if err != nil {
 				return withHint(fmt.Errorf("%s: %w", path, err), "is the gateway running with control_socket = \""+*socket+"\"?")
 			}
@@ -482,7 +494,20 @@ func controlSend(fs *flag.FlagSet) action {
 
 // handOver sends one instruction to the control endpoint at socket and
 // returns its answer: status 0 accepted, 1 refused, and the reason.
-func handOver(socket string, instruction []byte) (status byte, reason string, err error) {
+func handOver(socket string, instruction []byte, artifact string) (status byte, reason string, err error) {
+	var af *os.File
+	var size int64
+	if artifact != "" {
+		if af, err = os.Open(artifact); err != nil {
+			return 0, "", err
+		}
+		defer af.Close()
+		fi, err := af.Stat()
+		if err != nil {
+			return 0, "", err
+		}
+		size = fi.Size()
+	}
 	nc, err := net.DialTimeout("unix", socket, 10*time.Second)
 	if err != nil {
 		return 0, "", err
@@ -492,10 +517,36 @@ func handOver(socket string, instruction []byte) (status byte, reason string, er
 		return 0, "", err
 	}
 	frame := binary.BigEndian.AppendUint32(nil, uint32(len(instruction)))
-	if _, err := nc.Write(append(frame, instruction...)); err != nil {
+	frame = append(frame, instruction...)
+	if af != nil {
+		frame = binary.BigEndian.AppendUint64(frame, uint64(size))
+	}
+	if _, err := nc.Write(frame); err != nil {
 		return 0, "", err
 	}
+	if af != nil {
+		// the gateway answers early if it refuses: its answer is read below
+		buf := make([]byte, 1<<20)
+		for {
+			n, rerr := af.Read(buf)
+			if n > 0 {
+				_ = nc.SetDeadline(time.Now().Add(time.Minute))
+				if _, err := nc.Write(buf[:n]); err != nil {
+					break
+				}
+			}
+			if rerr != nil {
+				break
+			}
+		}
+	}
 	answer, err := io.ReadAll(io.LimitReader(nc, 1+control.MaxReasonSize+1))
+	if err != nil && af != nil && len(answer) > 0 {
+		// a gateway that refused an artifact before reading its bytes
+		// closed with them unread: the socket reports a reset after the
+		// answer
+		err = nil
+	}
 	switch {
 	case err != nil:
 		return 0, "", err

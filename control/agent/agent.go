@@ -52,6 +52,9 @@ const (
 	// honest gateway sends one at a time; past it, an instruction is
 	// answered "too many" at once, unparsed.
 	queueSize = 4
+	// chunkQueue bounds the chunks received and not yet written; past it,
+	// OfferChunk waits (the channel's reader with it: backpressure).
+	chunkQueue = 16
 )
 
 // Link is the channel a Session speaks on.
@@ -72,6 +75,9 @@ type Config struct {
 	// Appliers apply the kinds this device is set up for; the ready
 	// message names them.
 	Appliers map[control.Kind]apply.Applier
+	// Artifacts stages artifact instructions from their chunks; nil: the
+	// device applies no artifacts.
+	Artifacts *apply.Artifacts
 	// Outbox is the file of the unacknowledged outcomes.
 	Outbox string
 	// Log receives the agent's log lines; nil discards them.
@@ -101,7 +107,7 @@ type entry struct {
 
 // New reads the outbox and returns an Agent.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Verifier == nil || len(cfg.Appliers) == 0 || cfg.Outbox == "" {
+	if cfg.Verifier == nil || (len(cfg.Appliers) == 0 && cfg.Artifacts == nil) || cfg.Outbox == "" {
 		return nil, errors.New("agent: a verifier, at least one applier and an outbox file are required")
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, now: cfg.Now, nextBatch: FirstBatch}
@@ -135,6 +141,9 @@ func (a *Agent) Kinds() uint8 {
 		if kind >= control.KindConfig && kind <= control.KindCommand {
 			k |= 1 << (kind - 1)
 		}
+	}
+	if a.cfg.Artifacts != nil {
+		k |= 1 << (control.KindArtifact - 1)
 	}
 	return k
 }
@@ -248,6 +257,7 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	work   chan []byte
+	chunks chan []byte
 	acks   chan secure.Message
 	wg     sync.WaitGroup
 }
@@ -258,7 +268,8 @@ type Session struct {
 func (a *Agent) NewSession(l Link) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Session{a: a, link: l, ctx: ctx, cancel: cancel, work: make(chan []byte, queueSize),
-		acks: make(chan secure.Message, MaxOutbox+queueSize+1)}
+		chunks: make(chan []byte, chunkQueue),
+		acks:   make(chan secure.Message, MaxOutbox+queueSize+1)}
 }
 
 // Begin sends the outbox, then ready, and starts the session's goroutines.
@@ -300,6 +311,17 @@ func (s *Session) Offer(payload []byte) {
 		Err: errors.New("the gateway sent instructions without waiting for their outcomes")}))
 }
 
+// OfferChunk hands the session a chunk message's body, from the channel's
+// reader. It waits while chunkQueue chunks are not yet written, so that an
+// artifact streams at the pace of the disk; it returns once the session is
+// stopped. A chunk of no artifact being staged is dropped.
+func (s *Session) OfferChunk(body []byte) {
+	select {
+	case s.chunks <- body:
+	case <-s.ctx.Done():
+	}
+}
+
 // Stop ends the session and waits for an instruction being applied.
 func (s *Session) Stop() {
 	s.cancel()
@@ -314,17 +336,33 @@ func (s *Session) run() {
 		case <-s.ctx.Done():
 			return
 		case b := <-s.work:
-			s.answer(s.a.handle(s.ctx, b))
+			s.answer(s.a.handle(s.ctx, b, nil, s.chunks))
+		case c := <-s.chunks:
+			// The reader queued a chunk's instruction before the chunk:
+			// select may still pick the chunk first, so an instruction
+			// waiting now goes first, with this chunk. Else the chunk is
+			// of an instruction refused or answered: dropped.
+			select {
+			case b := <-s.work:
+				s.answer(s.a.handle(s.ctx, b, c, s.chunks))
+			default:
+			}
 		}
 	}
 }
 
 // handle verifies and applies one instruction and returns its outcome.
-func (a *Agent) handle(ctx context.Context, b []byte) control.Outcome {
+// first, if not nil, is a chunk received before the chunks still in
+// chunks.
+func (a *Agent) handle(ctx context.Context, b, first []byte, chunks <-chan []byte) control.Outcome {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	in, err := a.cfg.Verifier.Verify(b, a.now())
-	if err == nil {
+	switch {
+	case err != nil:
+	case in.Kind == control.KindArtifact && a.cfg.Artifacts != nil:
+		err = a.stage(ctx, in, first, chunks)
+	default:
 		err = apply.Apply(ctx, a.cfg.Appliers, in)
 	}
 	o := control.OutcomeOf(in, err)
@@ -369,6 +407,40 @@ func (s *Session) answers() {
 			default:
 				s.a.log.Debugf("Control: the gateway did not deliver the outcome of batch %d (%s); sent again on the next channel", m.Batch, m.Reason)
 			}
+		}
+	}
+}
+
+// stage takes the chunks of a verified artifact instruction into its
+// staging, in order, and commits it after the last one (section 17.3).
+// Chunks of another instruction are dropped. The channel's end before the
+// last chunk is a failure: the sequence is consumed, and the operator signs
+// a new instruction.
+func (a *Agent) stage(ctx context.Context, in *control.Instruction, first []byte, chunks <-chan []byte) error {
+	st, err := a.cfg.Artifacts.Begin(in)
+	if err != nil {
+		return err
+	}
+	for {
+		b := first
+		first = nil
+		if b == nil {
+			select {
+			case <-ctx.Done():
+				st.Abort()
+				return errors.New("the channel ended before the artifact's last chunk")
+			case b = <-chunks:
+			}
+		}
+		c, err := control.ParseChunk(b)
+		if err != nil || c.ID != in.ID {
+			continue
+		}
+		if err := st.Write(c.Offset, c.Data); err != nil {
+			return err
+		}
+		if c.Last {
+			return st.Commit(ctx)
 		}
 	}
 }

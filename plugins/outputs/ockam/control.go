@@ -10,11 +10,12 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/control"
 	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/control/apply"
+	"github.com/ockam-addons/telegraf-ockam/secure"
 )
 
 // ControlRule is one [[outputs.ockam.control_policy]] block: an operator
 // whose credential has all Attributes (equal values) may send instructions
-// of Kinds ("config", "command").
+// of Kinds ("config", "artifact", "command").
 type ControlRule struct {
 	Attributes map[string]string `toml:"attributes"`
 	Kinds      []string          `toml:"kinds"`
@@ -24,8 +25,9 @@ type ControlRule struct {
 // without control_policy (the device does not opt in).
 func (o *Output) controlAgent() (*agent.Agent, error) {
 	if len(o.ControlPolicy) == 0 {
-		if o.ControlState != "" || o.ControlConfigDir != "" || len(o.ControlCommands) > 0 {
-			return nil, errors.New("control_state, control_config_dir and control_commands need at least one " +
+		if o.ControlState != "" || o.ControlConfigDir != "" || len(o.ControlCommands) > 0 ||
+			len(o.ControlReleases) > 0 || o.ControlStagingDir != "" || len(o.ControlArtifactApply) > 0 {
+			return nil, errors.New("control_state, control_config_dir, control_commands and the artifact options need at least one " +
 				"[[outputs.ockam.control_policy]] block: without one, no instruction could ever be applied")
 		}
 		return nil, nil
@@ -37,9 +39,6 @@ func (o *Output) controlAgent() (*agent.Agent, error) {
 			kind, err := control.ParseKind(k)
 			if err != nil {
 				return nil, fmt.Errorf("control_policy block %d: %w", i+1, err)
-			}
-			if kind == control.KindArtifact {
-				return nil, fmt.Errorf("control_policy block %d: artifact instructions are not delivered over the channel by this version", i+1)
 			}
 			rule.Kinds = append(rule.Kinds, kind)
 		}
@@ -77,8 +76,12 @@ func (o *Output) controlAgent() (*agent.Agent, error) {
 		}
 		appliers[control.KindCommand] = &apply.Commands{Handlers: handlers, Timeout: time.Duration(o.ControlCommandTimeout)}
 	}
-	if len(appliers) == 0 {
-		return nil, errors.New("control_policy is set but neither control_config_dir nor control_commands: this device applies nothing")
+	artifacts, err := o.controlArtifacts()
+	if err != nil {
+		return nil, err
+	}
+	if len(appliers) == 0 && artifacts == nil {
+		return nil, errors.New("control_policy is set but none of control_config_dir, control_commands, control_staging_dir: this device applies nothing")
 	}
 	store, err := control.OpenSequenceStore(o.ControlState)
 	if err != nil {
@@ -94,11 +97,15 @@ func (o *Output) controlAgent() (*agent.Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := agent.New(agent.Config{Verifier: v, Appliers: appliers, Outbox: o.ControlState + ".outbox", Log: o.Log})
+	a, err := agent.New(agent.Config{Verifier: v, Appliers: appliers, Artifacts: artifacts, Outbox: o.ControlState + ".outbox", Log: o.Log})
 	if err != nil {
 		return nil, fmt.Errorf("control_state: %w", err)
 	}
-	o.Log.Infof("Control instructions: applying %s; sequences in %s", kindsOf(appliers), o.ControlState)
+	kinds := kindsOf(appliers)
+	if artifacts != nil {
+		kinds += " and artifacts staged in " + o.ControlStagingDir
+	}
+	o.Log.Infof("Control instructions: applying %s; sequences in %s", kinds, o.ControlState)
 	return a, nil
 }
 
@@ -111,4 +118,41 @@ func kindsOf(appliers map[control.Kind]apply.Applier) string {
 		}
 	}
 	return fmt.Sprint(names)
+}
+
+// controlArtifacts builds the artifact applier from the artifact options:
+// nil without them.
+func (o *Output) controlArtifacts() (*apply.Artifacts, error) {
+	if len(o.ControlReleases) == 0 && o.ControlStagingDir == "" && len(o.ControlArtifactApply) == 0 {
+		return nil, nil
+	}
+	if len(o.ControlReleases) == 0 || o.ControlStagingDir == "" {
+		return nil, errors.New("artifact instructions need both control_release_identities and control_staging_dir")
+	}
+	fi, err := os.Stat(o.ControlStagingDir)
+	if err != nil {
+		return nil, fmt.Errorf("control_staging_dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("control_staging_dir %s: not a directory", o.ControlStagingDir)
+	}
+	a := &apply.Artifacts{Dir: o.ControlStagingDir, Timeout: time.Duration(o.ControlCommandTimeout)}
+	for _, path := range o.ControlReleases {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("control_release_identities: %w", err)
+		}
+		id, err := secure.ParseIdentityFile(b)
+		if err != nil {
+			return nil, fmt.Errorf("control_release_identities %s: %w", path, err)
+		}
+		a.Releases = append(a.Releases, id)
+	}
+	if len(o.ControlArtifactApply) > 0 {
+		if o.ControlArtifactApply[0] == "" {
+			return nil, errors.New("control_artifact_apply: want [program, arguments...]")
+		}
+		a.Apply = &apply.Handler{Program: o.ControlArtifactApply[0], Args: slices.Clone(o.ControlArtifactApply[1:])}
+	}
+	return a, nil
 }

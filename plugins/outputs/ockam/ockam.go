@@ -69,6 +69,9 @@ type Output struct {
 	ControlConfigDir      string              `toml:"control_config_dir"`
 	ControlCommands       map[string][]string `toml:"control_commands"`
 	ControlCommandTimeout config.Duration     `toml:"control_command_timeout"`
+	ControlReleases       []string            `toml:"control_release_identities"`
+	ControlStagingDir     string              `toml:"control_staging_dir"`
+	ControlArtifactApply  []string            `toml:"control_artifact_apply"`
 
 	Log        telegraf.Logger     `toml:"-"`
 	Statistics *selfstat.Collector `toml:"-"`

@@ -108,7 +108,8 @@ func TestConfigKeys(t *testing.T) {
 		"authority_paths", "listener_identity", "listener_attributes", "timeout", "max_message_size",
 		"revocation_list", "revocation_check_interval", "revocation_source", "revocation_poll_interval",
 		"revocation_state", "revocation_fail_open", "revocation_refuse_stale",
-		"control_policy", "control_state", "control_config_dir", "control_commands", "control_command_timeout"}, keys)
+		"control_policy", "control_state", "control_config_dir", "control_commands", "control_command_timeout",
+		"control_release_identities", "control_staging_dir", "control_artifact_apply"}, keys)
 	for _, k := range keys {
 		if k == "control_policy" { // a block
 			require.Contains(t, sampleConfig, "[[outputs.ockam.control_policy]]")
@@ -159,9 +160,17 @@ func TestInitErrors(t *testing.T) {
 			text: "control_state is required"},
 		{name: "control applying nothing", modify: func(o *Output) {
 			o.ControlPolicy, o.ControlState = operatorPolicy("config"), filepath.Join(f.dir, "seq")
-		}, text: "neither control_config_dir nor control_commands"},
-		{name: "control artifact", modify: func(o *Output) { o.ControlPolicy = operatorPolicy("artifact") },
-			text: "artifact instructions are not delivered"},
+		}, text: "none of control_config_dir, control_commands, control_staging_dir"},
+		{name: "control artifact without release identities", modify: func(o *Output) {
+			o.ControlPolicy, o.ControlState = operatorPolicy("artifact"), filepath.Join(f.dir, "seq")
+			o.ControlStagingDir = f.dir
+		}, text: "need both control_release_identities and control_staging_dir"},
+		{name: "control artifact release identity missing", modify: func(o *Output) {
+			o.ControlPolicy, o.ControlState = operatorPolicy("artifact"), filepath.Join(f.dir, "seq")
+			o.ControlStagingDir, o.ControlReleases = f.dir, []string{filepath.Join(f.dir, "nope.identity")}
+		}, text: "control_release_identities"},
+		{name: "control artifact options without policy", modify: func(o *Output) { o.ControlStagingDir = f.dir },
+			text: "need at least one [[outputs.ockam.control_policy]] block"},
 		{name: "control unknown kind", modify: func(o *Output) { o.ControlPolicy = operatorPolicy("reboot") }, text: "control_policy block 1"},
 		{name: "control policy without attributes", modify: func(o *Output) {
 			o.ControlPolicy = []ControlRule{{Kinds: []string{"config"}}}
