@@ -230,6 +230,38 @@ func testControlRollout(t *testing.T, viaRelay bool) {
 	require.Contains(t, strings.Join(cli.fail("control", "send", "--socket", socket, filepath.Join(cli.dir, "interval.bin")), "\n"),
 		"refused: control: instruction already pending")
 
+	if !viaRelay { // the gateway's door: the same with or without a relay
+		// An instruction past its expiry is refused at the gateway's door
+		// (and by a device, PROTOCOL.md section 17.2): signed to last 1 s,
+		// handed over once the clock passed its expiry.
+		out := cli.run("", "control", "sign", "--vault", operator.vault, "--credential", operator.credential,
+			"--to="+device.identity, "--kind", "config", "--file", fragment, "--expires-in", "1s",
+			"-o", filepath.Join(cli.dir, "expired.bin"))
+		require.Regexp(t, controlID, out)
+		expires, err := time.Parse(time.RFC3339, regexp.MustCompile(`(?m)^expires:\s+(\S+)$`).FindStringSubmatch(
+			cli.run("", "control", "inspect", filepath.Join(cli.dir, "expired.bin")))[1])
+		require.NoError(t, err)
+		eventually(t, time.Minute, "the clock past the instruction's expiry", func() (bool, string) {
+			return time.Now().After(expires.Add(time.Second)), ""
+		})
+		require.Contains(t, strings.Join(cli.fail("control", "send", "--socket", socket, filepath.Join(cli.dir, "expired.bin")), "\n"),
+			"expired")
+
+		// A flood: instructions for a device that is not connected pile up
+		// until the bound of one target (64), then are refused.
+		absent := cli.identity("absent", "")
+		for i := range 65 {
+			file := fmt.Sprintf("flood-%d.bin", i)
+			sign(operator, "--to="+absent.identity, file)
+			if i < 64 {
+				require.Contains(t, send(file), "accepted")
+				continue
+			}
+			require.Contains(t, strings.Join(cli.fail("control", "send", "--socket", socket, filepath.Join(cli.dir, file)), "\n"),
+				"64 instructions pending for "+absent.id)
+		}
+	}
+
 	// The fleet-wide status of the rollout: one device applied it. (Its
 	// outcome may be stored twice: sent again from the outbox when
 	// Telegraf reloaded before the gateway's ack; the query counts
