@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 )
@@ -29,7 +28,7 @@ type link struct {
 
 	// control is the control agent's session on this channel, nil without
 	// one: the reader hands it instructions (docs/PROTOCOL.md, 17.5).
-	control *agent.Session
+	control ControlSession
 
 	once      sync.Once
 	closeOnce sync.Once     // the close message is sent once
@@ -45,7 +44,7 @@ type link struct {
 // With a control agent, its session on the channel is created before the
 // reader starts; the caller Begins it.
 func newLink(ch *secure.Channel, conn net.Conn, number uint64, own *secure.Credential, v *secure.Verifier,
-	ctl *agent.Agent, timeout time.Duration, log logger.Logger, wg *sync.WaitGroup) *link {
+	ctl Control, timeout time.Duration, log logger.Logger, wg *sync.WaitGroup) *link {
 	l := &link{
 		ch:       ch,
 		conn:     conn,

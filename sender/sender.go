@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/internal/logger"
 	"github.com/ockam-addons/telegraf-ockam/secure"
 	"github.com/ockam-addons/telegraf-ockam/trust"
@@ -68,7 +67,7 @@ type Config struct {
 	// (docs/PROTOCOL.md, section 17.5): it opts in with ready, so only
 	// set it for a listener configured for control (control_socket);
 	// another closes the channel.
-	Control *agent.Agent
+	Control Control
 
 	// CredentialPath is the credential file that Trust reads, for
 	// messages.
@@ -224,4 +223,39 @@ func (s *Sender) Status() Status {
 		st.Err = errors.New("connecting")
 	}
 	return st
+}
+
+// Control is the device's side of the control direction (docs/PROTOCOL.md,
+// section 17.5): package control/agent implements it, so that the sender
+// depends neither on it nor on what it applies instructions with
+// (Telegraf's configuration loader among them).
+type Control interface {
+	// NewSession returns the session of one channel, before the channel's
+	// reader starts. The sender calls Begin once the channel is up and
+	// Stop once it ended.
+	NewSession(ControlLink) ControlSession
+}
+
+// ControlLink is a channel as a control session speaks on it.
+type ControlLink interface {
+	// Send sends one message on the channel.
+	Send(secure.Message) error
+	// Expect registers where the ack or nack of batch goes, before the
+	// message of that batch is sent.
+	Expect(batch uint64, w chan<- secure.Message)
+}
+
+// ControlSession takes the instructions and chunks that arrive on one
+// channel.
+type ControlSession interface {
+	// Begin opts the channel in to control instructions; an error means
+	// the channel is unusable.
+	Begin() error
+	// Offer hands over an instruction's payload; it must not block for
+	// long (the channel's reader calls it).
+	Offer(payload []byte)
+	// OfferChunk hands over an artifact chunk's body.
+	OfferChunk(body []byte)
+	// Stop ends the session and waits for an instruction being applied.
+	Stop()
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ockam-addons/telegraf-ockam/control/agent"
 	"github.com/ockam-addons/telegraf-ockam/control/apply"
 	"github.com/ockam-addons/telegraf-ockam/secure"
+	"github.com/ockam-addons/telegraf-ockam/sender"
 )
 
 // ControlRule is one [[outputs.ockam.control_policy]] block: an operator
@@ -155,4 +156,14 @@ func (o *Output) controlArtifacts() (*apply.Artifacts, error) {
 		a.Apply = &apply.Handler{Program: o.ControlArtifactApply[0], Args: slices.Clone(o.ControlArtifactApply[1:])}
 	}
 	return a, nil
+}
+
+// controlAgent is the control agent as the sender takes it.
+type controlAgent struct{ a *agent.Agent }
+
+var _ sender.Control = controlAgent{}
+
+// NewSession implements sender.Control.
+func (c controlAgent) NewSession(l sender.ControlLink) sender.ControlSession {
+	return c.a.NewSession(l)
 }

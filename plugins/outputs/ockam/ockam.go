@@ -133,8 +133,12 @@ func (o *Output) Init() (err error) {
 	if !o.MQTTPassword.Empty() {
 		cfg.MQTTPassword = o.mqttPassword
 	}
-	if cfg.Control, err = o.controlAgent(); err != nil {
+	ctl, err := o.controlAgent()
+	if err != nil {
 		return err
+	}
+	if ctl != nil { // not a typed nil in the interface
+		cfg.Control = controlAgent{ctl}
 	}
 	o.sender, err = sender.New(cfg)
 	return err
