@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 	"time"
 
 	"github.com/ockam-addons/telegraf-ockam/secure"
@@ -67,44 +69,99 @@ func (r Result) RefusedMetrics() int {
 // Timeout alone. Send may be called from several goroutines at once: their
 // messages share the channel. Start must have been called.
 func (s *Sender) Send(ctx context.Context, payloads []Payload) (Result, error) {
-	var res Result
-	msgs, refused := s.pack(payloads)
-	res.Refused = refused
-	if len(msgs) == 0 {
-		return res, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
-	l, err := s.waitLink()
-	if err != nil {
-		return res, err
-	}
-	replies := make(chan secure.Message, len(msgs)) // never blocks the reader
-	pending := make(map[uint64]*message, len(msgs))
-	for i := range msgs {
-		batch := s.lastBatch.Add(1)
-		pending[batch] = &msgs[i]
-		l.expect(batch, replies)
-		if err := l.send(secure.Message{Type: secure.TypeData, Batch: batch, Payload: msgs[i].payload}, s.cfg.Timeout); err != nil {
-			return res, fmt.Errorf("send to %s: %w", s.cfg.Target, err)
-		}
-		s.stats.MessagesSent.Incr(1)
-		s.stats.BytesSent.Incr(int64(len(msgs[i].payload)))
-	}
-	err = s.awaitReplies(ctx, l, pending, replies, &res)
-	return res, err
+	return s.SendSeq(ctx, slices.Values(payloads))
 }
 
-// awaitReplies collects the answers to the messages in pending into res. The
-// timeout starts again with every answer: a slow listener that makes
-// progress is not cut off in the middle of a large batch.
+// Window is how many messages of one Send may wait for their answers at
+// once. Beyond it, Send waits for an answer before it sends the next
+// message; the listener's own limit (max_undelivered_messages) may hold
+// the device back sooner.
+const Window = 1024
+
+// SendSeq is Send for payloads that the caller produces while they are
+// sent: a message leaves as soon as it is full, before the next payload is
+// asked for, so the caller's work on the rest of a batch (serializing it)
+// overlaps the transfer and the listener's work on its first messages. A
+// payload's lines must stay unchanged until SendSeq returns. After an
+// error no more payloads are asked for.
+func (s *Sender) SendSeq(ctx context.Context, payloads iter.Seq[Payload]) (Result, error) {
+	t := transfer{s: s, ctx: ctx}
+	p := packer{limit: s.cfg.MaxMessageSize, emit: t.send}
+	for pl := range payloads {
+		s.packPayload(&p, pl)
+		if t.err != nil {
+			break
+		}
+	}
+	if t.err == nil {
+		p.flush()
+	}
+	if t.l != nil && len(t.pending) > 0 {
+		err := s.awaitReplies(ctx, t.l, t.pending, t.replies, &t.res, 0)
+		if t.err == nil {
+			t.err = err
+		}
+	}
+	t.res.Refused = append(p.refused, t.res.Refused...)
+	return t.res, t.err
+}
+
+// transfer is one Send's messages on their way: sent as the packer fills
+// them, at most Window unanswered.
+type transfer struct {
+	s       *Sender
+	ctx     context.Context
+	l       *link // once the first message is ready
+	replies chan secure.Message
+	pending map[uint64]*message // sent, not answered
+	res     Result              // the listener's answers so far
+	err     error               // the first error: nothing more is sent
+}
+
+// send sends m, first waiting for a channel (the first message) or for an
+// answer (Window messages unanswered).
+func (t *transfer) send(m message) {
+	s := t.s
+	if t.err != nil {
+		return
+	}
+	if t.l == nil {
+		if t.err = t.ctx.Err(); t.err != nil {
+			return
+		}
+		if t.l, t.err = s.waitLink(); t.err != nil {
+			return
+		}
+		t.replies = make(chan secure.Message, Window) // never blocks the reader: one answer per batch
+		t.pending = make(map[uint64]*message)
+	}
+	if len(t.pending) >= Window {
+		if t.err = s.awaitReplies(t.ctx, t.l, t.pending, t.replies, &t.res, Window-1); t.err != nil {
+			return
+		}
+	}
+	batch := s.lastBatch.Add(1)
+	t.pending[batch] = &m
+	t.l.expect(batch, t.replies)
+	if err := t.l.send(secure.Message{Type: secure.TypeData, Batch: batch, Payload: m.payload}, s.cfg.Timeout); err != nil {
+		t.err = fmt.Errorf("send to %s: %w", s.cfg.Target, err)
+		return
+	}
+	s.stats.MessagesSent.Incr(1)
+	s.stats.BytesSent.Incr(int64(len(m.payload)))
+}
+
+// awaitReplies collects the answers to the messages in pending into res
+// until at most until are unanswered. The timeout starts again with every
+// answer: a slow listener that makes progress is not cut off in the middle
+// of a large batch. A transient nack is returned once the wait is over;
+// the answers after it still count.
 func (s *Sender) awaitReplies(ctx context.Context, l *link, pending map[uint64]*message,
-	replies <-chan secure.Message, res *Result) error {
+	replies <-chan secure.Message, res *Result, until int) error {
 	timer := time.NewTimer(s.cfg.Timeout)
 	defer timer.Stop()
 	var retry error
-	for len(pending) > 0 {
+	for len(pending) > until {
 		select {
 		case m := <-replies:
 			if err := s.handleReply(l, pending, m, res); err != nil && retry == nil {
@@ -123,7 +180,7 @@ func (s *Sender) awaitReplies(ctx context.Context, l *link, pending map[uint64]*
 					drained = true
 				}
 			}
-			if len(pending) == 0 || retry != nil {
+			if len(pending) <= until || retry != nil {
 				return retry
 			}
 			return fmt.Errorf("channel to %s lost with %d messages unanswered: %w", s.cfg.Target, len(pending), l.cause())
@@ -200,35 +257,42 @@ type message struct {
 func (s *Sender) pack(payloads []Payload) ([]message, []Refusal) {
 	p := packer{limit: s.cfg.MaxMessageSize}
 	for _, pl := range payloads {
-		if len(pl.Lines) <= p.limit {
-			p.add(pl.Lines, pl.Metrics)
-			continue
-		}
-		for rest := pl.Lines; len(rest) > 0; {
-			n := bytes.IndexByte(rest, '\n') + 1
-			if n == 0 {
-				n = len(rest)
-			}
-			line := rest[:n]
-			rest = rest[n:]
-			if len(line) > secure.DefaultMaxMessageSize {
-				name := measurement(line)
-				reason := fmt.Sprintf("its line of %d bytes is larger than %d, the most a listener accepts",
-					len(line), secure.DefaultMaxMessageSize)
-				s.log.Errorf("Dropping a metric of %q: %s", name, reason)
-				p.refused = append(p.refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %s", name, reason)})
-				continue
-			}
-			p.add(line, 1)
-		}
+		s.packPayload(&p, pl)
 	}
 	p.flush()
 	return p.msgs, p.refused
 }
 
+// packPayload adds pl to p, cut at line ends if it is larger than a
+// message.
+func (s *Sender) packPayload(p *packer, pl Payload) {
+	if len(pl.Lines) <= p.limit {
+		p.add(pl.Lines, pl.Metrics)
+		return
+	}
+	for rest := pl.Lines; len(rest) > 0; {
+		n := bytes.IndexByte(rest, '\n') + 1
+		if n == 0 {
+			n = len(rest)
+		}
+		line := rest[:n]
+		rest = rest[n:]
+		if len(line) > secure.DefaultMaxMessageSize {
+			name := measurement(line)
+			reason := fmt.Sprintf("its line of %d bytes is larger than %d, the most a listener accepts",
+				len(line), secure.DefaultMaxMessageSize)
+			s.log.Errorf("Dropping a metric of %q: %s", name, reason)
+			p.refused = append(p.refused, Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %s", name, reason)})
+			continue
+		}
+		p.add(line, 1)
+	}
+}
+
 // packer builds the messages of one Send.
 type packer struct {
 	limit   int
+	emit    func(message) // takes each full message; nil: they go to msgs
 	msgs    []message
 	refused []Refusal
 	cur     message
@@ -261,7 +325,11 @@ func (p *packer) add(lines []byte, n int) {
 }
 
 func (p *packer) flush() {
-	if p.cur.metrics > 0 || len(p.cur.payload) > 0 {
+	switch {
+	case p.cur.metrics == 0 && len(p.cur.payload) == 0:
+	case p.emit != nil:
+		p.emit(p.cur)
+	default:
 		p.msgs = append(p.msgs, p.cur)
 	}
 	p.cur, p.owned = message{}, false

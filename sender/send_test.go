@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,64 @@ func TestSendAcked(t *testing.T) {
 	res, err = s.Send(context.Background(), nil)
 	require.NoError(t, err)
 	require.Equal(t, Result{}, res, "nothing to send")
+}
+
+// waitFor waits until cond holds, failing the test after testTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestSendSeqStreams: a message leaves as soon as it is full, before the
+// caller produces the payloads after it, so serializing the rest of a
+// batch overlaps sending its start. The iterator waits for the listener to
+// have the first message before it yields the third payload; a sender
+// that packed the whole batch before sending would never get there.
+func TestSendSeqStreams(t *testing.T) {
+	l := newListener(t, nil)
+	s, _, _ := newSender(t, l, func(c *Config) { c.MaxMessageSize = 16 }) // one line a message
+	_, payloads := lines("cpu", 4)
+	seq := func(yield func(Payload) bool) {
+		for i, p := range payloads {
+			if i == 2 { // message 1 was full when payload 2 (index 1) came
+				waitFor(t, "the listener has the first message", func() bool { return len(l.messages()) == 1 })
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+	res, err := s.SendSeq(context.Background(), seq)
+	require.NoError(t, err)
+	require.Equal(t, Result{Acked: 4}, res)
+	msgs := l.messages()
+	require.Len(t, msgs, 4)
+	for i, m := range msgs {
+		require.Equal(t, payloads[i].Lines, m.Payload)
+	}
+}
+
+// TestSendWindow: at most Window messages of a Send wait for their answers.
+// The listener answers none: the sender sends Window messages, waits for an
+// answer before the next, and gives up after Timeout; the listener read
+// exactly Window messages before the channel closed.
+func TestSendWindow(t *testing.T) {
+	l := newListener(t, nil)
+	l.setAnswer(silent)
+	s, _, _ := newSender(t, l, func(c *Config) { c.MaxMessageSize = 16; c.Timeout = time.Second })
+	_, payloads := lines("cpu", Window+5)
+	res, err := s.Send(context.Background(), payloads)
+	require.ErrorContains(t, err, "no answer from")
+	require.ErrorContains(t, err, fmt.Sprintf("to %d of the messages sent", Window))
+	require.Equal(t, Result{}, res)
+	waitFor(t, "the listener read the channel to its end", func() bool { return l.endedChannels() == 1 })
+	require.Len(t, l.messages(), Window)
 }
 
 // TestSendRefusedForGood: a permanent nack refuses its message's metrics

@@ -33,8 +33,12 @@ type listener struct {
 	received []secure.Message     // data messages
 	creds    []*secure.Credential // the device's, one per channel accepted
 	conns    []net.Conn
+	ended    int // channels whose serve returned
 	wg       sync.WaitGroup
 }
+
+// silent answers nothing: the listener never acks.
+func silent(secure.Message) secure.Message { return secure.Message{} }
 
 // ack answers m with an ack.
 func ack(m secure.Message) secure.Message {
@@ -80,6 +84,13 @@ func (l *listener) messages() []secure.Message {
 	return append([]secure.Message(nil), l.received...)
 }
 
+// endedChannels returns how many channels the listener read to their end.
+func (l *listener) endedChannels() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ended
+}
+
 // channels returns the device's credential of each channel accepted.
 func (l *listener) channels() []*secure.Credential {
 	l.mu.Lock()
@@ -103,6 +114,11 @@ func (l *listener) accept() {
 
 func (l *listener) serve(conn net.Conn) {
 	defer conn.Close()
+	defer func() {
+		l.mu.Lock()
+		l.ended++
+		l.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	ch, err := secure.Accept(ctx, secure.NewStreamTransport(conn), l.cfg)
 	cancel()
@@ -121,8 +137,10 @@ func (l *listener) serve(conn net.Conn) {
 		l.received = append(l.received, m)
 		answer := l.answer
 		l.mu.Unlock()
-		if err := ch.Send(answer(m)); err != nil {
-			return
+		if a := answer(m); a.Type != 0 {
+			if err := ch.Send(a); err != nil {
+				return
+			}
 		}
 	}
 }

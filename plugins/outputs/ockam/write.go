@@ -3,6 +3,7 @@ package ockam
 import (
 	"context"
 	"fmt"
+	"iter"
 	"sync"
 
 	"github.com/influxdata/telegraf"
@@ -40,8 +41,8 @@ func (o *Output) Send(ctx context.Context, metrics []telegraf.Metric) (sender.Re
 	if !o.connected {
 		return sender.Result{}, fmt.Errorf("not connected: Connect was not called")
 	}
-	payloads, refused := o.serialize(metrics)
-	res, err := o.sender.Send(ctx, payloads)
+	var refused []sender.Refusal
+	res, err := o.sender.SendSeq(ctx, o.serialize(metrics, &refused))
 	res.Refused = append(refused, res.Refused...)
 	return res, err
 }
@@ -52,36 +53,35 @@ func (o *Output) Send(ctx context.Context, metrics []telegraf.Metric) (sender.Re
 // after Connect; it is safe for concurrent use.
 func (o *Output) Peer() (secure.Identifier, error) { return o.sender.Peer() }
 
-// serialize returns metrics as line protocol, one payload per metric, all
-// in one buffer (the sender packs adjacent payloads without copying). A
-// metric that cannot be serialized is logged, dropped and returned as
-// refused: no retry can deliver it.
-func (o *Output) serialize(metrics []telegraf.Metric) ([]sender.Payload, []sender.Refusal) {
-	serializer := serializers.Get().(*influx.Serializer)
-	defer serializers.Put(serializer)
-	var refused []sender.Refusal
-	var buf []byte
-	ends := make([]int, 0, len(metrics))
-	for _, m := range metrics {
-		line, err := serializer.Serialize(m)
-		if err != nil {
-			o.Log.Debugf("Could not serialize metric: %v", err)
-			refused = append(refused, sender.Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %v", m.Name(), err)})
-			continue
+// serialize returns metrics as line protocol, one payload per metric,
+// serialized as the sender asks for them (so that the first messages of a
+// batch leave while the rest is serialized), all in one buffer (the sender
+// packs adjacent payloads without copying). A metric that cannot be
+// serialized is logged, dropped and added to refused: no retry can deliver
+// it.
+func (o *Output) serialize(metrics []telegraf.Metric, refused *[]sender.Refusal) iter.Seq[sender.Payload] {
+	return func(yield func(sender.Payload) bool) {
+		serializer := serializers.Get().(*influx.Serializer)
+		defer serializers.Put(serializer)
+		var buf []byte
+		for _, m := range metrics {
+			line, err := serializer.Serialize(m)
+			if err != nil {
+				o.Log.Debugf("Could not serialize metric: %v", err)
+				*refused = append(*refused, sender.Refusal{Metrics: 1, Reason: fmt.Sprintf("metric %q: %v", m.Name(), err)})
+				continue
+			}
+			if buf == nil {
+				// Room for the batch at this line's length: growing the
+				// buffer line by line copies it twice over (and a payload
+				// in a new array is not adjacent to the one before).
+				buf = make([]byte, 0, len(line)*len(metrics))
+			}
+			start := len(buf)
+			buf = append(buf, line...)
+			if !yield(sender.Payload{Lines: buf[start:], Metrics: 1}) {
+				return
+			}
 		}
-		if buf == nil {
-			// Room for the batch at this line's length: growing the buffer
-			// line by line copies it twice over.
-			buf = make([]byte, 0, len(line)*len(metrics))
-		}
-		buf = append(buf, line...)
-		ends = append(ends, len(buf))
 	}
-	payloads := make([]sender.Payload, len(ends))
-	start := 0
-	for i, end := range ends {
-		payloads[i] = sender.Payload{Lines: buf[start:end], Metrics: 1}
-		start = end
-	}
-	return payloads, refused
 }
