@@ -61,6 +61,9 @@ var realPipes = []realPipe{
 	{name: pipeOckam + "-50ms", kind: pipeOckam, batch: realBatch, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
 	{name: pipeOckam + "-batch50000", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch},
 	{name: pipeOckam + "-batch50000-50ms", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
+	{name: pipeV2 + "-batch50000", kind: pipeV2, batch: 50000, gatewayBatch: realBatch},
+	{name: pipeOckamd + "-batch50000", kind: pipeOckamd, batch: 50000},
+	{name: pipeOckamd + "-batch50000-50ms", kind: pipeOckamd, batch: 50000, delay: 50 * time.Millisecond},
 }
 
 // realGatewayBatch is the ockam gateways' metric_batch_size: the device's
@@ -77,7 +80,9 @@ const realGatewayBatch = realBatch
 // which points are written into influxd (its httpd pointsWrittenOK counter,
 // polled), from the first point to the last. Each iteration runs the
 // pipelines of realPipes in turn, on one influxd; each reports the median
-// of its runs. BENCH_REAL_PIPES (names, comma-separated) runs only some.
+// of its runs. BENCH_REAL_PIPES (names, comma-separated) runs only some;
+// BENCH_KEEP_LOGS=DIR keeps the processes' logs there, at debug level (each
+// Telegraf output logs how long each batch's Write took).
 //
 // outputs.ockam waits for each batch's ack, which the listener (or ockamd)
 // sends after the gateway wrote the batch's messages to influxd;
@@ -141,6 +146,7 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 		"Addr": addr, "DeviceAddr": addr, "Input": input, "Influx": db.url, "Database": database,
 		"Batch": fmt.Sprint(p.batch), "GatewayBatch": fmt.Sprint(p.gatewayBatch),
 		"Buffer": fmt.Sprint(2 * realMetrics), "MaxMessage": cmp.Or(p.maxMessage, "256KiB"),
+		"Debug": fmt.Sprint(os.Getenv("BENCH_KEEP_LOGS") != ""),
 	}
 	gatewayTmpl, deviceTmpl := v2Gateway, v2Device
 	if p.kind != pipeV2 {
@@ -166,6 +172,10 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 	if err := dev.wait(3 * time.Minute); err != nil {
 		b.Fatalf("device: %v\n%s", err, dev.tail())
 	}
+	if d := os.Getenv("BENCH_KEEP_LOGS"); d != "" {
+		data, _ := os.ReadFile(dev.log)
+		_ = os.WriteFile(filepath.Join(d, fmt.Sprintf("device-%s.log", p.name)), data, 0o644)
+	}
 	gw.stop(b)
 }
 
@@ -178,6 +188,7 @@ const agentConf = `[agent]
   metric_batch_size = {{.Batch}}
   metric_buffer_limit = {{.Buffer}}
   omit_hostname = true
+  debug = {{.Debug}}
 `
 
 const gatewayAgentConf = `[agent]
@@ -187,6 +198,7 @@ const gatewayAgentConf = `[agent]
   metric_batch_size = {{.GatewayBatch}}
   metric_buffer_limit = {{.Buffer}}
   omit_hostname = true
+  debug = {{.Debug}}
 `
 
 const toInfluxd = `
@@ -337,6 +349,10 @@ func (p *process) stop(b testing.TB) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
 		b.Errorf("%s: %v\n%s", p.name, err, p.tail())
+	}
+	if d := os.Getenv("BENCH_KEEP_LOGS"); d != "" {
+		data, _ := os.ReadFile(p.log)
+		_ = os.WriteFile(filepath.Join(d, fmt.Sprintf("%s-%d.log", p.name, time.Now().UnixNano())), data, 0o644)
 	}
 }
 

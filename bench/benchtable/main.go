@@ -219,12 +219,14 @@ func rows(s stats) []row {
 
 // realRows are BenchmarkRealBinaries': a device Telegraf into a gateway
 // (Telegraf or ockamd) into influxd, each row with what the device's ack
-// means.
+// means, at the device's metric_batch_size of 5000 and of 50000 (the
+// gateways write batches of 5000 in both).
 func realRows(s stats) []row {
 	real := func(p string) float64 { return s.get("RealBinaries", p+"-metrics/s") }
-	const a, b = "ockam", "influxdb_v2"
-	ra, rb, direct, md := real(a), real(b), real("influxd-direct"), real("ockamd")
-	slow, big, bigSlow := real(a+"-50ms"), real(a+"-batch50000"), real(a+"-batch50000-50ms")
+	const a, b, md = "ockam", "influxdb_v2", "ockamd"
+	ra, rb, direct, rmd := real(a), real(b), real("influxd-direct"), real(md)
+	ra50, rb50, rmd50 := real(a+"-batch50000"), real(b+"-batch50000"), real(md+"-batch50000")
+	slow, slow50, mdSlow50 := real(a+"-50ms"), real(a+"-batch50000-50ms"), real(md+"-batch50000-50ms")
 	return []row{
 		{
 			what: "Real binaries into influxd 1.8, batch 5000 (ack: a in InfluxDB; b parsed by the gateway)",
@@ -233,10 +235,21 @@ func realRows(s stats) []row {
 			target: "a/b ≥ 1.0×", met: verdict(ra/rb >= 1.0, ra/rb),
 		},
 		{
-			what: "  a through ockamd instead of a gateway Telegraf (ack: in InfluxDB)", unit: "metrics/s",
-			a: md, b: math.NaN(), c: math.NaN(),
-			ratio:  fmt.Sprintf("ockamd/b %s, ockamd/a %s", times(md/rb), times(md/ra)),
-			target: "ockamd/b ≥ 1.0×", met: verdict(md/rb >= 1.0, md/rb),
+			what: "  the same, the devices' batch 50000 (gateways 5000)", unit: "metrics/s", a: ra50, b: rb50, c: math.NaN(),
+			ratio:  fmt.Sprintf("a/b %s; a/(b at 5000) %s", times(ra50/rb50), times(ra50/rb)),
+			target: "a/b ≥ 1.0×", met: verdict(ra50/rb50 >= 1.0 && ra50/rb >= 1.0, ra50/rb50, ra50/rb),
+		},
+		{
+			what: "  a through ockamd instead of a gateway Telegraf, batch 5000 (ack: in InfluxDB)", unit: "metrics/s",
+			a: rmd, b: math.NaN(), c: math.NaN(),
+			ratio:  fmt.Sprintf("ockamd/b %s, ockamd/a %s", times(rmd/rb), times(rmd/ra)),
+			target: "ockamd/b ≥ 1.0×", met: verdict(rmd/rb >= 1.0, rmd/rb),
+		},
+		{
+			what: "  a through ockamd, batch 50000 (ack: in InfluxDB)", unit: "metrics/s",
+			a: rmd50, b: math.NaN(), c: math.NaN(),
+			ratio:  fmt.Sprintf("ockamd/b %s at 50000, %s at 5000", times(rmd50/rb50), times(rmd50/rb)),
+			target: "ockamd/b ≥ 1.0×", met: verdict(rmd50/rb50 >= 1.0 && rmd50/rb >= 1.0, rmd50/rb50, rmd50/rb),
 		},
 		{what: "  influxd alone, one writer, batch 5000", unit: "metrics/s", a: direct, b: math.NaN(), c: math.NaN()},
 		{
@@ -246,13 +259,14 @@ func realRows(s stats) []row {
 			target: "≥ 80 % of 0 ms", met: verdict(slow/ra >= 0.8, slow/ra),
 		},
 		{
-			what: "  a, batch 50000", unit: "metrics/s", a: big, b: math.NaN(), c: math.NaN(),
-			ratio: times(big/ra) + " batch 5000",
+			what: "  a, 50 ms added each way, batch 50000", unit: "metrics/s", a: slow50, b: math.NaN(), c: math.NaN(),
+			ratio:  percent(slow50/ra50) + " of 0 ms at batch 50000",
+			target: "≥ 80 % of 0 ms", met: verdict(slow50/ra50 >= 0.8, slow50/ra50),
 		},
 		{
-			what: "  a, 50 ms added each way, batch 50000", unit: "metrics/s", a: bigSlow, b: math.NaN(), c: math.NaN(),
-			ratio:  percent(bigSlow/big) + " of 0 ms at batch 50000",
-			target: "≥ 80 % of 0 ms", met: verdict(bigSlow/big >= 0.8, bigSlow/big),
+			what: "  a through ockamd, 50 ms added each way, batch 50000", unit: "metrics/s", a: mdSlow50, b: math.NaN(), c: math.NaN(),
+			ratio:  percent(mdSlow50/rmd50) + " of 0 ms at batch 50000",
+			target: "≥ 80 % of 0 ms", met: verdict(mdSlow50/rmd50 >= 0.8, mdSlow50/rmd50),
 		},
 	}
 }
