@@ -226,6 +226,7 @@ func realRows(s stats) []row {
 	const a, b, md = "ockam", "influxdb_v2", "ockamd"
 	ra, rb, direct, rmd := real(a), real(b), real("influxd-direct"), real(md)
 	ra50, rb50, rmd50 := real(a+"-batch50000"), real(b+"-batch50000"), real(md+"-batch50000")
+	rbTag50, rmdBig := real(b+"-tagged-batch50000"), real(md+"-batch50000-1MiB")
 	slow, slow50, mdSlow50 := real(a+"-50ms"), real(a+"-batch50000-50ms"), real(md+"-batch50000-50ms")
 	return []row{
 		{
@@ -240,6 +241,11 @@ func realRows(s stats) []row {
 			target: "a/b ≥ 1.0×", met: verdict(ra50/rb50 >= 1.0 && ra50/rb >= 1.0, ra50/rb50, ra50/rb),
 		},
 		{
+			what: "  b with a tag the size of a's verified identity stamped by its gateway, batch 50000", unit: "metrics/s",
+			a: math.NaN(), b: rbTag50, c: math.NaN(),
+			ratio: fmt.Sprintf("a/b %s; b %s of untagged", times(ra50/rbTag50), percent(rbTag50/rb50)),
+		},
+		{
 			what: "  a through ockamd instead of a gateway Telegraf, batch 5000 (ack: in InfluxDB)", unit: "metrics/s",
 			a: rmd, b: math.NaN(), c: math.NaN(),
 			ratio:  fmt.Sprintf("ockamd/b %s, ockamd/a %s", times(rmd/rb), times(rmd/ra)),
@@ -250,6 +256,12 @@ func realRows(s stats) []row {
 			a: rmd50, b: math.NaN(), c: math.NaN(),
 			ratio:  fmt.Sprintf("ockamd/b %s at 50000, %s at 5000", times(rmd50/rb50), times(rmd50/rb)),
 			target: "ockamd/b ≥ 1.0×", met: verdict(rmd50/rb50 >= 1.0 && rmd50/rb >= 1.0, rmd50/rb50, rmd50/rb),
+		},
+		{
+			what: "  a through ockamd, batch 50000, the device's max_message_size 1MiB", unit: "metrics/s",
+			a: rmdBig, b: math.NaN(), c: math.NaN(),
+			ratio:  fmt.Sprintf("ockamd/b %s at 50000, %s at 5000", times(rmdBig/rb50), times(rmdBig/rb)),
+			target: "ockamd/b ≥ 1.0×", met: verdict(rmdBig/rb50 >= 1.0 && rmdBig/rb >= 1.0, rmdBig/rb50, rmdBig/rb),
 		},
 		{what: "  influxd alone, one writer, batch 5000", unit: "metrics/s", a: direct, b: math.NaN(), c: math.NaN()},
 		{
