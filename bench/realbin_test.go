@@ -164,7 +164,7 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 		"Addr": addr, "DeviceAddr": addr, "Input": input, "Influx": db.url, "Database": database,
 		"Batch": fmt.Sprint(p.batch), "GatewayBatch": fmt.Sprint(p.gatewayBatch),
 		"Buffer": fmt.Sprint(2 * realMetrics), "MaxMessage": cmp.Or(p.maxMessage, "256KiB"),
-		"Debug": fmt.Sprint(os.Getenv("BENCH_KEEP_LOGS") != ""),
+		"Debug":        fmt.Sprint(os.Getenv("BENCH_KEEP_LOGS") != ""),
 		"GatewayFlush": cmp.Or(os.Getenv("BENCH_GATEWAY_FLUSH"), realGatewayFlush),
 	}
 	gatewayTmpl, deviceTmpl := v2Gateway, v2Device
