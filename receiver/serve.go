@@ -283,7 +283,6 @@ func (r *Receiver) serve(ctx context.Context, nc net.Conn, handshakeDone func())
 		return
 	}
 	defer r.perIdentity.release(ch.Peer().Identifier.String()) // taken by admit
-	ch.SetMaxMessageSize(r.cfg.MaxReceivedMessageSize)
 	parser, err := newParser()
 	if err != nil { // checked in Init
 		ch.Close("internal error")
@@ -333,6 +332,8 @@ func (r *Receiver) handshake(c *conn) (*secure.Channel, error) {
 		Credential: cur.Credential,
 		Verifier:   cur.Verifier,
 		Now:        r.now,
+		// max_received_message_size: a larger message is nacked for good
+		MaxMessageSize: r.cfg.MaxReceivedMessageSize,
 		Admit: func(p *secure.Peer) error {
 			// A compromised device must not hold every connection slot
 			// with its one credential (docs/SECURITY.md, W5).

@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ const DefaultHandshakeTimeout = 10 * time.Second
 // it has no deadline, DefaultHandshakeTimeout does): when it ends first, t
 // is closed. On error t is closed.
 func Dial(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, error) {
-	return runHandshake(ctx, t, func() (*Session, error) {
+	return runHandshake(ctx, t, cfg.MaxMessageSize, func() (*Session, error) {
 		i, err := NewInitiator(cfg)
 		if err != nil {
 			return nil, err
@@ -96,7 +97,7 @@ func awaitAccept(t Transport, s *Session) error {
 
 // Accept runs the responder's handshake over t, like Dial.
 func Accept(ctx context.Context, t Transport, cfg HandshakeConfig) (*Channel, error) {
-	return runHandshake(ctx, t, func() (*Session, error) {
+	return runHandshake(ctx, t, cfg.MaxMessageSize, func() (*Session, error) {
 		r, err := NewResponder(cfg)
 		if err != nil {
 			return nil, err
@@ -163,7 +164,7 @@ func sendControl(t Transport, s *Session, m Message) error {
 }
 
 // runHandshake runs steps with t closed if ctx ends first.
-func runHandshake(ctx context.Context, t Transport, steps func() (*Session, error)) (*Channel, error) {
+func runHandshake(ctx context.Context, t Transport, maxMessage int, steps func() (*Session, error)) (*Channel, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultHandshakeTimeout)
@@ -182,7 +183,7 @@ func runHandshake(ctx context.Context, t Transport, steps func() (*Session, erro
 		t.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	return &Channel{t: t, session: s, reasm: reassembler{max: DefaultMaxMessageSize}}, nil
+	return &Channel{t: t, session: s, reasm: reassembler{max: cmp.Or(maxMessage, DefaultMaxMessageSize)}}, nil
 }
 
 // Peer returns the verified peer of the channel.
@@ -190,10 +191,6 @@ func (c *Channel) Peer() *Peer { return c.session.peer }
 
 // ChannelBinding returns the handshake hash, equal on both ends.
 func (c *Channel) ChannelBinding() []byte { return c.session.ChannelBinding() }
-
-// SetMaxMessageSize sets the bound on a reassembled data payload (default
-// DefaultMaxMessageSize). Call it before the first Receive.
-func (c *Channel) SetMaxMessageSize(n int) { c.reasm.max = n }
 
 // Send seals and writes m, splitting a data payload into fragments.
 func (c *Channel) Send(m Message) error {

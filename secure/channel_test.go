@@ -78,6 +78,16 @@ func TestChannelFragmentation(t *testing.T) {
 	require.Equal(t, 65509, maxFragment, "65535 - 16 (tag) - 10 (data header)")
 }
 
+// TestHandshakeNegativeMaxMessageSize: a negative bound is a configuration
+// error, not "no bound".
+func TestHandshakeNegativeMaxMessageSize(t *testing.T) {
+	e := newTestEnv(t)
+	cfg := e.listenerConfig()
+	cfg.MaxMessageSize = -1
+	_, err := NewResponder(cfg)
+	require.EqualError(t, err, "secure: MaxMessageSize -1 is negative")
+}
+
 func TestChannelReassemblyBound(t *testing.T) {
 	e := newTestEnv(t)
 	for _, tc := range []struct {
@@ -91,10 +101,13 @@ func TestChannelReassemblyBound(t *testing.T) {
 		{"set bound of one fragment, two sent", maxFragment, maxFragment + 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dev, lis, _, _ := newChannelPair(t, e)
-			if tc.max != 0 {
-				lis.SetMaxMessageSize(tc.max)
-			}
+			dt, lt := newMemPipe(64)
+			lcfg := e.listenerConfig()
+			lcfg.MaxMessageSize = tc.max // 0: the default
+			dev, lis, derr, lerr := dialAccept(t, dt, lt, e.deviceConfig(), lcfg)
+			require.NoError(t, derr)
+			require.NoError(t, lerr)
+			t.Cleanup(func() { dt.Close(); lt.Close() })
 			sendAsync(dev, Message{Type: TypeData, Batch: 1, Payload: pattern(tc.len, 1)})
 			m, err := lis.Receive()
 			require.NoError(t, err)

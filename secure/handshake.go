@@ -77,6 +77,11 @@ type HandshakeConfig struct {
 	// with its code, any other error with RefusedUnauthorized. nil admits
 	// every verified initiator.
 	Admit func(*Peer) error
+	// MaxMessageSize bounds a data payload this side of the channel
+	// reassembles from fragments (0: DefaultMaxMessageSize); a larger one
+	// is received as Message.TooLarge. A listener sets its
+	// max_received_message_size here.
+	MaxMessageSize int
 	// Now returns the time for validity checks (nil: time.Now).
 	Now func() time.Time
 	// Random supplies the ephemeral key (nil: crypto/rand). Test vectors
@@ -102,6 +107,9 @@ type handshake struct {
 func newHandshake(cfg HandshakeConfig, initiator bool) (*handshake, error) {
 	if cfg.Identity == nil || cfg.Credential == nil || cfg.Verifier == nil {
 		return nil, errors.New("secure: handshake needs an identity, a credential and a verifier")
+	}
+	if cfg.MaxMessageSize < 0 {
+		return nil, fmt.Errorf("secure: MaxMessageSize %d is negative", cfg.MaxMessageSize)
 	}
 	random := cfg.Random
 	if random == nil {

@@ -130,7 +130,7 @@ type Message struct {
 	// Code says why a refuse message refused the channel.
 	Code RefusalCode
 	// TooLarge is set by Receive on a data message whose reassembled
-	// payload would exceed the bound (SetMaxMessageSize): its fragments were
+	// payload would exceed the bound (HandshakeConfig.MaxMessageSize): its fragments were
 	// read to the last and discarded, and Payload is nil. The channel stays
 	// usable; the receiver answers with a permanent nack. Send ignores it.
 	TooLarge bool
