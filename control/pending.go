@@ -98,7 +98,7 @@ func OpenPending(path string, credentials *secure.Verifier, limits PendingLimits
 		return nil, fmt.Errorf("control: pending limits %+v: want at least one instruction of the largest size", limits)
 	}
 	p := &Pending{credentials: credentials, limits: limits, path: path}
-	data, err := readState(path, 5+limits.Bytes+int64(limits.Total)*8+MaxAnswered*secure.IdentifierSize)
+	data, err := ReadState(path, 5+limits.Bytes+int64(limits.Total)*8+MaxAnswered*secure.IdentifierSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return p, nil
 	}
@@ -133,9 +133,10 @@ func OpenPending(path string, credentials *secure.Verifier, limits PendingLimits
 	return p, nil
 }
 
-// readState reads a state file of at most max bytes that only its owner
-// may write.
-func readState(path string, max int64) ([]byte, error) {
+// ReadState reads a state file of at most max bytes that only its owner
+// may write (a regular file, not writable by group or others): the
+// gateway's pending store, the device's sequence store and its outbox.
+func ReadState(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -50,7 +50,7 @@ type SequenceStore struct {
 // would be one edit away) and a malformed one.
 func OpenSequenceStore(path string) (*SequenceStore, error) {
 	s := &SequenceStore{path: path, last: map[secure.Identifier]uint64{}}
-	data, err := readState(path, maxStoreSize)
+	data, err := ReadState(path, maxStoreSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
 	}

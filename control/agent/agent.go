@@ -16,9 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"sync"
 	"time"
 
@@ -117,7 +115,7 @@ func New(cfg Config) (*Agent, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
-	b, err := readOutbox(cfg.Outbox)
+	b, err := control.ReadState(cfg.Outbox, maxOutboxFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -153,26 +151,6 @@ func (a *Agent) Outbox() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.outbox)
-}
-
-func readOutbox(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%s: mode %v: group or others may write it; want 0600", path, fi.Mode())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxOutboxFile+1))
-	if err == nil && len(b) > maxOutboxFile {
-		err = fmt.Errorf("%s: larger than %d bytes", path, maxOutboxFile)
-	}
-	return b, err
 }
 
 func parseOutbox(b []byte) ([]entry, error) {
