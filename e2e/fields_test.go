@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -181,23 +179,9 @@ func (db *influxDB) seqsOf(measurement, id string) []int64 {
 // of its first series (none: nil).
 func influxQL(t *testing.T, db *influxDB, q string) [][]any {
 	t.Helper()
-	resp, err := http.Get(db.url() + "/query?" + url.Values{"db": {database}, "q": {q}}.Encode())
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var answer struct {
-		Results []struct {
-			Error  string `json:"error"`
-			Series []struct {
-				Values [][]any `json:"values"`
-			} `json:"series"`
-		} `json:"results"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
-	require.Len(t, answer.Results, 1)
-	require.Empty(t, answer.Results[0].Error, q)
-	if len(answer.Results[0].Series) == 0 {
+	series := influxQLSeries(t, db, q)
+	if len(series) == 0 {
 		return nil
 	}
-	return answer.Results[0].Series[0].Values
+	return series[0].Values
 }
