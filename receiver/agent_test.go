@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -81,13 +80,7 @@ func (a *agentDevice) Expect(batch uint64, w chan<- secure.Message) {
 func (a *agentDevice) connect(f *fixture, addr net.Addr) {
 	t := a.t
 	t.Helper()
-	nc, err := net.Dial("tcp", addr.String())
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	ch, err := secure.Dial(ctx, secure.NewStreamTransport(nc), secure.HandshakeConfig{
-		Identity: a.d.id, Credential: a.d.cred, Verifier: f.verifier})
-	require.NoError(t, err)
+	ch := f.open(t, a.d, addr)
 	a.ch, a.waiters, a.done = ch, map[uint64]chan<- secure.Message{}, make(chan struct{})
 	a.session = a.agent.NewSession(a)
 	go func() {

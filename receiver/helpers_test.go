@@ -136,8 +136,8 @@ type client struct {
 	err     error
 }
 
-// dial opens a channel from d to addr.
-func (f *fixture) dial(t *testing.T, d *device, addr net.Addr) *client {
+// open opens a channel from d to addr, without a reader.
+func (f *fixture) open(t *testing.T, d *device, addr net.Addr) *secure.Channel {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr.String())
 	require.NoError(t, err)
@@ -147,6 +147,13 @@ func (f *fixture) dial(t *testing.T, d *device, addr net.Addr) *client {
 		Identity: d.id, Credential: d.cred, Verifier: f.verifier,
 	})
 	require.NoError(t, err)
+	return ch
+}
+
+// dial opens a channel from d to addr, whose answers a reader collects.
+func (f *fixture) dial(t *testing.T, d *device, addr net.Addr) *client {
+	t.Helper()
+	ch := f.open(t, d, addr)
 	c := &client{t: t, ch: ch, replies: make(chan secure.Message, 100), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
