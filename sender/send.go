@@ -247,24 +247,12 @@ type message struct {
 	metrics int    // how many metrics (lines) it holds
 }
 
-// pack packs payloads into messages of at most MaxMessageSize bytes. A
-// payload larger than that is cut at line ends, and a line larger than
-// that travels alone. A line larger than any listener accepts is logged,
-// dropped and returned as refused: no retry can deliver it.
-//
-// Payloads adjacent in memory (subslices of one buffer, in order) are
-// packed without a copy; messages may share memory with payloads.
-func (s *Sender) pack(payloads []Payload) ([]message, []Refusal) {
-	p := packer{limit: s.cfg.MaxMessageSize}
-	for _, pl := range payloads {
-		s.packPayload(&p, pl)
-	}
-	p.flush()
-	return p.msgs, p.refused
-}
-
-// packPayload adds pl to p, cut at line ends if it is larger than a
-// message.
+// packPayload adds pl to p: packed into messages of at most
+// MaxMessageSize bytes, a payload larger than that cut at line ends, and a
+// line larger than that alone. A line larger than any listener accepts is
+// logged, dropped and refused: no retry can deliver it. Payloads adjacent
+// in memory (subslices of one buffer, in order) are packed without a copy;
+// messages may share memory with payloads.
 func (s *Sender) packPayload(p *packer, pl Payload) {
 	if len(pl.Lines) <= p.limit {
 		p.add(pl.Lines, pl.Metrics)

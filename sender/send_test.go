@@ -307,3 +307,14 @@ func (nopLog) Errorf(string, ...any) {}
 func (nopLog) Warnf(string, ...any)  {}
 func (nopLog) Infof(string, ...any)  {}
 func (nopLog) Debugf(string, ...any) {}
+
+// pack packs payloads as SendSeq does, and returns the messages instead of
+// sending them.
+func (s *Sender) pack(payloads []Payload) ([]message, []Refusal) {
+	p := packer{limit: s.cfg.MaxMessageSize}
+	for _, pl := range payloads {
+		s.packPayload(&p, pl)
+	}
+	p.flush()
+	return p.msgs, p.refused
+}
