@@ -170,6 +170,7 @@ func checkConfig(fc fileConfig, l *ockam_listener.Listener) (*daemonConfig, erro
 			BucketTemplate:  ic.BucketTemplate,
 			CreateDatabase:  ic.CreateDatabase,
 			Timeout:         time.Duration(ic.Timeout),
+			ParallelWrites:  ic.MaxParallelWrites,
 			UintSupport:     ic.UintSupport,
 			TLS:             tlsConfig,
 		},
