@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,8 +48,9 @@ type WriterConfig struct {
 	Statistics     *selfstat.Collector
 }
 
-// Writer writes groups of metrics to InfluxDB, one blocking write per
-// group and bucket, and maps the answer to an Outcome:
+// Writer writes groups of metrics (the messages of devices) to InfluxDB,
+// one blocking write per bucket for the groups it is given together, and
+// maps the answer to an Outcome:
 //
 //	2xx                                  delivered
 //	400 and other 4xx (bad points,       permanent, with InfluxDB's message
@@ -168,31 +170,77 @@ func (w *Writer) Status() Status {
 	return w.status
 }
 
-// Write writes metrics, split by bucket, and returns the outcome of the
-// first write that fails, or delivered. A metric that cannot be written as
-// line protocol is logged and skipped, as Telegraf's InfluxDB outputs do.
+// WriteGroups writes groups, the metrics of one or more messages, together:
+// one write per bucket. It returns each group's outcome, the same for all,
+// unless InfluxDB refused the write for good: then each group is written
+// again alone, so that only a group that holds a refused point is refused.
+// (A partial write stored the other points already; InfluxDB keeps one
+// point per series and time, so writing them again changes nothing.) A
+// metric that cannot be written as line protocol is logged and skipped, as
+// Telegraf's InfluxDB outputs do.
+func (w *Writer) WriteGroups(ctx context.Context, groups [][]telegraf.Metric) []Outcome {
+	out := make([]Outcome, len(groups))
+	if len(groups) > 1 {
+		f := w.write(ctx, slices.Concat(groups...), false)
+		if !f.outcome.Permanent {
+			for i := range out {
+				out[i] = f.outcome
+			}
+			w.count(f, len(groups))
+			return out
+		}
+		w.log.Debugf("InfluxDB refused the write of %d messages together for good (%v): writing each alone", len(groups), f.err)
+	}
+	for i, g := range groups {
+		f := w.write(ctx, g, true)
+		out[i] = f.outcome
+		w.count(f, 1)
+	}
+	return out
+}
+
+// Write writes the metrics of one message: WriteGroups of one group.
 func (w *Writer) Write(ctx context.Context, metrics []telegraf.Metric) Outcome {
+	return w.WriteGroups(ctx, [][]telegraf.Metric{metrics})[0]
+}
+
+// count counts groups that one write ended with f.
+func (w *Writer) count(f failure, groups int) {
+	switch {
+	case f.outcome.Delivered:
+		w.stats.groupsWritten.Incr(int64(groups))
+	case f.outcome.Permanent:
+		w.stats.groupsRefused.Incr(int64(groups))
+	default:
+		w.stats.groupsFailed[f.kind].Incr(int64(groups))
+	}
+}
+
+// write writes metrics, split by bucket, and returns how the first write
+// that fails failed, or delivered. alone: metrics are one message's, and a
+// refusal is that message's (logged); else a refusal is only logged at
+// debug level, and each message written again.
+func (w *Writer) write(ctx context.Context, metrics []telegraf.Metric, alone bool) failure {
 	buckets, byBucket, err := w.route.split(metrics)
 	if err != nil {
-		w.stats.groupsRefused.Incr(1)
-		if w.alarms.allow("route", time.Now(), alarmPeriod) {
+		if alone && w.alarms.allow("route", time.Now(), alarmPeriod) {
 			w.log.Warnf("Refused %d metrics for good: %v; further refusals are logged at most once a minute", len(metrics), err)
 		}
-		return Outcome{Permanent: true, Reason: err.Error()}
+		return failure{Outcome{Permanent: true, Reason: err.Error()}, kindRefused, err}
 	}
 	for _, b := range buckets {
-		if o := w.writeBucket(ctx, b, byBucket[b]); !o.Delivered {
-			return o
+		if f := w.writeBucket(ctx, b, byBucket[b], alone); !f.outcome.Delivered {
+			return f
 		}
 	}
-	return Outcome{Delivered: true}
+	return failure{outcome: Outcome{Delivered: true}}
 }
 
 // writeBucket writes metrics to bucket, creating its database if allowed.
-func (w *Writer) writeBucket(ctx context.Context, bucket string, metrics []telegraf.Metric) Outcome {
+func (w *Writer) writeBucket(ctx context.Context, bucket string, metrics []telegraf.Metric, alone bool) failure {
 	body, n := w.serialize(metrics)
 	if n == 0 {
-		return Outcome{Delivered: true}
+		return failure{outcome: Outcome{Delivered: true}}
 	}
 	start := time.Now()
 	err := w.post(ctx, bucket, body)
@@ -207,12 +255,13 @@ func (w *Writer) writeBucket(ctx context.Context, bucket string, metrics []teleg
 		}
 	}
 	w.stats.writeTime.Incr(time.Since(start).Nanoseconds())
+	w.stats.writes.Incr(1)
 	f := classify(err, w.timeout)
 	if f.kind == kindNotFound {
 		f.outcome.Reason += notFoundFix(bucket, w.create)
 	}
-	w.record(bucket, n, f)
-	return f.outcome
+	w.record(bucket, n, f, alone)
+	return f
 }
 
 // serialize returns metrics as line protocol, and how many it holds.
@@ -315,12 +364,12 @@ func queryError(r io.Reader) error {
 	return nil
 }
 
-// record counts a write's result, keeps the status and logs failures, each
-// kind at most once per alarmPeriod.
-func (w *Writer) record(bucket string, n int, f failure) {
+// record counts the metrics of a write, keeps the status and logs failures,
+// each kind at most once per alarmPeriod (a refusal only when the write
+// was one message's: alone).
+func (w *Writer) record(bucket string, n int, f failure, alone bool) {
 	now := time.Now()
 	if f.outcome.Delivered {
-		w.stats.groupsWritten.Incr(1)
 		w.stats.metricsWritten.Incr(int64(n))
 		w.mu.Lock()
 		recovered := w.status.Failing != ""
@@ -332,14 +381,12 @@ func (w *Writer) record(bucket string, n int, f failure) {
 		return
 	}
 	if f.outcome.Permanent {
-		w.stats.groupsRefused.Incr(1)
-		if w.alarms.allow(f.kind, now, alarmPeriod) {
+		if alone && w.alarms.allow(f.kind, now, alarmPeriod) {
 			w.log.Warnf("InfluxDB refused %d metrics for bucket %q for good, the sender drops them: %v; "+
 				"further refusals are logged at most once a minute", n, bucket, f.err)
 		}
 		return
 	}
-	w.stats.groupsFailed[f.kind].Incr(1)
 	if f.kind == kindCanceled {
 		return // shutting down: nothing is wrong with InfluxDB
 	}

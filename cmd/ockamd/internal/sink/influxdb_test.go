@@ -468,3 +468,62 @@ func BenchmarkSerialize(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteGroups: the groups of several messages go in one write, and each
+// gets the write's outcome; when InfluxDB refuses that write for good, each
+// group is written again alone and only the one holding the refused point
+// is refused.
+func TestWriteGroups(t *testing.T) {
+	lines := func(vs ...string) string {
+		var b strings.Builder
+		for _, v := range vs {
+			b.WriteString("temp,ockam_identity=Iabc,site=plant-7 value=" + v + " 1700000000000000000\n")
+		}
+		return b.String()
+	}
+	groups := [][]telegraf.Metric{{temp("plant-7", 1.5), temp("plant-7", 2.5)}, {temp("plant-7", "bad")}, {temp("plant-7", 3.5)}}
+	conflict := `partial write: field type conflict: input field "value" on measurement "temp" is type string, already exists as type float dropped=1`
+	refused := Outcome{Permanent: true, Reason: "influxdb 400: " + conflict}
+
+	t.Run("delivered", func(t *testing.T) {
+		f := newFakeInfluxDB(t, noContent)
+		w, _ := newTestWriter(t, f.srv.URL, nil)
+		require.Equal(t, []Outcome{{Delivered: true}, {Delivered: true}, {Delivered: true}}, w.WriteGroups(context.Background(), groups))
+		reqs := f.requests()
+		require.Len(t, reqs, 1, "one write for the three messages")
+		require.Equal(t, lines("1.5", "2.5", `"bad"`, "3.5"), reqs[0].body)
+		require.Equal(t, int64(3), w.stats.groupsWritten.Get())
+		require.Equal(t, int64(4), w.stats.metricsWritten.Get())
+		require.Equal(t, int64(1), w.stats.writes.Get())
+	})
+	t.Run("refused", func(t *testing.T) {
+		f := newFakeInfluxDB(t, influx18(400, conflict), noContent, influx18(400, conflict), noContent)
+		w, log := newTestWriter(t, f.srv.URL, nil)
+		require.Equal(t, []Outcome{{Delivered: true}, refused, {Delivered: true}}, w.WriteGroups(context.Background(), groups))
+		var bodies []string
+		for _, r := range f.requests() {
+			bodies = append(bodies, r.body)
+		}
+		require.Equal(t, []string{lines("1.5", "2.5", `"bad"`, "3.5"), lines("1.5", "2.5"), lines(`"bad"`), lines("3.5")}, bodies)
+		require.Equal(t, int64(2), w.stats.groupsWritten.Get())
+		require.Equal(t, int64(1), w.stats.groupsRefused.Get())
+		require.Equal(t, int64(3), w.stats.metricsWritten.Get())
+		require.Equal(t, int64(4), w.stats.writes.Get())
+		var warnings []string
+		for _, m := range log.Messages() {
+			if m.Level == testutil.LevelWarn {
+				warnings = append(warnings, m.Text)
+			}
+		}
+		require.Equal(t, []string{`InfluxDB refused 1 metrics for bucket "telemetry" for good, the sender drops them: 400 Bad Request: ` +
+			conflict + `; further refusals are logged at most once a minute`}, warnings, "the message's refusal is logged, not the group's")
+	})
+	t.Run("transient", func(t *testing.T) {
+		f := newFakeInfluxDB(t, influx18(503, "busy"))
+		w, _ := newTestWriter(t, f.srv.URL, nil)
+		busy := Outcome{Reason: "influxdb 503: service temporarily unavailable"} // the client's text for a 503
+		require.Equal(t, []Outcome{busy, busy, busy}, w.WriteGroups(context.Background(), groups))
+		require.Len(t, f.requests(), 1, "not written again alone: the sender retries")
+		require.Equal(t, int64(3), w.stats.groupsFailed[kindUnavailable].Get())
+	})
+}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,12 +27,13 @@ type fakeWriter struct {
 	gate    chan struct{}
 
 	mu        sync.Mutex
-	written   [][]telegraf.Metric
+	writes    [][][]telegraf.Metric // the groups of each write
+	written   [][]telegraf.Metric   // every group written
 	active    atomic.Int64
 	maxActive atomic.Int64
 }
 
-func (f *fakeWriter) Write(ctx context.Context, ms []telegraf.Metric) Outcome {
+func (f *fakeWriter) WriteGroups(ctx context.Context, groups [][]telegraf.Metric) []Outcome {
 	n := f.active.Add(1)
 	defer f.active.Add(-1)
 	for {
@@ -40,20 +42,28 @@ func (f *fakeWriter) Write(ctx context.Context, ms []telegraf.Metric) Outcome {
 			break
 		}
 	}
+	out := make([]Outcome, len(groups))
 	if f.gate != nil {
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
-			return Outcome{Reason: "canceled"}
+			for i := range out {
+				out[i] = Outcome{Reason: "canceled"}
+			}
+			return out
 		}
 	}
 	f.mu.Lock()
-	f.written = append(f.written, ms)
+	f.writes = append(f.writes, groups)
+	f.written = append(f.written, groups...)
 	f.mu.Unlock()
-	if f.outcome == nil {
-		return Outcome{Delivered: true}
+	for i, g := range groups {
+		out[i] = Outcome{Delivered: true}
+		if f.outcome != nil {
+			out[i] = f.outcome(g)
+		}
 	}
-	return f.outcome(ms)
+	return out
 }
 
 // outcomeCh gets the outcome of one delivered message, once done is called.
@@ -149,8 +159,10 @@ func TestSinkParallelWrites(t *testing.T) {
 		var answers []outcomeCh
 		for i := range 8 {
 			answers = append(answers, deliver(t, s, group(float64(i))))
+			// A worker takes the messages queued behind the one it
+			// takes: let one take each of the first three alone.
+			synctest.Wait()
 		}
-		synctest.Wait() // every worker is in a write, or idle
 		require.Equal(t, int64(3), w.active.Load())
 		require.Equal(t, int64(3), w.maxActive.Load())
 		for _, a := range answers {
@@ -161,6 +173,44 @@ func TestSinkParallelWrites(t *testing.T) {
 			a.requireOutcome(t, receiver.Delivered())
 		}
 		require.Equal(t, int64(3), w.maxActive.Load())
+	})
+}
+
+// TestSinkWritesQueuedTogether runs on the bubble's clock
+// (testing/synctest): the messages that queued while the only worker wrote
+// are written together, until they hold MaxWriteMetrics metrics, and each
+// gets its own outcome.
+func TestSinkWritesQueuedTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{gate: make(chan struct{}), outcome: func(ms []telegraf.Metric) Outcome {
+			if v, _ := ms[0].GetField("value"); v == 3.0 {
+				return Outcome{Permanent: true, Reason: "influxdb 400: partial write"}
+			}
+			return Outcome{Delivered: true}
+		}}
+		s := newTestSink(t, w, 1, 10)
+		first := deliver(t, s, group(1))
+		synctest.Wait() // the worker writes it alone
+		small := []outcomeCh{deliver(t, s, group(2, 2)), deliver(t, s, group(3)), deliver(t, s, group(4))}
+		close(w.gate)
+		first.requireOutcome(t, receiver.Delivered())
+		small[0].requireOutcome(t, receiver.Delivered())
+		small[1].requireOutcome(t, receiver.Outcome{Permanent: true, Reason: "influxdb 400: partial write"})
+		small[2].requireOutcome(t, receiver.Delivered())
+		require.Equal(t, [][][]telegraf.Metric{{group(1)}, {group(2, 2), group(3), group(4)}}, w.writes)
+
+		// Large messages: taken until MaxWriteMetrics is reached, never split.
+		w.gate, w.writes = make(chan struct{}), nil
+		big := func(v float64) []telegraf.Metric { return group(slices.Repeat([]float64{v}, MaxWriteMetrics*3/5)...) }
+		first = deliver(t, s, big(11))
+		synctest.Wait()
+		large := []outcomeCh{deliver(t, s, big(12)), deliver(t, s, big(13)), deliver(t, s, big(14))}
+		close(w.gate)
+		first.requireOutcome(t, receiver.Delivered())
+		for _, a := range large {
+			a.requireOutcome(t, receiver.Delivered())
+		}
+		require.Equal(t, [][][]telegraf.Metric{{big(11)}, {big(12), big(13)}, {big(14)}}, w.writes)
 	})
 }
 

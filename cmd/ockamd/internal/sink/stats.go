@@ -9,7 +9,8 @@ const statsMeasurement = "ockamd"
 // stats are the Writer's internal metrics, registered once (a
 // selfstat.Collector is not safe for concurrent use; a Stat is).
 type stats struct {
-	groupsWritten    selfstat.Stat // groups InfluxDB stored
+	groupsWritten    selfstat.Stat // groups (messages) InfluxDB stored
+	writes           selfstat.Stat // HTTP writes, one for several groups queued together
 	metricsWritten   selfstat.Stat
 	groupsRefused    selfstat.Stat            // permanent: InfluxDB refused, or no bucket name
 	groupsFailed     map[string]selfstat.Stat // transient, by reason (failureKinds)
@@ -24,6 +25,7 @@ func newStats(c *selfstat.Collector) *stats {
 	s := &stats{
 		groupsWritten:    c.Register(statsMeasurement, "groups_written", nil),
 		metricsWritten:   c.Register(statsMeasurement, "metrics_written", nil),
+		writes:           c.Register(statsMeasurement, "writes", nil),
 		groupsRefused:    c.Register(statsMeasurement, "groups_refused", nil),
 		groupsFailed:     make(map[string]selfstat.Stat, len(failureKinds)),
 		databasesCreated: c.Register(statsMeasurement, "databases_created", nil),
