@@ -49,6 +49,9 @@ type realPipe struct {
 	// metric, with processors.override: what the verified identity costs
 	// the gateway's write and influxd, without the guarantee.
 	tagged bool
+	// untagged: the ockam gateway stamps no tag (identity_tag = ""): what
+	// the guarantee and the channel cost without the tag.
+	untagged bool
 }
 
 // pipeOckamd: the device's outputs.ockam into ockamd, which writes each
@@ -66,8 +69,11 @@ var realPipes = []realPipe{
 	{name: pipeOckam + "-50ms", kind: pipeOckam, batch: realBatch, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
 	{name: pipeOckam + "-batch50000", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch},
 	{name: pipeOckam + "-batch50000-50ms", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch, delay: 50 * time.Millisecond},
+	{name: pipeV2 + "-tagged", kind: pipeV2, batch: realBatch, gatewayBatch: realBatch, tagged: true},
+	{name: pipeOckam + "-untagged", kind: pipeOckam, batch: realBatch, gatewayBatch: realGatewayBatch, untagged: true},
 	{name: pipeV2 + "-batch50000", kind: pipeV2, batch: 50000, gatewayBatch: realBatch},
 	{name: pipeV2 + "-tagged-batch50000", kind: pipeV2, batch: 50000, gatewayBatch: realBatch, tagged: true},
+	{name: pipeOckam + "-untagged-batch50000", kind: pipeOckam, batch: 50000, gatewayBatch: realGatewayBatch, untagged: true},
 	{name: pipeOckamd + "-batch50000", kind: pipeOckamd, batch: 50000},
 	{name: pipeOckamd + "-batch50000-1MiB", kind: pipeOckamd, batch: 50000, maxMessage: "1MiB"},
 	{name: pipeOckamd + "-batch50000-50ms", kind: pipeOckamd, batch: 50000, delay: 50 * time.Millisecond},
@@ -128,6 +134,7 @@ func BenchmarkRealBinaries(b *testing.B) {
 		})
 	}
 	rates := make([][]float64, len(pipes))
+	cpus := make([][3][]float64, len(pipes)) // device, gateway, influxd
 	for b.Loop() {
 		for i, p := range pipes {
 			database := fmt.Sprintf("bench_%d", collectors.Add(1))
@@ -135,13 +142,19 @@ func BenchmarkRealBinaries(b *testing.B) {
 			base, err := db.pointsWritten()
 			must(b, err)
 			watch := db.watch(base, realMetrics)
+			influxdCPU := processCPU(b, db.process)
+			var device, gateway time.Duration
 			if p.kind == "influxd-direct" {
 				db.postFile(b, database, input)
 			} else {
-				runPipeline(b, p, binDir, input, db, database)
+				device, gateway = runPipeline(b, p, binDir, input, db, database)
 			}
 			elapsed, err := (<-watch)()
 			must(b, err)
+			influxdCPU = processCPU(b, db.process) - influxdCPU
+			for j, t := range []time.Duration{device, gateway, influxdCPU} {
+				cpus[i][j] = append(cpus[i][j], t.Seconds()*1e6/realMetrics)
+			}
 			if got := db.count(b, database); got != realMetrics {
 				b.Fatalf("%s: influxd holds %d points, want %d", p.name, got, realMetrics)
 			}
@@ -152,12 +165,22 @@ func BenchmarkRealBinaries(b *testing.B) {
 	for i, p := range pipes {
 		slices.Sort(rates[i])
 		b.ReportMetric(rates[i][len(rates[i])/2], p.name+"-metrics/s")
+		for j, unit := range []string{"-device-cpu-s/1M", "-gateway-cpu-s/1M", "-influxd-cpu-s/1M"} {
+			if p.kind == "influxd-direct" && j < 2 {
+				continue
+			}
+			slices.Sort(cpus[i][j])
+			b.ReportMetric(cpus[i][j][len(cpus[i][j])/2], p.name+unit)
+		}
 	}
 }
 
 // runPipeline runs the gateway and then the device, and waits until the
-// device has written everything.
-func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, database string) {
+// device has written everything. It returns the CPU time each spent: the
+// device in its whole run (reading and parsing the workload included, the
+// same in every pipeline), the gateway from the moment it listened until
+// it stopped.
+func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, database string) (device, gateway time.Duration) {
 	telegraf := filepath.Join(binDir, "telegraf")
 	addr := ockamtest.FreeAddr(b)
 	conf := map[string]string{
@@ -166,6 +189,10 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 		"Buffer": fmt.Sprint(2 * realMetrics), "MaxMessage": cmp.Or(p.maxMessage, "256KiB"),
 		"Debug":        fmt.Sprint(os.Getenv("BENCH_KEEP_LOGS") != ""),
 		"GatewayFlush": cmp.Or(os.Getenv("BENCH_GATEWAY_FLUSH"), realGatewayFlush),
+		"IdentityTag":  "ockam_identity",
+	}
+	if p.untagged {
+		conf["IdentityTag"] = ""
 	}
 	gatewayTmpl, deviceTmpl := v2Gateway, v2Device
 	if p.kind != pipeV2 {
@@ -187,6 +214,7 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 		gw = startProcess(b, "gateway", telegraf, "--config", render(b, gatewayTmpl, conf))
 	}
 	waitListening(b, gw, addr)
+	gatewayCPU := processCPU(b, gw)
 	if p.delay > 0 {
 		conf["DeviceAddr"] = startDelayProxy(b, addr, p.delay)
 	}
@@ -198,7 +226,9 @@ func runPipeline(b *testing.B, p realPipe, binDir, input string, db *influxdb, d
 		data, _ := os.ReadFile(dev.log)
 		_ = os.WriteFile(filepath.Join(d, fmt.Sprintf("device-%s.log", p.name)), data, 0o644)
 	}
+	gatewayCPU = processCPU(b, gw) - gatewayCPU
 	gw.stop(b)
+	return dev.cmd.ProcessState.UserTime() + dev.cmd.ProcessState.SystemTime(), gatewayCPU
 }
 
 // The configurations. Both gateway Telegrafs write to influxd with
@@ -245,6 +275,7 @@ var (
   vault_path = "{{.GatewayVault}}"
   credential_path = "{{.GatewayCred}}"
   authority_paths = ["{{.Authority}}"]
+  identity_tag = "{{.IdentityTag}}"
 ` + toInfluxd
 	ockamDevice = agentConf + fileInput + `
 [[outputs.ockam]]
@@ -399,7 +430,8 @@ func (p *process) tail() string {
 // influxdb is an influxd 1.8 on loopback, with its data in a temporary
 // directory.
 type influxdb struct {
-	url string
+	url     string
+	process *process
 }
 
 var listeningHTTP = regexp.MustCompile(`msg="Listening on HTTP".* addr=(\S+)`)
@@ -416,7 +448,7 @@ func startInfluxd(b testing.TB, bin string) *influxdb {
 	for {
 		data, _ := os.ReadFile(p.log)
 		if m := listeningHTTP.FindSubmatch(data); m != nil {
-			db := &influxdb{url: "http://" + string(m[1])}
+			db := &influxdb{url: "http://" + string(m[1]), process: p}
 			for time.Now().Before(deadline) {
 				if resp, err := http.Get(db.url + "/ping"); err == nil {
 					resp.Body.Close()
