@@ -69,6 +69,12 @@ func TestInfluxDBAnswers(t *testing.T) {
 		{"a backslash the inlet cannot carry", "\\\\  v=1 1\nm v=2 2", http.StatusBadRequest,
 			`partial write: unable to parse '\\  v=1 1': a backslash or a control character that the inlet cannot carry unchanged dropped=0`,
 			[]telegraf.Metric{m(map[string]any{"v": 2.0}, 2)}},
+		// influxd's parser accepts this line, and its field iterator then
+		// reads a string of one quote (FuzzParseLines): influxd would
+		// panic on it.
+		{"a value influxd cannot read back", "0 0=\"\"\\,\"=\" 1\nm v=2 2", http.StatusBadRequest,
+			`partial write: unable to parse '0 0=""\,"=" 1': a field value that influxd's own parser cannot read back dropped=0`,
+			[]telegraf.Metric{m(map[string]any{"v": 2.0}, 2)}},
 		{"type conflict", "m v=1 1\nm v=\"a\",w=1 2\nm v=3i 3\nm v=4 4\nn v=\"b\" 5", http.StatusBadRequest,
 			`partial write: field type conflict: input field "v" on measurement "m" is type string, already exists as type float dropped=2`,
 			[]telegraf.Metric{m(map[string]any{"v": 1.0}, 1), m(map[string]any{"v": 4.0}, 4),
