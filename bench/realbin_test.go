@@ -168,16 +168,21 @@ func BenchmarkRealBinaries(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op") // the setup, mostly
 	for i, p := range pipes {
-		slices.Sort(rates[i])
-		b.ReportMetric(rates[i][len(rates[i])/2], p.name+"-metrics/s")
+		b.ReportMetric(median(rates[i]), p.name+"-metrics/s")
 		for j, unit := range []string{"-device-cpu-s/1M", "-gateway-cpu-s/1M", "-influxd-cpu-s/1M"} {
 			if p.kind == "influxd-direct" && j < 2 {
 				continue
 			}
-			slices.Sort(cpus[i][j])
-			b.ReportMetric(cpus[i][j][len(cpus[i][j])/2], p.name+unit)
+			b.ReportMetric(median(cpus[i][j]), p.name+unit)
 		}
 	}
+}
+
+// median sorts xs and returns its middle value (the upper one of an even
+// count).
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 // runPipeline runs the gateway and then the device, and waits until the
